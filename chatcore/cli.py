@@ -1,0 +1,170 @@
+"""``python -m chatcore <command>``: a thin layer over the functions the pages use."""
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+
+from .settings import Settings
+
+
+class UsageError(Exception):
+    """Bad input from the command line: printed without a traceback, exit code 2."""
+
+
+def _add_log(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log", metavar="PATH",
+                   help="JSONL log file or folder of *.jsonl shards "
+                        "(default: $CHAT_LOG_PATH or ./data/chat_logs.jsonl)")
+
+
+def _add_dates(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", metavar="DATE", help="from this date or ISO time (inclusive)")
+    p.add_argument("--until", metavar="DATE", help="up to this date or ISO time (a bare date includes that whole day)")
+
+
+def parse_date_arg(value: str | None, *, end: bool = False) -> datetime | None:
+    from .conversations import parse_date
+
+    if value is None:
+        return None
+    try:
+        return parse_date(value, end=end)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _progress_to_stderr():
+    """A progress callback printing a one-line bar on stderr for first large loads."""
+    if not sys.stderr.isatty():
+        shown = {"last": -1}
+
+        def quiet(done: int, total: int) -> None:
+            if total > 50_000_000:
+                pct = int(done * 10 / max(total, 1))
+                if pct != shown["last"]:
+                    shown["last"] = pct
+                    print(f"loading log: {pct * 10}%", file=sys.stderr, flush=True)
+
+        return quiet
+
+    def bar(done: int, total: int) -> None:
+        if total < 5_000_000:
+            return
+        pct = done / max(total, 1)
+        print(f"\rloading log {done / 1e6:7.1f}/{total / 1e6:.1f} MB "
+              f"[{'#' * int(pct * 30):<30}] {pct:4.0%}", end="" if done < total else "\n",
+              file=sys.stderr, flush=True)
+
+    return bar
+
+
+# ------------------------------------------------------------------------- commands
+
+
+def cmd_space(args) -> int:
+    from .space import serve
+
+    settings = Settings.from_env(
+        host=args.host, port=args.port, log_path=args.log, responder=args.responder,
+        replica=args.replica,
+    )
+    if args.allow_origin:
+        settings = settings.with_(allowed_origins=args.allow_origin)
+    serve(settings)
+    return 0
+
+
+def cmd_conversations(args) -> int:
+    from .conversations import format_conversations, summarise_conversations
+    from .store import load_log
+
+    settings = Settings.from_env(log_path=args.log)
+    since = parse_date_arg(args.since)
+    until = parse_date_arg(args.until, end=True)
+    if since and until and since >= until:
+        raise UsageError("--since must be before --until")
+    if not settings.log_path.exists():
+        raise UsageError(f"no log at {settings.log_path} (set --log or CHAT_LOG_PATH)")
+    frame, stats = load_log(settings.log_path, since=since, until=until, progress=_progress_to_stderr())
+    summary = summarise_conversations(frame)
+    sys.stdout.write(format_conversations(summary, args.format))
+    if stats.get("bad_total"):
+        print(f"note: skipped {stats['bad_total']} bad line(s) in the log", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .conversations import export_conversation
+    from .store import load_log
+
+    settings = Settings.from_env(log_path=args.log)
+    if not settings.log_path.exists():
+        raise UsageError(f"no log at {settings.log_path} (set --log or CHAT_LOG_PATH)")
+    frame, _ = load_log(settings.log_path, progress=_progress_to_stderr())
+    turns = frame[frame["conversation_id"] == args.conversation]
+    if turns.empty:
+        print(f"no conversation {args.conversation!r} in {settings.log_path}", file=sys.stderr)
+        return 1
+    sys.stdout.write(export_conversation(turns, args.format))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m chatcore", description="Chat Operator")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("space", help="run the chat Space (Gradio) that writes the log")
+    p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 7860)")
+    _add_log(p)
+    p.add_argument("--responder", choices=["echo", "openai", "hf"], default=None,
+                   help="who writes the replies (default: $CHAT_RESPONDER or echo)")
+    p.add_argument("--replica", default=None,
+                   help="replica id: write the shard <log stem>.<replica>.jsonl (default $CHAT_REPLICA_ID)")
+    p.add_argument("--allow-origin", action="append", metavar="ORIGIN",
+                   help="browser origin allowed to call the Space (repeat; * for any; "
+                        "default $CHAT_ALLOWED_ORIGINS, localhost only)")
+    p.set_defaults(func=cmd_space)
+
+    p = sub.add_parser("conversations", help="list conversations in the log, one row each")
+    _add_log(p)
+    _add_dates(p)
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.set_defaults(func=cmd_conversations)
+
+    p = sub.add_parser("export", help="export one conversation")
+    p.add_argument("--conversation", required=True, metavar="ID")
+    _add_log(p)
+    p.add_argument("--format", choices=["jsonl", "csv", "md"], default="jsonl")
+    p.set_defaults(func=cmd_export)
+
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands():
+    """More commands, one module each in ``chatcore/commands/`` with a ``register(sub)``."""
+    import importlib
+    import pkgutil
+
+    from . import commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        yield module.register
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,187 @@
+"""Talk to the Space through ``gradio_client`` — used by the chat page, the CLI and tests.
+
+Errors come out as :class:`SpaceError` with a message meant for a person
+(``kind`` is ``unreachable``, ``timeout`` or ``rejected``); the client reconnects
+by itself on the next call after the Space comes back.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Iterator
+
+import httpx
+
+
+class SpaceError(RuntimeError):
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class TurnResult:
+    conversation_id: str
+    reply: str
+    latency_ms: float
+
+
+def _reply_text(output) -> str:
+    """The reply from one streamed output (a string, or a message dict/list from other Spaces)."""
+    if isinstance(output, (list, tuple)):
+        if output and all(isinstance(x, str) for x in output):
+            return "\n".join(output)
+        return _reply_text(output[-1]) if output else ""
+    if isinstance(output, dict):
+        return str(output.get("content") or output.get("text") or "")
+    return "" if output is None else str(output)
+
+
+class SpaceClient:
+    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0,
+                 connect_timeout: float = 5.0):
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._client = None
+        self._lock = threading.Lock()
+
+    # -- connection -------------------------------------------------------------------
+
+    def _connect(self):
+        from gradio_client import Client
+
+        with self._lock:
+            if self._client is None:
+                try:
+                    self._client = Client(
+                        self.url, token=self.token, verbose=False,
+                        httpx_kwargs={"timeout": httpx.Timeout(self.timeout, connect=self.connect_timeout)},
+                    )
+                except Exception as exc:
+                    raise self._as_error(exc) from None
+            return self._client
+
+    def _drop(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:
+                pass
+
+    def _as_error(self, exc: BaseException) -> SpaceError:
+        from gradio_client.exceptions import AppError
+
+        if isinstance(exc, SpaceError):
+            return exc
+        if isinstance(exc, AppError):
+            return SpaceError("rejected", str(exc) or "The Space refused the message.")
+        if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
+            return SpaceError("timeout", f"The Space at {self.url} did not answer in time. Try again.")
+        return SpaceError(
+            "unreachable",
+            f"Cannot reach the Space at {self.url} ({type(exc).__name__}). "
+            "Check that it is running and the URL in settings is right.",
+        )
+
+    def reset(self) -> None:
+        """Start the server-side history afresh (a new conversation)."""
+        if self._client is not None:
+            try:
+                self._client.reset_session()
+            except Exception:
+                self._drop()
+
+    def close(self) -> None:
+        self._drop()
+
+    # -- chat ---------------------------------------------------------------------------
+
+    def stream(self, text: str, conversation_id: str, source: str = "operator",
+               files: list | None = None) -> Iterator[str]:
+        """Yield the reply as it grows (each item is the new part only)."""
+        client = self._connect()
+        try:
+            job = client.submit(
+                message={"text": text, "files": files or []},
+                conversation_id=conversation_id,
+                source=source,
+                api_name="/chat",
+            )
+        except Exception as exc:
+            self._drop()
+            raise self._as_error(exc) from None
+        shown = ""
+        deadline = time.monotonic() + self.timeout
+        try:
+            for output in self._iterate(job, deadline):
+                text_now = _reply_text(output)
+                if text_now.startswith(shown) and len(text_now) > len(shown):
+                    yield text_now[len(shown):]
+                    shown = text_now
+            final = job.result(timeout=max(0.1, deadline - time.monotonic()))
+            text_now = _reply_text(final)
+            if text_now.startswith(shown) and len(text_now) > len(shown):
+                yield text_now[len(shown):]
+        except SpaceError:
+            raise
+        except Exception as exc:
+            err = self._as_error(exc)
+            if err.kind != "rejected":
+                self._drop()
+            raise err from None
+
+    @staticmethod
+    def _iterate(job, deadline: float):
+        """Iterate a Job's outputs, but give up at ``deadline`` (a hung Space)."""
+        q: queue.Queue = queue.Queue()
+
+        def pump():
+            try:
+                for out in job:
+                    q.put(("out", out))
+                q.put(("end", None))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                q.put(("err", exc))
+
+        threading.Thread(target=pump, daemon=True).start()
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                job.cancel()
+                raise TimeoutError("the Space did not finish the reply in time")
+            try:
+                kind, value = q.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if kind == "out":
+                yield value
+            elif kind == "err":
+                raise value
+            else:
+                return
+
+    def send(self, text: str, conversation_id: str | None = None, source: str = "api") -> TurnResult:
+        conversation_id = conversation_id or str(uuid.uuid4())
+        started = time.perf_counter()
+        reply = "".join(self.stream(text, conversation_id, source))
+        return TurnResult(conversation_id, reply, (time.perf_counter() - started) * 1000)
+
+
+def space_health(url: str, timeout: float = 3.0) -> dict:
+    """``GET /healthz`` of the Space: its JSON, or ``{"status": "down", "error": ...}``."""
+    try:
+        resp = httpx.get(url.rstrip("/") + "/healthz", timeout=timeout)
+        if resp.status_code == 200:
+            return resp.json()
+        return {"status": "down", "error": f"HTTP {resp.status_code} from /healthz"}
+    except httpx.HTTPError as exc:
+        return {"status": "down", "error": f"cannot reach {url} ({type(exc).__name__})"}
+    except ValueError:
+        return {"status": "down", "error": "the Space's /healthz did not return JSON"}

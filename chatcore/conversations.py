@@ -1,0 +1,181 @@
+"""Conversations: group turns by conversation_id, filter, summarise, export.
+
+Works on the pandas frame the store returns (columns of ``records.COLUMNS``).
+Used by the CLI and by the dashboard pages alike.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
+
+import pandas as pd
+
+SUMMARY_COLUMNS = ["conversation_id", "turns", "first_ts", "last_ts", "first_user_text"]
+
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def parse_date(value: str, *, end: bool = False, tz: tzinfo = timezone.utc) -> datetime:
+    """``2026-11-21`` or a full ISO time → an aware datetime.
+
+    A bare date means the start of that day in ``tz``; with ``end=True`` the
+    start of the next day, so ``--until 2026-11-21`` includes the whole 21st.
+    """
+    text = (value or "").strip()
+    if _DATE_ONLY.match(text):
+        try:
+            day = date.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"not a valid date: {value!r} (use YYYY-MM-DD)") from None
+        if end:
+            day += timedelta(days=1)
+        return datetime.combine(day, time.min, tzinfo=tz)
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"not a date or ISO time: {value!r} (use 2026-11-21 or 2026-11-21T14:30:00Z)"
+        ) from None
+    return ts if ts.tzinfo else ts.replace(tzinfo=tz)
+
+
+def filter_dates(frame: pd.DataFrame, since: datetime | None = None, until: datetime | None = None) -> pd.DataFrame:
+    """Turns with ``since <= ts < until``."""
+    mask = pd.Series(True, index=frame.index)
+    if since is not None:
+        mask &= frame["ts"] >= pd.Timestamp(since)
+    if until is not None:
+        mask &= frame["ts"] < pd.Timestamp(until)
+    return frame[mask]
+
+
+def summarise_conversations(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per conversation: id, turns, first/last time, first question; newest first."""
+    if frame.empty:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    ordered = frame.sort_values("ts", kind="stable")
+    grouped = ordered.groupby("conversation_id", sort=False, observed=True)
+    summary = pd.DataFrame({
+        "turns": grouped.size(),
+        "first_ts": grouped["ts"].min(),
+        "last_ts": grouped["ts"].max(),
+        "first_user_text": grouped["user_text"].first(),
+    }).reset_index()
+    summary["conversation_id"] = summary["conversation_id"].astype(str)
+    return summary.sort_values("last_ts", ascending=False, kind="stable").reset_index(drop=True)[SUMMARY_COLUMNS]
+
+
+def _iso(ts) -> str | None:
+    if ts is None or pd.isna(ts):
+        return None
+    return pd.Timestamp(ts).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def format_conversations(summary: pd.DataFrame, fmt: str) -> str:
+    rows = [
+        {
+            "conversation_id": r.conversation_id,
+            "turns": int(r.turns),
+            "first_ts": _iso(r.first_ts),
+            "last_ts": _iso(r.last_ts),
+            "first_user_text": r.first_user_text,
+        }
+        for r in summary.itertuples(index=False)
+    ]
+    if fmt == "json":
+        return json.dumps(rows, ensure_ascii=False, indent=1) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buf.getvalue()
+    if not rows:
+        return "no conversations\n"
+    lines = [f"{'conversation_id':<36}  {'turns':>5}  {'first (UTC)':<19}  {'last (UTC)':<19}  first question"]
+    for r in rows:
+        question = " ".join((r["first_user_text"] or "").split())
+        question = question if len(question) <= 60 else question[:59] + "…"
+        lines.append(
+            f"{r['conversation_id']:<36}  {r['turns']:>5}  {r['first_ts'][:19].replace('T', ' '):<19}  "
+            f"{r['last_ts'][:19].replace('T', ' '):<19}  {question}"
+        )
+    lines.append(f"{len(rows)} conversation(s)")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------ export
+
+EXPORT_FIELDS = ["ts", "conversation_id", "turn", "source", "user_text", "response", "latency_ms", "error", "backend", "model"]
+
+
+def _turn_dicts(turns: pd.DataFrame) -> list[dict]:
+    ordered = turns.sort_values("ts", kind="stable")
+    out = []
+    for row in ordered.to_dict("records"):
+        item = {}
+        for key in EXPORT_FIELDS:
+            value = row.get(key)
+            if key == "ts":
+                value = _iso(value)
+            elif value is not None and not isinstance(value, str) and pd.isna(value):
+                value = None
+            elif hasattr(value, "item"):  # numpy scalar
+                value = value.item()
+            item[key] = value
+        out.append(item)
+    return out
+
+
+def export_turns(turns: pd.DataFrame, fmt: str) -> str:
+    """Turns (any set, e.g. the filtered view) as ``jsonl`` or ``csv`` text."""
+    rows = _turn_dicts(turns)
+    if fmt == "jsonl":
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=EXPORT_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: _csv_safe(v) for k, v in r.items()})
+        return buf.getvalue()
+    raise ValueError(f"unknown export format {fmt!r}")
+
+
+def _csv_safe(value):
+    """Keep spreadsheet programs from running a cell as a formula (CSV injection)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def markdown_transcript(turns: pd.DataFrame) -> str:
+    rows = _turn_dicts(turns)
+    if not rows:
+        return ""
+    cid = rows[0]["conversation_id"]
+    out = [f"# Conversation {cid}", "",
+           f"{len(rows)} turn(s), {rows[0]['ts']} – {rows[-1]['ts']}", ""]
+    for r in rows:
+        latency = f", {r['latency_ms']:.0f} ms" if r.get("latency_ms") is not None else ""
+        out += [f"## Turn {r['turn'] if r['turn'] is not None else '?'} — {r['ts']} ({r['source']}{latency})", "",
+                "**User:**", "", _md_quote(r["user_text"]), "",
+                "**Assistant:**", "", _md_quote(r["response"]), ""]
+        if r.get("error"):
+            out += [f"> error: {r['error']}", ""]
+    return "\n".join(out)
+
+
+def _md_quote(text: str | None) -> str:
+    """Text as an indented code block: markdown or HTML inside it stays inert."""
+    text = text or ""
+    return "\n".join("    " + line for line in text.split("\n"))
+
+
+def export_conversation(turns: pd.DataFrame, fmt: str) -> str:
+    if fmt == "md":
+        return markdown_transcript(turns)
+    return export_turns(turns, fmt)

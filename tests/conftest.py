@@ -1,0 +1,115 @@
+"""Shared fixtures: real servers on 127.0.0.1, started by the test and stopped at the end."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+class SpaceProcess:
+    """``python -m chatcore space`` in a subprocess on a free loopback port."""
+
+    def __init__(self, log_path: Path, port: int | None = None, env: dict | None = None,
+                 args: list[str] | None = None):
+        self.log_path = Path(log_path)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.args = args or []
+        self.proc: subprocess.Popen | None = None
+        self.output = self.log_path.parent / f"space-{self.port}.out"
+
+    def start(self) -> "SpaceProcess":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        out = open(self.output, "ab")
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "chatcore", "space", "--host", "127.0.0.1", "--port", str(self.port),
+             "--log", str(self.log_path), *self.args],
+            cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        out.close()
+        try:
+            wait_http(self.url + "/healthz", proc=self.proc)
+        except Exception:
+            self.stop()
+            raise RuntimeError(f"Space did not start:\n{self.output.read_text(errors='replace')[-3000:]}")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+    def health(self) -> dict:
+        return httpx.get(self.url + "/healthz", timeout=5).json()
+
+    def records(self) -> list[dict]:
+        if not self.log_path.exists():
+            return []
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+@pytest.fixture
+def space_factory(tmp_path):
+    """Start Spaces on demand; all are stopped at the end of the test."""
+    started: list[SpaceProcess] = []
+
+    def make(log_path: Path | None = None, **kwargs) -> SpaceProcess:
+        sp = SpaceProcess(log_path or tmp_path / "logs" / "chat_logs.jsonl", **kwargs)
+        started.append(sp)
+        return sp.start()
+
+    yield make
+    for sp in started:
+        sp.stop()
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory):
+    """One echo Space for a whole test module."""
+    log_path = tmp_path_factory.mktemp("space") / "chat_logs.jsonl"
+    sp = SpaceProcess(log_path).start()
+    yield sp
+    sp.stop()
