@@ -1,0 +1,1 @@
+"""The website widget: ``/widget.js`` (one script tag) and a demo host page at ``/widget/demo``."""

@@ -1,0 +1,533 @@
+/*!
+ * Chat Operator website widget.
+ *
+ *   <script src="https://SPACE/widget.js" data-title="Help"
+ *           data-greeting="Hi! How can I help?" defer></script>
+ *
+ * Options (data- attributes on the script tag):
+ *   data-title     panel title                      (default "Chat")
+ *   data-greeting  first message shown to visitors  (default none)
+ *   data-color     accent colour, any CSS colour    (default #4f46e5)
+ *   data-position  "right" | "left"                 (default right)
+ *   data-space     Space URL when this file is hosted elsewhere
+ *                  (default: the origin this script was loaded from)
+ *
+ * Talks to the Space's Gradio HTTP API directly:
+ *   POST <space>/gradio_api/call/chat  {"data": [{text, files: []}, conversation_id, "widget"]}
+ *     -> {"event_id": "..."}
+ *   GET  <space>/gradio_api/call/chat/<event_id>
+ *     -> text/event-stream; "event: generating|complete|error", "data: <json>"
+ * No dependencies, no build step. All visitor and assistant text is inserted
+ * with textContent, never as HTML.
+ */
+(function () {
+  "use strict";
+
+  var script = document.currentScript;
+  if (!script) {
+    var all = document.querySelectorAll("script[src*='widget.js']");
+    script = all[all.length - 1] || null;
+  }
+  if (window.__chatOperatorWidget) return; // loaded twice on one page: keep the first
+  window.__chatOperatorWidget = true;
+
+  function attr(name, fallback) {
+    var v = script && script.getAttribute("data-" + name);
+    return v && v.trim() ? v.trim() : fallback;
+  }
+
+  var scriptOrigin = window.location.origin;
+  try {
+    if (script && script.src) scriptOrigin = new URL(script.src, window.location.href).origin;
+  } catch (e) { /* keep the page origin */ }
+
+  var SPACE = attr("space", scriptOrigin).replace(/\/+$/, "");
+  var TITLE = attr("title", "Chat");
+  var GREETING = attr("greeting", "");
+  var POSITION = attr("position", "right") === "left" ? "left" : "right";
+  var COLOR = attr("color", "#4f46e5");
+  var SOURCE = "widget";
+  var START_TIMEOUT_MS = 20000;   // to get an event id back
+  var IDLE_TIMEOUT_MS = 90000;    // silence allowed inside a reply stream
+  var MAX_STORED = 100;           // transcript messages kept across reloads
+  var KEY = "chatop-widget:" + SPACE + ":";
+
+  // ---------------------------------------------------------------- storage
+  var memory = {};
+  function load(store, name) {
+    try { return window[store].getItem(KEY + name); } catch (e) { return memory[store + name] || null; }
+  }
+  function save(store, name, value) {
+    try {
+      if (value === null) window[store].removeItem(KEY + name);
+      else window[store].setItem(KEY + name, value);
+    } catch (e) {
+      memory[store + name] = value;
+    }
+  }
+
+  function newId() {
+    var c = window.crypto || window.msCrypto;
+    if (c && typeof c.randomUUID === "function") {
+      try { return c.randomUUID(); } catch (e) { /* insecure context: fall through */ }
+    }
+    var b = new Uint8Array(16);
+    if (c && typeof c.getRandomValues === "function") c.getRandomValues(b);
+    else for (var i = 0; i < 16; i++) b[i] = Math.floor(Math.random() * 256);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    var h = [];
+    for (var j = 0; j < 16; j++) h.push((b[j] + 0x100).toString(16).slice(1));
+    return h.slice(0, 4).join("") + "-" + h.slice(4, 6).join("") + "-" + h.slice(6, 8).join("") +
+      "-" + h.slice(8, 10).join("") + "-" + h.slice(10, 16).join("");
+  }
+
+  function conversationId(fresh) {
+    var id = fresh ? null : load("localStorage", "conversation_id");
+    if (!id || !/^[A-Za-z0-9_.:-]{1,128}$/.test(id)) {
+      id = newId();
+      save("localStorage", "conversation_id", id);
+    }
+    return id;
+  }
+
+  function loadTranscript() {
+    try {
+      var t = JSON.parse(load("localStorage", "transcript") || "[]");
+      return Array.isArray(t) ? t.filter(function (m) {
+        return m && (m.role === "user" || m.role === "assistant") && typeof m.text === "string";
+      }) : [];
+    } catch (e) { return []; }
+  }
+
+  // ----------------------------------------------------------------- styles
+  var CSS = [
+    ":host{all:initial;position:fixed;z-index:2147483000;bottom:20px;" + POSITION + ":20px;",
+    "font-family:system-ui,-apple-system,'Segoe UI',Roboto,'Helvetica Neue',Arial,sans-serif;",
+    "font-size:15px;line-height:1.45;color:#1f2937;--accent:#4f46e5;--on-accent:#fff}",
+    "*,*::before,*::after{box-sizing:border-box}",
+    "button,textarea{font:inherit;color:inherit}",
+    ".launcher{width:60px;height:60px;border-radius:50%;border:0;cursor:pointer;background:var(--accent);",
+    "color:var(--on-accent);display:flex;align-items:center;justify-content:center;",
+    "box-shadow:0 6px 20px rgba(15,23,42,.25);transition:transform .15s ease,box-shadow .15s ease}",
+    ".launcher:hover{transform:translateY(-2px);box-shadow:0 10px 26px rgba(15,23,42,.3)}",
+    ".launcher:focus-visible,.icon-btn:focus-visible,.send:focus-visible,.retry:focus-visible{",
+    "outline:3px solid #93c5fd;outline-offset:2px}",
+    ".launcher svg{width:28px;height:28px}",
+    ".launcher .close-icon{display:none}",
+    ":host(.open) .launcher .chat-icon{display:none}",
+    ":host(.open) .launcher .close-icon{display:block}",
+    ".panel{position:absolute;bottom:76px;" + POSITION + ":0;width:380px;height:min(600px,calc(100vh - 110px));",
+    "background:#fff;border-radius:16px;box-shadow:0 18px 50px rgba(15,23,42,.28),0 0 0 1px rgba(15,23,42,.06);",
+    "display:flex;flex-direction:column;overflow:hidden}",
+    ".panel[hidden]{display:none}",
+    "header{display:flex;align-items:center;gap:8px;padding:14px 12px 14px 18px;background:var(--accent);color:var(--on-accent)}",
+    "header h2{flex:1;margin:0;font-size:16px;font-weight:600;letter-spacing:.01em;",
+    "white-space:nowrap;overflow:hidden;text-overflow:ellipsis}",
+    ".status{display:block;font-size:12px;font-weight:400;opacity:.85}",
+    ".icon-btn{width:34px;height:34px;border:0;border-radius:8px;background:transparent;color:inherit;",
+    "cursor:pointer;display:flex;align-items:center;justify-content:center}",
+    ".icon-btn:hover{background:rgba(255,255,255,.18)}",
+    ".icon-btn svg{width:18px;height:18px}",
+    ".log{flex:1;overflow-y:auto;padding:18px 14px 8px;display:flex;flex-direction:column;gap:10px;background:#f8fafc}",
+    ".msg{max-width:85%;padding:9px 13px;border-radius:14px;white-space:pre-wrap;overflow-wrap:anywhere;word-break:break-word}",
+    ".msg.assistant{align-self:flex-start;background:#fff;border:1px solid #e5e7eb;border-bottom-left-radius:4px}",
+    ".msg.user{align-self:flex-end;background:var(--accent);color:var(--on-accent);border-bottom-right-radius:4px}",
+    ".msg.pending::after{content:'';display:inline-block;width:28px;height:10px;",
+    "background:radial-gradient(circle,#9ca3af 40%,transparent 42%) 0 50%/10px 10px repeat-x;",
+    "animation:blink 1s infinite ease-in-out}",
+    "@keyframes blink{50%{opacity:.35}}",
+    ".sr-only{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}",
+    ".error{display:flex;align-items:center;gap:10px;margin:0 14px 8px;padding:9px 12px;border-radius:10px;",
+    "background:#fef2f2;border:1px solid #fecaca;color:#991b1b;font-size:14px}",
+    ".error[hidden]{display:none}",
+    ".error-text{flex:1}",
+    ".retry{border:1px solid #fca5a5;background:#fff;color:#991b1b;border-radius:8px;padding:4px 10px;cursor:pointer;font-size:13px;font-weight:600}",
+    ".retry:hover{background:#fee2e2}",
+    "form{display:flex;align-items:flex-end;gap:8px;padding:10px 12px 12px;border-top:1px solid #e5e7eb;background:#fff}",
+    "textarea{flex:1;resize:none;border:1px solid #d1d5db;border-radius:12px;padding:9px 12px;min-height:42px;",
+    "max-height:140px;background:#fff;line-height:1.4;outline:none}",
+    "textarea:focus{border-color:var(--accent);box-shadow:0 0 0 3px rgba(99,102,241,.18)}",
+    ".send{width:42px;height:42px;border:0;border-radius:12px;background:var(--accent);color:var(--on-accent);",
+    "cursor:pointer;display:flex;align-items:center;justify-content:center;flex:none}",
+    ".send:disabled{opacity:.45;cursor:default}",
+    ".send svg{width:18px;height:18px}",
+    ".foot{font-size:11px;color:#6b7280;text-align:center;padding:0 0 8px;background:#fff}",
+    "@media (max-width:480px){",
+    ":host(.open){inset:0;bottom:0;left:0;right:0}",
+    ":host(.open) .launcher{display:none}",
+    ".panel{position:fixed;inset:0;width:100%;height:100%;border-radius:0;bottom:0}",
+    "}",
+    "@media (prefers-reduced-motion:reduce){.launcher{transition:none}.msg.pending::after{animation:none}}"
+  ].join("");
+
+  var ICON_CHAT = '<svg class="chat-icon" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" ' +
+    'stroke-linecap="round" stroke-linejoin="round" aria-hidden="true"><path d="M21 12a8 8 0 0 1-11.6 7.1L4 20l1-4.4A8 8 0 1 1 21 12z"/></svg>';
+  var ICON_X = '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2.2" stroke-linecap="round" ' +
+    'aria-hidden="true"><path d="M6 6l12 12M18 6L6 18"/></svg>';
+  var ICON_NEW = '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" ' +
+    'stroke-linejoin="round" aria-hidden="true"><path d="M12 20h9"/><path d="M16.5 3.5a2.1 2.1 0 0 1 3 3L7 19l-4 1 1-4z"/></svg>';
+  var ICON_SEND = '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" ' +
+    'stroke-linejoin="round" aria-hidden="true"><path d="M22 2L11 13"/><path d="M22 2l-7 20-4-9-9-4z"/></svg>';
+
+  // Static markup only: every dynamic string is set below with textContent / setAttribute.
+  var TEMPLATE =
+    '<div class="panel" id="panel" role="dialog" aria-modal="false" aria-labelledby="title" hidden>' +
+      '<header><h2 id="title"></h2>' +
+        '<button type="button" class="icon-btn" data-act="new" aria-label="Start a new conversation" title="New conversation">' + ICON_NEW + '</button>' +
+        '<button type="button" class="icon-btn" data-act="close" aria-label="Close chat" title="Close">' + ICON_X + '</button>' +
+      '</header>' +
+      '<div class="log" id="log" role="log" aria-live="polite" aria-relevant="additions" aria-label="Messages"></div>' +
+      '<div class="error" role="alert" hidden><span class="error-text"></span>' +
+        '<button type="button" class="retry" data-act="retry">Retry</button></div>' +
+      '<form novalidate><label class="sr-only" for="input">Your message</label>' +
+        '<textarea id="input" rows="1" placeholder="Type your message…" autocomplete="off"></textarea>' +
+        '<button type="submit" class="send" aria-label="Send message" title="Send">' + ICON_SEND + '</button>' +
+      '</form>' +
+      '<div class="foot">Press Enter to send, Shift+Enter for a new line</div>' +
+    '</div>' +
+    '<button type="button" class="launcher" aria-controls="panel" aria-expanded="false">' +
+      ICON_CHAT + ICON_X.replace("<svg ", '<svg class="close-icon" ') + '</button>';
+
+  function readableOn(color) {
+    // White or near-black text, whichever reads better on the accent colour.
+    var probe = document.createElement("span");
+    probe.style.color = color;
+    probe.style.display = "none";
+    document.body.appendChild(probe);
+    var rgb = (getComputedStyle(probe).color.match(/[\d.]+/g) || [0, 0, 0]).map(Number);
+    probe.remove();
+    var lum = [rgb[0], rgb[1], rgb[2]].map(function (v) {
+      v /= 255;
+      return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+    });
+    var L = 0.2126 * lum[0] + 0.7152 * lum[1] + 0.0722 * lum[2];
+    return L > 0.45 ? "#111827" : "#ffffff";
+  }
+
+  // -------------------------------------------------------------------- UI
+  function mount() {
+    var host = document.createElement("div");
+    host.id = "chat-operator-widget";
+    host.setAttribute("data-position", POSITION);
+    var root = host.attachShadow({ mode: "open" });
+    var style = document.createElement("style");
+    style.textContent = CSS;
+    root.appendChild(style);
+    var wrap = document.createElement("div");
+    wrap.innerHTML = TEMPLATE; // constant string, no user or reply content
+    while (wrap.firstChild) root.appendChild(wrap.firstChild);
+    document.body.appendChild(host);
+
+    var accent = (window.CSS && CSS_supports(COLOR)) ? COLOR : "#4f46e5";
+    host.style.setProperty("--accent", accent);
+    host.style.setProperty("--on-accent", readableOn(accent));
+
+    var $ = function (sel) { return root.querySelector(sel); };
+    var panel = $(".panel"), launcher = $(".launcher"), log = $(".log"), form = $("form");
+    var input = $("textarea"), sendBtn = $(".send"), errorBox = $(".error"), errorText = $(".error-text");
+    $("#title").textContent = TITLE;
+    launcher.setAttribute("aria-label", "Open chat: " + TITLE);
+
+    var state = {
+      cid: conversationId(false),
+      transcript: loadTranscript(),
+      busy: false,
+      controller: null,
+      lastText: ""
+    };
+
+    function scrollDown() { log.scrollTop = log.scrollHeight; }
+
+    function bubble(role, text, extra) {
+      var el = document.createElement("div");
+      el.className = "msg " + role + (extra ? " " + extra : "");
+      var who = document.createElement("span");
+      who.className = "sr-only";
+      who.textContent = role === "user" ? "You said: " : TITLE + " said: ";
+      var body = document.createElement("span");
+      body.className = "text";
+      body.textContent = text;
+      if (extra !== "pending") { el.appendChild(who); el.appendChild(body); }
+      else el.setAttribute("aria-label", TITLE + " is typing");
+      log.appendChild(el);
+      scrollDown();
+      return el;
+    }
+
+    function setBubbleText(el, text) {
+      var body = el.querySelector(".text");
+      if (!body) {
+        el.removeAttribute("aria-label");
+        var who = document.createElement("span");
+        who.className = "sr-only";
+        who.textContent = TITLE + " said: ";
+        body = document.createElement("span");
+        body.className = "text";
+        el.appendChild(who);
+        el.appendChild(body);
+      }
+      body.textContent = text;
+      scrollDown();
+    }
+
+    function render() {
+      log.textContent = "";
+      if (GREETING) bubble("assistant", GREETING, "greeting");
+      state.transcript.forEach(function (m) { bubble(m.role, m.text); });
+    }
+
+    function persist() {
+      state.transcript = state.transcript.slice(-MAX_STORED);
+      save("localStorage", "transcript", JSON.stringify(state.transcript));
+    }
+
+    function showError(message) {
+      errorText.textContent = message;
+      errorBox.hidden = false;
+    }
+    function clearError() { errorBox.hidden = true; errorText.textContent = ""; }
+
+    function autosize() {
+      input.style.height = "auto";
+      input.style.height = Math.min(input.scrollHeight + 2, 140) + "px";
+    }
+
+    function setBusy(busy) {
+      state.busy = busy;
+      sendBtn.disabled = busy;
+      log.setAttribute("aria-busy", busy ? "true" : "false");
+    }
+
+    function open(focus) {
+      panel.hidden = false;
+      host.classList.add("open");
+      launcher.setAttribute("aria-expanded", "true");
+      launcher.setAttribute("aria-label", "Close chat");
+      save("sessionStorage", "open", "1");
+      scrollDown();
+      if (focus !== false) input.focus();
+    }
+    function close() {
+      panel.hidden = true;
+      host.classList.remove("open");
+      launcher.setAttribute("aria-expanded", "false");
+      launcher.setAttribute("aria-label", "Open chat: " + TITLE);
+      save("sessionStorage", "open", null);
+      launcher.focus();
+    }
+
+    function newConversation() {
+      if (state.controller) state.controller.abort();
+      state.cid = conversationId(true);
+      state.transcript = [];
+      persist();
+      clearError();
+      render();
+      input.focus();
+    }
+
+    function send(text) {
+      if (state.busy) return;
+      if (!text.trim()) { input.focus(); return; }
+      clearError();
+      state.lastText = text;
+      input.value = "";
+      autosize();
+      setBusy(true);
+      var userEl = bubble("user", text);
+      var replyEl = bubble("assistant", "", "pending");
+      var cid = state.cid;
+      var controller = new AbortController();
+      state.controller = controller;
+
+      callChat(text, cid, controller, function (partial) {
+        replyEl.classList.remove("pending");
+        setBubbleText(replyEl, partial);
+      }).then(function (reply) {
+        replyEl.classList.remove("pending");
+        setBubbleText(replyEl, reply);
+        if (cid === state.cid) {
+          state.transcript.push({ role: "user", text: text }, { role: "assistant", text: reply });
+          persist();
+        }
+      }).catch(function (err) {
+        if (cid !== state.cid) return; // a new conversation was started meanwhile
+        userEl.remove();
+        replyEl.remove();
+        // Keep the visitor's words for a retry (unless they already typed something new).
+        if (!input.value.trim()) { input.value = text; autosize(); }
+        showError(friendly(err));
+      }).then(function () {
+        if (state.controller === controller) state.controller = null;
+        setBusy(false);
+      });
+    }
+
+    // ---------------------------------------------------------- events
+    launcher.addEventListener("click", function () {
+      if (panel.hidden) open(); else close();
+    });
+    root.addEventListener("click", function (ev) {
+      var t = ev.target.closest && ev.target.closest("[data-act]");
+      if (!t) return;
+      var act = t.getAttribute("data-act");
+      if (act === "close") close();
+      else if (act === "new") newConversation();
+      else if (act === "retry") send(input.value || state.lastText);
+    });
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      send(input.value);
+    });
+    input.addEventListener("keydown", function (ev) {
+      if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+        ev.preventDefault();
+        send(input.value);
+      }
+    });
+    input.addEventListener("input", autosize);
+    root.addEventListener("keydown", function (ev) {
+      if (ev.key === "Escape" && !panel.hidden) {
+        ev.preventDefault();
+        close();
+      }
+    });
+
+    render();
+    if (load("sessionStorage", "open")) open(false);
+
+    // A small handle for the host page (and tests).
+    window.ChatOperatorWidget = {
+      open: function () { open(); },
+      close: close,
+      newConversation: newConversation,
+      get conversationId() { return state.cid; },
+      space: SPACE
+    };
+  }
+
+  function CSS_supports(color) {
+    try { return window.CSS.supports("color", color); } catch (e) { return false; }
+  }
+
+  // ---------------------------------------------------------- the Space API
+  function SpaceError(kind, message) {
+    var e = new Error(message || kind);
+    e.kind = kind;
+    return e;
+  }
+
+  function friendly(err) {
+    switch (err && err.kind) {
+      case "space":   return err.message; // the Space's own words (too long, empty, …)
+      case "timeout": return "The assistant is taking too long to answer. Please try again.";
+      case "http":    return "The assistant is unavailable right now (" + err.message + "). Please try again in a moment.";
+      case "cut":     return "The reply was interrupted. Please try again.";
+      default:        return "We couldn't reach the assistant. Check your connection and try again.";
+    }
+  }
+
+  function withTimeout(controller, ms) {
+    var timer = setTimeout(function () { controller.timedOut = true; controller.abort(); }, ms);
+    return function () { clearTimeout(timer); };
+  }
+
+  function rethrow(controller) {
+    return function (err) {
+      if (err && err.kind) throw err;
+      if (controller.timedOut) throw SpaceError("timeout");
+      if (err && err.name === "AbortError") throw SpaceError("aborted");
+      throw SpaceError("network", String(err && err.message || err));
+    };
+  }
+
+  function callChat(text, cid, controller, onPartial) {
+    var stopStart = withTimeout(controller, START_TIMEOUT_MS);
+    return fetch(SPACE + "/gradio_api/call/chat", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ data: [{ text: text, files: [] }, cid, SOURCE] }),
+      signal: controller.signal,
+      credentials: "omit",
+      mode: "cors"
+    }).then(function (res) {
+      if (!res.ok) {
+        return res.json().catch(function () { return null; }).then(function (body) {
+          var detail = body && (body.error || body.detail);
+          if (typeof detail === "string" && res.status < 500) throw SpaceError("space", detail);
+          throw SpaceError("http", "HTTP " + res.status);
+        });
+      }
+      return res.json();
+    }).then(function (body) {
+      stopStart();
+      if (!body || typeof body.event_id !== "string") throw SpaceError("http", "unexpected answer");
+      return readStream(SPACE + "/gradio_api/call/chat/" + encodeURIComponent(body.event_id), controller, onPartial);
+    }).catch(function (err) { stopStart(); return rethrow(controller)(err); });
+  }
+
+  function readStream(url, controller, onPartial) {
+    var stopIdle = function () {};
+    function idle() { stopIdle(); stopIdle = withTimeout(controller, IDLE_TIMEOUT_MS); }
+    idle();
+    return fetch(url, { signal: controller.signal, credentials: "omit", mode: "cors",
+                        headers: { Accept: "text/event-stream" } }).then(function (res) {
+      if (!res.ok || !res.body) throw SpaceError("http", "HTTP " + res.status);
+      var reader = res.body.getReader();
+      var decoder = new TextDecoder();
+      var buffer = "";
+      var latest = "";
+
+      function handle(block) {
+        var event = "message", data = [];
+        block.split(/\r?\n/).forEach(function (line) {
+          if (line.indexOf("event:") === 0) event = line.slice(6).trim();
+          else if (line.indexOf("data:") === 0) data.push(line.slice(5).replace(/^ /, ""));
+        });
+        var payload = null;
+        try { payload = data.length ? JSON.parse(data.join("\n")) : null; } catch (e) { payload = null; }
+        if (event === "generating" || event === "complete") {
+          var value = Array.isArray(payload) ? payload[0] : payload;
+          if (value && typeof value === "object") value = value.text || value.content || "";
+          if (typeof value === "string") {
+            latest = value;
+            onPartial(latest);
+          }
+          if (event === "complete") return { done: true };
+        } else if (event === "error") {
+          var msg = payload && typeof payload === "object" ? payload.error || payload.message : payload;
+          throw SpaceError("space", typeof msg === "string" && msg ? msg
+            : "Sorry, something went wrong on our side. Please try again.");
+        }
+        return null;
+      }
+
+      function pump() {
+        return reader.read().then(function (chunk) {
+          idle();
+          if (chunk.done) {
+            throw SpaceError("cut");
+          }
+          buffer += decoder.decode(chunk.value, { stream: true });
+          var parts = buffer.split(/\r?\n\r?\n/);
+          buffer = parts.pop();
+          for (var i = 0; i < parts.length; i++) {
+            if (!parts[i].trim()) continue;
+            var r = handle(parts[i]);
+            if (r && r.done) {
+              try { reader.cancel(); } catch (e) { /* already closed */ }
+              return latest;
+            }
+          }
+          return pump();
+        });
+      }
+      return pump();
+    }).then(function (reply) { stopIdle(); return reply; },
+            function (err) { stopIdle(); throw err; });
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", mount);
+  else mount();
+})();
