@@ -1,0 +1,132 @@
+"""Responders against real servers: an OpenAI-compatible streaming server on loopback."""
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from gradio_client import Client
+
+from chatcore.responders import ResponderError, echo_stream, make_openai
+
+
+class _CompletionsServer:
+    """A small server speaking /v1/chat/completions with ``stream: true`` (SSE), as llama.cpp and vLLM do."""
+
+    def __init__(self, mode: str = "ok"):
+        self.mode = mode
+        self.requests: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append({"body": body, "auth": self.headers.get("Authorization")})
+                if self.path != "/v1/chat/completions":
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                if outer.mode == "500":
+                    self.send_response(500)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"no")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                last = body["messages"][-1]["content"]
+                pieces = ["Model ", "reply ", "to: ", last, f" ({len(body['messages'])} msgs)"]
+                for i, piece in enumerate(pieces):
+                    if outer.mode == "garbage" and i == 2:
+                        self.wfile.write(b"data: {not json\n\n")
+                        self.wfile.flush()
+                        return
+                    chunk = {"id": "c1", "object": "chat.completion.chunk", "model": body["model"],
+                             "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.flush()
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_echo_streams_word_by_word():
+    pieces = list(echo_stream("a b c", []))
+    assert pieces == ["You", " said:", " a", " b", " c"]
+    assert "".join(echo_stream("x", [{"role": "user", "content": "p"}])).endswith("(message 2 in this conversation)")
+
+
+def test_openai_streams_and_sends_history(monkeypatch):
+    with _CompletionsServer() as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+        monkeypatch.setenv("OPENAI_MODEL", "tiny-model")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")
+        responder = make_openai()
+        history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+        pieces = list(responder.stream("where is my parcel?", history))
+    assert len(pieces) == 5
+    assert "".join(pieces) == "Model reply to: where is my parcel? (3 msgs)"
+    sent = server.requests[0]
+    assert sent["body"]["stream"] is True and sent["body"]["model"] == "tiny-model"
+    assert sent["body"]["messages"] == history + [{"role": "user", "content": "where is my parcel?"}]
+    assert sent["auth"] == "Bearer sk-test-secret"
+
+
+@pytest.mark.parametrize("mode, message", [("500", "HTTP 500"), ("garbage", "malformed")])
+def test_openai_failures_are_responder_errors(monkeypatch, mode, message):
+    with _CompletionsServer(mode) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+        with pytest.raises(ResponderError, match=message):
+            list(make_openai().stream("x", []))
+
+
+def test_openai_unreachable_does_not_leak_the_key(monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://user:pw@127.0.0.1:9/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-very-secret")
+    with pytest.raises(ResponderError) as info:
+        list(make_openai().stream("x", []))
+    assert "secret" not in str(info.value) and "pw" not in str(info.value)
+
+
+def test_space_with_openai_backend_end_to_end(space_factory, tmp_path):
+    """The Space talks to the model server; history goes as messages; a failure is logged with error."""
+    with _CompletionsServer() as server:
+        sp = space_factory(tmp_path / "oa" / "log.jsonl", args=["--responder", "openai"],
+                           env={"OPENAI_BASE_URL": server.url, "OPENAI_MODEL": "m1",
+                                "OPENAI_API_KEY": "sk-never-logged"})
+        client = Client(sp.url, verbose=False)
+        cid = str(uuid.uuid4())
+        assert client.predict(message={"text": "first", "files": []}, conversation_id=cid,
+                              api_name="/chat") == "Model reply to: first (1 msgs)"
+        job = client.submit(message={"text": "second", "files": []}, conversation_id=cid, api_name="/chat")
+        chunks = list(job)
+        assert chunks[-1] == "Model reply to: second (3 msgs)" and len(chunks) >= 4
+        assert server.requests[1]["body"]["messages"][:2] == [
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "Model reply to: first (1 msgs)"},
+        ]
+        server.mode = "500"
+        reply = client.predict(message={"text": "third", "files": []}, conversation_id=cid, api_name="/chat")
+    assert "could not answer" in reply
+    recs = sp.records()
+    assert [(r["turn"], r["backend"], r["model"]) for r in recs] == [(0, "openai", "m1"), (1, "openai", "m1"), (2, "openai", "m1")]
+    assert recs[0]["error"] is None and "HTTP 500" in recs[2]["error"]
+    assert sp.health()["responder_errors"] == 1
+    assert "sk-never-logged" not in sp.log_path.read_text()
