@@ -179,3 +179,91 @@ def export_conversation(turns: pd.DataFrame, fmt: str) -> str:
     if fmt == "md":
         return markdown_transcript(turns)
     return export_turns(turns, fmt)
+
+
+# ------------------------------------------------------------ dashboard filters
+
+#: Date-range presets the dashboard offers, in menu order.
+DATE_PRESETS = ("Last hour", "Today", "Last 24 hours", "Last 7 days", "All time", "Custom")
+
+
+def preset_range(preset: str, now: datetime | None = None, tz: tzinfo = timezone.utc,
+                 custom: tuple[date | None, date | None] | None = None) -> tuple[datetime | None, datetime | None]:
+    """``(since, until)`` for a preset of :data:`DATE_PRESETS` in the viewer's zone ``tz``.
+
+    ``Today`` starts at local midnight; ``Custom`` takes ``(first day, last day)``
+    (both inclusive, either may be None); ``All time`` is ``(None, None)``.
+    """
+    now = (now or datetime.now(timezone.utc)).astimezone(tz)
+    if preset == "Last hour":
+        return now - timedelta(hours=1), None
+    if preset == "Today":
+        return datetime.combine(now.date(), time.min, tzinfo=tz), None
+    if preset == "Last 24 hours":
+        return now - timedelta(hours=24), None
+    if preset == "Last 7 days":
+        return now - timedelta(days=7), None
+    if preset == "All time":
+        return None, None
+    if preset == "Custom":
+        first, last = custom or (None, None)
+        since = datetime.combine(first, time.min, tzinfo=tz) if first else None
+        until = datetime.combine(last + timedelta(days=1), time.min, tzinfo=tz) if last else None
+        return since, until
+    raise ValueError(f"unknown date preset {preset!r}")
+
+
+def search_turns(frame: pd.DataFrame, query: str | None) -> pd.DataFrame:
+    """Turns whose question or reply contains ``query`` (case-insensitive, plain text)."""
+    needle = (query or "").strip()
+    if not needle or frame.empty:
+        return frame
+    user = frame["user_text"].fillna("").astype(str)
+    reply = frame["response"].fillna("").astype(str)
+    mask = user.str.contains(needle, case=False, regex=False) | reply.str.contains(needle, case=False, regex=False)
+    return frame[mask]
+
+
+def filter_sources(frame: pd.DataFrame, sources: list[str] | tuple[str, ...] | None) -> pd.DataFrame:
+    """Turns from one of ``sources`` (all turns when empty or None)."""
+    if not sources or frame.empty:
+        return frame
+    return frame[frame["source"].astype(str).isin(list(sources))]
+
+
+def conversations_matching(frame: pd.DataFrame, query: str | None) -> pd.DataFrame:
+    """All turns of every conversation that has at least one turn matching ``query``."""
+    hits = search_turns(frame, query)
+    if hits is frame:
+        return frame
+    return frame[frame["conversation_id"].isin(set(hits["conversation_id"]))]
+
+
+TABLE_COLUMNS = ["conversation_id", "turns", "first_ts", "last_ts", "duration_s", "source",
+                 "errors", "first_user_text"]
+
+
+def conversation_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """:func:`summarise_conversations` plus duration (s), source(s) and error count."""
+    summary = summarise_conversations(frame)
+    if summary.empty:
+        return pd.DataFrame(columns=TABLE_COLUMNS)
+    grouped = frame.groupby("conversation_id", sort=False, observed=True)
+    sources = grouped["source"].agg(lambda s: ", ".join(sorted({str(x) for x in s if x})))
+    errors = grouped["error"].agg(lambda s: int(sum(1 for x in s if isinstance(x, str) and x)))
+    summary["duration_s"] = (summary["last_ts"] - summary["first_ts"]).dt.total_seconds()
+    summary["source"] = summary["conversation_id"].map(sources.rename(index=str))
+    summary["errors"] = summary["conversation_id"].map(errors.rename(index=str)).fillna(0).astype(int)
+    return summary[TABLE_COLUMNS]
+
+
+def format_duration(seconds: float | None) -> str:
+    """``45 s``, ``3 min 20 s``, ``2 h 05 min``."""
+    if seconds is None or pd.isna(seconds):
+        return ""
+    seconds = int(round(float(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"

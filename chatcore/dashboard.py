@@ -1,0 +1,362 @@
+"""Helpers behind the operator dashboard (the Streamlit pages stay thin).
+
+Nothing here imports streamlit: the pages call these functions and wrap the
+long-lived objects (:class:`SharedStore`, :class:`LiveFeed`) in
+``st.cache_resource`` at their edge. Everything is testable without a browser.
+
+Text written by visitors and by the model is never trusted: the pages show it
+with ``st.text`` or in dataframes (both inert), and where markdown is needed
+:func:`escape_markdown` makes it literal.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone, tzinfo
+from pathlib import Path
+from typing import Iterable, Iterator
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pandas as pd
+
+from . import records
+
+#: Environment variable naming the dashboard's fallback time zone (IANA name).
+TIMEZONE_ENV = "CHAT_TIMEZONE"
+
+#: A conversation with a turn this recent counts as "active now".
+ACTIVE_WINDOW = timedelta(minutes=5)
+
+
+# ------------------------------------------------------------------------ escaping
+
+_MD_SPECIAL = set("\\`*_{}[]()<>#+-.!|~:$&\"'=^")
+
+
+def escape_markdown(text: str | None) -> str:
+    """``text`` escaped so ``st.markdown`` shows it literally.
+
+    Every markdown/HTML metacharacter gets a backslash (CommonMark turns ``\\<``
+    back into a literal ``<`` and never starts a tag, link or image from it);
+    newlines become hard line breaks so the shape of the text is kept.
+    Escaping is per character, so escaping pieces of a stream one by one gives
+    the same result as escaping the whole reply.
+    """
+    if not text:
+        return ""
+    out = []
+    for ch in str(text):
+        if ch in _MD_SPECIAL:
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("  \n")
+        elif ch == "\r":
+            continue
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def escaped_stream(pieces: Iterable[str], sink: list[str] | None = None) -> Iterator[str]:
+    """Escape each streamed piece for ``st.write_stream``; the raw text goes to ``sink``."""
+    for piece in pieces:
+        if sink is not None:
+            sink.append(piece)
+        yield escape_markdown(piece)
+
+
+def excerpt(text: str | None, limit: int = 80) -> str:
+    """One line, at most ``limit`` characters (``…`` when cut)."""
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def short_id(conversation_id: str | None, length: int = 8) -> str:
+    cid = conversation_id or ""
+    return cid if len(cid) <= length + 1 else cid[:length] + "…"
+
+
+# ------------------------------------------------------------------------ settings
+
+
+def resolve_timezone(browser_tz: str | None = None, fallback: str | None = None) -> tzinfo:
+    """The viewer's zone: the browser's if known, else ``fallback``/$CHAT_TIMEZONE, else UTC."""
+    for name in (browser_tz, fallback, os.environ.get(TIMEZONE_ENV)):
+        if not name:
+            continue
+        try:
+            return ZoneInfo(str(name))
+        except (ZoneInfoNotFoundError, ValueError):
+            continue
+    return timezone.utc
+
+
+def tz_name(tz: tzinfo) -> str:
+    return getattr(tz, "key", None) or str(tz)
+
+
+def is_local_url(url: str) -> bool:
+    """True for a Space URL on this machine (the dashboard may start it itself)."""
+    from urllib.parse import urlparse
+
+    host = (urlparse(url).hostname or "").lower()
+    return host in ("127.0.0.1", "localhost", "::1", "0.0.0.0")
+
+
+def health_summary(health: dict) -> dict:
+    """What the pages show about the Space from its ``/healthz`` answer."""
+    ok = health.get("status") == "ok"
+    return {
+        "ok": ok,
+        "label": "reachable" if ok else "unreachable",
+        "detail": (f"responder {health.get('responder') or '?'}" if ok
+                   else str(health.get("error") or "no answer")),
+        "turns_logged": health.get("turns_logged") if ok else None,
+        "write_errors": health.get("write_errors") if ok else None,
+        "last_write_error": health.get("last_write_error") if ok else None,
+    }
+
+
+# --------------------------------------------------------------------------- store
+
+
+def empty_frame() -> pd.DataFrame:
+    """A frame with the store's columns and dtypes and no rows."""
+    frame = pd.DataFrame({c: pd.Series(dtype=object) for c in records.COLUMNS})
+    frame["ts"] = pd.Series(dtype="datetime64[ns, UTC]")
+    frame["turn"] = pd.Series(dtype="Int64")
+    frame["latency_ms"] = pd.Series(dtype="float64")
+    return frame
+
+
+class SharedStore:
+    """One :class:`chatcore.store.LogStore` shared by every browser session.
+
+    ``snapshot()`` parses only the bytes appended since the last call (the store
+    does that) under a lock, so concurrent page runs never refresh at once.
+    A log that does not exist yet is an empty frame, not an error.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._store = None
+        self._lock = threading.Lock()
+        self.last_error: str | None = None
+
+    def snapshot(self) -> tuple[pd.DataFrame, dict]:
+        with self._lock:
+            if not self.path.exists():
+                return empty_frame(), {"lines": 0, "bad": {}, "bad_total": 0, "missing": True}
+            try:
+                if self._store is None:
+                    from .store import LogStore
+
+                    self._store = LogStore(self.path)
+                self._store.refresh()
+                self.last_error = None
+                return self._store.frame, dict(self._store.stats)
+            except Exception as exc:  # a broken log must not take the dashboard down
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self._store = None
+                return empty_frame(), {"lines": 0, "bad": {}, "bad_total": 0, "error": self.last_error}
+
+
+# ---------------------------------------------------------------------------- live
+
+
+class LiveFeed:
+    """Fan-out of one :class:`chatcore.tail.LogTail` to any number of viewers.
+
+    ``LogTail.drain()`` hands each record out once; several browser sessions
+    watch the same log, so the feed keeps the last ``capacity`` records with a
+    running sequence number and every viewer keeps its own cursor.
+    """
+
+    def __init__(self, path: str | os.PathLike, capacity: int = 5000, poll_interval: float = 0.2,
+                 tail=None):
+        if tail is None:
+            from .tail import LogTail
+
+            tail = LogTail(str(path), poll_interval=poll_interval, from_start=False)
+        self.path = Path(path)
+        self._tail = tail
+        self._tail.start()
+        self._buffer: deque[tuple[int, dict]] = deque(maxlen=capacity)
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def _pull(self) -> None:
+        for rec in self._tail.drain():
+            self._seq += 1
+            self._buffer.append((self._seq, rec))
+
+    @property
+    def seq(self) -> int:
+        with self._lock:
+            self._pull()
+            return self._seq
+
+    def poll(self, cursor: int) -> tuple[list[dict], int, int]:
+        """Records after ``cursor``: ``(records oldest first, new cursor, dropped)``.
+
+        ``dropped`` counts records that fell out of the buffer before this viewer
+        asked (it was paused for a very long time).
+        """
+        with self._lock:
+            self._pull()
+            new = [rec for seq, rec in self._buffer if seq > cursor]
+            dropped = max(0, self._seq - cursor - len(new))
+            return new, self._seq, dropped
+
+    @property
+    def stats(self) -> dict:
+        try:
+            tail_stats = dict(self._tail.stats)
+        except Exception:  # pragma: no cover - stats are informative only
+            tail_stats = {}
+        return {**tail_stats, "seq": self._seq, "buffered": len(self._buffer)}
+
+    def close(self) -> None:
+        self._tail.stop()
+
+
+def record_key(rec: dict) -> tuple:
+    ts = rec.get("ts")
+    return (rec.get("conversation_id"), rec.get("turn"), str(pd.Timestamp(ts)) if ts is not None else None)
+
+
+def frame_records(frame: pd.DataFrame, last: int | None = None) -> list[dict]:
+    """Rows of a store frame as record dicts (oldest first), optionally only the last N."""
+    if frame.empty:
+        return []
+    ordered = frame.sort_values("ts", kind="stable")
+    if last is not None:
+        ordered = ordered.tail(last)
+    out = []
+    for row in ordered.to_dict("records"):
+        for key, value in list(row.items()):
+            if value is not None and not isinstance(value, (str, list, dict)) and pd.isna(value):
+                row[key] = None
+        out.append(row)
+    return out
+
+
+def merge_live(rows: list[dict], new: Iterable[dict], limit: int = 500) -> list[dict]:
+    """``rows`` (newest first) with ``new`` (oldest first) added on top, without duplicates."""
+    seen = {record_key(r) for r in rows}
+    added = []
+    for rec in new:
+        key = record_key(rec)
+        if key in seen:
+            continue
+        seen.add(key)
+        added.append(rec)
+    return (list(reversed(added)) + rows)[:limit]
+
+
+def filter_live(rows: list[dict], conversation_id: str | None = None, source: str | None = None) -> list[dict]:
+    return [r for r in rows
+            if (not conversation_id or r.get("conversation_id") == conversation_id)
+            and (not source or r.get("source") == source)]
+
+
+LIVE_COLUMNS = ["time", "conversation", "source", "user_text", "reply", "latency_ms", "error", "conversation_id"]
+
+
+def format_time(ts, tz: tzinfo, now: datetime | None = None) -> str:
+    """``14:03:07`` for today in ``tz``, ``2026-11-20 14:03:07`` otherwise."""
+    if ts is None or (not isinstance(ts, str) and pd.isna(ts)):
+        return ""
+    local = pd.Timestamp(ts).tz_convert(tz) if pd.Timestamp(ts).tzinfo else pd.Timestamp(ts).tz_localize("UTC").tz_convert(tz)
+    today = (now or datetime.now(timezone.utc)).astimezone(tz).date()
+    return local.strftime("%H:%M:%S") if local.date() == today else local.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def live_table(rows: list[dict], tz: tzinfo, now: datetime | None = None) -> pd.DataFrame:
+    """The live page's table: one line per turn, newest first, everything as plain text."""
+    data = [{
+        "time": format_time(r.get("ts"), tz, now),
+        "conversation": short_id(r.get("conversation_id")),
+        "source": r.get("source") or "",
+        "user_text": excerpt(r.get("user_text"), 80),
+        "reply": excerpt(r.get("response"), 80),
+        "latency_ms": (round(float(r["latency_ms"])) if r.get("latency_ms") is not None else None),
+        "error": ("⚠ " + excerpt(r.get("error"), 40)) if r.get("error") else "",
+        "conversation_id": r.get("conversation_id") or "",
+    } for r in rows]
+    return pd.DataFrame(data, columns=LIVE_COLUMNS)
+
+
+# ------------------------------------------------------------------------ overview
+
+
+@dataclass
+class OverviewFigures:
+    conversations_today: int
+    turns_today: int
+    active_now: int
+    latency_p50: float | None
+    latency_p95: float | None
+    errors_today: int
+    turns_total: int
+    conversations_total: int
+
+
+def start_of_day(now: datetime, tz: tzinfo) -> datetime:
+    local = now.astimezone(tz)
+    return datetime(local.year, local.month, local.day, tzinfo=tz)
+
+
+def overview_figures(frame: pd.DataFrame, now: datetime | None = None, tz: tzinfo = timezone.utc) -> OverviewFigures:
+    """The landing page's numbers. "Today" is the viewer's calendar day in ``tz``."""
+    now = now or datetime.now(timezone.utc)
+    if frame.empty:
+        return OverviewFigures(0, 0, 0, None, None, 0, 0, 0)
+    ts = frame["ts"]
+    today = frame[ts >= pd.Timestamp(start_of_day(now, tz))]
+    recent = frame[ts >= pd.Timestamp(now - ACTIVE_WINDOW)]
+    latency = today["latency_ms"].dropna()
+    errors = today["error"].map(lambda e: bool(e) if isinstance(e, str) else False)
+    return OverviewFigures(
+        conversations_today=int(today["conversation_id"].nunique()),
+        turns_today=int(len(today)),
+        active_now=int(recent["conversation_id"].nunique()),
+        latency_p50=float(latency.quantile(0.5)) if len(latency) else None,
+        latency_p95=float(latency.quantile(0.95)) if len(latency) else None,
+        errors_today=int(errors.sum()),
+        turns_total=int(len(frame)),
+        conversations_total=int(frame["conversation_id"].nunique()),
+    )
+
+
+def turns_per_hour(frame: pd.DataFrame, now: datetime | None = None, tz: tzinfo = timezone.utc,
+                   hours: int = 24) -> pd.DataFrame:
+    """Turns in each of the last ``hours`` hours (local hour labels), zero-filled, oldest first."""
+    now = now or datetime.now(timezone.utc)
+    end = pd.Timestamp(now).tz_convert(tz).floor("h") + pd.Timedelta(hours=1)
+    start = end - pd.Timedelta(hours=hours)
+    index = pd.date_range(start, periods=hours, freq="h")
+    if frame.empty:
+        counts = pd.Series(0, index=index)
+    else:
+        local = frame["ts"].dt.tz_convert(tz)
+        local = local[(local >= start) & (local < end)]
+        counts = local.dt.floor("h").value_counts().reindex(index, fill_value=0)
+    return pd.DataFrame({"hour": [t.strftime("%H:00") for t in index], "turns": counts.astype(int).to_numpy(),
+                         "start": index})
+
+
+def error_turns(frame: pd.DataFrame, limit: int = 20) -> pd.DataFrame:
+    """The latest turns that carry an error, newest first."""
+    if frame.empty:
+        return frame.head(0)
+    has_error = frame["error"].map(lambda e: bool(e) if isinstance(e, str) else False)
+    return frame[has_error].sort_values("ts", ascending=False).head(limit)
+
+
+def format_ms(value: float | None) -> str:
+    if value is None or pd.isna(value):
+        return "—"
+    return f"{value:,.0f} ms" if value < 10_000 else f"{value / 1000:,.1f} s"

@@ -1,0 +1,59 @@
+"""Streamlit glue shared by the dashboard pages: cached loaders, settings, headers.
+
+Only this file and the page scripts import streamlit; the logic is in
+``chatcore.dashboard`` and ``chatcore.conversations``.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from chatcore.client import space_health
+from chatcore.dashboard import LiveFeed, SharedStore, resolve_timezone
+from chatcore.settings import Settings
+
+PAGES = {
+    "overview": "pages/overview.py",
+    "chat": "pages/chat.py",
+    "live": "pages/live.py",
+    "conversations": "pages/conversations.py",
+}
+
+
+def settings() -> Settings:
+    """Settings from the environment (``CHAT_LOG_PATH``, ``CHAT_SPACE_URL``, …)."""
+    return Settings.from_env()
+
+
+def viewer_tz():
+    """The browser's time zone when it told us, else $CHAT_TIMEZONE, else UTC."""
+    try:
+        browser = st.context.timezone
+    except Exception:  # no browser context (tests, bare mode)
+        browser = None
+    return resolve_timezone(browser)
+
+
+@st.cache_resource(show_spinner=False)
+def shared_store(path: str) -> SharedStore:
+    return SharedStore(path)
+
+
+@st.cache_resource(show_spinner=False, on_release=lambda feed: feed.close())
+def live_feed(path: str) -> LiveFeed:
+    return LiveFeed(path)
+
+
+def load_frame(path) -> tuple:
+    """All turns of the log and the reader's stats (only new bytes are parsed)."""
+    return shared_store(str(path)).snapshot()
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def health(url: str) -> dict:
+    return space_health(url, timeout=2.0)
+
+
+def header(title: str, icon: str, caption: str | None = None) -> None:
+    st.title(f"{icon} {title}", anchor=False)
+    if caption:
+        st.caption(caption)

@@ -1,0 +1,117 @@
+"""Chat: send test prompts to the Space as an operator and watch the reply stream."""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from datetime import datetime, timezone
+
+import streamlit as st
+
+from chatcore.client import SpaceClient, SpaceError
+from chatcore.dashboard import escaped_stream, format_ms, format_time, health_summary
+from pages._shared import header, health, settings, viewer_tz
+
+cfg = settings()
+tz = viewer_tz()
+ss = st.session_state
+TIMEOUT = float(os.environ.get("CHAT_DASHBOARD_TIMEOUT", "30") or 30)
+
+if "chat_cid" not in ss:
+    ss.chat_cid = str(uuid.uuid4())
+    ss.chat_history = []
+    ss.chat_pending = None
+    ss.chat_error = None
+
+
+def client() -> SpaceClient:
+    """One SpaceClient per browser session (it holds the Space's session)."""
+    current = ss.get("chat_client")
+    if current is None or current.url != cfg.space_url.rstrip("/"):
+        if current is not None:
+            current.close()
+        current = SpaceClient(cfg.space_url, timeout=TIMEOUT)
+        ss.chat_client = current
+    return current
+
+
+def new_conversation() -> None:
+    ss.chat_cid = str(uuid.uuid4())
+    ss.chat_history = []
+    ss.chat_pending = None
+    ss.chat_error = None
+    if ss.get("chat_client") is not None:
+        ss.chat_client.reset()
+
+
+def retry() -> None:
+    ss.chat_retry = True
+
+
+def discard() -> None:
+    ss.chat_pending = None
+    ss.chat_error = None
+
+
+header("Chat", ":material/chat:", "Test prompts against the Space. Turns are logged with source = operator.")
+
+h = health_summary(health(cfg.space_url))
+with st.container(border=True):
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    with left:
+        st.caption("Conversation ID")
+        st.code(ss.chat_cid, language=None)
+    with right:
+        st.button("New conversation", icon=":material/add_comment:", on_click=new_conversation,
+                  key="chat_new", width="stretch")
+    if h["ok"]:
+        st.caption(f":green[●] Space reachable at {cfg.space_url} · {h['detail']}")
+    else:
+        st.caption(f":red[●] Space not reachable at {cfg.space_url}")
+
+for msg in ss.chat_history:
+    with st.chat_message(msg["role"]):
+        st.text(msg["text"])
+        if msg["role"] == "assistant":
+            st.caption(f"{format_time(msg['ts'], tz)} · latency {format_ms(msg['latency_ms'])}")
+
+if ss.chat_error:
+    with st.container(border=True, key="chat_error_box"):
+        st.error(ss.chat_error, icon=":material/error:")
+        if ss.chat_pending:
+            st.caption("Your prompt was kept:")
+            st.code(ss.chat_pending, language=None)
+            a, b, _ = st.columns([1, 1, 4])
+            a.button("Retry", icon=":material/refresh:", on_click=retry, key="chat_retry_btn", type="primary")
+            b.button("Discard", on_click=discard, key="chat_discard_btn")
+
+prompt = st.chat_input("Type a test prompt…", key="chat_prompt")
+if ss.pop("chat_retry", False) and ss.chat_pending:
+    prompt = ss.chat_pending
+
+if prompt:
+    with st.chat_message("user"):
+        st.text(prompt)
+    with st.chat_message("assistant"):
+        raw: list[str] = []
+        started = time.perf_counter()
+        error = None
+        try:
+            st.write_stream(escaped_stream(client().stream(prompt, ss.chat_cid, source="operator"), raw))
+        except SpaceError as exc:
+            error = str(exc)
+        except Exception as exc:  # anything else: a message, never a traceback
+            error = f"The Space call failed ({type(exc).__name__}). Try again."
+    if error:
+        ss.chat_pending = prompt
+        ss.chat_error = error
+    else:
+        now = datetime.now(timezone.utc)
+        ss.chat_history += [
+            {"role": "user", "text": prompt, "ts": now, "latency_ms": None},
+            {"role": "assistant", "text": "".join(raw), "ts": now,
+             "latency_ms": (time.perf_counter() - started) * 1000},
+        ]
+        ss.chat_pending = None
+        ss.chat_error = None
+    st.rerun()

@@ -1,0 +1,107 @@
+"""Live: turns appear here as the Space writes them (newest first)."""
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+
+from chatcore.dashboard import filter_live, frame_records, live_table, merge_live, short_id, tz_name
+from pages._shared import PAGES, header, live_feed, load_frame, settings, viewer_tz
+
+cfg = settings()
+tz = viewer_tz()
+ss = st.session_state
+REFRESH = float(os.environ.get("CHAT_LIVE_REFRESH", "0.5") or 0.5)
+path = str(cfg.log_path)
+feed = live_feed(path)
+
+if ss.get("live_path") != path:
+    # The cursor first, then the snapshot: nothing written in between is missed
+    # (a turn in both is shown once).
+    cursor = feed.seq
+    frame, _ = load_frame(path)
+    ss.live_path = path
+    ss.live_cursor = cursor
+    ss.live_count = 0
+    ss.live_dropped = 0
+    ss.live_rows = merge_live([], frame_records(frame, last=50))
+    ss.live_selected = None
+
+header("Live", ":material/sensors:", f"New turns as they are written · times in {tz_name(tz)}")
+
+
+def pick_row() -> None:
+    state = ss.get("live_table")
+    rows = state.selection.rows if state is not None else []
+    shown = ss.get("live_shown_ids") or []
+    if rows and rows[0] < len(shown):
+        ss.live_selected = shown[rows[0]]
+
+
+def only_this() -> None:
+    ss.live_conv = ss.live_selected or ""
+
+
+with st.container(border=True):
+    c1, c2, c3 = st.columns([1, 2, 1.4], vertical_alignment="bottom")
+    paused = c1.toggle("Pause", key="live_paused", help="Stop updating; new turns wait until you resume")
+    conv = c2.text_input("Conversation", key="live_conv", placeholder="all conversations (paste an ID to filter)")
+    seen_sources = sorted({r.get("source") or "" for r in ss.live_rows} | {"widget", "operator", "api"})
+    source = c3.selectbox("Source", ["all", *seen_sources], key="live_source")
+
+
+@st.fragment(run_every=None if paused else REFRESH)
+def live_view() -> None:
+    waiting = 0
+    if not ss.get("live_paused"):
+        new, ss.live_cursor, dropped = feed.poll(ss.live_cursor)
+        ss.live_count += len(new)
+        ss.live_dropped += dropped
+        ss.live_rows = merge_live(ss.live_rows, new)
+    else:
+        waiting = max(0, feed.seq - ss.live_cursor)
+    conv_filter = (ss.get("live_conv") or "").strip() or None
+    source_filter = ss.get("live_source")
+    rows = filter_live(ss.live_rows, conv_filter, None if source_filter in (None, "all") else source_filter)
+    m1, m2, m3 = st.columns(3)
+    m1.metric("New turns since opening", ss.live_count)
+    m2.metric("Shown", len(rows))
+    m3.metric("Waiting (paused)" if ss.get("live_paused") else "Status",
+              waiting if ss.get("live_paused") else "live")
+    if ss.live_dropped:
+        st.warning(f"{ss.live_dropped} turn(s) were skipped while paused for long.", icon=":material/warning:")
+    selected = ss.get("live_selected")
+    with st.container(border=True):
+        if selected:
+            a, b, c = st.columns([3, 1.2, 1.2], vertical_alignment="center")
+            a.code(selected, language=None)
+            with b:
+                st.page_link(PAGES["conversations"], label=f"Open {short_id(selected)}",
+                             icon=":material/forum:", query_params={"conversation": selected})
+            c.button("Show only this one", on_click=only_this, key="live_only")
+        else:
+            st.caption("Select a row to open its conversation.")
+    table = live_table(rows, tz)
+    ss.live_shown_ids = list(table["conversation_id"])
+    st.dataframe(
+        table.drop(columns=["conversation_id"]),
+        hide_index=True,
+        key="live_table",
+        on_select=pick_row,
+        selection_mode="single-row",
+        column_config={
+            "time": st.column_config.TextColumn("Time", width="small"),
+            "conversation": st.column_config.TextColumn("Conversation", width="small"),
+            "source": st.column_config.TextColumn("Source", width="small"),
+            "user_text": st.column_config.TextColumn("User", width="large"),
+            "reply": st.column_config.TextColumn("Reply", width="large"),
+            "latency_ms": st.column_config.NumberColumn("Latency (ms)", format="%d", width="small"),
+            "error": st.column_config.TextColumn("Error", width="small"),
+        },
+        height=520,
+    )
+    if not rows:
+        st.caption("Waiting for turns… send one from the Chat page or run `python -m chatcore simulate`.")
+
+
+live_view()

@@ -1,0 +1,85 @@
+"""Overview: today's traffic, latency, errors and the health of the Space and the log."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import streamlit as st
+
+from chatcore.dashboard import (error_turns, excerpt, format_ms, format_time, health_summary,
+                                overview_figures, turns_per_hour, tz_name)
+from pages._shared import PAGES, header, health, load_frame, settings, viewer_tz
+
+cfg = settings()
+tz = viewer_tz()
+now = datetime.now(timezone.utc)
+frame, stats = load_frame(cfg.log_path)
+fig = overview_figures(frame, now=now, tz=tz)
+
+header("Overview", ":material/dashboard:",
+       f"Today in {tz_name(tz)} · updated {format_time(now, tz, now)}")
+
+with st.container(border=True):
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Conversations today", fig.conversations_today, help=f"{fig.conversations_total} in the whole log")
+    c2.metric("Turns today", fig.turns_today, help=f"{fig.turns_total} in the whole log")
+    c3.metric("Active now", fig.active_now, help="Conversations with a turn in the last 5 minutes")
+    c4, c5, c6 = st.columns(3)
+    c4.metric("Latency p50 (today)", format_ms(fig.latency_p50))
+    c5.metric("Latency p95 (today)", format_ms(fig.latency_p95))
+    c6.metric("Errors today", fig.errors_today)
+
+left, right = st.columns([2, 1])
+with left:
+    with st.container(border=True):
+        st.subheader("Turns per hour", anchor=False)
+        st.caption(f"Last 24 hours, {tz_name(tz)}")
+        hourly = turns_per_hour(frame, now=now, tz=tz)
+        st.bar_chart(hourly, x="hour", y="turns", sort=False, height=260, x_label="", y_label="turns")
+
+with right:
+    h = health_summary(health(cfg.space_url))
+    with st.container(border=True):
+        st.subheader("Space", anchor=False)
+        if h["ok"]:
+            st.badge("reachable", icon=":material/check_circle:", color="green")
+            a, b = st.columns(2)
+            a.metric("Turns logged", h["turns_logged"] if h["turns_logged"] is not None else "—",
+                     help="Since the Space started")
+            b.metric("Write errors", h["write_errors"] if h["write_errors"] is not None else "—")
+            if h["last_write_error"]:
+                st.caption("Last write error:")
+                st.text(h["last_write_error"])
+        else:
+            st.badge("unreachable", icon=":material/error:", color="red")
+            st.text(h["detail"])
+        st.caption(f"URL: {cfg.space_url}")
+    with st.container(border=True):
+        st.subheader("Log", anchor=False)
+        a, b = st.columns(2)
+        a.metric("Lines read", stats.get("lines", 0))
+        b.metric("Bad lines skipped", stats.get("bad_total", 0))
+        bad = {k: v for k, v in (stats.get("bad") or {}).items() if v}
+        if bad:
+            st.caption("Skipped: " + ", ".join(f"{k} {v}" for k, v in bad.items()))
+        if stats.get("missing"):
+            st.caption("No log file yet.")
+        if stats.get("error"):
+            st.error("The log could not be read.", icon=":material/error:")
+            st.text(stats["error"])
+
+errors = error_turns(frame, limit=10)
+if not errors.empty:
+    with st.container(border=True):
+        st.subheader("Latest errors", anchor=False)
+        st.dataframe(
+            {"time": [format_time(t, tz, now) for t in errors["ts"]],
+             "conversation_id": list(errors["conversation_id"]),
+             "question": [excerpt(t, 60) for t in errors["user_text"]],
+             "error": [excerpt(e, 80) for e in errors["error"]]},
+            hide_index=True,
+        )
+
+if fig.turns_total == 0:
+    st.info("No turns logged yet. Send a prompt on the Chat page or run "
+            "`python -m chatcore simulate` to make some traffic.", icon=":material/info:")
+    st.page_link(PAGES["chat"], label="Open Chat", icon=":material/chat:")
