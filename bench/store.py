@@ -1,0 +1,361 @@
+"""Benchmark of chatcore.store / chatcore.tail against plain pandas.
+
+    python bench/store.py [--turns 1000000] [--out DIR]
+
+Generates (or reuses) a realistic log in DIR, then measures, each cold figure in a
+fresh subprocess (time and peak RSS from ru_maxrss):
+
+* cold open + group by conversation_id: LogStore vs pandas.read_json(lines=True)
+* warm reopen with the cache
+* refresh after appending 1,000 turns
+* a one-day query (one file, and a folder of daily shards)
+* tail: write -> drain latency of a 10,000-turn burst (no loss, p50/p95/max)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TARGETS = {
+    "cold_s": 1.5,
+    "cold_ratio": 10.0,
+    "cold_rss_mb": 1024,
+    "warm_s": 0.3,
+    "refresh_ms": 50.0,
+}
+
+WORDS = (
+    "the a order refund account password reset invoice shipping delivery tracking number please "
+    "thanks hello help cannot login error payment card declined subscription cancel upgrade plan "
+    "warranty return label address change email phone support agent wait minutes today tomorrow "
+    "café naïve résumé über 日本 ✓ 🙂"
+).split()
+
+
+def _text(rng: random.Random, lo: int, hi: int, median: float) -> str:
+    n = int(min(hi, max(lo, rng.lognormvariate(0, 0.8) * median)))
+    out, size = [], 0
+    while size < n:
+        w = rng.choice(WORDS)
+        out.append(w)
+        size += len(w) + 1
+    return " ".join(out)[:n]
+
+
+def generate(path: Path, turns: int, seed: int = 7, start: datetime | None = None, days: int = 30) -> None:
+    import orjson
+
+    rng = random.Random(seed)
+    start = start or datetime(2026, 10, 22, tzinfo=timezone.utc)
+    n_conv = max(1, turns // 8)
+    span = days * 86400
+    conv_start = sorted(rng.random() * span for _ in range(n_conv))
+    # interleave conversations: each has ~8 turns a few seconds/minutes apart
+    events = []
+    remaining = turns
+    for i, t0 in enumerate(conv_start):
+        k = 8 if i < n_conv - 1 else remaining
+        k = min(k, remaining)
+        remaining -= k
+        t = t0
+        for j in range(k):
+            events.append((t, i, j))
+            t += rng.uniform(5, 240)
+    events.sort()
+    ids = [f"{rng.getrandbits(128):032x}" for _ in range(n_conv)]
+    ids = [f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}" for h in ids]
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        buf = []
+        for t, i, j in events:
+            ts = start + timedelta(seconds=t)
+            rec = {
+                "v": 1,
+                "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z",
+                "conversation_id": ids[i],
+                "turn": j,
+                "user_text": _text(rng, 20, 300, 35),
+                "files": [] if rng.random() > 0.02 else [{"name": "screenshot.png", "size": 12345}],
+                "response": _text(rng, 100, 1500, 110),
+                "latency_ms": round(rng.uniform(80, 4000), 3),
+                "source": "widget" if rng.random() < 0.7 else "api",
+                "backend": "openai",
+                "model": "gpt-4o-mini",
+                "error": None if rng.random() > 0.01 else "timeout",
+                "session": f"s{i % 5000}",
+            }
+            buf.append(orjson.dumps(rec) + b"\n")
+            if len(buf) >= 10000:
+                f.write(b"".join(buf))
+                buf = []
+        f.write(b"".join(buf))
+    os.replace(tmp, path)
+
+
+def split_daily(src: Path, folder: Path) -> None:
+    """The same log as daily shards chat_logs.YYYY-MM-DD.jsonl."""
+    folder.mkdir(parents=True, exist_ok=True)
+    handles = {}
+    with open(src, "rb") as f:
+        for line in f:
+            day = line[line.index(b'"ts":"') + 6 :][:10].decode()
+            h = handles.get(day)
+            if h is None:
+                h = handles[day] = open(folder / f"chat_logs.{day}.jsonl", "wb")
+            h.write(line)
+    for h in handles.values():
+        h.close()
+
+
+# --------------------------------------------------------------------------- subprocess jobs
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def job_store_cold(path: str, cache: str) -> dict:
+    import pandas as pd  # noqa: F401  (import time is not part of the figure)
+
+    from chatcore.store import LogStore
+
+    shutil.rmtree(cache, ignore_errors=True)
+    t0 = time.perf_counter()
+    store = LogStore(path, cache_dir=cache)
+    df = store.frame
+    g = df.groupby("conversation_id").agg(turns=("turn", "size"), first=("ts", "min"), last=("ts", "max"))
+    t1 = time.perf_counter()
+    return {"s": t1 - t0, "rows": len(df), "groups": len(g), "rss_mb": _rss_mb(), "stats": store.stats}
+
+
+def job_pandas_cold(path: str) -> dict:
+    import pandas as pd
+
+    t0 = time.perf_counter()
+    df = pd.read_json(path, lines=True)
+    g = df.groupby("conversation_id").agg(turns=("turn", "size"), first=("ts", "min"), last=("ts", "max"))
+    t1 = time.perf_counter()
+    return {"s": t1 - t0, "rows": len(df), "groups": len(g), "rss_mb": _rss_mb()}
+
+
+def job_store_warm(path: str, cache: str) -> dict:
+    import pandas as pd  # noqa: F401
+
+    from chatcore.store import LogStore
+
+    t0 = time.perf_counter()
+    store = LogStore(path, cache_dir=cache)
+    df = store.frame
+    t1 = time.perf_counter()
+    g = df.groupby("conversation_id").agg(turns=("turn", "size"), first=("ts", "min"), last=("ts", "max"))
+    t2 = time.perf_counter()
+    return {"s": t1 - t0, "s_with_groupby": t2 - t0, "rows": len(df), "groups": len(g), "rss_mb": _rss_mb()}
+
+
+def job_refresh(path: str, cache: str) -> dict:
+    import orjson
+
+    from chatcore.store import LogStore
+
+    store = LogStore(path, cache_dir=cache)
+    store.refresh()
+    n0 = store.stats["lines"]
+    rng = random.Random(1)
+    now = datetime.now(timezone.utc)
+    lines = []
+    for i in range(1000):
+        rec = {
+            "v": 1,
+            "ts": now.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "conversation_id": f"bench-{i // 8}",
+            "turn": i % 8,
+            "user_text": _text(rng, 20, 300, 35),
+            "files": [],
+            "response": _text(rng, 100, 1500, 110),
+            "latency_ms": 100.0,
+            "source": "widget",
+            "backend": "echo",
+            "model": None,
+            "error": None,
+            "session": None,
+        }
+        lines.append(orjson.dumps(rec) + b"\n")
+    with open(path, "ab") as f:
+        f.write(b"".join(lines))
+    t0 = time.perf_counter()
+    new = store.refresh()
+    t1 = time.perf_counter()
+    df = store.frame
+    t2 = time.perf_counter()
+    return {"ms": (t1 - t0) * 1000, "new": len(new), "frame_ms": (t2 - t1) * 1000, "rows": len(df), "before": n0}
+
+
+def job_query(path: str, cache: str, day: str) -> dict:
+    import pandas as pd
+
+    from chatcore.store import LogStore, load_log
+
+    since = pd.Timestamp(day, tz="UTC")
+    until = since + pd.Timedelta(days=1)
+    t0 = time.perf_counter()
+    df, stats = load_log(path, since=since, until=until)
+    t1 = time.perf_counter()
+    store = LogStore(path)
+    store.refresh()
+    t2 = time.perf_counter()
+    df2 = store.query(since, until)
+    t3 = time.perf_counter()
+    assert len(df) == len(df2), (len(df), len(df2))
+    return {"load_log_s": t1 - t0, "rows": len(df), "query_loaded_ms": (t3 - t2) * 1000, "rss_mb": _rss_mb()}
+
+
+def job_tail(folder: str, burst: int) -> dict:
+    from chatcore.records import make_record
+    from chatcore.tail import LogTail
+    from chatcore.writer import LogWriter
+
+    path = Path(folder) / "tail.jsonl"
+    path.unlink(missing_ok=True)
+    writer = LogWriter(path)
+    writer.append(make_record(conversation_id="warm", turn=0, user_text="x", response="y", latency_ms=1, source="b", backend="b"))
+    sent: dict[str, float] = {}
+    got: dict[str, float] = {}
+    order: list[str] = []
+    with LogTail(path, poll_interval=0.25) as tail:
+        time.sleep(0.3)
+        import threading
+
+        done = threading.Event()
+
+        def reader():
+            while not done.is_set() or len(got) < burst:
+                for rec in tail.drain():
+                    now = time.perf_counter()
+                    cid = rec["conversation_id"]
+                    if cid.startswith("b-"):
+                        got[cid] = now
+                        order.append(cid)
+                if len(got) >= burst:
+                    return
+                time.sleep(0.002)
+                if done.is_set() and time.perf_counter() - t_end > 10:
+                    return
+
+        t_end = float("inf")
+        th = threading.Thread(target=reader)
+        th.start()
+        for i in range(burst):
+            cid = f"b-{i}"
+            sent[cid] = time.perf_counter()
+            writer.append(make_record(conversation_id=cid, turn=i, user_text="hello " * 10, response="reply " * 50, latency_ms=5, source="bench", backend="bench"))
+        t_end = time.perf_counter()
+        done.set()
+        th.join(30)
+    lat = sorted((got[c] - sent[c]) * 1000 for c in got)
+    in_order = order == [f"b-{i}" for i in range(len(order))]
+
+    def pct(p):
+        return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan")
+
+    return {"sent": burst, "received": len(got), "in_order": in_order, "p50_ms": pct(0.5), "p95_ms": pct(0.95), "max_ms": lat[-1] if lat else float("nan")}
+
+
+def _run(job: str, *args) -> dict:
+    cmd = [sys.executable, __file__, "--job", job, *map(str, args)]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
+    if out.returncode != 0:
+        raise SystemExit(f"job {job} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _mark(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--turns", type=int, default=1_000_000)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
+    ap.add_argument("--skip-pandas", action="store_true", help="skip the slow pandas baseline")
+    ap.add_argument("--job", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.job:
+        name, *rest = args.job
+        fn = globals()[f"job_{name}"]
+        conv = [int(a) if a.isdigit() else a for a in rest]
+        print(json.dumps(fn(*conv), default=str))
+        return
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / f"chat_logs.{args.turns}.jsonl"
+    if not log.exists():
+        t = time.perf_counter()
+        print(f"generating {args.turns:,} turns -> {log} ...", file=sys.stderr)
+        generate(log, args.turns)
+        print(f"  done in {time.perf_counter() - t:.1f}s", file=sys.stderr)
+    size_mb = log.stat().st_size / 1e6
+    print(f"log: {log} ({args.turns:,} turns, {size_mb:.0f} MB)")
+    work = Path(tempfile.mkdtemp(prefix="chatcore-bench-", dir=out))
+    try:
+        cache = work / "cache"
+        res = {}
+        res["store_cold"] = _run("store_cold", log, cache)
+        if not args.skip_pandas:
+            res["pandas_cold"] = _run("pandas_cold", log)
+        res["store_warm"] = _run("store_warm", log, cache)
+        # refresh on a copy (appending must not grow the reusable log)
+        copy = work / "copy" / "chat_logs.jsonl"
+        copy.parent.mkdir()
+        shutil.copyfile(log, copy)
+        _run("store_cold", copy, copy.parent / ".chatcore-cache")
+        res["refresh"] = _run("refresh", copy, copy.parent / ".chatcore-cache")
+        daily = work / "daily"
+        split_daily(log, daily)
+        res["query_file"] = _run("query", log, cache, "2026-11-05")
+        res["query_daily"] = _run("query", daily, cache, "2026-11-05")
+        res["tail"] = _run("tail", work, 10000)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    sc, wm, rf = res["store_cold"], res["store_warm"], res["refresh"]
+    print()
+    print(f"{'measure':44s} {'value':>12s}  target")
+    print(f"{'store cold open + groupby':44s} {sc['s']:10.2f} s  <= {TARGETS['cold_s']} s  {_mark(sc['s'] <= TARGETS['cold_s'])}")
+    print(f"{'store cold peak RSS':44s} {sc['rss_mb']:9.0f} MB  <= {TARGETS['cold_rss_mb']} MB  {_mark(sc['rss_mb'] <= TARGETS['cold_rss_mb'])}")
+    print(f"{'  rows / conversations':44s} {sc['rows']:>12,} / {sc['groups']:,}")
+    if "pandas_cold" in res:
+        pd_ = res["pandas_cold"]
+        ratio = pd_["s"] / sc["s"]
+        print(f"{'pandas read_json + groupby':44s} {pd_['s']:10.2f} s  (peak RSS {pd_['rss_mb']:.0f} MB)")
+        print(f"{'  speed-up store vs pandas':44s} {ratio:10.1f} x  >= {TARGETS['cold_ratio']} x  {_mark(ratio >= TARGETS['cold_ratio'])}")
+        print(f"{'  RSS pandas / store':44s} {pd_['rss_mb'] / sc['rss_mb']:10.1f} x")
+    print(f"{'store warm reopen (cache) to frame':44s} {wm['s']:10.3f} s  <= {TARGETS['warm_s']} s  {_mark(wm['s'] <= TARGETS['warm_s'])}")
+    print(f"{'  warm reopen + groupby':44s} {wm['s_with_groupby']:10.3f} s  (peak RSS {wm['rss_mb']:.0f} MB)")
+    print(f"{'refresh after appending 1,000 turns':44s} {rf['ms']:9.1f} ms  <= {TARGETS['refresh_ms']} ms  {_mark(rf['ms'] <= TARGETS['refresh_ms'] and rf['new'] == 1000)}")
+    print(f"{'  then rebuilding .frame':44s} {rf['frame_ms']:9.1f} ms")
+    for key, label in (("query_file", "one file"), ("query_daily", "daily shards")):
+        q = res[key]
+        print(f"{'one-day query, cold load_log, ' + label:44s} {q['load_log_s']:10.3f} s  ({q['rows']:,} rows, peak RSS {q['rss_mb']:.0f} MB)")
+        print(f"{'  same query on a loaded store':44s} {q['query_loaded_ms']:9.1f} ms")
+    tl = res["tail"]
+    ok = tl["received"] == tl["sent"] and tl["in_order"]
+    print(f"{'tail burst delivered / in order':44s} {tl['received']:>7,}/{tl['sent']:,} {tl['in_order']}  {_mark(ok)}")
+    print(f"{'tail write->drain latency p50/p95/max':44s} {tl['p50_ms']:.1f} / {tl['p95_ms']:.1f} / {tl['max_ms']:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

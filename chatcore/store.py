@@ -1,0 +1,820 @@
+"""Incremental, cached reader for the JSONL chat log.
+
+:class:`LogStore` keeps a byte offset per shard (one file, or every ``*.jsonl`` in
+a folder) and parses only the bytes appended since the last :meth:`LogStore.refresh`.
+A last line without its ``\\n`` is *pending*, not bad, until the writer finishes it.
+Truncation, replacement (new inode), deletion and new shards are all handled.
+
+Parsing is block-wise. A block of complete lines goes through ``pyarrow.json`` with
+an explicit schema; rows that the vectorised checks cannot vouch for, and blocks the
+fast parser rejects, are bisected down to small runs of lines that are parsed one by
+one with :func:`parse_line` (``orjson`` + :func:`chatcore.records.normalise`), which is
+the reference for what a good line is. Either path gives the same rows and the same
+bad-line counts.
+
+Parsed rows are persisted per shard as Arrow IPC segments in ``cache_dir`` (default
+``<log folder>/.chatcore-cache``). A cached shard is reused only if its device, inode
+and size still fit and a fingerprint (hash of the head, the tail and a few samples in
+between of the cached byte range) still matches, so a shard rewritten in place with
+the same size and mtime is detected and read again. Failing to write the cache never
+breaks reading.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+import pyarrow.json as pajson
+
+from .records import BAD_REASONS, COLUMNS, BadRecord, normalise
+
+__all__ = ["LogStore", "load_log", "parse_line", "parse_bytes", "ARROW_SCHEMA"]
+
+Progress = Callable[[int, int], Any]
+
+CACHE_VERSION = 2
+#: Bytes read and parsed at once.
+BLOCK_BYTES = 8 << 20
+#: pyarrow's own block size inside one of our blocks (parallel chunks).
+ARROW_BLOCK = 1 << 20
+#: Below this many lines a run is parsed line by line.
+MIN_FAST_LINES = 16
+#: A shard's cache is (re)written when at least this many parsed bytes are not in it.
+CACHE_MIN_BYTES = 1 << 20
+_FP_EDGE = 64 << 10
+_FP_SAMPLE = 4 << 10
+_FP_SAMPLES = 16
+_DAY_RE = re.compile(r"(\d{4}-\d{2}-\d{2})")
+
+UTC_US = pa.timestamp("us", tz="UTC")
+
+#: The normalised columns as stored (cache and memory).
+ARROW_SCHEMA = pa.schema(
+    [
+        ("ts", UTC_US),
+        ("conversation_id", pa.string()),
+        ("turn", pa.int64()),
+        ("user_text", pa.string()),
+        ("response", pa.string()),
+        ("latency_ms", pa.float64()),
+        ("source", pa.string()),
+        ("backend", pa.string()),
+        ("model", pa.string()),
+        ("error", pa.string()),
+        ("files", pa.list_(pa.string())),
+        ("session", pa.string()),
+        ("v", pa.int64()),
+    ]
+)
+assert tuple(ARROW_SCHEMA.names) == COLUMNS
+
+#: What the fast parser reads from a v1 line (everything else is ignored).
+_JSON_SCHEMA = pa.schema(
+    [
+        ("ts", pa.string()),
+        ("conversation_id", pa.string()),
+        ("turn", pa.int64()),
+        ("user_text", pa.string()),
+        ("response", pa.string()),
+        ("latency_ms", pa.float64()),
+        ("source", pa.string()),
+        ("backend", pa.string()),
+        ("model", pa.string()),
+        ("error", pa.string()),
+        ("files", pa.list_(pa.struct([("name", pa.string())]))),
+        ("session", pa.string()),
+        ("v", pa.int64()),
+    ]
+)
+_PARSE_OPTIONS = pajson.ParseOptions(
+    explicit_schema=_JSON_SCHEMA, unexpected_field_behavior="ignore", newlines_in_values=False
+)
+_READ_OPTIONS = pajson.ReadOptions(use_threads=True, block_size=ARROW_BLOCK)
+
+
+# --------------------------------------------------------------------------- one line
+
+
+def _check_text(rec: dict) -> None:
+    for key in ("conversation_id", "user_text", "response", "source", "backend", "model", "error", "session"):
+        value = rec[key]
+        if value is not None:
+            value.encode("utf-8")
+    for name in rec["files"]:
+        name.encode("utf-8")
+
+
+def parse_line(raw: bytes) -> dict:
+    """Decode and normalise one log line (without its newline), or raise BadRecord.
+
+    This is the reference semantics: JSON is decoded with orjson, and with the
+    standard library when orjson refuses it (which also accepts ``NaN`` and
+    ``Infinity``); a line that ends in the middle of a JSON value is ``truncated``.
+    """
+    raw = bytes(raw)
+    if not raw.strip(b" \t\r\n"):
+        raise BadRecord("blank")
+    lenient = False
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRecord("bad_utf8") from None
+        if str(exc).startswith("unexpected end of data") and raw.lstrip(b" \t\r\n")[:1] in (b"{", b"["):
+            raise BadRecord("truncated") from None
+        try:
+            obj = json.loads(text)
+        except (ValueError, RecursionError):
+            raise BadRecord("not_json") from None
+        lenient = True
+    try:
+        rec = normalise(obj)
+    except BadRecord:
+        raise
+    except Exception:  # e.g. float() of a 400-digit integer
+        raise BadRecord("wrong_type") from None
+    if lenient:
+        try:
+            _check_text(rec)
+        except UnicodeEncodeError:  # a lone surrogate from "\\ud800"
+            raise BadRecord("bad_utf8") from None
+    return rec
+
+
+def _records_to_table(recs: list[dict]) -> pa.Table:
+    cols = {name: [r[name] for r in recs] for name in COLUMNS}
+    arrays = [pa.array(cols[f.name], type=f.type) for f in ARROW_SCHEMA]
+    return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA)
+
+
+# --------------------------------------------------------------------------- a block
+
+
+class _Block:
+    """Complete lines ``buf[starts[i]:ends[i]]`` (ends exclude the newline)."""
+
+    __slots__ = ("buf", "arr", "starts", "ends")
+
+    def __init__(self, buf: bytes | memoryview):
+        self.buf = memoryview(buf)
+        self.arr = np.frombuffer(self.buf, dtype=np.uint8)
+        nl = np.flatnonzero(self.arr == 10)
+        self.ends = nl
+        self.starts = np.empty_like(nl)
+        if len(nl):
+            self.starts[0] = 0
+            self.starts[1:] = nl[:-1] + 1
+
+
+def _utf8_ok(mv: memoryview) -> bool:
+    try:
+        data = pa.py_buffer(mv)
+        offsets = pa.py_buffer(np.array([0, len(mv)], dtype=np.int32))
+        pa.StringArray.from_buffers(1, offsets, data).validate(full=True)
+        return True
+    except pa.ArrowInvalid:
+        return False
+
+
+def _fast(block: _Block, lo: int, hi: int) -> tuple[pa.Table, np.ndarray] | None:
+    """Parse lines lo..hi-1 with pyarrow. Returns (table of good rows, bool mask of
+    lines it vouches for) or None if the run must be split."""
+    starts, ends, arr = block.starts[lo:hi], block.ends[lo:hi], block.arr
+    if (ends <= starts).any():  # an empty line
+        return None
+    if not ((arr[starts] == 0x7B).all() and (arr[ends - 1] == 0x7D).all()):
+        return None  # not every line is a bare {...}
+    mv = block.buf[int(starts[0]) : int(ends[-1]) + 1]
+    if not _utf8_ok(mv):
+        return None
+    try:
+        t = pajson.read_json(pa.BufferReader(pa.py_buffer(mv)), read_options=_READ_OPTIONS, parse_options=_PARSE_OPTIONS)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowException):
+        return None
+    if t.num_rows != hi - lo:
+        return None
+    t = t.combine_chunks()
+    cid = t.column("conversation_id")
+    ok = pc.fill_null(pc.greater(pc.utf8_length(cid), 0), False)
+    ts_raw = t.column("ts")
+    ok = pc.and_(ok, pc.is_valid(ts_raw))
+    turn = t.column("turn")
+    turn_ok = pc.or_(pc.is_null(turn), pc.and_(pc.greater_equal(turn, 0), pc.less(turn, 2**31)))
+    ok = pc.and_(ok, pc.fill_null(turn_ok, True))
+    lat = t.column("latency_ms")
+    if lat.null_count < len(lat):
+        # NaN, Infinity or a number too big for a double: let the reference decide
+        ok = pc.and_(ok, pc.fill_null(pc.is_finite(lat), True))
+    files = t.column("files")
+    if pc.sum(pc.list_value_length(files)).as_py():
+        # a file entry without a string "name" is a wrong_type line: leave it to the slow path
+        flat = pc.list_flatten(files)
+        bad_item = pc.is_null(pc.struct_field(flat, [0]))
+        parent = pc.list_parent_indices(files)
+        bad_rows = np.zeros(t.num_rows, dtype=bool)
+        bi = np.asarray(bad_item.to_numpy(zero_copy_only=False), dtype=bool)
+        if bi.any():
+            bad_rows[np.asarray(parent.to_numpy(zero_copy_only=False))[bi]] = True
+            ok = pc.and_(ok, pa.array(~bad_rows))
+    mask = np.asarray(ok.to_numpy(zero_copy_only=False), dtype=bool) if isinstance(ok, pa.Array) else np.asarray(ok.combine_chunks().to_numpy(zero_copy_only=False), dtype=bool)
+    if not mask.all():
+        t = t.filter(pa.array(mask))
+    try:
+        ts = pc.cast(t.column("ts"), UTC_US)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    lat = t.column("latency_ms")
+    lat = pc.if_else(pc.fill_null(pc.less(lat, 0.0), False), pa.scalar(None, pa.float64()), lat)
+    src = t.column("source")
+    src = pc.if_else(pc.fill_null(pc.greater(pc.utf8_length(src), 0), False), src, pa.scalar("unknown"))
+    files = _file_names(t.column("files"))
+    empty = pa.scalar("")
+    out = pa.Table.from_arrays(
+        [
+            ts,
+            t.column("conversation_id"),
+            t.column("turn"),
+            pc.fill_null(t.column("user_text"), empty),
+            pc.fill_null(t.column("response"), empty),
+            lat,
+            src,
+            t.column("backend"),
+            t.column("model"),
+            t.column("error"),
+            files,
+            t.column("session"),
+            pc.fill_null(t.column("v"), 0),
+        ],
+        schema=ARROW_SCHEMA,
+    )
+    return out, mask
+
+
+def _file_names(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """list<struct<name>> (nulls allowed) -> list<string> (null -> [])."""
+    out = []
+    for c in col.chunks:
+        lengths = np.asarray(pc.fill_null(pc.list_value_length(c), 0).to_numpy(zero_copy_only=False), dtype=np.int32)
+        offsets = np.zeros(len(c) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        names = pc.struct_field(c.flatten(), [0])
+        out.append(pa.ListArray.from_arrays(pa.array(offsets), names, type=pa.list_(pa.string())))
+    return pa.chunked_array(out, type=pa.list_(pa.string()))
+
+
+def _slow(block: _Block, idx: Iterable[int], bad: Counter) -> tuple[list[int], list[dict]]:
+    keep, recs = [], []
+    buf = block.buf
+    for i in idx:
+        try:
+            rec = parse_line(buf[int(block.starts[i]) : int(block.ends[i])])
+        except BadRecord as exc:
+            bad[exc.reason] += 1
+            continue
+        keep.append(i)
+        recs.append(rec)
+    return keep, recs
+
+
+def _parse_run(block: _Block, lo: int, hi: int, bad: Counter, out: list) -> None:
+    """Append (first_line_index, table_or_None, line_indices) pieces for lines lo..hi-1."""
+    if hi <= lo:
+        return
+    if hi - lo >= MIN_FAST_LINES:
+        res = _fast(block, lo, hi)
+        if res is not None:
+            table, mask = res
+            if mask.all():
+                out.append((lo, table, None))
+            else:
+                rest = np.flatnonzero(~mask) + lo
+                keep, recs = _slow(block, rest, bad)
+                good = np.flatnonzero(mask) + lo
+                if keep:
+                    slow_t = _records_to_table(recs)
+                    order = np.argsort(np.concatenate([good, np.asarray(keep)]), kind="stable")
+                    table = pa.concat_tables([table, slow_t]).take(pa.array(order))
+                out.append((lo, table, None))
+            return
+        mid = (lo + hi) // 2
+        _parse_run(block, lo, mid, bad, out)
+        _parse_run(block, mid, hi, bad, out)
+        return
+    keep, recs = _slow(block, range(lo, hi), bad)
+    if recs:
+        out.append((lo, _records_to_table(recs), None))
+
+
+def parse_bytes(buf: bytes | memoryview, bad: Counter | None = None) -> tuple[pa.Table, Counter]:
+    """Parse complete lines (``buf`` must end with ``\\n`` or hold only complete lines;
+    bytes after the last newline are ignored). Returns (rows, bad counts)."""
+    bad = Counter() if bad is None else bad
+    block = _Block(buf)
+    pieces: list = []
+    _parse_run(block, 0, len(block.starts), bad, pieces)
+    tables = [p[1] for p in pieces if p[1] is not None and p[1].num_rows]
+    if not tables:
+        return ARROW_SCHEMA.empty_table(), bad
+    if len(tables) == 1:
+        return tables[0], bad
+    return pa.concat_tables(tables), bad
+
+
+# --------------------------------------------------------------------------- pandas
+
+
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Arrow rows -> the documented frame dtypes."""
+    data = {}
+    for name in table.column_names:
+        col = table.column(name)
+        if name == "files":
+            data[name] = _lists(col)
+        elif name == "error":
+            data[name] = _objects(col)
+        elif name == "turn":
+            data[name] = col.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+        else:
+            data[name] = col.to_pandas()
+    df = pd.DataFrame(data, copy=False)
+    return df
+
+
+def _objects(col: pa.ChunkedArray) -> pd.Series:
+    n = len(col)
+    out = np.full(n, None, dtype=object)
+    if col.null_count < n:
+        valid = np.asarray(pc.is_valid(col).to_numpy(zero_copy_only=False), dtype=bool)
+        idx = np.flatnonzero(valid)
+        out[idx] = pc.drop_null(col).to_pylist()
+    return pd.Series(out, dtype=object)
+
+
+def _lists(col: pa.ChunkedArray) -> pd.Series:
+    n = len(col)
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False))
+    out = np.empty(n, dtype=object)
+    nz = np.flatnonzero(lengths)
+    for i in range(n):
+        out[i] = []
+    if len(nz):
+        vals = col.take(pa.array(nz)).to_pylist()
+        for i, v in zip(nz, vals):
+            out[i] = v
+    return pd.Series(out, dtype=object)
+
+
+def _empty_frame(columns: tuple[str, ...]) -> pd.DataFrame:
+    return _to_pandas(ARROW_SCHEMA.empty_table().select(list(columns)))
+
+
+# --------------------------------------------------------------------------- shards
+
+
+def _fingerprint(fd: int, upto: int) -> str:
+    """Hash of the first and last KB before ``upto`` plus evenly spaced samples."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(upto).encode())
+    if upto <= 2 * _FP_EDGE + _FP_SAMPLES * _FP_SAMPLE:
+        h.update(os.pread(fd, upto, 0))
+        return h.hexdigest()
+    h.update(os.pread(fd, _FP_EDGE, 0))
+    span = upto - 2 * _FP_EDGE - _FP_SAMPLE
+    for k in range(_FP_SAMPLES):
+        pos = _FP_EDGE + span * k // max(1, _FP_SAMPLES - 1)
+        h.update(os.pread(fd, _FP_SAMPLE, pos))
+    h.update(os.pread(fd, _FP_EDGE, upto - _FP_EDGE))
+    return h.hexdigest()
+
+
+@dataclass
+class _Shard:
+    path: str
+    dev_ino: tuple[int, int] | None = None
+    offset: int = 0  # bytes consumed, always just after a "\n"
+    size: int = 0
+    mtime_ns: int = 0
+    pending: int = 0
+    fp: str = ""  # _fingerprint(offset)
+    chunks: list = field(default_factory=list)  # [start, end, pa.Table]
+    bad: Counter = field(default_factory=Counter)
+    rows: int = 0
+    cached_upto: int = 0
+    cached_segments: list = field(default_factory=list)
+    ts_min: int | None = None  # microseconds since the epoch
+    ts_max: int | None = None
+
+    def reset(self) -> None:
+        self.dev_ino = None
+        self.offset = self.size = self.pending = self.rows = self.cached_upto = 0
+        self.fp = ""
+        self.chunks = []
+        self.bad = Counter()
+        self.cached_segments = []
+        self.ts_min = self.ts_max = None
+
+    def add(self, start: int, end: int, table: pa.Table, bad: Counter) -> None:
+        self.chunks.append([start, end, table])
+        self.bad.update(bad)
+        self.rows += table.num_rows
+        if table.num_rows:
+            mm = pc.min_max(table.column("ts"))
+            lo, hi = mm["min"].value, mm["max"].value
+            if lo is not None:
+                self.ts_min = lo if self.ts_min is None else min(self.ts_min, lo)
+                self.ts_max = hi if self.ts_max is None else max(self.ts_max, hi)
+
+    def table(self, columns: list[str]) -> pa.Table | None:
+        tables = [c[2] for c in self.chunks if c[2].num_rows]
+        if not tables:
+            return None
+        return pa.concat_tables(tables).select(columns)
+
+
+def _shard_day(path: str) -> date | None:
+    m = _DAY_RE.search(os.path.basename(path))
+    if not m:
+        return None
+    try:
+        return date.fromisoformat(m.group(1))
+    except ValueError:
+        return None
+
+
+def _as_utc(value: datetime | pd.Timestamp | str | None) -> pd.Timestamp | None:
+    if value is None:
+        return None
+    ts = pd.Timestamp(value)
+    if ts.tzinfo is None:
+        ts = ts.tz_localize("UTC")
+    return ts.tz_convert("UTC")
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class LogStore:
+    """All good rows of a JSONL log (file or folder of ``*.jsonl``), kept up to date
+    incrementally and cached on disk. Thread-safe: calls are serialised."""
+
+    def __init__(self, path, cache_dir=None, columns=None):
+        self.path = Path(path)
+        if columns is None:
+            self.columns = tuple(COLUMNS)
+        else:
+            unknown = [c for c in columns if c not in COLUMNS]
+            if unknown:
+                raise ValueError(f"unknown columns: {unknown}")
+            self.columns = tuple(c for c in COLUMNS if c in set(columns))
+        if cache_dir is None:
+            folder = self.path if self.path.is_dir() else self.path.parent
+            cache_dir = folder / ".chatcore-cache"
+        self.cache_dir = Path(cache_dir) if cache_dir is not False else None
+        self.cache_errors = 0
+        self.last_cache_error: str | None = None
+        self._shards: dict[str, _Shard] = {}
+        self._lock = threading.RLock()
+        self._frame: pd.DataFrame | None = None
+        self._loaded = False
+        self._skipped: set[str] = set()
+
+    # -- shards ------------------------------------------------------------------
+
+    def _shard_paths(self) -> list[str]:
+        p = self.path
+        if p.is_dir():
+            try:
+                return sorted(str(q) for q in p.glob("*.jsonl") if q.is_file())
+            except OSError:
+                return []
+        return [str(p)]
+
+    def _cache_key(self, path: str) -> str:
+        ident = json.dumps([os.path.abspath(path), list(self.columns), CACHE_VERSION])
+        return hashlib.sha1(ident.encode()).hexdigest()[:20]
+
+    # -- cache -------------------------------------------------------------------
+
+    def _load_cache(self, sh: _Shard, fd: int, st: os.stat_result) -> None:
+        if self.cache_dir is None:
+            return
+        key = self._cache_key(sh.path)
+        manifest = self.cache_dir / f"{key}.json"
+        try:
+            meta = json.loads(manifest.read_bytes())
+        except (OSError, ValueError):
+            return
+        try:
+            if meta.get("version") != CACHE_VERSION or meta.get("columns") != list(self.columns):
+                return
+            if (meta["dev"], meta["ino"]) != (st.st_dev, st.st_ino):
+                return
+            upto = int(meta["offset"])
+            if upto <= 0 or st.st_size < upto:
+                return
+            if _fingerprint(fd, upto) != meta["fingerprint"]:
+                return
+            chunks = []
+            for seg in meta["segments"]:
+                with pa.memory_map(str(self.cache_dir / seg["file"]), "r") as src:
+                    table = ipc.open_file(src).read_all()
+                if table.num_rows != seg["rows"] or table.schema.names != list(self.columns):
+                    return
+                chunks.append((seg["start"], seg["end"], table, Counter(seg["bad"])))
+        except Exception:  # a broken cache is just a cache miss
+            return
+        for start, end, table, bad in chunks:
+            sh.add(start, end, table, bad)
+        sh.offset = sh.cached_upto = upto
+        sh.cached_segments = list(meta["segments"])
+        sh.fp = meta["fingerprint"]
+        sh.dev_ino = (st.st_dev, st.st_ino)
+
+    def _save_cache(self, sh: _Shard, fd: int) -> None:
+        if self.cache_dir is None or sh.offset - sh.cached_upto < CACHE_MIN_BYTES:
+            return
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            key = self._cache_key(sh.path)
+            new = [c for c in sh.chunks if c[0] >= sh.cached_upto]
+            start, end = sh.cached_upto, sh.offset
+            tables = [c[2] for c in new]
+            table = pa.concat_tables(tables) if tables else ARROW_SCHEMA.empty_table().select(list(self.columns))
+            bad = Counter()
+            # bad counts of the new range = total minus what the segments already hold
+            bad.update(sh.bad)
+            for seg in sh.cached_segments:
+                bad.subtract(seg["bad"])
+            name = f"{key}.{sh.dev_ino[1]}.{start}-{end}.arrow"
+            tmp = self.cache_dir / (name + f".tmp{os.getpid()}")
+            with pa.OSFile(str(tmp), "wb") as sink:
+                with ipc.new_file(sink, table.schema) as writer:
+                    writer.write_table(table, max_chunksize=1 << 20)
+            os.replace(tmp, self.cache_dir / name)
+            segments = sh.cached_segments + [
+                {"file": name, "start": start, "end": end, "rows": table.num_rows, "bad": {k: v for k, v in bad.items() if v}}
+            ]
+            meta = {
+                "version": CACHE_VERSION,
+                "path": os.path.abspath(sh.path),
+                "columns": list(self.columns),
+                "dev": sh.dev_ino[0],
+                "ino": sh.dev_ino[1],
+                "offset": end,
+                "mtime_ns": sh.mtime_ns,
+                "fingerprint": _fingerprint(fd, end),
+                "segments": segments,
+            }
+            mtmp = self.cache_dir / f"{key}.json.tmp{os.getpid()}"
+            mtmp.write_bytes(json.dumps(meta).encode())
+            os.replace(mtmp, self.cache_dir / f"{key}.json")
+            # the cached chunks now form one segment in memory as well
+            sh.chunks = [c for c in sh.chunks if c[0] < start] + [[start, end, table]]
+            sh.cached_upto = end
+            sh.cached_segments = segments
+            self._gc_cache(key, {s["file"] for s in segments})
+        except Exception as exc:  # never let the cache break reading
+            self.cache_errors += 1
+            self.last_cache_error = f"{type(exc).__name__}: {exc}"
+
+    def _gc_cache(self, key: str, keep: set[str]) -> None:
+        try:
+            for q in self.cache_dir.glob(f"{key}.*.arrow"):
+                if q.name not in keep:
+                    q.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+    # -- reading -----------------------------------------------------------------
+
+    def refresh(self, progress: Progress | None = None) -> pd.DataFrame:
+        """Parse what was appended since the last call; return the new rows only."""
+        with self._lock:
+            tables = self._refresh(progress)
+            if not tables:
+                return _empty_frame(self.columns)
+            return _to_pandas(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
+
+    def _refresh(self, progress: Progress | None, select: Callable[[str], bool] | None = None) -> list[pa.Table]:
+        self._loaded = True
+        paths = self._shard_paths()
+        live = set(paths)
+        changed = False
+        for gone in [p for p in self._shards if p not in live]:
+            del self._shards[gone]
+            changed = True
+        new_tables: list[pa.Table] = []
+        opened = []
+        try:
+            # open and validate every shard first, so the total for progress is known
+            for p in paths:
+                if select is not None and not select(p):
+                    self._skipped.add(p)
+                    continue
+                self._skipped.discard(p)
+                try:
+                    fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError:
+                    if p in self._shards:
+                        del self._shards[p]
+                        changed = True
+                    continue
+                st = os.fstat(fd)
+                sh = self._shards.get(p)
+                if sh is None:
+                    sh = self._shards[p] = _Shard(p)
+                    self._load_cache(sh, fd, st)
+                    changed = changed or sh.rows > 0
+                elif self._stale(sh, fd, st):
+                    sh.reset()
+                    changed = True
+                if sh.dev_ino is None:
+                    sh.dev_ino = (st.st_dev, st.st_ino)
+                opened.append((sh, fd, st))
+            total = sum(max(0, st.st_size - sh.offset) for sh, fd, st in opened)
+            done = 0
+            for sh, fd, st in opened:
+                before = len(sh.chunks)
+                done = self._read_new(sh, fd, st, progress, done, total)
+                sh.size, sh.mtime_ns = st.st_size, st.st_mtime_ns
+                if len(sh.chunks) > before:
+                    changed = True
+                    new_tables.extend(c[2] for c in sh.chunks[before:] if c[2].num_rows)
+                self._save_cache(sh, fd)
+        finally:
+            for _, fd, _ in opened:
+                os.close(fd)
+        if changed:
+            self._frame = None
+        return [t.select(list(self.columns)) for t in new_tables]
+
+    def _stale(self, sh: _Shard, fd: int, st: os.stat_result) -> bool:
+        if sh.dev_ino != (st.st_dev, st.st_ino):
+            return True  # replaced / rotated
+        if st.st_size < sh.offset:
+            return True  # truncated
+        if sh.offset == 0:
+            return False
+        if st.st_size == sh.size and st.st_mtime_ns == sh.mtime_ns:
+            return False  # untouched since the last look
+        # truncated and written again past the old offset, or rewritten in place
+        return _fingerprint(fd, sh.offset) != sh.fp
+
+    def _read_new(self, sh: _Shard, fd: int, st: os.stat_result, progress, done: int, total: int) -> int:
+        size = st.st_size
+        pos = start = sh.offset
+        carry = b""
+        while pos + len(carry) < size:
+            want = min(BLOCK_BYTES, size - pos - len(carry))
+            chunk = os.pread(fd, want, pos + len(carry))
+            if not chunk:
+                break
+            buf = carry + chunk if carry else chunk
+            cut = buf.rfind(b"\n")
+            if cut < 0:
+                carry = buf  # a line longer than a block: read on
+                continue
+            complete = memoryview(buf)[: cut + 1]
+            bad: Counter = Counter()
+            table, bad = parse_bytes(complete, bad)
+            table = table.select(list(self.columns))
+            sh.add(pos, pos + cut + 1, table, bad)
+            pos += cut + 1
+            carry = buf[cut + 1 :]
+            done += cut + 1
+            if progress is not None:
+                try:
+                    progress(min(done, total), total)
+                except Exception:
+                    pass
+        sh.offset = pos
+        sh.pending = size - pos
+        if pos and (pos != start or not sh.fp):
+            sh.fp = _fingerprint(fd, pos)
+        return done
+
+    # -- views -------------------------------------------------------------------
+
+    def _ensure_loaded(self) -> None:
+        if not self._loaded:
+            self._refresh(None)
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """All good rows so far, in shard order then file order."""
+        with self._lock:
+            self._ensure_loaded()
+            if self._frame is None:
+                tables = [t for t in (sh.table(list(self.columns)) for sh in self._ordered()) if t is not None]
+                if not tables:
+                    self._frame = _empty_frame(self.columns)
+                else:
+                    self._frame = _to_pandas(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
+            return self._frame
+
+    def arrow(self) -> pa.Table:
+        """All good rows as one Arrow table (no copy of the text columns)."""
+        with self._lock:
+            self._ensure_loaded()
+            tables = [t for t in (sh.table(list(self.columns)) for sh in self._ordered()) if t is not None]
+            if not tables:
+                return ARROW_SCHEMA.empty_table().select(list(self.columns))
+            return pa.concat_tables(tables)
+
+    def _ordered(self) -> list[_Shard]:
+        return [self._shards[p] for p in sorted(self._shards)]
+
+    def query(self, since=None, until=None) -> pd.DataFrame:
+        """Rows with ``since <= ts < until``. Shards that cannot match are skipped: on a
+        first load, daily shards (``*.YYYY-MM-DD.jsonl``) far outside the range are not
+        even read; loaded shards are skipped by their min/max time."""
+        since, until = _as_utc(since), _as_utc(until)
+        with self._lock:
+            if not self._loaded:
+                if since is None and until is None:
+                    self._refresh(None)
+                else:
+                    self._refresh(None, select=lambda p: _day_may_match(p, since, until))
+            if since is None and until is None:
+                return self.frame
+            hi = None if until is None else -(-until.value // 1000)
+            lo = None if since is None else -(-since.value // 1000)
+            tables = []
+            for sh in self._ordered():
+                if sh.ts_min is None:
+                    continue
+                if lo is not None and sh.ts_max < lo:
+                    continue
+                if hi is not None and sh.ts_min >= hi:
+                    continue
+                t = sh.table(list(self.columns))
+                if t is None:
+                    continue
+                if "ts" in self.columns:
+                    ts = t.column("ts")
+                    cond = None
+                    if lo is not None:
+                        cond = pc.greater_equal(ts, pa.scalar(lo, UTC_US))
+                    if hi is not None:
+                        c2 = pc.less(ts, pa.scalar(hi, UTC_US))
+                        cond = c2 if cond is None else pc.and_(cond, c2)
+                    t = t.filter(cond)
+                tables.append(t)
+            if not tables:
+                return _empty_frame(self.columns)
+            return _to_pandas(pa.concat_tables(tables))
+
+    @property
+    def stats(self) -> dict:
+        with self._lock:
+            bad = Counter()
+            for sh in self._shards.values():
+                bad.update(sh.bad)
+            counts = {r: int(bad.get(r, 0)) for r in BAD_REASONS}
+            return {
+                "lines": sum(sh.rows for sh in self._shards.values()),
+                "bad": counts,
+                "bad_total": sum(counts.values()),
+                "pending_bytes": sum(sh.pending for sh in self._shards.values()),
+                "shards": len(self._shards),
+                "bytes": sum(sh.offset for sh in self._shards.values()),
+                "cache_errors": self.cache_errors,
+            }
+
+
+def _day_may_match(path: str, since: pd.Timestamp | None, until: pd.Timestamp | None) -> bool:
+    day = _shard_day(path)
+    if day is None:
+        return True
+    # a daily shard may hold a few turns of the neighbouring days (time zones, late rotation)
+    start = pd.Timestamp(day, tz="UTC") - pd.Timedelta(days=1)
+    end = pd.Timestamp(day, tz="UTC") + pd.Timedelta(days=2)
+    if since is not None and end <= since:
+        return False
+    if until is not None and start >= until:
+        return False
+    return True
+
+
+def load_log(path, since=None, until=None, progress=None, columns=None, cache_dir=None) -> tuple[pd.DataFrame, dict]:
+    """One-shot: the rows of ``path`` in [since, until) and the store's stats."""
+    store = LogStore(path, cache_dir=cache_dir, columns=columns)
+    store._refresh(progress, select=None if since is None and until is None else (lambda p: _day_may_match(p, _as_utc(since), _as_utc(until))))
+    return store.query(since, until), store.stats

@@ -1,0 +1,542 @@
+"""LogStore: incremental reading equals a full per-line re-read."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import orjson
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, initialize
+
+from chatcore import store as store_mod
+from chatcore.records import BAD_REASONS, COLUMNS, BadRecord, make_record
+from chatcore.store import LogStore, load_log, parse_bytes, parse_line
+
+# --------------------------------------------------------------------------- helpers
+
+
+def reference(path: Path) -> tuple[list[dict], Counter, int]:
+    """Per-line normalise over every shard: (rows, bad counts, pending bytes)."""
+    paths = sorted(path.glob("*.jsonl")) if path.is_dir() else ([path] if path.exists() else [])
+    rows, bad, pending = [], Counter(), 0
+    for p in paths:
+        data = p.read_bytes()
+        lines = data.split(b"\n")
+        pending += len(lines[-1])
+        for line in lines[:-1]:
+            try:
+                rows.append(parse_line(line))
+            except BadRecord as exc:
+                bad[exc.reason] += 1
+    return rows, bad, pending
+
+
+def _py(value):
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    if hasattr(value, "item") and not isinstance(value, (list, str)):
+        return value.item()
+    return value
+
+
+def rows_of(df: pd.DataFrame) -> list[dict]:
+    out = []
+    cols = list(df.columns)
+    for values in zip(*(df[c].tolist() for c in cols)):
+        out.append({c: _py(v) for c, v in zip(cols, values)})
+    return out
+
+
+def norm_ref(rows: list[dict], columns=COLUMNS) -> list[dict]:
+    return [{c: _py(r[c]) for c in columns} for r in rows]
+
+
+def assert_matches(store: LogStore, path: Path) -> None:
+    rows, bad, pending = reference(path)
+    assert rows_of(store.frame) == norm_ref(rows, store.columns)
+    stats = store.stats
+    assert stats["lines"] == len(rows)
+    assert stats["bad"] == {r: bad.get(r, 0) for r in BAD_REASONS}
+    assert stats["bad_total"] == sum(bad.values())
+    assert stats["pending_bytes"] == pending
+
+
+T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def good_line(i: int, conv: str | None = None, day: int = 0) -> bytes:
+    ts = (T0 + timedelta(days=day, seconds=i)).strftime("%Y-%m-%dT%H:%M:%S.") + f"{i % 1000:03d}Z"
+    rec = make_record(
+        conversation_id=conv or f"c{i % 7}",
+        turn=i,
+        user_text=f"question {i} é🙂",
+        response=f"answer {i}\nline two",
+        latency_ms=i * 1.5,
+        source="widget" if i % 3 else "api",
+        backend="echo",
+        model=None if i % 2 else "m",
+        error=None if i % 5 else "boom",
+        files=[{"name": f"f{i}.png", "size": 3}] if i % 4 == 0 else None,
+        session=None if i % 2 else "s",
+        ts=ts,
+    )
+    return orjson.dumps(rec) + b"\n"
+
+
+SEED_LINE = json.dumps(
+    {
+        "timestamp": "2026-10-01T10:00:00",
+        "conversation_id": "seed-1",
+        "user_text": "hi",
+        "response": ["hello", "there"],
+        "history": [["a", "b"]],
+    }
+).encode() + b"\n"
+
+BAD_LINES = {
+    "blank": [b"", b"   ", b"\t\r"],
+    "bad_utf8": [b'{"conversation_id": "\xff\xfe", "ts": "2026-11-01T00:00:00Z"}', b"\xc3\x28"],
+    "not_json": [b"hello world", b"{'single': 'quotes'}", b'{"a":1}{"b":2}', b"[" * 100_000, b"]]]"],
+    "not_object": [b"[1, 2, 3]", b"42", b'"a string"', b"null", b"true"],
+    "wrong_type": [
+        b'{"conversation_id": 5, "ts": "2026-11-01T00:00:00Z"}',
+        b'{"conversation_id": "a", "ts": 12345}',
+        b'{"conversation_id": "a", "ts": "yesterday"}',
+        b'{"conversation_id": "a", "ts": "2026-11-01T00:00:00Z", "turn": "3"}',
+        b'{"conversation_id": "a", "ts": "2026-11-01T00:00:00Z", "turn": -1}',
+        b'{"conversation_id": "a", "ts": "2026-11-01T00:00:00Z", "turn": 1.5}',
+        b'{"conversation_id": "a", "ts": "2026-11-01T00:00:00Z", "latency_ms": "fast"}',
+        b'{"conversation_id": "a", "ts": "2026-11-01T00:00:00Z", "latency_ms": true}',
+        b'{"conversation_id": "a", "ts": "2026-11-01T00:00:00Z", "files": "x.png"}',
+        b'{"conversation_id": "a", "ts": "2026-11-01T00:00:00Z", "files": [{"size": 1}]}',
+        b'{"conversation_id": "a", "ts": "2026-11-01T00:00:00Z", "response": {"a": 1}}',
+        b'{"conversation_id": "a", "ts": "2026-11-01T00:00:00Z", "v": "1"}',
+        b'{"conversation_id": "a", "ts": "2026-11-01T00:00:00Z", "source": 3}',
+        b'{"conversation_id": "", "ts": "2026-11-01T00:00:00Z"}',
+        b'{"ts": "2026-11-01T00:00:00Z"}',
+        b'{"conversation_id": "a", "ts": "2026-11-01T00:00:00Z", "latency_ms": ' + b"9" * 400 + b"}",
+    ],
+    "truncated": [b'{"conversation_id": "a", "ts": "2026-11-0', b'{"conversation_id": "a", "turn": 1', b"{"],
+}
+# valid JSON only with NaN/Infinity: accepted, the latency becomes missing
+NAN_LINES = [
+    b'{"conversation_id": "nan", "ts": "2026-11-01T00:00:00Z", "latency_ms": NaN}',
+    b'{"conversation_id": "inf", "ts": "2026-11-01T00:00:00Z", "latency_ms": Infinity, "x": -Infinity}',
+]
+
+
+def mixed_file(path: Path, rng: random.Random) -> Counter:
+    lines, expected = [], Counter()
+    for i in range(300):
+        lines.append(good_line(i))
+    for reason, bad in BAD_LINES.items():
+        for b in bad:
+            lines.append(b + b"\n")
+            expected[reason] += 1
+    lines.append(SEED_LINE)
+    lines.extend(l + b"\n" for l in NAN_LINES)
+    lines.append(bytes(rng.getrandbits(8) for _ in range(200)).replace(b"\n", b"") + b"\n")
+    lines.append(b'{"conversation_id": "big", "ts": "2026-11-01T00:00:00Z", "response": "' + b"x" * (10 << 20) + b'"}\n')
+    rng.shuffle(lines)
+    path.write_bytes(b"".join(lines))
+    return expected
+
+
+# --------------------------------------------------------------------------- reader
+
+
+def test_every_kind_of_bad_line(tmp_path):
+    log = tmp_path / "log.jsonl"
+    expected = mixed_file(log, random.Random(3))
+    store = LogStore(log)
+    df = store.frame
+    assert_matches(store, log)
+    stats = store.stats
+    for reason, n in expected.items():
+        # the random-bytes line lands in bad_utf8 or not_json
+        assert stats["bad"][reason] >= n, reason
+    assert stats["bad_total"] == sum(expected.values()) + 1
+    assert stats["lines"] == 300 + 1 + 2 + 1
+    seed = df[df.conversation_id == "seed-1"].iloc[0]
+    assert seed.response == "hello\nthere"
+    assert seed.ts == pd.Timestamp("2026-10-01T10:00:00Z")
+    assert df[df.conversation_id == "nan"].latency_ms.isna().all()
+    assert len(df[df.conversation_id == "big"].iloc[0].response) == 10 << 20
+
+
+def test_dtypes_and_columns(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"".join(good_line(i) for i in range(50)))
+    df = LogStore(log).frame
+    assert list(df.columns) == list(COLUMNS)
+    assert str(df.ts.dtype) == "datetime64[us, UTC]"
+    assert df.turn.dtype == pd.Int64Dtype()
+    assert df.latency_ms.dtype == "float64"
+    assert df.error.dtype == object
+    assert df.error.iloc[1] is None and df.error.iloc[0] == "boom"
+    assert df.files.iloc[0] == ["f0.png"] and df.files.iloc[1] == []
+    assert isinstance(df.files.iloc[1], list)
+    proj = LogStore(log, columns=["turn", "ts", "conversation_id"]).frame
+    assert list(proj.columns) == ["ts", "conversation_id", "turn"]
+    assert rows_of(proj) == rows_of(df[["ts", "conversation_id", "turn"]])
+
+
+def test_empty_and_missing(tmp_path):
+    store = LogStore(tmp_path / "nope.jsonl")
+    assert len(store.refresh()) == 0
+    assert list(store.frame.columns) == list(COLUMNS)
+    assert store.stats["lines"] == 0
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    assert len(LogStore(folder).frame) == 0
+
+
+def test_block_fallback_isolates_bad_line(tmp_path, monkeypatch):
+    # small blocks: each bad line costs only its own run, neighbours stay fast
+    monkeypatch.setattr(store_mod, "BLOCK_BYTES", 4096)
+    log = tmp_path / "log.jsonl"
+    lines = [good_line(i) for i in range(500)]
+    lines[100] = b'{"conversation_id": "a", "ts": "2026-11-01T00:00:00Z", "turn": "x"}\n'
+    lines[250] = b"\n"
+    lines[400] = SEED_LINE
+    log.write_bytes(b"".join(lines))
+    store = LogStore(log)
+    assert_matches(store, log)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=10,
+)
+FIELD_KEYS = list(COLUMNS) + ["timestamp", "history"]
+record_like = st.fixed_dictionaries(
+    {},
+    optional={
+        k: json_values
+        | st.sampled_from(["2026-11-01T00:00:00Z", "2026-11-01T00:00:00.5+02:00", "2026-11-01", "c1", ""])
+        | st.lists(st.text(max_size=3), max_size=2)
+        | st.integers(min_value=-5, max_value=2**40)
+        for k in FIELD_KEYS
+    },
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.binary(max_size=40) | json_values.map(lambda v: json.dumps(v).encode()) | record_like.map(lambda v: json.dumps(v).encode()), max_size=40))
+def test_fuzz_parser_never_raises_and_fast_equals_reference(lines):
+    data = b"".join(l.replace(b"\n", b" ") + b"\n" for l in lines)
+    table, bad = parse_bytes(data)
+    rows, ref_bad = [], Counter()
+    for line in data.split(b"\n")[:-1]:
+        try:
+            rows.append(parse_line(line))
+        except BadRecord as exc:
+            ref_bad[exc.reason] += 1
+    assert +bad == +ref_bad
+    df = store_mod._to_pandas(table)
+    assert rows_of(df) == norm_ref(rows)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(record_like.map(lambda v: json.dumps({"conversation_id": "c", "ts": "2026-11-01T00:00:00Z", **v}).encode()), min_size=16, max_size=40))
+def test_fuzz_fast_path_record_like(lines):
+    # many record-like lines at once, so the fast path is actually taken
+    data = b"".join(l + b"\n" for l in lines)
+    table, bad = parse_bytes(data)
+    rows, ref_bad = [], Counter()
+    for line in data.split(b"\n")[:-1]:
+        try:
+            rows.append(parse_line(line))
+        except BadRecord as exc:
+            ref_bad[exc.reason] += 1
+    assert +bad == +ref_bad
+    assert rows_of(store_mod._to_pandas(table)) == norm_ref(rows)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_fuzz_parse_line_only_raises_badrecord(raw):
+    try:
+        rec = parse_line(raw)
+    except BadRecord as exc:
+        assert exc.reason in BAD_REASONS
+    else:
+        assert set(rec) == set(COLUMNS)
+
+
+# --------------------------------------------------------------------------- incremental
+
+
+def test_partial_last_line_is_pending(tmp_path):
+    log = tmp_path / "log.jsonl"
+    line = good_line(1)
+    log.write_bytes(good_line(0) + line[:20])
+    store = LogStore(log)
+    assert len(store.refresh()) == 1
+    assert store.stats["pending_bytes"] == 20
+    assert store.stats["bad_total"] == 0
+    with open(log, "ab") as f:
+        f.write(line[20:])
+    new = store.refresh()
+    assert len(new) == 1 and new.turn.iloc[0] == 1
+    assert store.stats["pending_bytes"] == 0
+    assert len(store.refresh()) == 0
+    assert_matches(store, log)
+
+
+def test_truncate_replace_delete_new_shard(tmp_path):
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    a = folder / "chat_logs.a.jsonl"
+    a.write_bytes(b"".join(good_line(i) for i in range(20)))
+    store = LogStore(folder)
+    assert len(store.refresh()) == 20
+    # truncation
+    a.write_bytes(good_line(100))
+    assert list(store.refresh().turn) == [100]
+    assert_matches(store, folder)
+    # truncated then written past the old offset before we looked
+    a.write_bytes(b"".join(good_line(i) for i in range(200, 240)))
+    store.refresh()
+    assert_matches(store, folder)
+    # replacement (rename over)
+    tmp = folder / "x.tmp"
+    tmp.write_bytes(b"".join(good_line(i) for i in range(300, 305)))
+    os.replace(tmp, a)
+    store.refresh()
+    assert_matches(store, folder)
+    # new shard
+    b = folder / "chat_logs.b.jsonl"
+    b.write_bytes(good_line(400))
+    assert list(store.refresh().turn) == [400]
+    assert store.stats["shards"] == 2
+    # deleted shard
+    a.unlink()
+    store.refresh()
+    assert list(store.frame.turn) == [400]
+    assert_matches(store, folder)
+
+
+class IncrementalMachine(RuleBasedStateMachine):
+    """Random appends, partial lines, truncation, rotation and new shards; after each
+    step the incremental store equals a full per-line re-read."""
+
+    def __init__(self):
+        super().__init__()
+        import tempfile
+
+        self.dir = Path(tempfile.mkdtemp(prefix="store-sm-"))
+        self.folder = self.dir / "logs"
+        self.folder.mkdir()
+        self.n = 0
+        self.store = LogStore(self.folder, cache_dir=self.dir / "cache")
+
+    def teardown(self):
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _shards(self):
+        return sorted(self.folder.glob("*.jsonl"))
+
+    def _lines(self, k, bad_every=0):
+        out = []
+        for _ in range(k):
+            self.n += 1
+            if bad_every and self.n % bad_every == 0:
+                out.append(random.Random(self.n).choice([b"\n", b"[1]\n", b'{"x": \n', SEED_LINE]))
+            else:
+                out.append(good_line(self.n))
+        return b"".join(out)
+
+    @rule(k=st.integers(0, 60), shard=st.integers(0, 2), bad=st.sampled_from([0, 7]), cut=st.integers(0, 30))
+    def append(self, k, shard, bad, cut):
+        path = self.folder / f"chat_logs.{shard}.jsonl"
+        data = self._lines(k, bad)
+        if cut and data:
+            data = data[:-cut] if len(data) > cut else data
+        with open(path, "ab") as f:
+            f.write(data)
+
+    @rule()
+    def finish_partial_lines(self):
+        for p in self._shards():
+            data = p.read_bytes()
+            if data and not data.endswith(b"\n"):
+                with open(p, "ab") as f:
+                    f.write(b"\n")
+
+    @rule(keep=st.integers(0, 2000))
+    def truncate(self, keep):
+        shards = self._shards()
+        if shards:
+            with open(shards[0], "r+b") as f:
+                f.truncate(min(keep, os.path.getsize(shards[0])))
+
+    @rule(k=st.integers(0, 20))
+    def rotate(self, k):
+        shards = self._shards()
+        if shards:
+            os.replace(shards[-1], self.dir / "rotated.old")
+            shards[-1].write_bytes(self._lines(k))
+
+    @rule()
+    def delete(self):
+        shards = self._shards()
+        if shards:
+            shards[0].unlink()
+
+    @rule()
+    def reopen(self):
+        self.store = LogStore(self.folder, cache_dir=self.dir / "cache")
+
+    @rule()
+    def refresh(self):
+        self.store.refresh()
+
+    @invariant()
+    def matches(self):
+        self.store.refresh()
+        assert_matches(self.store, self.folder)
+
+
+IncrementalMachine.TestCase.settings = settings(max_examples=50, stateful_step_count=12, deadline=None)
+test_incremental_machine = IncrementalMachine.TestCase
+
+
+def test_refresh_returns_new_rows_in_order(tmp_path):
+    log = tmp_path / "log.jsonl"
+    store = LogStore(log)
+    for start in range(0, 100, 10):
+        with open(log, "ab") as f:
+            f.write(b"".join(good_line(i) for i in range(start, start + 10)))
+        assert list(store.refresh().turn) == list(range(start, start + 10))
+    assert list(store.frame.turn) == list(range(100))
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def _big_log(path: Path, n: int = 6000) -> None:
+    path.write_bytes(b"".join(good_line(i) for i in range(n)))
+
+
+def test_cache_is_used_on_reopen(tmp_path, monkeypatch):
+    log = tmp_path / "log.jsonl"
+    _big_log(log)
+    first = LogStore(log).frame
+    assert list((tmp_path / ".chatcore-cache").glob("*.arrow"))
+    calls = []
+    real = store_mod.parse_bytes
+    monkeypatch.setattr(store_mod, "parse_bytes", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = LogStore(log)
+    assert rows_of(again.frame) == rows_of(first)
+    assert calls == []  # nothing parsed again
+    with open(log, "ab") as f:
+        f.write(good_line(99999))
+    assert list(again.refresh().turn) == [99999]
+    assert calls == [1]
+    assert_matches(again, log)
+
+
+@pytest.mark.parametrize("where", ["head", "tail"])
+def test_cache_invalidated_by_same_size_rewrite(tmp_path, where):
+    log = tmp_path / "log.jsonl"
+    _big_log(log)
+    st0 = os.stat(log)
+    LogStore(log).frame
+    # rewrite one line with the same size (the fingerprint covers the first and
+    # last 64 KB and samples in between), and force the same mtime
+    data = bytearray(log.read_bytes())
+    if where == "head":
+        i = data.index(b'"conversation_id":"c3"')
+    else:
+        i = data.rindex(b'"conversation_id":"c3"')
+    data[i : i + 22] = b'"conversation_id":"zz"'
+    with open(log, "r+b") as f:
+        f.write(bytes(data))
+    os.utime(log, ns=(st0.st_atime_ns, st0.st_mtime_ns))
+    st1 = os.stat(log)
+    assert (st1.st_size, st1.st_mtime_ns, st1.st_ino) == (st0.st_size, st0.st_mtime_ns, st0.st_ino)
+    store = LogStore(log)
+    assert (store.frame.conversation_id == "zz").sum() == 1
+    assert_matches(store, log)
+
+
+def test_live_store_notices_same_size_rewrite(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"".join(good_line(i, conv="aa") for i in range(10)))
+    store = LogStore(log)
+    store.refresh()
+    log.write_bytes(b"".join(good_line(i, conv="bb") for i in range(10)))
+    store.refresh()
+    assert set(store.frame.conversation_id) == {"bb"}
+
+
+def test_cache_write_failure_does_not_break_reading(tmp_path):
+    log = tmp_path / "log.jsonl"
+    _big_log(log)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    store = LogStore(log, cache_dir=blocker / "cache")
+    assert len(store.frame) == 6000
+    assert store.stats["cache_errors"] >= 1
+
+
+def test_corrupt_cache_is_a_miss(tmp_path):
+    log = tmp_path / "log.jsonl"
+    _big_log(log)
+    LogStore(log).frame
+    for p in (tmp_path / ".chatcore-cache").glob("*.arrow"):
+        p.write_bytes(b"garbage")
+    store = LogStore(log)
+    assert_matches(store, log)
+
+
+# --------------------------------------------------------------------------- query, progress
+
+
+def test_query_and_daily_shards(tmp_path):
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    for day in range(5):
+        d = (T0 + timedelta(days=day)).date().isoformat()
+        (folder / f"chat_logs.{d}.jsonl").write_bytes(b"".join(good_line(i, day=day) for i in range(10)))
+    since = pd.Timestamp(T0 + timedelta(days=2))
+    until = since + pd.Timedelta(days=1)
+    df, stats = load_log(folder, since=since, until=until)
+    assert len(df) == 10 and (df.ts >= since).all() and (df.ts < until).all()
+    assert stats["shards"] < 5  # far-away daily shards were not read
+    store = LogStore(folder)
+    store.refresh()
+    q = store.query(since=since, until=until)
+    assert rows_of(q) == rows_of(df)
+    assert len(store.query(since=since)) == 30
+    assert len(store.query(until=since)) == 20
+    assert len(store.query()) == 50
+
+
+def test_progress_callback(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_mod, "BLOCK_BYTES", 8192)
+    log = tmp_path / "log.jsonl"
+    _big_log(log, 2000)
+    seen = []
+    LogStore(log).refresh(progress=lambda done, total: seen.append((done, total)))
+    assert len(seen) > 3
+    assert seen[-1][0] == seen[-1][1] == log.stat().st_size
+    assert all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
