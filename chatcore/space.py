@@ -366,5 +366,7 @@ def serve(settings: Settings) -> None:
         "Space on http://%s:%s  responder=%s  log=%s",
         settings.host, settings.port, service.responder.name, settings.shard_path,
     )
+    # In-flight replies get a few seconds to finish (and be logged) on shutdown.
+    grace = float(os.environ.get("CHAT_SHUTDOWN_GRACE", "5"))
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
-                timeout_graceful_shutdown=5)
+                timeout_graceful_shutdown=grace)

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pandas as pd
 import streamlit as st
 
 from chatcore.conversations import (DATE_PRESETS, conversation_table, conversations_matching, export_turns,
                                     filter_dates, filter_sources, format_duration, markdown_transcript,
                                     preset_range)
-from chatcore.dashboard import excerpt, format_ms, format_time, short_id, tz_name
+from chatcore.dashboard import escape_markdown, excerpt, format_ms, format_time, short_id, tz_name
 from pages._shared import header, load_frame, settings, viewer_tz
 
 cfg = settings()
@@ -84,7 +85,8 @@ with st.container(border=True):
 
 ids = list(table["conversation_id"]) if not table.empty else []
 selected = ss.get("conv_selected")
-if selected and selected not in ids and not frame.empty and (frame["conversation_id"] == selected).any():
+if (selected and selected not in ids and selected == ss.get("conv_from_link")
+        and not frame.empty and (frame["conversation_id"] == selected).any()):
     ids = [selected] + ids  # opened from a link but outside the current filters
 if ids:
     if ss.get("conv_pick") not in ids or (selected and selected != ss.get("conv_pick")):
@@ -106,8 +108,8 @@ if ids:
         for row in turns.itertuples(index=False):
             with st.chat_message("user"):
                 st.text(row.user_text or "")
-                st.caption(f"{format_time(row.ts, tz, now)} · turn {row.turn if row.turn is not None else '?'}"
-                           f" · {row.source}")
+                turn = "?" if pd.isna(row.turn) else int(row.turn)
+                st.caption(f"{format_time(row.ts, tz, now)} · turn {turn} · {escape_markdown(str(row.source))}")
             with st.chat_message("assistant"):
                 st.text(row.response or "")
                 st.caption(f"latency {format_ms(row.latency_ms)}")

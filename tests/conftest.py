@@ -45,7 +45,7 @@ class SpaceProcess:
         self.log_path = Path(log_path)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "CHAT_SHUTDOWN_GRACE": "0.5", **(env or {})}
         self.args = args or []
         self.proc: subprocess.Popen | None = None
         self.output = self.log_path.parent / f"space-{self.port}.out"
