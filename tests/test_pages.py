@@ -1,0 +1,339 @@
+"""The dashboard pages under Streamlit's AppTest, and the helpers they call.
+
+Chat runs against a real local Space (fixtures in conftest.py); the other pages
+read a log written by the test. Nothing here opens a browser.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+import pytest
+import streamlit as st
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.testing.v1 import AppTest
+
+from chatcore import conversations as conv
+from chatcore import dashboard as dash
+from chatcore.records import make_record
+
+from conftest import ROOT, free_port
+
+ENTRY = str(ROOT / "dashboard.py")
+XSS = ["<img src=x onerror=alert(1)>", "![x](http://127.0.0.1:9/p.png)", "[click](javascript:alert(1))"]
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def iso(ts: datetime) -> str:
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def rec(cid: str, turn: int, ts: datetime, user: str = "question", reply: str = "answer",
+        source: str = "widget", latency: float = 120.0, error: str | None = None) -> dict:
+    return make_record(conversation_id=cid, turn=turn, user_text=user, response=reply, latency_ms=latency,
+                       source=source, backend="echo", error=error, ts=iso(ts))
+
+
+def write_log(path: Path, records: list[dict], mode: str = "a") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, mode, encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch):
+    monkeypatch.setenv("CHAT_TIMEZONE", "UTC")
+    yield
+    st.cache_resource.clear()  # stops live tails (on_release) and forgets stores
+    st.cache_data.clear()
+
+
+@pytest.fixture
+def media(monkeypatch):
+    """Bytes behind every download button, by the file name in its URL."""
+    files: dict[str, bytes] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def spy(self, path_or_data, mimetype, kind, filename=None):
+        file_id = original(self, path_or_data, mimetype, kind, filename)
+        data = path_or_data.encode() if isinstance(path_or_data, str) else bytes(path_or_data)
+        files[file_id] = data
+        return file_id
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", spy)
+
+    def content(button) -> str:
+        name = button.proto.url.rsplit("/", 1)[-1].split(".")[0]
+        return files[name].decode("utf-8")
+
+    return content
+
+
+def open_page(page: str, timeout: float = 30) -> AppTest:
+    at = AppTest.from_file(ENTRY, default_timeout=timeout).run()
+    assert not at.exception, at.exception
+    if page != "overview":
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, at.exception
+    return at
+
+
+def button(at: AppTest, key: str):
+    return next(b for b in at.button if b.key == key)
+
+
+def metric(at: AppTest, label: str):
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def download(at: AppTest, key: str):
+    return next(d for d in at.get("download_button") if d.proto.id.endswith(key))
+
+
+# ------------------------------------------------------------------------ escaping
+
+
+def test_escape_markdown_makes_markup_inert():
+    markdown_it = pytest.importorskip("markdown_it")
+    md = markdown_it.MarkdownIt("commonmark")
+    for text in XSS + ["**bold** `code` # head\n- item", "<script>alert(1)</script>", "a & b &lt;"]:
+        html = md.render(dash.escape_markdown(text))
+        assert "<img" not in html and "<a " not in html and "<script" not in html
+        assert "<strong>" not in html and "<code>" not in html and "<li>" not in html
+    # Escaping pieces of a stream one by one equals escaping the whole.
+    text = "You said: <img src=x onerror=alert(1)> and ![x](y)"
+    pieces = [text[i:i + 3] for i in range(0, len(text), 3)]
+    assert "".join(dash.escaped_stream(pieces)) == dash.escape_markdown(text)
+
+
+# ------------------------------------------------------------------------- helpers
+
+
+def test_preset_ranges_follow_the_viewer_timezone():
+    tz = ZoneInfo("America/New_York")
+    now = datetime(2026, 11, 21, 3, 30, tzinfo=timezone.utc)  # 22:30 on the 20th in New York
+    since, until = conv.preset_range("Today", now=now, tz=tz)
+    assert since == datetime(2026, 11, 20, tzinfo=tz) and until is None
+    since, _ = conv.preset_range("Last hour", now=now, tz=tz)
+    assert since == now - timedelta(hours=1)
+    assert conv.preset_range("All time", now=now, tz=tz) == (None, None)
+    since, until = conv.preset_range("Custom", now=now, tz=tz, custom=(date(2026, 11, 1), date(2026, 11, 2)))
+    assert since == datetime(2026, 11, 1, tzinfo=tz) and until == datetime(2026, 11, 3, tzinfo=tz)
+    with pytest.raises(ValueError):
+        conv.preset_range("Yesterday-ish", now=now)
+
+
+def test_overview_figures_and_hourly_chart():
+    now = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+    rows = [rec("a", 0, now - timedelta(minutes=1), latency=100),
+            rec("a", 1, now - timedelta(minutes=2), latency=300, error="backend down"),
+            rec("b", 0, now - timedelta(hours=3), latency=200),
+            rec("c", 0, now - timedelta(days=2), latency=9000)]
+    frame = pd.DataFrame([{**r, "ts": pd.Timestamp(r["ts"])} for r in rows])
+    frame["latency_ms"] = frame["latency_ms"].astype(float)
+    fig = dash.overview_figures(frame, now=now, tz=timezone.utc)
+    assert (fig.conversations_today, fig.turns_today, fig.active_now, fig.errors_today) == (2, 3, 1, 1)
+    assert fig.latency_p50 == 200 and fig.turns_total == 4
+    hourly = dash.turns_per_hour(frame, now=now, tz=timezone.utc)
+    assert len(hourly) == 24 and hourly["turns"].sum() == 3
+    assert hourly.iloc[-1]["hour"] == "12:00" and hourly.iloc[-1]["turns"] == 0
+    assert hourly.iloc[-2]["turns"] == 2 and hourly.iloc[-4]["turns"] == 1
+
+
+def test_live_merge_dedupes_and_keeps_newest_first():
+    t0 = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+    a, b, c = (rec("x", i, t0 + timedelta(seconds=i)) for i in range(3))
+    rows = dash.merge_live([], [a, b])
+    rows = dash.merge_live(rows, [b, c])
+    assert [r["turn"] for r in rows] == [2, 1, 0]
+    table = dash.live_table(rows, ZoneInfo("Europe/Paris"), now=t0)
+    assert table["time"].tolist() == ["13:00:02", "13:00:01", "13:00:00"]
+
+
+# ------------------------------------------------------------------------ overview
+
+
+def test_overview_page_figures(tmp_path, monkeypatch):
+    log = tmp_path / "chat.jsonl"
+    now = datetime.now(timezone.utc)
+    write_log(log, [rec("a", 0, now - timedelta(seconds=20), latency=100),
+                    rec("a", 1, now - timedelta(seconds=10), latency=300, error="backend down"),
+                    rec("b", 0, now - timedelta(days=3), latency=50)])
+    with open(log, "a") as f:
+        f.write("{broken json\n")
+    monkeypatch.setenv("CHAT_LOG_PATH", str(log))
+    monkeypatch.setenv("CHAT_SPACE_URL", f"http://127.0.0.1:{free_port()}")
+    at = open_page("overview")
+    assert metric(at, "Conversations today") == "1"
+    assert metric(at, "Turns today") == "2"
+    assert metric(at, "Active now") == "1"
+    assert metric(at, "Errors today") == "1"
+    assert metric(at, "Latency p50 (today)") == "200 ms"
+    assert metric(at, "Bad lines skipped") == "1"
+    assert any("cannot reach" in t.value for t in at.text)  # the Space's health, as text
+    assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
+
+
+def test_overview_with_space_health(space, monkeypatch):
+    monkeypatch.setenv("CHAT_LOG_PATH", str(space.log_path))
+    monkeypatch.setenv("CHAT_SPACE_URL", space.url)
+    at = open_page("overview")
+    assert metric(at, "Write errors") == "0"
+    assert metric(at, "Turns logged") == str(space.health()["turns_logged"])
+
+
+# -------------------------------------------------------------------- conversations
+
+
+@pytest.fixture
+def conv_log(tmp_path, monkeypatch):
+    now = datetime.now(timezone.utc)
+    log = tmp_path / "chat.jsonl"
+    write_log(log, [
+        rec("recent-1", 0, now - timedelta(minutes=5), "How do I reset my password?", "Use the reset link.",
+            source="widget"),
+        rec("recent-1", 1, now - timedelta(minutes=4), "Thanks", "You're welcome.", source="widget"),
+        rec("operator-1", 0, now - timedelta(minutes=3), XSS[0], "Echo " + XSS[1] + " " + XSS[2],
+            source="operator"),
+        rec("older-1", 0, now - timedelta(days=3), "Where is my order?", "It ships tomorrow.", source="widget"),
+        rec("ancient-1", 0, now - timedelta(days=30), "=HYPERLINK(\"http://x\")", "old reply", source="api"),
+    ])
+    monkeypatch.setenv("CHAT_LOG_PATH", str(log))
+    monkeypatch.setenv("CHAT_SPACE_URL", f"http://127.0.0.1:{free_port()}")
+    return log, now
+
+
+def shown_ids(at: AppTest) -> list[str]:
+    frames = at.dataframe
+    return list(frames[0].value["conversation_id"]) if frames else []
+
+
+def test_conversations_filters_by_date_text_and_source(conv_log):
+    _, now = conv_log
+    at = open_page("conversations")
+    assert set(shown_ids(at)) == {"recent-1", "operator-1", "older-1"}  # default: last 7 days
+    at.selectbox(key="conv_preset").select("All time").run()
+    assert set(shown_ids(at)) == {"recent-1", "operator-1", "older-1", "ancient-1"}
+    at.selectbox(key="conv_preset").select("Last hour").run()
+    assert set(shown_ids(at)) == {"recent-1", "operator-1"}
+    at.selectbox(key="conv_preset").select("Custom").run()
+    day = (now - timedelta(days=30)).date()
+    at.date_input(key="conv_days").set_value((day, day)).run()
+    assert shown_ids(at) == ["ancient-1"]
+    at.selectbox(key="conv_preset").select("All time").run()
+    at.text_input(key="conv_search").input("PASSWORD").run()  # case-insensitive, questions
+    assert shown_ids(at) == ["recent-1"]
+    at.text_input(key="conv_search").input("ships tomorrow").run()  # replies too
+    assert shown_ids(at) == ["older-1"]
+    at.text_input(key="conv_search").input("").run()
+    at.multiselect(key="conv_sources").select("operator").run()
+    assert shown_ids(at) == ["operator-1"]
+    assert metric(at, "Turns") == "1"
+    assert not at.exception
+
+
+def test_conversations_export_and_transcript(conv_log, media):
+    at = open_page("conversations")
+    at.text_input(key="conv_search").input("password").run()
+    exported = media(download(at, "conv_jsonl"))
+    lines = [json.loads(line) for line in exported.splitlines()]
+    assert [(r["conversation_id"], r["turn"]) for r in lines] == [("recent-1", 0), ("recent-1", 1)]
+    table = list(csv.DictReader(io.StringIO(media(download(at, "conv_csv")))))
+    assert [r["user_text"] for r in table] == ["How do I reset my password?", "Thanks"]
+    # The transcript of the selected conversation, and its Markdown export.
+    assert at.selectbox(key="conv_pick").value == "recent-1"
+    texts = [t.value for t in at.text]
+    assert "How do I reset my password?" in texts and "Use the reset link." in texts
+    md = media(download(at, "conv_md"))
+    assert md.startswith("# Conversation recent-1") and "How do I reset my password?" in md
+    # CSV export defuses formulas.
+    at.text_input(key="conv_search").input("HYPERLINK").run()
+    at.selectbox(key="conv_preset").select("All time").run()
+    table = list(csv.DictReader(io.StringIO(media(download(at, "conv_csv")))))
+    assert table[0]["user_text"].startswith("'=")
+
+
+def test_transcript_shows_markup_as_plain_text(conv_log):
+    at = open_page("conversations")
+    at.selectbox(key="conv_pick").select("operator-1").run()
+    texts = [t.value for t in at.text]
+    assert XSS[0] in texts
+    assert "Echo " + XSS[1] + " " + XSS[2] in texts
+    rendered_markdown = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
+    for bad in XSS:
+        assert bad not in rendered_markdown
+
+
+def test_conversation_opened_by_query_param(conv_log):
+    at = AppTest.from_file(ENTRY, default_timeout=30)
+    at.query_params["conversation"] = "ancient-1"  # outside the default 7 days
+    at.run()
+    at.switch_page("pages/conversations.py").run()
+    assert at.selectbox(key="conv_pick").value == "ancient-1"
+    assert "old reply" in [t.value for t in at.text]
+
+
+# ---------------------------------------------------------------------------- chat
+
+
+def test_chat_against_a_real_space(space, monkeypatch):
+    monkeypatch.setenv("CHAT_LOG_PATH", str(space.log_path))
+    monkeypatch.setenv("CHAT_SPACE_URL", space.url)
+    at = open_page("chat")
+    cid = at.session_state["chat_cid"]
+    uuid.UUID(cid)
+    assert cid in [c.value for c in at.code]
+    at.run()
+    assert at.session_state["chat_cid"] == cid  # kept across reruns
+
+    at.chat_input(key="chat_prompt").set_value("hello " + XSS[0]).run()
+    assert not at.exception and not at.error
+    assert at.session_state["chat_cid"] == cid
+    texts = [t.value for t in at.text]
+    assert "hello " + XSS[0] in texts
+    assert any(t.startswith("You said: hello") for t in texts)
+    assert any("latency" in c.value for c in at.caption)
+    at.chat_input(key="chat_prompt").set_value("second").run()
+    assert "You said: second (message 2 in this conversation)" in [t.value for t in at.text]
+    mine = [r for r in space.records() if r["conversation_id"] == cid]
+    assert [(r["turn"], r["source"]) for r in mine] == [(0, "operator"), (1, "operator")]
+
+    button(at, "chat_new").click().run()
+    new_cid = at.session_state["chat_cid"]
+    assert new_cid != cid and uuid.UUID(new_cid)
+    assert not [t for t in at.text if t.value.startswith("You said")]
+    at.chat_input(key="chat_prompt").set_value("fresh start").run()
+    assert "You said: fresh start" in [t.value for t in at.text]  # no history carried over
+    mine = [r for r in space.records() if r["conversation_id"] == new_cid]
+    assert [r["turn"] for r in mine] == [0]
+
+
+def test_chat_space_down_keeps_prompt_and_retries(space_factory, tmp_path, monkeypatch):
+    port = free_port()
+    log = tmp_path / "logs" / "chat.jsonl"
+    monkeypatch.setenv("CHAT_LOG_PATH", str(log))
+    monkeypatch.setenv("CHAT_SPACE_URL", f"http://127.0.0.1:{port}")
+    at = open_page("chat")
+    at.chat_input(key="chat_prompt").set_value("please keep me").run()
+    assert not at.exception
+    assert at.error and "Cannot reach the Space" in at.error[0].value
+    assert at.session_state["chat_pending"] == "please keep me"
+    assert "please keep me" in [c.value for c in at.code]
+    cid = at.session_state["chat_cid"]
+
+    sp = space_factory(log_path=log, port=port)  # the Space comes back
+    button(at, "chat_retry_btn").click().run()
+    assert not at.exception and not at.error
+    assert "You said: please keep me" in [t.value for t in at.text]
+    assert at.session_state["chat_pending"] is None
+    assert [r["user_text"] for r in sp.records() if r["conversation_id"] == cid] == ["please keep me"]
