@@ -29,7 +29,7 @@ def parse_date(value: str, *, end: bool = False, tz: tzinfo = timezone.utc) -> d
         try:
             day = date.fromisoformat(text)
         except ValueError:
-            raise ValueError(f"not a valid date: {value!r} (use YYYY-MM-DD)") from None
+            raise ValueError(f"not a valid date: {value!r} (use a real day, e.g. 2026-11-21)") from None
         if end:
             day += timedelta(days=1)
         return datetime.combine(day, time.min, tzinfo=tz)

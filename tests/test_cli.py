@@ -1,0 +1,106 @@
+"""The CLI: conversations and export over a real log, dates, and clear errors."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from chatcore.records import make_record
+from chatcore.writer import LogWriter
+from conftest import ROOT
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "chatcore", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env=env)
+
+
+@pytest.fixture
+def log(tmp_path):
+    path = tmp_path / "log.jsonl"
+    w = LogWriter(path)
+    for cid, day, n in [("c-old", "2026-11-19", 2), ("c-mid", "2026-11-20", 3), ("c-new", "2026-11-21", 1)]:
+        for t in range(n):
+            w.append(make_record(conversation_id=cid, turn=t, user_text=f"{cid} q{t} =SUM(A1)",
+                                 response=f"answer {t}", latency_ms=12.5, source="widget",
+                                 backend="echo", ts=f"{day}T10:0{t}:00.000Z"))
+    with open(path, "a") as f:  # the seed's older shape, and a bad line
+        f.write(json.dumps({"timestamp": "2026-11-20T08:00:00", "conversation_id": "c-seed",
+                            "user_text": "Hi", "response": ["Hello from your Gradio Space!", "You said: Hi"],
+                            "history": []}) + "\n")
+        f.write("{not json\n")
+    return path
+
+
+def test_conversations_json_has_the_keys_scripts_use(log):
+    out = run_cli("conversations", "--log", str(log), "--format", "json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    by_id = {r["conversation_id"]: r for r in rows}
+    assert set(by_id) == {"c-old", "c-mid", "c-new", "c-seed"}
+    assert by_id["c-mid"]["turns"] == 3
+    assert by_id["c-mid"]["first_ts"] == "2026-11-20T10:00:00.000Z"
+    assert by_id["c-mid"]["last_ts"] == "2026-11-20T10:02:00.000Z"
+    assert by_id["c-mid"]["first_user_text"] == "c-mid q0 =SUM(A1)"
+    assert by_id["c-seed"]["first_user_text"] == "Hi" and by_id["c-seed"]["turns"] == 1
+    assert rows[0]["conversation_id"] == "c-new"  # newest first
+    assert "skipped 1 bad line" in out.stderr
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--since", "2026-11-20"], {"c-mid", "c-new", "c-seed"}),
+    (["--until", "2026-11-20"], {"c-old", "c-mid", "c-seed"}),  # a bare --until date includes that day
+    (["--since", "2026-11-20T09:00:00Z", "--until", "2026-11-20T10:01:30+00:00"], {"c-mid"}),
+])
+def test_conversations_date_filters(log, args, expected):
+    out = run_cli("conversations", "--log", str(log), "--format", "json", *args)
+    assert out.returncode == 0, out.stderr
+    got = {r["conversation_id"]: r for r in json.loads(out.stdout)}
+    assert set(got) == expected
+    if "10:01:30" in " ".join(args):
+        assert got["c-mid"]["turns"] == 2  # only the turns inside the range
+
+
+@pytest.mark.parametrize("bad", ["yesterday", "2026-13-01", "21/11/2026"])
+def test_bad_dates_are_clear_errors_with_exit_2(log, bad):
+    out = run_cli("conversations", "--log", str(log), "--since", bad)
+    assert out.returncode == 2
+    assert "not a" in out.stderr and "2026-11-21" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_conversations_table_and_csv(log):
+    table = run_cli("conversations", "--log", str(log))
+    assert table.returncode == 0 and "c-mid" in table.stdout and "4 conversation(s)" in table.stdout
+    out = run_cli("conversations", "--log", str(log), "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert [r["conversation_id"] for r in rows][0] == "c-new" and len(rows) == 4
+
+
+def test_export_formats(log):
+    out = run_cli("export", "--conversation", "c-mid", "--log", str(log))
+    lines = [json.loads(l) for l in out.stdout.splitlines()]
+    assert [l["turn"] for l in lines] == [0, 1, 2] and lines[0]["response"] == "answer 0"
+    out = run_cli("export", "--conversation", "c-mid", "--log", str(log), "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert rows[0]["user_text"] == "c-mid q0 =SUM(A1)"  # not a formula: starts with text
+    out = run_cli("export", "--conversation", "c-mid", "--log", str(log), "--format", "md")
+    assert out.stdout.startswith("# Conversation c-mid") and out.stdout.count("## Turn") == 3
+    out = run_cli("export", "--conversation", "nope", "--log", str(log))
+    assert out.returncode == 1 and "no conversation" in out.stderr
+
+
+def test_missing_log_is_a_clear_error(tmp_path):
+    out = run_cli("conversations", "--log", str(tmp_path / "none.jsonl"))
+    assert out.returncode == 2 and "no log at" in out.stderr
+
+
+def test_log_path_from_env(log):
+    import os
+
+    out = run_cli("conversations", "--format", "json", env={**os.environ, "CHAT_LOG_PATH": str(log)})
+    assert out.returncode == 0 and len(json.loads(out.stdout)) == 4
