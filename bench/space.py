@@ -1,0 +1,163 @@
+"""Benchmark the Space and the writer. Prints figures and ratios measured in this run.
+
+    python bench/space.py [--clients 50] [--turns 10] [--writer-lines 200000]
+
+1. Turns per second through a real Space (echo) on 127.0.0.1 with N concurrent
+   gradio_client clients, each its own conversation; checks every turn was logged once.
+2. The writer's lines per second (one thread, and 4 threads sharing one writer).
+3. p50/p95 turn latency with logging on vs off, in-process (the Space's own chat
+   function, no HTTP noise): the cost the log write adds to a turn.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from chatcore.records import make_record  # noqa: E402
+from chatcore.writer import LogWriter  # noqa: E402
+
+
+def pct(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def bench_space(clients: int, turns: int, tmp: Path) -> dict:
+    from gradio_client import Client
+
+    from conftest import SpaceProcess
+
+    log = tmp / "space" / "log.jsonl"
+    with SpaceProcess(log) as sp:
+        # Connect first: connection set-up is not a turn.
+        conns = [Client(sp.url, verbose=False) for _ in range(clients)]
+        latencies: list[float] = []
+        lock = threading.Lock()
+
+        def visitor(i: int) -> None:
+            cid = f"bench-{i}-{uuid.uuid4().hex[:6]}"
+            for t in range(turns):
+                t0 = time.perf_counter()
+                conns[i].predict(message={"text": f"{cid} {t} where is my order", "files": []},
+                                 conversation_id=cid, api_name="/chat")
+                with lock:
+                    latencies.append((time.perf_counter() - t0) * 1000)
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(visitor, range(clients)))
+        elapsed = time.perf_counter() - t0
+        records = sp.records()
+        health = sp.health()
+    per_conv: dict[str, list[int]] = {}
+    for r in records:
+        per_conv.setdefault(r["conversation_id"], []).append(r["turn"])
+    ok = len(records) == clients * turns and all(sorted(v) == list(range(turns)) for v in per_conv.values())
+    return {
+        "turns": clients * turns, "seconds": elapsed, "turns_per_s": clients * turns / elapsed,
+        "p50_ms": pct(latencies, 50), "p95_ms": pct(latencies, 95),
+        "logged_once": ok, "write_errors": health["write_errors"],
+    }
+
+
+def bench_writer(lines: int, tmp: Path) -> dict:
+    rec = make_record(conversation_id=str(uuid.uuid4()), turn=3, user_text="Where is my order? " * 5,
+                      response="Your order left the warehouse this morning. " * 8, latency_ms=12.3,
+                      source="widget", backend="echo", session="abc")
+    out = {}
+    path = tmp / "writer1.jsonl"
+    w = LogWriter(path)
+    t0 = time.perf_counter()
+    for _ in range(lines):
+        w.append(rec)
+    out["one_thread_lines_per_s"] = lines / (time.perf_counter() - t0)
+    path = tmp / "writer4.jsonl"
+    w = LogWriter(path)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: [w.append(rec) for _ in range(lines // 4)], range(4)))
+    out["four_threads_lines_per_s"] = lines / (time.perf_counter() - t0)
+    out["bytes_per_line"] = len(json.dumps(rec)) + 1
+    # Baseline measured in the same run: a plain open-append-close per line, as the first Space did.
+    path = tmp / "naive.jsonl"
+    n = min(lines, 50_000)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    out["naive_open_per_line_lines_per_s"] = n / (time.perf_counter() - t0)
+    return out
+
+
+class _NullWriter:
+    def append(self, record):
+        return True
+
+    def health(self):
+        return {}
+
+
+def bench_logging_cost(turns: int, tmp: Path) -> dict:
+    from chatcore.responders import make_echo
+    from chatcore.settings import Settings
+    from chatcore.space import ChatService
+
+    settings = Settings.from_env(log_path=tmp / "inproc.jsonl")
+    results = {}
+    for label, writer in (("off", _NullWriter()), ("on", LogWriter(settings.log_path))):
+        service = ChatService(settings, make_echo(), writer)
+        lat = []
+        for i in range(turns):
+            t0 = time.perf_counter()
+            for _ in service.chat({"text": "where is my order please", "files": []}, [],
+                                  f"lat-{i % 100}", "api"):
+                pass
+            lat.append((time.perf_counter() - t0) * 1000)
+        results[label] = {"p50_ms": statistics.median(lat), "p95_ms": pct(lat, 95)}
+    results["added_p50_ms"] = results["on"]["p50_ms"] - results["off"]["p50_ms"]
+    return results
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--turns", type=int, default=10, help="turns per client")
+    ap.add_argument("--writer-lines", type=int, default=200_000)
+    ap.add_argument("--latency-turns", type=int, default=5_000)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        print(f"== Space: {args.clients} concurrent clients x {args.turns} turns, echo, loopback")
+        s = bench_space(args.clients, args.turns, tmp)
+        print(f"   {s['turns']} turns in {s['seconds']:.2f} s = {s['turns_per_s']:.0f} turns/s; "
+              f"p50 {s['p50_ms']:.1f} ms, p95 {s['p95_ms']:.1f} ms; "
+              f"every turn logged once: {s['logged_once']}; write errors: {s['write_errors']}")
+        print(f"== Writer: {args.writer_lines} lines")
+        w = bench_writer(args.writer_lines, tmp)
+        print(f"   one thread {w['one_thread_lines_per_s']:,.0f} lines/s; four threads "
+              f"{w['four_threads_lines_per_s']:,.0f} lines/s ({w['bytes_per_line']} B/line)")
+        print(f"   baseline open-append-close per line: {w['naive_open_per_line_lines_per_s']:,.0f} lines/s "
+              f"-> writer is {w['one_thread_lines_per_s'] / w['naive_open_per_line_lines_per_s']:.1f}x")
+        print(f"== Turn latency in-process, logging off vs on ({args.latency_turns} turns each)")
+        c = bench_logging_cost(args.latency_turns, tmp)
+        print(f"   off: p50 {c['off']['p50_ms']:.3f} ms, p95 {c['off']['p95_ms']:.3f} ms")
+        print(f"   on:  p50 {c['on']['p50_ms']:.3f} ms, p95 {c['on']['p95_ms']:.3f} ms")
+        verdict = "PASS" if c["added_p50_ms"] <= 1.0 else "MISS"
+        print(f"   logging adds {c['added_p50_ms'] * 1000:.0f} us at p50 (target <= 1 ms): {verdict}")
+    return 0 if s["logged_once"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
