@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Chat Operator launcher.
+#   ./run.sh              set up on first use, then run the Space and the dashboard on embedded defaults
+#   ./run.sh test [ARGS]  set up, then run the tests (ARGS go to pytest)
+#   ./run.sh setup        only set up (.venv, Python packages, test tools)
+# Environment: see README.md (CHAT_LOG_PATH, CHAT_SPACE_URL, CHAT_RESPONDER, ...).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PY=${PYTHON:-python3}
+VENV=.venv
+
+setup_python() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "==> creating $VENV"
+    "$PY" -m venv "$VENV"
+  fi
+  # Reinstall only when requirements.txt changed.
+  local stamp="$VENV/.requirements.sha"
+  local want
+  want=$(sha256sum requirements.txt | cut -d' ' -f1)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "==> installing Python packages (first run takes a minute or two)"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -r requirements.txt
+    echo "$want" > "$stamp"
+  fi
+}
+
+setup_test_tools() {
+  # @gradio/client from npm, to call the Space exactly as a website does.
+  if [ ! -d tests/js/node_modules/@gradio/client ]; then
+    echo "==> installing @gradio/client for the contract tests"
+    npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
+  fi
+  # A real browser for the page and widget tests.
+  if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ]; then
+      echo "==> installing Chromium"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+      echo "Chromium is missing: run 'sudo apt-get install -y chromium' and try again." >&2
+      exit 1
+    fi
+  fi
+}
+
+cmd=${1:-run}
+case "$cmd" in
+  setup)
+    setup_python
+    setup_test_tools
+    ;;
+  test)
+    shift
+    setup_python
+    setup_test_tools
+    exec "$VENV/bin/python" -m pytest "$@"
+    ;;
+  run)
+    [ $# -gt 0 ] && shift
+    setup_python
+    exec "$VENV/bin/python" -m chatcore dashboard "$@"
+    ;;
+  *)
+    echo "usage: ./run.sh [run|test|setup] [ARGS]" >&2
+    exit 2
+    ;;
+esac
