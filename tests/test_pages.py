@@ -337,3 +337,106 @@ def test_chat_space_down_keeps_prompt_and_retries(space_factory, tmp_path, monke
     assert "You said: please keep me" in [t.value for t in at.text]
     assert at.session_state["chat_pending"] is None
     assert [r["user_text"] for r in sp.records() if r["conversation_id"] == cid] == ["please keep me"]
+
+
+# ---------------------------------------------------------------------------- live
+
+
+def live_ids(at: AppTest) -> list[tuple]:
+    frame = at.dataframe[0].value
+    return list(zip(frame["conversation"], frame["user_text"]))
+
+
+def run_until(at: AppTest, check, timeout: float = 5.0) -> AppTest:
+    """AppTest does not tick ``run_every``: rerun until ``check(at)`` holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        at.run()
+        assert not at.exception, at.exception
+        if check(at) or time.monotonic() > deadline:
+            return at
+        time.sleep(0.2)
+
+
+def count(at: AppTest) -> int:
+    return int(metric(at, "New turns since opening"))
+
+
+@pytest.fixture
+def live_log(tmp_path, monkeypatch):
+    log = tmp_path / "logs" / "chat.jsonl"
+    now = datetime.now(timezone.utc)
+    write_log(log, [rec("old-a", 0, now - timedelta(minutes=2), "earlier question"),
+                    rec("old-b", 0, now - timedelta(minutes=1), "another earlier one", source="api")])
+    monkeypatch.setenv("CHAT_LOG_PATH", str(log))
+    monkeypatch.setenv("CHAT_SPACE_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("CHAT_LIVE_REFRESH", "0.2")
+    return log
+
+
+def test_live_shows_new_turns_newest_first(live_log):
+    at = open_page("live")
+    assert count(at) == 0
+    assert [u for _, u in live_ids(at)] == ["another earlier one", "earlier question"]
+    now = datetime.now(timezone.utc)
+    write_log(live_log, [rec("new-conv-1", 0, now, "first new " + XSS[0], "reply " + XSS[1]),
+                         rec("new-conv-1", 1, now + timedelta(seconds=1), "second new", error="backend down")])
+    run_until(at, lambda a: count(a) == 2)
+    assert count(at) == 2
+    table = at.dataframe[0].value
+    assert list(table["user_text"][:2]) == ["second new", "first new " + XSS[0]]
+    assert table["reply"][1] == "reply " + XSS[1]  # a dataframe cell: inert text
+    assert table["error"][0].startswith("⚠") and table["error"][1] == ""
+    assert table["conversation"][0] == "new-conv…"
+    assert not any(XSS[0] in m.value or XSS[1] in m.value for m in at.markdown)
+
+
+def test_live_filters_pause_and_click_through(live_log):
+    at = open_page("live")
+    at.selectbox(key="live_source").select("api").run()
+    assert [u for _, u in live_ids(at)] == ["another earlier one"]
+    at.selectbox(key="live_source").select("all").run()
+    at.text_input(key="live_conv").input("old-a").run()
+    assert [u for _, u in live_ids(at)] == ["earlier question"]
+    at.text_input(key="live_conv").input("").run()
+
+    at.toggle(key="live_paused").set_value(True).run()
+    write_log(live_log, [rec("paused-1", 0, datetime.now(timezone.utc), "while paused")])
+    run_until(at, lambda a: metric(a, "Waiting (paused)") == "1")
+    assert metric(at, "Waiting (paused)") == "1" and count(at) == 0
+    at.toggle(key="live_paused").set_value(False).run()
+    run_until(at, lambda a: count(a) == 1)
+    assert live_ids(at)[0][1] == "while paused"
+
+    at.session_state["live_selected"] = "paused-1"  # what a row click stores
+    at.run()
+    links = at.get("page_link")
+    link = next(link for link in links if "paused-1" in str(link.proto))
+    assert "conversation=paused-1" in str(link.proto)
+
+
+def test_live_survives_truncation_replacement_and_new_shards(tmp_path, live_log, monkeypatch):
+    at = open_page("live")
+    now = datetime.now(timezone.utc)
+    live_log.write_text(json.dumps(rec("after-truncate", 0, now, "after truncate")) + "\n")  # truncated
+    run_until(at, lambda a: count(a) == 1)
+    assert live_ids(at)[0][1] == "after truncate"
+
+    replacement = live_log.with_name("new.tmp")
+    write_log(replacement, [rec("replaced", 0, now, "in the replacement file")])
+    replacement.replace(live_log)  # rotated/replaced by rename
+    run_until(at, lambda a: count(a) == 2)
+    assert live_ids(at)[0][1] == "in the replacement file"
+    write_log(live_log, [rec("replaced", 1, now, "appended after the rename")])
+    run_until(at, lambda a: count(a) == 3)
+    assert live_ids(at)[0][1] == "appended after the rename"
+
+    # A folder of shards that grows a new file.
+    folder = tmp_path / "shards"
+    write_log(folder / "chat.a.jsonl", [rec("shard-a", 0, now, "from shard a")])
+    monkeypatch.setenv("CHAT_LOG_PATH", str(folder))
+    at = open_page("live")
+    assert [u for _, u in live_ids(at)] == ["from shard a"]
+    write_log(folder / "chat.b.jsonl", [rec("shard-b", 0, now, "from a new shard b")])
+    run_until(at, lambda a: count(a) == 1)
+    assert live_ids(at)[0][1] == "from a new shard b"
