@@ -1,0 +1,115 @@
+"""Screenshots of the widget on the demo page, for the docs.
+
+    python -m chatcore.widget.screenshots [--space URL] [--out docs] [--chromium /usr/bin/chromium]
+
+Without ``--space`` a temporary echo Space is started on a free loopback port
+(and stopped again). Writes ``widget-closed.png``, ``widget-open.png`` and
+``widget-mobile.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_space(log_dir: Path) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chatcore", "space", "--host", "127.0.0.1", "--port", str(port),
+         "--log", str(log_dir / "chat_logs.jsonl")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGTERM)
+    raise SystemExit("the Space did not start")
+
+
+def take(space: str, out: Path, chromium: str) -> list[Path]:
+    from playwright.sync_api import sync_playwright
+
+    out.mkdir(parents=True, exist_ok=True)
+    shots = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 800})
+            page = context.new_page()
+            page.goto(space + "/widget/demo")
+            page.locator("#chat-operator-widget .launcher").wait_for()
+            shots.append(out / "widget-closed.png")
+            page.screenshot(path=str(shots[-1]))
+
+            page.locator("#chat-operator-widget .launcher").click()
+            box = page.locator("#chat-operator-widget textarea")
+            box.fill("Do you ship to Canada?")
+            box.press("Enter")
+            page.locator("#chat-operator-widget .msg.assistant:not(.greeting):not(.pending)").last.wait_for()
+            page.wait_for_function(
+                "() => !document.querySelector('#chat-operator-widget').shadowRoot"
+                ".querySelector('.send').disabled")
+            box.fill("Which roast is best for a moka pot?")
+            page.mouse.move(0, 0)
+            shots.append(out / "widget-open.png")
+            page.screenshot(path=str(shots[-1]))
+
+            # Same context (same localStorage): the transcript is restored after the reload.
+            mobile = context.new_page()
+            mobile.set_viewport_size({"width": 390, "height": 760})
+            mobile.goto(space + "/widget/demo")
+            mobile.locator("#chat-operator-widget .launcher").click()
+            mobile.locator("#chat-operator-widget .msg.user").last.wait_for()  # transcript restored
+            shots.append(out / "widget-mobile.png")
+            mobile.screenshot(path=str(shots[-1]))
+        finally:
+            browser.close()
+    return shots
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--space", help="a running Space (default: start a temporary echo Space)")
+    ap.add_argument("--out", default="docs", help="folder for the PNG files (default docs)")
+    ap.add_argument("--chromium", default=os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+    args = ap.parse_args(argv)
+    proc = None
+    with tempfile.TemporaryDirectory() as tmp:
+        space = args.space
+        if not space:
+            proc, space = _start_space(Path(tmp))
+        try:
+            for shot in take(space.rstrip("/"), Path(args.out), args.chromium):
+                print(shot)
+        finally:
+            if proc is not None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(10)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
