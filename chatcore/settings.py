@@ -49,6 +49,8 @@ class Settings:
     replica: str | None = None
     #: Where the dashboard and the CLI reach the Space.
     space_url: str = DEFAULT_SPACE_URL
+    #: Mask e-mails, phone and card numbers in user text and replies before they are logged.
+    redact_pii: bool = False
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -60,6 +62,7 @@ class Settings:
             allowed_origins=_env_list("CHAT_ALLOWED_ORIGINS", []),
             replica=os.environ.get("CHAT_REPLICA_ID") or None,
             space_url=os.environ.get("CHAT_SPACE_URL") or DEFAULT_SPACE_URL,
+            redact_pii=os.environ.get("CHAT_REDACT_PII", "").strip().lower() in ("1", "true", "yes", "on"),
         )
         known = {f.name for f in fields(cls)}
         values.update({k: v for k, v in overrides.items() if k in known and v is not None})

@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 from starlette.middleware.cors import CORSMiddleware
 
 from . import records
+from .pii import mask_pii
 from .responders import Responder, ResponderError, make_responder
 from .settings import Settings
 from .writer import LogWriter
@@ -267,12 +268,15 @@ class ChatService:
         finally:
             if not done and error is None:
                 error = "cancelled before the reply completed"
+            logged_text, logged_reply = text, reply
+            if self.settings.redact_pii:
+                logged_text, logged_reply = mask_pii(text), mask_pii(reply)
             self.writer.append(
                 records.make_record(
                     conversation_id=conversation_id,
                     turn=turn,
-                    user_text=text,
-                    response=reply,
+                    user_text=logged_text,
+                    response=logged_reply,
                     latency_ms=(time.perf_counter() - started) * 1000,
                     source=source,
                     backend=self.responder.name,
@@ -293,6 +297,7 @@ class ChatService:
             "generated_conversation_ids": self.generated_ids,
             "max_message_bytes": self.settings.max_message_bytes,
             "concurrency": self.settings.concurrency,
+            "redact_pii": self.settings.redact_pii,
         }
 
 

@@ -1,0 +1,114 @@
+"""Who may open the dashboard.
+
+Three modes, chosen from the environment and Streamlit's secrets (passed in as
+a plain mapping: this package never imports streamlit):
+
+* ``oidc``     — ``[auth]`` in ``.streamlit/secrets.toml`` with ``client_id`` and
+  ``server_metadata_url``: the dashboard uses ``st.login()``.
+* ``password`` — ``CHAT_DASHBOARD_PASSWORD_HASH`` (or ``[dashboard] password_hash``
+  in secrets), made with ``python -m chatcore hash-password``; or, less good,
+  a plain ``CHAT_DASHBOARD_PASSWORD`` (hashed in memory at once). Compared in
+  constant time.
+* ``none``     — the dashboard only listens on loopback and refuses any other address.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import os
+import secrets as _secrets
+from dataclasses import dataclass
+from typing import Mapping
+
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+HOW_TO_CONFIGURE = (
+    "To serve the dashboard on another address, configure a login first: either set "
+    "CHAT_DASHBOARD_PASSWORD_HASH to the output of `python -m chatcore hash-password`, or "
+    "add an [auth] section (OIDC: client_id, client_secret, server_metadata_url, redirect_uri, "
+    "cookie_secret) to .streamlit/secrets.toml."
+)
+
+
+def hash_password(password: str, *, salt: bytes | None = None) -> str:
+    """``scrypt$n$r$p$<salt>$<hash>`` (base64). Store this, never the password."""
+    if not password:
+        raise ValueError("the password is empty")
+    salt = salt or _secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, dklen=32, **_SCRYPT)
+    b64 = lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")  # noqa: E731
+    return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${b64(salt)}${b64(digest)}"
+
+
+def _unb64(s: str) -> bytes:
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """True when ``password`` matches the ``stored`` hash; constant-time comparison."""
+    try:
+        kind, n, r, p, salt, digest = stored.split("$")
+        if kind != "scrypt":
+            return False
+        got = hashlib.scrypt((password or "").encode("utf-8"), salt=_unb64(salt), dklen=32,
+                             n=int(n), r=int(r), p=int(p))
+        return hmac.compare_digest(got, _unb64(digest))
+    except (ValueError, TypeError):
+        return False
+
+
+@dataclass(frozen=True)
+class LoginConfig:
+    mode: str  # "oidc" | "password" | "none"
+    password_hash: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self.mode != "none"
+
+    def __repr__(self) -> str:  # never print the hash
+        return f"LoginConfig(mode={self.mode!r})"
+
+
+def _section(secrets: Mapping | None, name: str) -> Mapping:
+    try:
+        value = secrets.get(name) if secrets is not None else None
+    except Exception:  # st.secrets raises when no secrets file exists
+        value = None
+    return value if isinstance(value, Mapping) else {}
+
+
+def login_config(env: Mapping[str, str] | None = None, secrets: Mapping | None = None) -> LoginConfig:
+    env = os.environ if env is None else env
+    auth = _section(secrets, "auth")
+    if auth.get("client_id") and auth.get("server_metadata_url"):
+        return LoginConfig("oidc")
+    dash = _section(secrets, "dashboard")
+    stored = env.get("CHAT_DASHBOARD_PASSWORD_HASH") or dash.get("password_hash")
+    if stored:
+        if not str(stored).startswith("scrypt$"):
+            raise ValueError("CHAT_DASHBOARD_PASSWORD_HASH is not a hash made by "
+                             "`python -m chatcore hash-password`")
+        return LoginConfig("password", str(stored))
+    plain = env.get("CHAT_DASHBOARD_PASSWORD") or dash.get("password")
+    if plain:
+        return LoginConfig("password", hash_password(str(plain)))
+    return LoginConfig("none")
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind_address(host: str, config: LoginConfig) -> None:
+    """Refuse to serve an unprotected dashboard beyond this machine."""
+    if not config.configured and not is_loopback(host):
+        raise PermissionError(
+            f"refusing to serve the dashboard on {host}: no login is configured. " + HOW_TO_CONFIGURE
+        )
