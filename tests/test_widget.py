@@ -307,6 +307,17 @@ def test_space_error_text_is_shown_and_input_kept(space, host, context):
     assert replies(page) == ["You said: short now"]
 
 
+def test_slow_space_times_out_with_a_friendly_line(space_factory, host, context):
+    sp = space_factory(env={"CHAT_ECHO_DELAY": "2"})  # two seconds before each word
+    page = context.new_page()
+    page.goto(page_url(host, sp.url, timeout="1"))
+    open_widget(page)
+    send(page, "slow one")
+    assert "taking too long" in page.locator(f"{W} .error-text").text_content()
+    assert page.locator(f"{W} textarea").input_value() == "slow one"
+    assert page.locator(f"{W} .retry").is_visible()
+
+
 # -------------------------------------------------------------------------- CORS
 
 

@@ -10,7 +10,9 @@
  *   data-color     accent colour, any CSS colour    (default #4f46e5)
  *   data-position  "right" | "left"                 (default right)
  *   data-space     Space URL when this file is hosted elsewhere
- *                  (default: the origin this script was loaded from)
+ *                  (default: where this script was loaded from)
+ *   data-timeout   seconds without any news from the Space before a reply
+ *                  is given up as timed out                  (default 90)
  *
  * Talks to the Space's Gradio HTTP API directly:
  *   POST <space>/gradio_api/call/chat  {"data": [{text, files: []}, conversation_id, "widget"]}
@@ -36,19 +38,24 @@
     return v && v.trim() ? v.trim() : fallback;
   }
 
-  var scriptOrigin = window.location.origin;
+  // Default Space: where this script came from (https://SPACE/widget.js -> https://SPACE;
+  // a Space behind a path prefix, https://host/support/widget.js -> https://host/support).
+  var scriptBase = window.location.origin;
   try {
-    if (script && script.src) scriptOrigin = new URL(script.src, window.location.href).origin;
+    if (script && script.src) {
+      var u = new URL(".", new URL(script.src, window.location.href));
+      scriptBase = u.origin + u.pathname;
+    }
   } catch (e) { /* keep the page origin */ }
 
-  var SPACE = attr("space", scriptOrigin).replace(/\/+$/, "");
+  var SPACE = attr("space", scriptBase).replace(/\/+$/, "");
   var TITLE = attr("title", "Chat");
   var GREETING = attr("greeting", "");
   var POSITION = attr("position", "right") === "left" ? "left" : "right";
   var COLOR = attr("color", "#4f46e5");
   var SOURCE = "widget";
-  var START_TIMEOUT_MS = 20000;   // to get an event id back
-  var IDLE_TIMEOUT_MS = 90000;    // silence allowed inside a reply stream
+  var IDLE_TIMEOUT_MS = 1000 * (parseFloat(attr("timeout", "")) || 90); // silence allowed in a reply
+  var START_TIMEOUT_MS = Math.min(20000, IDLE_TIMEOUT_MS);               // to get an event id back
   var MAX_STORED = 100;           // transcript messages kept across reloads
   var KEY = "chatop-widget:" + SPACE + ":";
 
