@@ -21,13 +21,15 @@ breaks reading.
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -62,22 +64,24 @@ _FP_SAMPLES = 16
 _DAY_RE = re.compile(r"(\d{4}-\d{2}-\d{2})")
 
 UTC_US = pa.timestamp("us", tz="UTC")
+#: Text is stored as large_string: what pandas' "str" dtype holds, so no copy later.
+STR = pa.large_string()
 
 #: The normalised columns as stored (cache and memory).
 ARROW_SCHEMA = pa.schema(
     [
         ("ts", UTC_US),
-        ("conversation_id", pa.string()),
+        ("conversation_id", STR),
         ("turn", pa.int64()),
-        ("user_text", pa.string()),
-        ("response", pa.string()),
+        ("user_text", STR),
+        ("response", STR),
         ("latency_ms", pa.float64()),
-        ("source", pa.string()),
-        ("backend", pa.string()),
-        ("model", pa.string()),
-        ("error", pa.string()),
+        ("source", STR),
+        ("backend", STR),
+        ("model", STR),
+        ("error", STR),
         ("files", pa.list_(pa.string())),
-        ("session", pa.string()),
+        ("session", STR),
         ("v", pa.int64()),
     ]
 )
@@ -86,25 +90,26 @@ assert tuple(ARROW_SCHEMA.names) == COLUMNS
 #: What the fast parser reads from a v1 line (everything else is ignored).
 _JSON_SCHEMA = pa.schema(
     [
-        ("ts", pa.string()),
-        ("conversation_id", pa.string()),
+        ("ts", STR),
+        ("conversation_id", STR),
         ("turn", pa.int64()),
-        ("user_text", pa.string()),
-        ("response", pa.string()),
+        ("user_text", STR),
+        ("response", STR),
         ("latency_ms", pa.float64()),
-        ("source", pa.string()),
-        ("backend", pa.string()),
-        ("model", pa.string()),
-        ("error", pa.string()),
+        ("source", STR),
+        ("backend", STR),
+        ("model", STR),
+        ("error", STR),
         ("files", pa.list_(pa.struct([("name", pa.string())]))),
-        ("session", pa.string()),
+        ("session", STR),
         ("v", pa.int64()),
     ]
 )
 _PARSE_OPTIONS = pajson.ParseOptions(
     explicit_schema=_JSON_SCHEMA, unexpected_field_behavior="ignore", newlines_in_values=False
 )
-_READ_OPTIONS = pajson.ReadOptions(use_threads=True, block_size=ARROW_BLOCK)
+#: One pyarrow block per call: blocks are parsed in parallel by our own threads.
+_READ_OPTIONS = pajson.ReadOptions(use_threads=False, block_size=BLOCK_BYTES + (1 << 20))
 
 
 # --------------------------------------------------------------------------- one line
@@ -168,19 +173,51 @@ def _records_to_table(recs: list[dict]) -> pa.Table:
 
 
 class _Block:
-    """Complete lines ``buf[starts[i]:ends[i]]`` (ends exclude the newline)."""
+    """The complete lines in ``data[:end]``; line i is ``data[starts[i]:ends[i]]``
+    (ends exclude the newline). The line index is only built when needed."""
 
-    __slots__ = ("buf", "arr", "starts", "ends")
+    __slots__ = ("data", "end", "buf", "n", "_starts", "_ends")
 
-    def __init__(self, buf: bytes | memoryview):
-        self.buf = memoryview(buf)
-        self.arr = np.frombuffer(self.buf, dtype=np.uint8)
-        nl = np.flatnonzero(self.arr == 10)
-        self.ends = nl
-        self.starts = np.empty_like(nl)
+    def __init__(self, data: bytes, end: int):
+        self.data, self.end = data, end
+        self.buf = memoryview(data)
+        self.n = data.count(b"\n", 0, end)
+        self._starts = self._ends = None
+
+    def _index(self) -> None:
+        arr = np.frombuffer(self.buf[: self.end], dtype=np.uint8)
+        nl = np.flatnonzero(arr == 10)
+        starts = np.empty_like(nl)
         if len(nl):
-            self.starts[0] = 0
-            self.starts[1:] = nl[:-1] + 1
+            starts[0] = 0
+            starts[1:] = nl[:-1] + 1
+        self._starts, self._ends = starts, nl
+
+    @property
+    def starts(self) -> np.ndarray:
+        if self._starts is None:
+            self._index()
+        return self._starts
+
+    @property
+    def ends(self) -> np.ndarray:
+        if self._ends is None:
+            self._index()
+        return self._ends
+
+    def span(self, lo: int, hi: int) -> tuple[int, int]:
+        """Byte range of lines lo..hi-1 including the last newline."""
+        if lo == 0 and hi == self.n:
+            return 0, self.end
+        return int(self.starts[lo]), int(self.ends[hi - 1]) + 1
+
+    def simple(self, s: int, e: int, n: int) -> bool:
+        """Every one of the n lines in data[s:e] is a bare ``{...}`` (no blank lines,
+        no spaces around): what the writer produces."""
+        d = self.data
+        if n == 0 or e - s < 3 or d[s] != 0x7B or d[e - 2] != 0x7D or d[e - 1] != 0x0A:
+            return False
+        return d.count(b"}\n{", s, e) == n - 1
 
 
 def _utf8_ok(mv: memoryview) -> bool:
@@ -193,16 +230,27 @@ def _utf8_ok(mv: memoryview) -> bool:
         return False
 
 
+def _np_bool(x) -> np.ndarray:
+    if isinstance(x, pa.ChunkedArray):
+        if x.num_chunks == 0:
+            return np.zeros(0, dtype=bool)
+        x = pa.concat_arrays(x.chunks) if x.num_chunks > 1 else x.chunk(0)
+    return np.asarray(x.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+_NULL_F64 = pa.scalar(None, pa.float64())
+_EMPTY = pa.scalar("", STR)
+_UNKNOWN = pa.scalar("unknown", STR)
+
+
 def _fast(block: _Block, lo: int, hi: int) -> tuple[pa.Table, np.ndarray] | None:
     """Parse lines lo..hi-1 with pyarrow. Returns (table of good rows, bool mask of
     lines it vouches for) or None if the run must be split."""
-    starts, ends, arr = block.starts[lo:hi], block.ends[lo:hi], block.arr
-    if (ends <= starts).any():  # an empty line
+    s, e = block.span(lo, hi)
+    if not block.simple(s, e, hi - lo):
         return None
-    if not ((arr[starts] == 0x7B).all() and (arr[ends - 1] == 0x7D).all()):
-        return None  # not every line is a bare {...}
-    mv = block.buf[int(starts[0]) : int(ends[-1]) + 1]
-    if not _utf8_ok(mv):
+    mv = block.buf[s:e]
+    if not block.data.isascii() and not _utf8_ok(mv):
         return None
     try:
         t = pajson.read_json(pa.BufferReader(pa.py_buffer(mv)), read_options=_READ_OPTIONS, parse_options=_PARSE_OPTIONS)
@@ -210,30 +258,30 @@ def _fast(block: _Block, lo: int, hi: int) -> tuple[pa.Table, np.ndarray] | None
         return None
     if t.num_rows != hi - lo:
         return None
-    t = t.combine_chunks()
     cid = t.column("conversation_id")
     ok = pc.fill_null(pc.greater(pc.utf8_length(cid), 0), False)
-    ts_raw = t.column("ts")
-    ok = pc.and_(ok, pc.is_valid(ts_raw))
+    ok = pc.and_(ok, pc.is_valid(t.column("ts")))
     turn = t.column("turn")
-    turn_ok = pc.or_(pc.is_null(turn), pc.and_(pc.greater_equal(turn, 0), pc.less(turn, 2**31)))
-    ok = pc.and_(ok, pc.fill_null(turn_ok, True))
+    if turn.null_count < len(turn):
+        ok = pc.and_(ok, pc.fill_null(pc.and_(pc.greater_equal(turn, 0), pc.less(turn, 2**31)), True))
     lat = t.column("latency_ms")
     if lat.null_count < len(lat):
         # NaN, Infinity or a number too big for a double: let the reference decide
         ok = pc.and_(ok, pc.fill_null(pc.is_finite(lat), True))
     files = t.column("files")
+    mask = _np_bool(ok)
     if pc.sum(pc.list_value_length(files)).as_py():
         # a file entry without a string "name" is a wrong_type line: leave it to the slow path
-        flat = pc.list_flatten(files)
-        bad_item = pc.is_null(pc.struct_field(flat, [0]))
-        parent = pc.list_parent_indices(files)
-        bad_rows = np.zeros(t.num_rows, dtype=bool)
-        bi = np.asarray(bad_item.to_numpy(zero_copy_only=False), dtype=bool)
-        if bi.any():
-            bad_rows[np.asarray(parent.to_numpy(zero_copy_only=False))[bi]] = True
-            ok = pc.and_(ok, pa.array(~bad_rows))
-    mask = np.asarray(ok.to_numpy(zero_copy_only=False), dtype=bool) if isinstance(ok, pa.Array) else np.asarray(ok.combine_chunks().to_numpy(zero_copy_only=False), dtype=bool)
+        for_rows = np.zeros(t.num_rows, dtype=bool)
+        base = 0
+        for c in files.chunks:
+            flat = c.flatten()
+            bad_item = _np_bool(pc.is_null(pc.struct_field(flat, [0])))
+            if bad_item.any():
+                parent = np.asarray(pc.list_parent_indices(c).to_numpy(zero_copy_only=False))
+                for_rows[base + parent[bad_item]] = True
+            base += len(c)
+        mask &= ~for_rows
     if not mask.all():
         t = t.filter(pa.array(mask))
     try:
@@ -241,26 +289,27 @@ def _fast(block: _Block, lo: int, hi: int) -> tuple[pa.Table, np.ndarray] | None
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     lat = t.column("latency_ms")
-    lat = pc.if_else(pc.fill_null(pc.less(lat, 0.0), False), pa.scalar(None, pa.float64()), lat)
+    if lat.null_count < len(lat):
+        lat = pc.if_else(pc.fill_null(pc.less(lat, 0.0), False), _NULL_F64, lat)
     src = t.column("source")
-    src = pc.if_else(pc.fill_null(pc.greater(pc.utf8_length(src), 0), False), src, pa.scalar("unknown"))
-    files = _file_names(t.column("files"))
-    empty = pa.scalar("")
+    src = pc.if_else(pc.fill_null(pc.greater(pc.utf8_length(src), 0), False), src, _UNKNOWN)
+    def nonull(col, fill):
+        return col if col.null_count == 0 else pc.fill_null(col, fill)
     out = pa.Table.from_arrays(
         [
             ts,
-            t.column("conversation_id"),
+            cid if mask.all() else t.column("conversation_id"),
             t.column("turn"),
-            pc.fill_null(t.column("user_text"), empty),
-            pc.fill_null(t.column("response"), empty),
+            nonull(t.column("user_text"), _EMPTY),
+            nonull(t.column("response"), _EMPTY),
             lat,
             src,
             t.column("backend"),
             t.column("model"),
             t.column("error"),
-            files,
+            _file_names(t.column("files")),
             t.column("session"),
-            pc.fill_null(t.column("v"), 0),
+            nonull(t.column("v"), 0),
         ],
         schema=ARROW_SCHEMA,
     )
@@ -326,9 +375,14 @@ def parse_bytes(buf: bytes | memoryview, bad: Counter | None = None) -> tuple[pa
     """Parse complete lines (``buf`` must end with ``\\n`` or hold only complete lines;
     bytes after the last newline are ignored). Returns (rows, bad counts)."""
     bad = Counter() if bad is None else bad
-    block = _Block(buf)
+    buf = bytes(buf)
+    return _parse_data(buf, buf.rfind(b"\n") + 1, bad)
+
+
+def _parse_data(buf: bytes, end: int, bad: Counter) -> tuple[pa.Table, Counter]:
+    block = _Block(buf, end)
     pieces: list = []
-    _parse_run(block, 0, len(block.starts), bad, pieces)
+    _parse_run(block, 0, block.n, bad, pieces)
     tables = [p[1] for p in pieces if p[1] is not None and p[1].num_rows]
     if not tables:
         return ARROW_SCHEMA.empty_table(), bad
@@ -370,15 +424,18 @@ def _objects(col: pa.ChunkedArray) -> pd.Series:
 def _lists(col: pa.ChunkedArray) -> pd.Series:
     n = len(col)
     lengths = np.asarray(pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False))
-    out = np.empty(n, dtype=object)
     nz = np.flatnonzero(lengths)
-    for i in range(n):
-        out[i] = []
-    if len(nz):
-        vals = col.take(pa.array(nz)).to_pylist()
-        for i, v in zip(nz, vals):
-            out[i] = v
-    return pd.Series(out, dtype=object)
+    enabled = gc.isenabled()
+    gc.disable()  # a million new lists would trigger many useless collections
+    try:
+        out = np.fromiter(([] for _ in range(n)), dtype=object, count=n)
+        if len(nz):
+            for i, v in zip(nz.tolist(), col.take(pa.array(nz)).to_pylist()):
+                out[i] = v
+    finally:
+        if enabled:
+            gc.enable()
+    return pd.Series(out, dtype=object, copy=False)
 
 
 def _empty_frame(columns: tuple[str, ...]) -> pd.DataFrame:
@@ -386,6 +443,48 @@ def _empty_frame(columns: tuple[str, ...]) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- shards
+
+
+_PARALLEL = max(1, min(4, os.cpu_count() or 1))
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=_PARALLEL, thread_name_prefix="chatcore-parse")
+        return _POOL
+
+
+class _Done:
+    """An already computed result with the Future interface used above."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
+
+    def done(self) -> bool:
+        return True
+
+    def cancel(self) -> bool:
+        return False
+
+
+def _find_newline(fd: int, start: int, size: int) -> int:
+    pos = start
+    while pos < size:
+        data = os.pread(fd, min(BLOCK_BYTES, size - pos), pos)
+        if not data:
+            return -1
+        i = data.find(b"\n")
+        if i >= 0:
+            return pos + i
+        pos += len(data)
+    return -1
 
 
 def _fingerprint(fd: int, upto: int) -> str:
@@ -420,8 +519,12 @@ class _Shard:
     cached_segments: list = field(default_factory=list)
     ts_min: int | None = None  # microseconds since the epoch
     ts_max: int | None = None
+    gen: int = 0  # bumped on reset, so a late cache write for old content is dropped
+    writing: bool = False
 
     def reset(self) -> None:
+        self.gen += 1
+        self.writing = False
         self.dev_ino = None
         self.offset = self.size = self.pending = self.rows = self.cached_upto = 0
         self.fp = ""
@@ -494,6 +597,7 @@ class LogStore:
         self._frame: pd.DataFrame | None = None
         self._loaded = False
         self._skipped: set[str] = set()
+        self._writers: list[threading.Thread] = []
 
     # -- shards ------------------------------------------------------------------
 
@@ -548,29 +652,20 @@ class LogStore:
         sh.dev_ino = (st.st_dev, st.st_ino)
 
     def _save_cache(self, sh: _Shard, fd: int) -> None:
-        if self.cache_dir is None or sh.offset - sh.cached_upto < CACHE_MIN_BYTES:
+        """Persist the rows parsed since the last segment as a new segment. The file
+        is written in a background thread (see :meth:`wait_cache`); the snapshot and
+        the fingerprint are taken here."""
+        if self.cache_dir is None or sh.writing or sh.offset - sh.cached_upto < CACHE_MIN_BYTES:
             return
         try:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
             key = self._cache_key(sh.path)
-            new = [c for c in sh.chunks if c[0] >= sh.cached_upto]
             start, end = sh.cached_upto, sh.offset
-            tables = [c[2] for c in new]
-            table = pa.concat_tables(tables) if tables else ARROW_SCHEMA.empty_table().select(list(self.columns))
-            bad = Counter()
-            # bad counts of the new range = total minus what the segments already hold
-            bad.update(sh.bad)
+            tables = [c[2] for c in sh.chunks if c[0] >= start]
+            bad = Counter(sh.bad)  # bad counts of the new range = total - cached segments
             for seg in sh.cached_segments:
                 bad.subtract(seg["bad"])
-            name = f"{key}.{sh.dev_ino[1]}.{start}-{end}.arrow"
-            tmp = self.cache_dir / (name + f".tmp{os.getpid()}")
-            with pa.OSFile(str(tmp), "wb") as sink:
-                with ipc.new_file(sink, table.schema) as writer:
-                    writer.write_table(table, max_chunksize=1 << 20)
-            os.replace(tmp, self.cache_dir / name)
-            segments = sh.cached_segments + [
-                {"file": name, "start": start, "end": end, "rows": table.num_rows, "bad": {k: v for k, v in bad.items() if v}}
-            ]
+            segment = {"file": f"{key}.{sh.dev_ino[1]}.{start}-{end}.arrow", "start": start, "end": end,
+                       "rows": sum(t.num_rows for t in tables), "bad": {k: v for k, v in bad.items() if v}}
             meta = {
                 "version": CACHE_VERSION,
                 "path": os.path.abspath(sh.path),
@@ -580,19 +675,54 @@ class LogStore:
                 "offset": end,
                 "mtime_ns": sh.mtime_ns,
                 "fingerprint": _fingerprint(fd, end),
-                "segments": segments,
+                "segments": sh.cached_segments + [segment],
             }
-            mtmp = self.cache_dir / f"{key}.json.tmp{os.getpid()}"
+        except Exception as exc:
+            self._cache_failed(exc)
+            return
+        sh.writing = True
+        gen = sh.gen
+        th = threading.Thread(target=self._write_segment, args=(sh, gen, key, tables, meta), name="chatcore-cache")
+        self._writers = [w for w in self._writers if w.is_alive()] + [th]
+        th.start()
+
+    def _write_segment(self, sh: _Shard, gen: int, key: str, tables: list, meta: dict) -> None:
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            seg = meta["segments"][-1]
+            schema = ARROW_SCHEMA.empty_table().select(list(self.columns)).schema
+            tmp = self.cache_dir / (seg["file"] + f".tmp{os.getpid()}.{threading.get_ident()}")
+            with pa.OSFile(str(tmp), "wb") as sink:
+                with ipc.new_file(sink, schema) as writer:
+                    for t in tables:
+                        if t.num_rows:
+                            writer.write_table(t, max_chunksize=1 << 20)
+            os.replace(tmp, self.cache_dir / seg["file"])
+            mtmp = self.cache_dir / f"{key}.json.tmp{os.getpid()}.{threading.get_ident()}"
             mtmp.write_bytes(json.dumps(meta).encode())
-            os.replace(mtmp, self.cache_dir / f"{key}.json")
-            # the cached chunks now form one segment in memory as well
-            sh.chunks = [c for c in sh.chunks if c[0] < start] + [[start, end, table]]
-            sh.cached_upto = end
-            sh.cached_segments = segments
-            self._gc_cache(key, {s["file"] for s in segments})
+            with self._lock:
+                if sh.gen != gen:  # the shard was reset meanwhile: this segment is stale
+                    mtmp.unlink(missing_ok=True)
+                    return
+                os.replace(mtmp, self.cache_dir / f"{key}.json")
+                sh.cached_upto = seg["end"]
+                sh.cached_segments = meta["segments"]
+            self._gc_cache(key, {s["file"] for s in meta["segments"]})
         except Exception as exc:  # never let the cache break reading
-            self.cache_errors += 1
-            self.last_cache_error = f"{type(exc).__name__}: {exc}"
+            self._cache_failed(exc)
+        finally:
+            with self._lock:
+                if sh.gen == gen:
+                    sh.writing = False
+
+    def _cache_failed(self, exc: BaseException) -> None:
+        self.cache_errors += 1
+        self.last_cache_error = f"{type(exc).__name__}: {exc}"
+
+    def wait_cache(self, timeout: float | None = None) -> None:
+        """Wait until background cache writes are done (also happens at exit)."""
+        for th in list(self._writers):
+            th.join(timeout)
 
     def _gc_cache(self, key: str, keep: set[str]) -> None:
         try:
@@ -680,30 +810,58 @@ class LogStore:
     def _read_new(self, sh: _Shard, fd: int, st: os.stat_result, progress, done: int, total: int) -> int:
         size = st.st_size
         pos = start = sh.offset
-        carry = b""
-        while pos + len(carry) < size:
-            want = min(BLOCK_BYTES, size - pos - len(carry))
-            chunk = os.pread(fd, want, pos + len(carry))
-            if not chunk:
-                break
-            buf = carry + chunk if carry else chunk
-            cut = buf.rfind(b"\n")
-            if cut < 0:
-                carry = buf  # a line longer than a block: read on
-                continue
-            complete = memoryview(buf)[: cut + 1]
-            bad: Counter = Counter()
-            table, bad = parse_bytes(complete, bad)
-            table = table.select(list(self.columns))
-            sh.add(pos, pos + cut + 1, table, bad)
-            pos += cut + 1
-            carry = buf[cut + 1 :]
-            done += cut + 1
+        cols = list(self.columns)
+
+        def work(data: bytes, end: int):
+            table, bad = _parse_data(data, end, Counter())
+            if table.schema.names != cols:
+                table = table.select(cols)
+            return table, bad
+
+        # blocks are parsed in parallel (pyarrow releases the GIL) and added in order
+        inflight: deque = deque()
+
+        def collect() -> None:
+            nonlocal done
+            bpos, bend, fut = inflight.popleft()
+            table, bad = fut.result()
+            sh.add(bpos, bend, table, bad)
+            done += bend - bpos
             if progress is not None:
                 try:
                     progress(min(done, total), total)
                 except Exception:
                     pass
+
+        big = size - pos > BLOCK_BYTES
+        pool = _pool() if big else None
+        try:
+            while pos < size:
+                data = os.pread(fd, min(BLOCK_BYTES, size - pos), pos)
+                if not data:
+                    break
+                cut = data.rfind(b"\n")
+                if cut < 0:
+                    if pos + len(data) >= size:
+                        break  # the pending last line
+                    nl = _find_newline(fd, pos + len(data), size)  # a line longer than a block
+                    if nl < 0:
+                        break
+                    data = os.pread(fd, nl + 1 - pos, pos)
+                    cut = len(data) - 1
+                if pool is None:
+                    inflight.append((pos, pos + cut + 1, _Done(work(data, cut + 1))))
+                else:
+                    inflight.append((pos, pos + cut + 1, pool.submit(work, data, cut + 1)))
+                del data
+                pos += cut + 1
+                while len(inflight) > _PARALLEL or (inflight and inflight[0][2].done()):
+                    collect()
+            while inflight:
+                collect()
+        finally:
+            for _, _, fut in inflight:
+                fut.cancel()
         sh.offset = pos
         sh.pending = size - pos
         if pos and (pos != start or not sh.fp):

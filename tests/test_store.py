@@ -439,11 +439,13 @@ def _big_log(path: Path, n: int = 6000) -> None:
 def test_cache_is_used_on_reopen(tmp_path, monkeypatch):
     log = tmp_path / "log.jsonl"
     _big_log(log)
-    first = LogStore(log).frame
+    st0 = LogStore(log)
+    first = st0.frame
+    st0.wait_cache()
     assert list((tmp_path / ".chatcore-cache").glob("*.arrow"))
     calls = []
-    real = store_mod.parse_bytes
-    monkeypatch.setattr(store_mod, "parse_bytes", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = store_mod._parse_data
+    monkeypatch.setattr(store_mod, "_parse_data", lambda *a, **k: calls.append(1) or real(*a, **k))
     again = LogStore(log)
     assert rows_of(again.frame) == rows_of(first)
     assert calls == []  # nothing parsed again
@@ -459,7 +461,9 @@ def test_cache_invalidated_by_same_size_rewrite(tmp_path, where):
     log = tmp_path / "log.jsonl"
     _big_log(log)
     st0 = os.stat(log)
-    LogStore(log).frame
+    s0 = LogStore(log)
+    s0.refresh()
+    s0.wait_cache()
     # rewrite one line with the same size (the fingerprint covers the first and
     # last 64 KB and samples in between), and force the same mtime
     data = bytearray(log.read_bytes())
@@ -495,13 +499,16 @@ def test_cache_write_failure_does_not_break_reading(tmp_path):
     blocker.write_text("x")
     store = LogStore(log, cache_dir=blocker / "cache")
     assert len(store.frame) == 6000
+    store.wait_cache()
     assert store.stats["cache_errors"] >= 1
 
 
 def test_corrupt_cache_is_a_miss(tmp_path):
     log = tmp_path / "log.jsonl"
     _big_log(log)
-    LogStore(log).frame
+    s0 = LogStore(log)
+    s0.refresh()
+    s0.wait_cache()
     for p in (tmp_path / ".chatcore-cache").glob("*.arrow"):
         p.write_bytes(b"garbage")
     store = LogStore(log)
