@@ -44,9 +44,9 @@ with st.sidebar:
         else:
             st.badge("Space unreachable", icon=":material/error:", color="red")
         st.caption("Space URL")
-        st.code(cfg.space_url, language=None)
+        st.code(cfg.space_url, language=None, wrap_lines=True)
         st.caption("Log")
-        st.code(str(cfg.log_path), language=None)
+        st.code(str(cfg.log_path), language=None, wrap_lines=True)
         st.caption(f"Time zone: {tz_name(viewer_tz())}")
 
 pages.run()

@@ -19,6 +19,23 @@ PAGES = {
 }
 
 
+def through_entry() -> None:
+    """Make sure the page runs inside ``dashboard.py`` (its st.navigation, sidebar, login gate).
+
+    Streamlit treats a folder named ``pages/`` beside the entry script as the old
+    multipage layout until some run of the entry calls ``st.navigation``; a page
+    URL opened first on a fresh server would run the page script on its own.
+    Switch that mode off and rerun, so the entry script takes over.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # pragma: no cover - layout of other Streamlit versions
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def settings() -> Settings:
     """Settings from the environment (``CHAT_LOG_PATH``, ``CHAT_SPACE_URL``, …)."""
     return Settings.from_env()

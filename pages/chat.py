@@ -10,7 +10,9 @@ import streamlit as st
 
 from chatcore.client import SpaceClient, SpaceError
 from chatcore.dashboard import escaped_stream, format_ms, format_time, health_summary
-from pages._shared import header, health, settings, viewer_tz
+from pages._shared import through_entry, header, health, settings, viewer_tz
+
+through_entry()
 
 cfg = settings()
 tz = viewer_tz()

@@ -10,7 +10,9 @@ from chatcore.conversations import (DATE_PRESETS, conversation_table, conversati
                                     filter_dates, filter_sources, format_duration, markdown_transcript,
                                     preset_range)
 from chatcore.dashboard import escape_markdown, excerpt, format_ms, format_time, short_id, tz_name
-from pages._shared import header, load_frame, settings, viewer_tz
+from pages._shared import through_entry, header, load_frame, settings, viewer_tz
+
+through_entry()
 
 cfg = settings()
 tz = viewer_tz()

@@ -6,7 +6,9 @@ import os
 import streamlit as st
 
 from chatcore.dashboard import filter_live, frame_records, live_table, merge_live, short_id, tz_name
-from pages._shared import PAGES, header, live_feed, load_frame, settings, viewer_tz
+from pages._shared import through_entry, PAGES, header, live_feed, load_frame, settings, viewer_tz
+
+through_entry()
 
 cfg = settings()
 tz = viewer_tz()

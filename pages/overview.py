@@ -7,7 +7,9 @@ import streamlit as st
 
 from chatcore.dashboard import (error_turns, excerpt, format_ms, format_time, health_summary,
                                 overview_figures, turns_per_hour, tz_name)
-from pages._shared import PAGES, header, health, load_frame, settings, viewer_tz
+from pages._shared import through_entry, PAGES, header, health, load_frame, settings, viewer_tz
+
+through_entry()
 
 cfg = settings()
 tz = viewer_tz()
