@@ -155,6 +155,17 @@ def test_widget_js_and_demo_routes(space):
     assert httpx.get(space.url + "/healthz").json()["status"] == "ok"
 
 
+def test_demo_page_in_the_browser(space, context):
+    """Same-origin demo page; the Space URL defaults to where widget.js came from."""
+    page = context.new_page()
+    page.goto(space.url + "/widget/demo")
+    open_widget(page)
+    assert page.evaluate("ChatOperatorWidget.space") == space.url
+    assert "How can I help" in page.locator(f"{W} .msg.greeting .text").text_content()
+    send(page, "Do you ship to Canada?")
+    assert replies(page) == [echo("Do you ship to Canada?")]
+
+
 # ------------------------------------------------------------- conversation flow
 
 
@@ -341,6 +352,13 @@ def test_cors_default_allows_localhost_only(space):
     assert "access-control-allow-origin" not in post.headers  # a browser may not read the answer
     js = httpx.get(space.url + "/widget.js", headers={"Origin": "https://evil.example"})
     assert js.status_code == 200  # a <script> tag needs no CORS
+
+
+def test_cors_star_allows_any_origin(space_factory):
+    sp = space_factory(env={"CHAT_ALLOWED_ORIGINS": "*"})
+    r = _preflight(sp.url, "https://anyone.example")
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] in ("*", "https://anyone.example")
 
 
 def test_cors_in_the_browser_refused_then_configured(space_factory, host, context, tmp_path):
