@@ -12,6 +12,7 @@ The same server also answers ``GET /healthz`` and serves the widget (``/widget.j
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -22,11 +23,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import gradio as gr
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.middleware.cors import CORSMiddleware
 
-from . import records
+from . import annotations, records
 from .pii import mask_pii
 from .responders import Responder, ResponderError, make_responder
 from .settings import Settings
@@ -287,6 +288,26 @@ class ChatService:
                 )
             )
 
+    def rate_from_ui(self, session: str | None, history: Any, index: Any, liked: Any) -> bool:
+        with self._lock:
+            cid = self._session_ids.get(session) if session else None
+        if cid is None or not isinstance(history, list):
+            return False
+        if isinstance(index, (list, tuple)):
+            index = index[0]
+        if not isinstance(index, int) or not 0 <= index < len(history):
+            return False
+        turn = sum(1 for m in history[: index + 1] if isinstance(m, dict) and m.get("role") == "user") - 1
+        if turn < 0:
+            return False
+        rating = "up" if liked is True or liked == "like" else "down"
+        try:
+            annotations.record_feedback(self.settings.log_path, cid, turn, rating, by="visitor", source="space")
+        except (OSError, ValueError) as exc:
+            log.warning("could not save feedback: %s", exc)
+            return False
+        return True
+
     def health(self) -> dict:
         return {
             "status": "ok",
@@ -305,6 +326,10 @@ def build_demo(service: ChatService) -> gr.ChatInterface:
     def chat(message, history, conversation_id, source, request: gr.Request):
         yield from service.chat(message, history, conversation_id, source, request)
 
+    def like(history, data: gr.LikeData, request: gr.Request):
+        """Thumbs on a reply in the Space's own page: rate that turn of this session's conversation."""
+        service.rate_from_ui(getattr(request, "session_hash", None), history, data.index, data.liked)
+
     demo = gr.ChatInterface(
         chat,
         multimodal=True,
@@ -317,6 +342,8 @@ def build_demo(service: ChatService) -> gr.ChatInterface:
         concurrency_limit=service.settings.concurrency,
         fill_height=True,
     )
+    with demo:
+        demo.chatbot.like(like, inputs=[demo.chatbot], outputs=None, api_visibility="undocumented")
     # Gradio's default worker pool is 40 threads; let every slot run at once.
     demo.max_threads = max(40, service.settings.concurrency)
     demo.queue(default_concurrency_limit=service.settings.concurrency,
@@ -345,6 +372,25 @@ def build_app(settings: Settings, responder: Responder | None = None) -> tuple[F
     @app.get("/healthz")
     def healthz():
         return JSONResponse(service.health())
+
+    @app.post("/feedback")
+    async def feedback(request: Request):
+        """Thumbs up/down on a reply: ``{conversation_id, turn, rating: "up"|"down"}``."""
+        body = await request.body()
+        if len(body) > 2048:
+            return JSONResponse({"error": "request too large"}, status_code=413)
+        try:
+            data = json.loads(body)
+            if not isinstance(data, dict):
+                raise ValueError("send a JSON object")
+            rec = annotations.record_feedback(
+                settings.log_path, data.get("conversation_id"), data.get("turn"), data.get("rating"),
+                by="visitor", source=str(data.get("source") or "widget")[:32])
+        except (ValueError, TypeError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        except OSError:
+            return JSONResponse({"error": "feedback could not be saved just now"}, status_code=503)
+        return JSONResponse({"ok": True, "rating": rec["rating"]})
 
     try:
         from .widget import routes as widget_routes

@@ -1,0 +1,74 @@
+"""``python -m chatcore replay ID``: re-run a conversation against the current Space."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def run(args) -> int:
+    from .. import annotations
+    from ..cli import UsageError
+    from ..client import SpaceClient, SpaceError
+    from ..records import check_conversation_id
+    from ..replay import diff_terminal, replay_conversation, strip_controls
+    from ..settings import Settings
+    from ..store import load_log
+
+    settings = Settings.from_env(log_path=args.log, space_url=args.space)
+    try:
+        check_conversation_id(args.conversation_id)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not settings.log_path.exists():
+        raise UsageError(f"no log at {settings.log_path} (set --log or CHAT_LOG_PATH)")
+    frame, _ = load_log(settings.log_path)
+    turns = frame[frame["conversation_id"] == args.conversation_id]
+    if turns.empty:
+        print(f"no conversation {args.conversation_id!r} in {settings.log_path}", file=sys.stderr)
+        return 1
+    colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    client = SpaceClient(settings.space_url, timeout=args.timeout)
+
+    def show(t) -> None:
+        if args.format != "text":
+            return
+        status = "same" if t.same else ("ERROR" if t.error else f"changed ({t.similarity:.0%} alike)")
+        print(f"--- turn {t.turn}: {status}")
+        print(f"user: {strip_controls(t.user_text)}")
+        if t.error:
+            print(f"error: {t.error}")
+        else:
+            print(f"diff: {diff_terminal(t.old, t.new, colour)}")
+        print(flush=True)
+
+    try:
+        result = replay_conversation(turns, client, on_turn=show)
+    except SpaceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    try:
+        annotations.link_replay(settings.log_path, result.original_id, result.replay_id, author="cli")
+    except OSError as exc:
+        print(f"note: the replay ran but could not be linked to the original ({exc})", file=sys.stderr)
+    if args.format == "json":
+        print(json.dumps({
+            "original_id": result.original_id, "replay_id": result.replay_id, "changed": result.changed,
+            "turns": [{"turn": t.turn, "user_text": t.user_text, "old": t.old, "new": t.new,
+                       "same": t.same, "error": t.error} for t in result.turns],
+        }, ensure_ascii=False, indent=1))
+    else:
+        print(f"replayed {len(result.turns)} turn(s) as {result.replay_id}: {result.changed} changed")
+    return 0 if not any(t.error for t in result.turns) else 1
+
+
+def register(sub) -> None:
+    p = sub.add_parser("replay", help="re-run a conversation's user turns against the current Space")
+    p.add_argument("conversation_id", metavar="ID")
+    p.add_argument("--space", metavar="URL", help="the Space (default $CHAT_SPACE_URL or http://127.0.0.1:7860)")
+    p.add_argument("--log", metavar="PATH", help="log file or folder (default $CHAT_LOG_PATH)")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each reply")
+    p.set_defaults(func=run)
