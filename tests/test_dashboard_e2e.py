@@ -1,0 +1,164 @@
+"""End to end in headless Chromium: ``python -m chatcore dashboard`` starts a Space and
+``streamlit run dashboard.py`` on free loopback ports; a prompt sent on the Chat page
+shows on the Live page and is in the log.
+
+Set ``DASHBOARD_SCREENSHOTS=1`` to also refresh ``docs/dashboard-*.png`` (the log is
+filled by the simulator first so the pages have something to show).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import PYTHON, ROOT, free_port, wait_http
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+SCREENSHOTS = os.environ.get("DASHBOARD_SCREENSHOTS") == "1"
+XSS_IMG = "<img src=x onerror=alert(1)>"
+XSS_REMOTE = "![x](http://127.0.0.1:9/p.png)"
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
+
+
+def port_open(port: int) -> bool:
+    try:
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+        return True
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+def stack(tmp_path):
+    """The dashboard command (Space + Streamlit) on free loopback ports; stopped by SIGTERM."""
+    log = tmp_path / "logs" / "chat_logs.jsonl"
+    dash_port, space_port = free_port(), free_port()
+    out = open(tmp_path / "dashboard.out", "wb")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CHAT_TIMEZONE": "UTC", "CHAT_ECHO_DELAY": "0.01"}
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "chatcore", "dashboard", "--port", str(dash_port), "--host", "127.0.0.1",
+         "--space-url", f"http://127.0.0.1:{space_port}", "--log", str(log)],
+        cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    out.close()
+    info = {"url": f"http://127.0.0.1:{dash_port}", "space": f"http://127.0.0.1:{space_port}", "log": log,
+            "dash_port": dash_port, "space_port": space_port, "output": tmp_path / "dashboard.out"}
+    try:
+        wait_http(info["space"] + "/healthz", timeout=60, proc=proc)
+        wait_http(info["url"] + "/_stcore/health", timeout=60, proc=proc)
+        yield info
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # the command stops its children
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+    # Every child is gone with it.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (port_open(dash_port) or port_open(space_port)):
+        time.sleep(0.2)
+    assert not port_open(dash_port) and not port_open(space_port)
+
+
+def log_records(log: Path) -> list[dict]:
+    if not log.exists():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+def wait_page(page) -> None:
+    """Until Streamlit has finished the current run."""
+    page.wait_for_selector('[data-testid="stApp"]', timeout=30_000)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"] [data-testid=\"stStatusWidgetRunningIcon\"]')",
+        timeout=30_000)
+
+
+def test_chat_turn_shows_live_and_in_the_log(stack):
+    from chatcore.simulate import simulate
+
+    if SCREENSHOTS:
+        simulate(stack["space"], visitors=6, turns=4, delay=0.2, seed=3)
+    dialogs: list[str] = []
+    bad_requests: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            ctx = browser.new_context(viewport={"width": 1440, "height": 1000}, timezone_id="UTC")
+            page = ctx.new_page()
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.on("request", lambda r: bad_requests.append(r.url)
+                    if "127.0.0.1:9/" in r.url or r.url.startswith("javascript:") or r.url.endswith("/x") else None)
+
+            # A page URL opened first on a fresh server still runs through dashboard.py.
+            page.goto(stack["url"] + "/chat")
+            box = page.get_by_placeholder("Type a test prompt…")
+            box.wait_for(timeout=30_000)
+            page.get_by_text("Space reachable", exact=False).first.wait_for(timeout=15_000)
+            cid = page.locator('[data-testid="stMainBlockContainer"] [data-testid="stCode"]').first.inner_text().strip()
+            assert re.fullmatch(r"[0-9a-f-]{36}", cid), cid
+            prompt = f"e2e hello {XSS_IMG} {XSS_REMOTE}"
+            box.fill(prompt)
+            box.press("Enter")
+            page.get_by_text("You said: e2e hello", exact=False).first.wait_for(timeout=30_000)
+            page.get_by_text("latency", exact=False).first.wait_for(timeout=10_000)
+            assert page.locator("img[src='x']").count() == 0
+            assert page.locator("img[src*='127.0.0.1:9']").count() == 0
+            assert page.locator('[data-testid="stMainBlockContainer"] [data-testid="stCode"]').first.inner_text().strip() == cid  # kept
+            if SCREENSHOTS:
+                page.screenshot(path=str(ROOT / "docs" / "dashboard-chat.png"), full_page=True)
+
+            # The line is in the log, with this session's conversation id and source=operator.
+            mine = [r for r in log_records(stack["log"]) if r["conversation_id"] == cid]
+            assert [(r["turn"], r["source"], r["user_text"]) for r in mine] == [(0, "operator", prompt)]
+
+            # The Live page (client-side navigation keeps the session) shows it.
+            page.locator('[data-testid="stSidebarNav"] a', has_text="Live").click()
+            grid = page.locator('[data-testid="stDataFrame"]')
+            grid.wait_for(timeout=30_000)
+            page.locator('[data-testid="stDataFrame"] [role="gridcell"]', has_text="e2e hello").first.wait_for(
+                state="attached", timeout=10_000)
+            # A line written now appears within about a second.
+            marker = f"written-directly-{time.time_ns()}"
+            with open(stack["log"], "a") as f:
+                f.write(json.dumps({"v": 1, "ts": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+                                    "conversation_id": "e2e-direct", "turn": 0, "user_text": marker,
+                                    "files": [], "response": "ok", "latency_ms": 5.0, "source": "api",
+                                    "backend": "echo", "model": None, "error": None, "session": None}) + "\n")
+            written = time.monotonic()
+            page.locator('[data-testid="stDataFrame"] [role="gridcell"]', has_text=marker).first.wait_for(
+                state="attached", timeout=5_000)
+            shown_after = time.monotonic() - written
+            print(f"\nlive: a written line showed in the browser after {shown_after:.2f}s")
+            assert shown_after < 2.0, f"the line took {shown_after:.2f}s to show"
+            if SCREENSHOTS:
+                time.sleep(0.5)
+                page.screenshot(path=str(ROOT / "docs" / "dashboard-live.png"), full_page=True)
+
+                page.locator('[data-testid="stSidebarNav"] a', has_text="Conversations").click()
+                page.get_by_text("Transcript", exact=False).first.wait_for(timeout=30_000)
+                time.sleep(1.0)
+                page.screenshot(path=str(ROOT / "docs" / "dashboard-conversations.png"), full_page=True)
+
+                page.locator('[data-testid="stSidebarNav"] a', has_text="Overview").click()
+                page.get_by_text("Turns per hour", exact=False).first.wait_for(timeout=30_000)
+                time.sleep(1.5)
+                page.screenshot(path=str(ROOT / "docs" / "dashboard-overview.png"), full_page=True)
+        finally:
+            browser.close()
+    assert dialogs == [], dialogs
+    assert bad_requests == [], bad_requests
