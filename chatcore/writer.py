@@ -7,7 +7,9 @@ A line is written whole or not at all:
   ``flock`` (other processes, e.g. several Space workers on one file) and a
   ``threading.Lock`` (other threads of this process);
 * if the kernel writes only part of the line (disk full, file size limit), the
-  file is truncated back to where the line started, so no torn line is left.
+  file is truncated back to where the line started, so no torn line is left;
+* if the file does not end in a newline (another process died mid-line), the
+  fragment is ended first, so it cannot merge with this line.
 
 A failed write never raises into the caller: it is counted (``errors``) and the
 last error kept, so the Space can keep answering and report it on ``/healthz``.
@@ -63,7 +65,7 @@ class LogWriter:
                 pass
             self._close()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         st = os.fstat(fd)
         self._fd, self._ino = fd, (st.st_dev, st.st_ino)
         return fd
@@ -113,6 +115,10 @@ class LogWriter:
     @staticmethod
     def _write_whole(fd: int, line: bytes) -> None:
         start = os.lseek(fd, 0, os.SEEK_END)
+        if start and os.pread(fd, 1, start - 1) != b"\n":
+            # Another writer died mid-line (kill -9, a crashed tool): end its fragment so it
+            # stays one bad line on its own instead of swallowing this good one.
+            line = b"\n" + line
         done = 0
         try:
             while done < len(line):

@@ -41,12 +41,13 @@ class SpaceProcess:
     """``python -m chatcore space`` in a subprocess on a free loopback port."""
 
     def __init__(self, log_path: Path, port: int | None = None, env: dict | None = None,
-                 args: list[str] | None = None):
+                 args: list[str] | None = None, preexec=None):
         self.log_path = Path(log_path)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "CHAT_SHUTDOWN_GRACE": "0.5", **(env or {})}
         self.args = args or []
+        self.preexec = preexec  # run in the child before exec, e.g. to set resource limits
         self.proc: subprocess.Popen | None = None
         self.output = self.log_path.parent / f"space-{self.port}.out"
 
@@ -57,7 +58,7 @@ class SpaceProcess:
             [PYTHON, "-m", "chatcore", "space", "--host", "127.0.0.1", "--port", str(self.port),
              "--log", str(self.log_path), *self.args],
             cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=self.preexec,
         )
         out.close()
         try:
