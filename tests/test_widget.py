@@ -211,6 +211,18 @@ def test_reload_continues_the_same_conversation(space, host, context):
     assert page.locator(f"{W} .msg.user .text").all_text_contents() == ["a fresh start"]
 
 
+def test_other_tabs_follow_the_conversation(space, host, context):
+    first, second = context.new_page(), context.new_page()
+    for page in (first, second):
+        page.goto(page_url(host, space.url))
+        open_widget(page)
+    send(first, "from tab one")
+    second.locator(f"{W} .msg.user").first.wait_for()
+    assert second.locator(f"{W} .msg.user .text").all_text_contents() == ["from tab one"]
+    assert second.evaluate("ChatOperatorWidget.conversationId") == \
+        first.evaluate("ChatOperatorWidget.conversationId")
+
+
 def test_reply_streams_in(space_factory, host, context):
     """The bubble is updated while the reply is generated, not only at the end."""
     space = space_factory(env={"CHAT_ECHO_DELAY": "0.1"})  # one word every 0.1 s

@@ -402,6 +402,14 @@
       }
     });
 
+    // Another tab of the same site continued (or restarted) the conversation: follow it.
+    window.addEventListener("storage", function (ev) {
+      if (state.busy || !ev.key || ev.key.indexOf(KEY) !== 0) return;
+      state.cid = conversationId(false);
+      state.transcript = loadTranscript();
+      render();
+    });
+
     render();
     if (load("sessionStorage", "open")) open(false);
 
