@@ -49,7 +49,7 @@ __all__ = ["LogStore", "load_log", "parse_line", "parse_bytes", "ARROW_SCHEMA"]
 
 Progress = Callable[[int, int], Any]
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 #: Bytes read and parsed at once.
 BLOCK_BYTES = 8 << 20
 #: pyarrow's own block size inside one of our blocks (parallel chunks).
@@ -109,7 +109,7 @@ _PARSE_OPTIONS = pajson.ParseOptions(
     explicit_schema=_JSON_SCHEMA, unexpected_field_behavior="ignore", newlines_in_values=False
 )
 #: One pyarrow block per call: blocks are parsed in parallel by our own threads.
-_READ_OPTIONS = pajson.ReadOptions(use_threads=False, block_size=BLOCK_BYTES + (1 << 20))
+_READ_OPTIONS = pajson.ReadOptions(use_threads=False, block_size=ARROW_BLOCK)
 
 
 # --------------------------------------------------------------------------- one line
@@ -598,6 +598,7 @@ class LogStore:
         self._loaded = False
         self._skipped: set[str] = set()
         self._writers: list[threading.Thread] = []
+        self._frame_tail: list[pa.Table] = []
 
     # -- shards ------------------------------------------------------------------
 
@@ -636,10 +637,11 @@ class LogStore:
             if _fingerprint(fd, upto) != meta["fingerprint"]:
                 return
             chunks = []
+            expected = ARROW_SCHEMA.empty_table().select(list(self.columns)).schema
             for seg in meta["segments"]:
                 with pa.memory_map(str(self.cache_dir / seg["file"]), "r") as src:
                     table = ipc.open_file(src).read_all()
-                if table.num_rows != seg["rows"] or table.schema.names != list(self.columns):
+                if table.num_rows != seg["rows"] or not table.schema.equals(expected):
                     return
                 chunks.append((seg["start"], seg["end"], table, Counter(seg["bad"])))
         except Exception:  # a broken cache is just a cache miss
@@ -740,7 +742,11 @@ class LogStore:
             tables = self._refresh(progress)
             if not tables:
                 return _empty_frame(self.columns)
-            return _to_pandas(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
+            new = _to_pandas(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
+            k = len(tables)
+            if len(self._frame_tail) >= k and all(a is b for a, b in zip(self._frame_tail[-k:], tables)):
+                self._frame_tail[-k:] = [new]  # .frame reuses the converted rows
+            return new.copy(deep=False)  # copy-on-write: the caller may change its copy
 
     def _refresh(self, progress: Progress | None, select: Callable[[str], bool] | None = None) -> list[pa.Table]:
         self._loaded = True
@@ -751,6 +757,7 @@ class LogStore:
             del self._shards[gone]
             changed = True
         new_tables: list[pa.Table] = []
+        appended: set[str] = set()
         opened = []
         try:
             # open and validate every shard first, so the total for progress is known
@@ -784,16 +791,22 @@ class LogStore:
                 before = len(sh.chunks)
                 done = self._read_new(sh, fd, st, progress, done, total)
                 sh.size, sh.mtime_ns = st.st_size, st.st_mtime_ns
-                if len(sh.chunks) > before:
-                    changed = True
-                    new_tables.extend(c[2] for c in sh.chunks[before:] if c[2].num_rows)
+                added = [c[2] for c in sh.chunks[before:] if c[2].num_rows]
+                if added:
+                    appended.add(sh.path)
+                    new_tables.extend(added)
                 self._save_cache(sh, fd)
         finally:
             for _, fd, _ in opened:
                 os.close(fd)
-        if changed:
-            self._frame = None
-        return [t.select(list(self.columns)) for t in new_tables]
+        new_tables = [t.select(list(self.columns)) for t in new_tables]
+        if changed or (appended and appended != {max(self._shards)}):
+            self._frame = None  # rebuilt on the next .frame
+            self._frame_tail = []
+        elif new_tables and self._frame is not None:
+            # rows appended to the last shard only: .frame just grows at the end
+            self._frame_tail.extend(new_tables)
+        return new_tables
 
     def _stale(self, sh: _Shard, fd: int, st: os.stat_result) -> bool:
         if sh.dev_ino != (st.st_dev, st.st_ino):
@@ -879,13 +892,18 @@ class LogStore:
         """All good rows so far, in shard order then file order."""
         with self._lock:
             self._ensure_loaded()
+            if self._frame is not None and self._frame_tail:
+                parts = [p if isinstance(p, pd.DataFrame) else _to_pandas(p) for p in self._frame_tail]
+                self._frame_tail = []
+                self._frame = pd.concat([self._frame, *parts], ignore_index=True, copy=False)
             if self._frame is None:
+                self._frame_tail = []
                 tables = [t for t in (sh.table(list(self.columns)) for sh in self._ordered()) if t is not None]
                 if not tables:
                     self._frame = _empty_frame(self.columns)
                 else:
                     self._frame = _to_pandas(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
-            return self._frame
+            return self._frame.copy(deep=False)  # copy-on-write: cheap, and the cache stays clean
 
     def arrow(self) -> pa.Table:
         """All good rows as one Arrow table (no copy of the text columns)."""
