@@ -9,7 +9,7 @@ import streamlit as st
 from chatcore.conversations import (DATE_PRESETS, conversation_table, conversations_matching, export_turns,
                                     filter_dates, filter_sources, format_duration, markdown_transcript,
                                     preset_range)
-from chatcore.dashboard import escape_markdown, excerpt, format_ms, format_time, short_id, tz_name
+from chatcore.dashboard import escape_markdown, excerpt, format_ms, format_time, tz_name
 from pages._shared import through_entry, header, load_frame, settings, viewer_tz
 
 through_entry()
@@ -93,8 +93,9 @@ if (selected and selected not in ids and selected == ss.get("conv_from_link")
 if ids:
     if ss.get("conv_pick") not in ids or (selected and selected != ss.get("conv_pick")):
         ss.conv_pick = selected if selected in ids else ids[0]
+    firsts = dict(zip(table["conversation_id"], table["first_user_text"])) if not table.empty else {}
     cid = st.selectbox("Transcript of", ids, key="conv_pick",
-                       format_func=lambda c: f"{short_id(c, 13)}  ·  {c}")
+                       format_func=lambda c: f"{c}  ·  {excerpt(firsts.get(c), 60)}" if firsts.get(c) else c)
     ss.conv_selected = cid
     turns = frame[frame["conversation_id"] == cid].sort_values("ts", kind="stable")
     with st.container(border=True):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import time
 import uuid
 from datetime import date, datetime, timedelta, timezone
@@ -53,6 +54,18 @@ def write_log(path: Path, records: list[dict], mode: str = "a") -> None:
 @pytest.fixture(autouse=True)
 def _env(monkeypatch):
     monkeypatch.setenv("CHAT_TIMEZONE", "UTC")
+    # AppTest forgets before every run that the entry uses st.navigation, so each run
+    # would start in the old pages/-folder mode and pages/_shared.through_entry()
+    # would rerun it (dropping a click). A real server learns it once; do the same.
+    from streamlit.runtime.pages_manager import PagesManager
+
+    original_init = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
     yield
     st.cache_resource.clear()  # stops live tails (on_release) and forgets stores
     st.cache_data.clear()
@@ -181,6 +194,8 @@ def test_overview_page_figures(tmp_path, monkeypatch):
     assert metric(at, "Latency p50 (today)") == "200 ms"
     assert metric(at, "Bad lines skipped") == "1"
     assert any("cannot reach" in t.value for t in at.text)  # the Space's health, as text
+    sidebar_codes = [c.value for c in at.sidebar.code]  # settings shown by the entry script
+    assert str(log) in sidebar_codes and os.environ["CHAT_SPACE_URL"] in sidebar_codes
     assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
 
 
