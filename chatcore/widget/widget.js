@@ -19,6 +19,8 @@
  *     -> {"event_id": "..."}
  *   GET  <space>/gradio_api/call/chat/<event_id>
  *     -> text/event-stream; "event: generating|complete|error", "data: <json>"
+ *   POST <space>/feedback  {conversation_id, turn, rating: "up"|"down", source: "widget"}
+ *     -> {"ok": true, "rating": "..."}  (thumbs on a reply; reply k of a conversation is turn k)
  * No dependencies, no build step. All visitor and assistant text is inserted
  * with textContent, never as HTML.
  */
@@ -56,6 +58,7 @@
   var SOURCE = "widget";
   var IDLE_TIMEOUT_MS = 1000 * (parseFloat(attr("timeout", "")) || 90); // silence allowed in a reply
   var START_TIMEOUT_MS = Math.min(20000, IDLE_TIMEOUT_MS);               // to get an event id back
+  var FEEDBACK_TIMEOUT_MS = 10000;
   var MAX_STORED = 100;           // transcript messages kept across reloads
   var KEY = "chatop-widget:" + SPACE + ":";
 
@@ -98,13 +101,33 @@
     return id;
   }
 
+  function isTurn(n) { return typeof n === "number" && n >= 0 && n % 1 === 0; }
+
+  // Each stored reply carries its turn index (reply k of the conversation is turn k),
+  // so the index stays right after a reload and after old messages are dropped.
   function loadTranscript() {
+    var t;
+    try { t = JSON.parse(load("localStorage", "transcript") || "[]"); } catch (e) { t = []; }
+    if (!Array.isArray(t)) return [];
+    var k = 0;
+    return t.filter(function (m) {
+      return m && (m.role === "user" || m.role === "assistant") && typeof m.text === "string";
+    }).map(function (m) {
+      if (m.role !== "assistant") return { role: "user", text: m.text };
+      var r = { role: "assistant", text: m.text, turn: isTurn(m.turn) ? m.turn : k };
+      if (m.rating === "up" || m.rating === "down") r.rating = m.rating;
+      k = r.turn + 1;
+      return r;
+    });
+  }
+
+  // Turns the Space started but the widget never showed (e.g. a reply that timed out
+  // after it was accepted): kept so that later replies keep the Space's numbering.
+  function loadSkipped(cid) {
     try {
-      var t = JSON.parse(load("localStorage", "transcript") || "[]");
-      return Array.isArray(t) ? t.filter(function (m) {
-        return m && (m.role === "user" || m.role === "assistant") && typeof m.text === "string";
-      }) : [];
-    } catch (e) { return []; }
+      var v = JSON.parse(load("localStorage", "next_turn") || "null");
+      return v && v.cid === cid && isTurn(v.n) ? v.n : 0;
+    } catch (e) { return 0; }
   }
 
   // ----------------------------------------------------------------- styles
@@ -118,7 +141,7 @@
     "color:var(--on-accent);display:flex;align-items:center;justify-content:center;",
     "box-shadow:0 6px 20px rgba(15,23,42,.25);transition:transform .15s ease,box-shadow .15s ease}",
     ".launcher:hover{transform:translateY(-2px);box-shadow:0 10px 26px rgba(15,23,42,.3)}",
-    ".launcher:focus-visible,.icon-btn:focus-visible,.send:focus-visible,.retry:focus-visible{",
+    ".launcher:focus-visible,.icon-btn:focus-visible,.send:focus-visible,.retry:focus-visible,.thumb:focus-visible{",
     "outline:3px solid #93c5fd;outline-offset:2px}",
     ".launcher svg{width:28px;height:28px}",
     ".launcher .close-icon{display:none}",
@@ -144,6 +167,17 @@
     "background:radial-gradient(circle,#9ca3af 40%,transparent 42%) 0 50%/10px 10px repeat-x;",
     "animation:blink 1s infinite ease-in-out}",
     "@keyframes blink{50%{opacity:.35}}",
+    ".rate{display:flex;align-items:center;gap:2px;margin:6px -6px -4px 0;white-space:normal}",
+    ".thumb{width:28px;height:26px;border:0;border-radius:7px;background:transparent;color:#9ca3af;cursor:pointer;",
+    "display:flex;align-items:center;justify-content:center;padding:0}",
+    ".thumb:hover{background:#f1f5f9;color:#4b5563}",
+    ".thumb svg{width:15px;height:15px}",
+    ".thumb[data-rating=down] svg{transform:rotate(180deg)}",
+    ".thumb[aria-pressed=true]{color:var(--accent);background:#eef2ff;",
+    "background:color-mix(in srgb,var(--accent) 12%,transparent)}",
+    ".thumb[aria-pressed=true] svg{fill:currentColor;fill-opacity:.2}",
+    ".rate-note{font-size:12px;color:#6b7280;margin-left:6px}",
+    ".rate-note:empty{display:none}",
     ".sr-only{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}",
     ".error{display:flex;align-items:center;gap:10px;margin:0 14px 8px;padding:9px 12px;border-radius:10px;",
     "background:#fef2f2;border:1px solid #fecaca;color:#991b1b;font-size:14px}",
@@ -177,6 +211,10 @@
     'stroke-linejoin="round" aria-hidden="true"><path d="M12 20h9"/><path d="M16.5 3.5a2.1 2.1 0 0 1 3 3L7 19l-4 1 1-4z"/></svg>';
   var ICON_SEND = '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" ' +
     'stroke-linejoin="round" aria-hidden="true"><path d="M22 2L11 13"/><path d="M22 2l-7 20-4-9-9-4z"/></svg>';
+
+  var ICON_UP = '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" ' +
+    'stroke-linejoin="round" aria-hidden="true"><path d="M7 10v11H4a1 1 0 0 1-1-1v-9a1 1 0 0 1 1-1z"/>' +
+    '<path d="M7 10l4-8a3 3 0 0 1 3 3v4h5.5a2 2 0 0 1 2 2.3l-1.4 8.4A2 2 0 0 1 18.1 21H7"/></svg>';
 
   // Static markup only: every dynamic string is set below with textContent / setAttribute.
   var TEMPLATE =
@@ -240,6 +278,7 @@
     var state = {
       cid: conversationId(false),
       transcript: loadTranscript(),
+      skipped: 0,
       busy: false,
       controller: null,
       lastText: ""
@@ -281,8 +320,74 @@
 
     function render() {
       log.textContent = "";
+      state.skipped = loadSkipped(state.cid);
       if (GREETING) bubble("assistant", GREETING, "greeting");
-      state.transcript.forEach(function (m) { bubble(m.role, m.text); });
+      state.transcript.forEach(function (m) {
+        var el = bubble(m.role, m.text);
+        if (m.role === "assistant") addRating(el, m.turn, m.rating);
+      });
+    }
+
+    // ----------------------------------------------------------- ratings
+    function nextTurn() {
+      var n = state.skipped;
+      state.transcript.forEach(function (m) {
+        if (m.role === "assistant" && m.turn + 1 > n) n = m.turn + 1;
+      });
+      return n;
+    }
+
+    function showRating(el, rating) {
+      el.querySelectorAll(".thumb").forEach(function (b) {
+        b.setAttribute("aria-pressed", b.getAttribute("data-rating") === rating ? "true" : "false");
+      });
+    }
+
+    function addRating(el, turn, rating) {
+      var row = document.createElement("div");
+      row.className = "rate";
+      row.setAttribute("role", "group");
+      row.setAttribute("aria-label", "Rate this reply");
+      [["up", "Helpful"], ["down", "Not helpful"]].forEach(function (t) {
+        var b = document.createElement("button");
+        b.type = "button";
+        b.className = "thumb";
+        b.setAttribute("data-act", "rate");
+        b.setAttribute("data-rating", t[0]);
+        b.setAttribute("aria-label", t[1]);
+        b.title = t[1];
+        b.innerHTML = ICON_UP; // constant icon markup (turned upside down by CSS for "down")
+        row.appendChild(b);
+      });
+      var note = document.createElement("span");
+      note.className = "rate-note";
+      note.setAttribute("role", "status");
+      row.appendChild(note);
+      el.setAttribute("data-turn", String(turn));
+      el.appendChild(row);
+      showRating(el, rating || null);
+    }
+
+    function rate(el, rating) {
+      var turn = parseInt(el.getAttribute("data-turn"), 10);
+      var entry = null;
+      state.transcript.forEach(function (m) { if (m.role === "assistant" && m.turn === turn) entry = m; });
+      if (!entry || entry.rating === rating) return;
+      var cid = state.cid, before = entry.rating || null;
+      var note = el.querySelector(".rate-note");
+      note.textContent = "";
+      entry.rating = rating;          // shown at once; undone if it cannot be sent
+      showRating(el, rating);
+      persist();
+      sendFeedback(cid, turn, rating).catch(function () {
+        if (cid !== state.cid || entry.rating !== rating) return;
+        if (before) entry.rating = before; else delete entry.rating;
+        persist();
+        if (el.isConnected) {
+          showRating(el, before);
+          note.textContent = "Rating not sent. Please try again.";
+        }
+      });
     }
 
     function persist() {
@@ -329,6 +434,7 @@
       if (state.controller) state.controller.abort();
       state.cid = conversationId(true);
       state.transcript = [];
+      save("localStorage", "next_turn", null);
       persist();
       clearError();
       render();
@@ -346,6 +452,7 @@
       var userEl = bubble("user", text);
       var replyEl = bubble("assistant", "", "pending");
       var cid = state.cid;
+      var turn = nextTurn();
       var controller = new AbortController();
       state.controller = controller;
 
@@ -356,11 +463,17 @@
         replyEl.classList.remove("pending");
         setBubbleText(replyEl, reply);
         if (cid === state.cid) {
-          state.transcript.push({ role: "user", text: text }, { role: "assistant", text: reply });
+          state.transcript.push({ role: "user", text: text }, { role: "assistant", text: reply, turn: turn });
           persist();
+          addRating(replyEl, turn, null);
         }
       }).catch(function (err) {
         if (cid !== state.cid) return; // a new conversation was started meanwhile
+        if (err && err.started && err.kind !== "space") {
+          // The Space accepted the message, so it counts (and logs) this turn.
+          state.skipped = Math.max(state.skipped, turn + 1);
+          save("localStorage", "next_turn", JSON.stringify({ cid: cid, n: state.skipped }));
+        }
         userEl.remove();
         replyEl.remove();
         // Keep the visitor's words for a retry (unless they already typed something new).
@@ -383,6 +496,7 @@
       if (act === "close") close();
       else if (act === "new") newConversation();
       else if (act === "retry") send(input.value || state.lastText);
+      else if (act === "rate") rate(t.closest(".msg"), t.getAttribute("data-rating"));
     });
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
@@ -479,8 +593,30 @@
     }).then(function (body) {
       stopStart();
       if (!body || typeof body.event_id !== "string") throw SpaceError("http", "unexpected answer");
-      return readStream(SPACE + "/gradio_api/call/chat/" + encodeURIComponent(body.event_id), controller, onPartial);
+      return readStream(SPACE + "/gradio_api/call/chat/" + encodeURIComponent(body.event_id), controller, onPartial)
+        .catch(function (err) {
+          try { err = rethrow(controller)(err); } catch (e) { err = e; }
+          err.started = true; // the Space has the message
+          throw err;
+        });
     }).catch(function (err) { stopStart(); return rethrow(controller)(err); });
+  }
+
+  function sendFeedback(cid, turn, rating) {
+    var controller = new AbortController();
+    var timer = setTimeout(function () { controller.abort(); }, FEEDBACK_TIMEOUT_MS);
+    return fetch(SPACE + "/feedback", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ conversation_id: cid, turn: turn, rating: rating, source: SOURCE }),
+      signal: controller.signal,
+      credentials: "omit",
+      mode: "cors"
+    }).then(function (res) {
+      clearTimeout(timer);
+      if (!res.ok) throw SpaceError("http", "HTTP " + res.status);
+      return res.json();
+    }, function (err) { clearTimeout(timer); throw err; });
   }
 
   function readStream(url, controller, onPartial) {
