@@ -455,3 +455,23 @@ def test_live_survives_truncation_replacement_and_new_shards(tmp_path, live_log,
     write_log(folder / "chat.b.jsonl", [rec("shard-b", 0, now, "from a new shard b")])
     run_until(at, lambda a: count(a) == 1)
     assert live_ids(at)[0][1] == "from a new shard b"
+
+
+def test_chat_rejected_and_slow_turns_show_a_message(space, space_factory, tmp_path, monkeypatch):
+    monkeypatch.setenv("CHAT_LOG_PATH", str(space.log_path))
+    monkeypatch.setenv("CHAT_SPACE_URL", space.url)
+    at = open_page("chat")
+    too_long = "x" * 40_000
+    at.chat_input(key="chat_prompt").set_value(too_long).run()
+    assert not at.exception
+    assert at.error and "too long" in at.error[0].value
+    assert at.session_state["chat_pending"] == too_long
+
+    slow = space_factory(log_path=tmp_path / "slow" / "chat.jsonl", env={"CHAT_ECHO_DELAY": "1"})
+    monkeypatch.setenv("CHAT_SPACE_URL", slow.url)
+    monkeypatch.setenv("CHAT_DASHBOARD_TIMEOUT", "1.5")
+    at = open_page("chat")
+    at.chat_input(key="chat_prompt").set_value("a slow answer please").run()
+    assert not at.exception
+    assert at.error and "did not answer in time" in at.error[0].value
+    assert at.session_state["chat_pending"] == "a slow answer please"
