@@ -133,22 +133,23 @@ def job_store_cold(path: str, cache: str) -> dict:
     from chatcore.store import LogStore
 
     shutil.rmtree(cache, ignore_errors=True)
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     store = LogStore(path, cache_dir=cache)
     df = store.frame
     g = df.groupby("conversation_id").agg(turns=("turn", "size"), first=("ts", "min"), last=("ts", "max"))
-    t1 = time.perf_counter()
-    return {"s": t1 - t0, "rows": len(df), "groups": len(g), "rss_mb": _rss_mb(), "stats": store.stats}
+    t1, c1 = time.perf_counter(), time.process_time()
+    store.wait_cache()
+    return {"s": t1 - t0, "cpu_s": c1 - c0, "rows": len(df), "groups": len(g), "rss_mb": _rss_mb(), "stats": store.stats}
 
 
 def job_pandas_cold(path: str) -> dict:
     import pandas as pd
 
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     df = pd.read_json(path, lines=True)
     g = df.groupby("conversation_id").agg(turns=("turn", "size"), first=("ts", "min"), last=("ts", "max"))
-    t1 = time.perf_counter()
-    return {"s": t1 - t0, "rows": len(df), "groups": len(g), "rss_mb": _rss_mb()}
+    t1, c1 = time.perf_counter(), time.process_time()
+    return {"s": t1 - t0, "cpu_s": c1 - c0, "rows": len(df), "groups": len(g), "rss_mb": _rss_mb()}
 
 
 def job_store_warm(path: str, cache: str) -> dict:
@@ -156,13 +157,13 @@ def job_store_warm(path: str, cache: str) -> dict:
 
     from chatcore.store import LogStore
 
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     store = LogStore(path, cache_dir=cache)
     df = store.frame
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     g = df.groupby("conversation_id").agg(turns=("turn", "size"), first=("ts", "min"), last=("ts", "max"))
     t2 = time.perf_counter()
-    return {"s": t1 - t0, "s_with_groupby": t2 - t0, "rows": len(df), "groups": len(g), "rss_mb": _rss_mb()}
+    return {"s": t1 - t0, "cpu_s": c1 - c0, "s_with_groupby": t2 - t0, "rows": len(df), "groups": len(g), "rss_mb": _rss_mb()}
 
 
 def job_refresh(path: str, cache: str) -> dict:
@@ -210,9 +211,9 @@ def job_query(path: str, cache: str, day: str) -> dict:
     since = pd.Timestamp(day, tz="UTC")
     until = since + pd.Timedelta(days=1)
     t0 = time.perf_counter()
-    df, stats = load_log(path, since=since, until=until)
+    df, stats = load_log(path, since=since, until=until, cache_dir=cache)
     t1 = time.perf_counter()
-    store = LogStore(path)
+    store = LogStore(path, cache_dir=cache)
     store.refresh()
     t2 = time.perf_counter()
     df2 = store.query(since, until)
@@ -324,31 +325,33 @@ def main() -> None:
         res["refresh"] = _run("refresh", copy, copy.parent / ".chatcore-cache")
         daily = work / "daily"
         split_daily(log, daily)
+        # one file: the cache of the cold run is there; daily shards: nothing cached yet
         res["query_file"] = _run("query", log, cache, "2026-11-05")
-        res["query_daily"] = _run("query", daily, cache, "2026-11-05")
+        res["query_daily"] = _run("query", daily, work / "daily-cache", "2026-11-05")
         res["tail"] = _run("tail", work, 10000)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     sc, wm, rf = res["store_cold"], res["store_warm"], res["refresh"]
     print()
+    print(f"load average during the run: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     print(f"{'measure':44s} {'value':>12s}  target")
-    print(f"{'store cold open + groupby':44s} {sc['s']:10.2f} s  <= {TARGETS['cold_s']} s  {_mark(sc['s'] <= TARGETS['cold_s'])}")
+    print(f"{'store cold open + groupby':44s} {sc['s']:10.2f} s  <= {TARGETS['cold_s']} s  {_mark(sc['s'] <= TARGETS['cold_s'])}  (cpu {sc['cpu_s']:.2f} s)")
     print(f"{'store cold peak RSS':44s} {sc['rss_mb']:9.0f} MB  <= {TARGETS['cold_rss_mb']} MB  {_mark(sc['rss_mb'] <= TARGETS['cold_rss_mb'])}")
     print(f"{'  rows / conversations':44s} {sc['rows']:>12,} / {sc['groups']:,}")
     if "pandas_cold" in res:
         pd_ = res["pandas_cold"]
         ratio = pd_["s"] / sc["s"]
-        print(f"{'pandas read_json + groupby':44s} {pd_['s']:10.2f} s  (peak RSS {pd_['rss_mb']:.0f} MB)")
+        print(f"{'pandas read_json + groupby':44s} {pd_['s']:10.2f} s  (cpu {pd_['cpu_s']:.2f} s, peak RSS {pd_['rss_mb']:.0f} MB)")
         print(f"{'  speed-up store vs pandas':44s} {ratio:10.1f} x  >= {TARGETS['cold_ratio']} x  {_mark(ratio >= TARGETS['cold_ratio'])}")
         print(f"{'  RSS pandas / store':44s} {pd_['rss_mb'] / sc['rss_mb']:10.1f} x")
-    print(f"{'store warm reopen (cache) to frame':44s} {wm['s']:10.3f} s  <= {TARGETS['warm_s']} s  {_mark(wm['s'] <= TARGETS['warm_s'])}")
+    print(f"{'store warm reopen (cache) to frame':44s} {wm['s']:10.3f} s  <= {TARGETS['warm_s']} s  {_mark(wm['s'] <= TARGETS['warm_s'])}  (cpu {wm['cpu_s']:.3f} s)")
     print(f"{'  warm reopen + groupby':44s} {wm['s_with_groupby']:10.3f} s  (peak RSS {wm['rss_mb']:.0f} MB)")
     print(f"{'refresh after appending 1,000 turns':44s} {rf['ms']:9.1f} ms  <= {TARGETS['refresh_ms']} ms  {_mark(rf['ms'] <= TARGETS['refresh_ms'] and rf['new'] == 1000)}")
     print(f"{'  then .frame with the new rows':44s} {rf['frame_ms']:9.1f} ms")
-    for key, label in (("query_file", "one file"), ("query_daily", "daily shards")):
+    for key, label in (("query_file", "one file, cache"), ("query_daily", "daily shards, no cache")):
         q = res[key]
-        print(f"{'one-day query, cold load_log, ' + label:44s} {q['load_log_s']:10.3f} s  ({q['rows']:,} rows, peak RSS {q['rss_mb']:.0f} MB)")
+        print(f"{'one-day load_log, ' + label:44s} {q['load_log_s']:10.3f} s  ({q['rows']:,} rows, peak RSS {q['rss_mb']:.0f} MB)")
         print(f"{'  same query on a loaded store':44s} {q['query_loaded_ms']:9.1f} ms")
     tl = res["tail"]
     ok = tl["received"] == tl["sent"] and tl["in_order"]

@@ -884,7 +884,8 @@ class LogStore:
     # -- views -------------------------------------------------------------------
 
     def _ensure_loaded(self) -> None:
-        if not self._loaded:
+        if not self._loaded or self._skipped:
+            # never loaded, or a time-range query skipped some daily shards
             self._refresh(None)
 
     @property

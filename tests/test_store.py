@@ -529,6 +529,9 @@ def test_query_and_daily_shards(tmp_path):
     df, stats = load_log(folder, since=since, until=until)
     assert len(df) == 10 and (df.ts >= since).all() and (df.ts < until).all()
     assert stats["shards"] < 5  # far-away daily shards were not read
+    partial = LogStore(folder)
+    assert len(partial.query(since=since, until=until)) == 10
+    assert len(partial.frame) == 50  # the skipped shards are loaded when needed
     store = LogStore(folder)
     store.refresh()
     q = store.query(since=since, until=until)
