@@ -46,6 +46,10 @@ class LogTail:
     """Follows a log and queues the normalised records of new lines."""
 
     def __init__(self, path, poll_interval: float = 0.25, from_start: bool = False, max_queue: int = 1_000_000):
+        """``from_start=True`` delivers the lines already in the log too (meant for
+        small logs: every record becomes a dict; use LogStore for history).
+        ``max_queue`` bounds memory if nobody drains: the oldest records are dropped
+        and counted in ``stats["dropped"]``."""
         self.path = Path(path)
         self.poll_interval = float(poll_interval)
         self.from_start = from_start
@@ -63,6 +67,7 @@ class LogTail:
         self._truncations = 0
         self._errors = 0
         self._thread: threading.Thread | None = None
+        self._initialised = False
         self._observer = None
         self.observer_kind: str | None = None
 
@@ -96,6 +101,7 @@ class LogTail:
             for f in self._follows.values():
                 _close(f.fd)
             self._follows.clear()
+            self._initialised = False
 
     def __enter__(self) -> "LogTail":
         return self.start()
@@ -155,12 +161,10 @@ class LogTail:
                 log.warning("log tail: scan failed: %s", exc)
 
     def poll(self) -> None:
-        """Scan now (also usable without start(), e.g. in tests or a CLI loop)."""
+        """Scan now. Also usable without start(): the first call only takes the
+        starting position (the end of the log unless ``from_start``)."""
         with self._scan_lock:
-            if not self._follows and self._thread is None and not getattr(self, "_initialised", False):
-                self._scan(initial=True)
-                return
-            self._scan()
+            self._scan(initial=not self._initialised)
 
     # -- reading --------------------------------------------------------------------
 
@@ -288,7 +292,14 @@ class LogTail:
         with self._qlock:
             queued, lines, dropped = len(self._queue), self._lines, self._dropped
         bad = {r: int(self._bad.get(r, 0)) for r in BAD_REASONS}
-        follows = list(self._follows.values())
+        for _ in range(10):  # the reader thread may change the dict meanwhile
+            try:
+                follows = list(self._follows.values())
+                break
+            except RuntimeError:
+                continue
+        else:
+            follows = []
         return {
             "lines": lines,
             "bad": bad,

@@ -184,3 +184,28 @@ def test_missing_log_appears_later(tmp_path):
         log.parent.mkdir()
         append(log, "first")
         assert cids(wait_for(tail, 1)) == ["first"]
+
+
+def test_poll_without_thread(tmp_path):
+    log = tmp_path / "log.jsonl"
+    append(log, "old")
+    tail = LogTail(log)
+    tail.poll()  # takes the starting position
+    assert tail.drain() == []
+    append(log, "x", "y")
+    tail.poll()
+    assert cids(tail.drain(max_items=1)) == ["x"]
+    assert cids(tail.drain()) == ["y"]
+    tail.stop()
+
+
+def test_queue_is_bounded(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.touch()
+    tail = LogTail(log, max_queue=10)
+    tail.poll()
+    append(log, *[f"c{i}" for i in range(25)])
+    tail.poll()
+    got = tail.drain()
+    assert cids(got) == [f"c{i}" for i in range(15, 25)]
+    assert tail.stats["dropped"] == 15 and tail.stats["lines"] == 25
