@@ -467,3 +467,119 @@ def test_mobile_full_screen_and_options(space, host, browser):
         assert page.locator(f"{W} .panel").is_hidden() and launcher.is_visible()
     finally:
         ctx.close()
+
+
+# ------------------------------------------------------------------------ ratings
+
+
+def _feedback(log_path, cid: str, expected: dict, timeout: float = 10.0) -> dict:
+    """``{turn: rating}`` for ``cid`` in feedback.jsonl, polled until it equals ``expected``."""
+    import time
+
+    from chatcore.annotations import load_feedback
+
+    deadline = time.monotonic() + timeout
+    while True:
+        fb = load_feedback(log_path)
+        got = {int(r.turn): (r.rating, r.source) for r in fb[fb["conversation_id"] == cid].itertuples()}
+        if got == expected or time.monotonic() > deadline:
+            return got
+        time.sleep(0.1)
+
+
+def test_rating_buttons_with_the_keyboard(space, host, context):
+    page = context.new_page()
+    page.goto(page_url(host, space.url, greeting="Hello!"))
+    open_widget(page)
+    assert page.locator(f"{W} .thumb").count() == 0  # none on the greeting
+    send(page, "rate me")
+    cid = page.evaluate("ChatOperatorWidget.conversationId")
+    reply = page.locator(REPLY).first
+    group = reply.locator(".rate")
+    assert group.get_attribute("role") == "group" and group.get_attribute("aria-label") == "Rate this reply"
+    up = reply.get_by_role("button", name="Helpful", exact=True)
+    down = reply.get_by_role("button", name="Not helpful", exact=True)
+    assert (up.get_attribute("aria-pressed"), down.get_attribute("aria-pressed")) == ("false", "false")
+
+    up.focus()
+    page.keyboard.press("Space")
+    assert _feedback(space.log_path, cid, {0: ("up", "widget")}) == {0: ("up", "widget")}
+    assert up.get_attribute("aria-pressed") == "true"
+    page.keyboard.press("Tab")  # on to "Not helpful"
+    assert page.evaluate("document.querySelector('#chat-operator-widget').shadowRoot"
+                         ".activeElement.getAttribute('aria-label')") == "Not helpful"
+    page.keyboard.press("Enter")
+    assert _feedback(space.log_path, cid, {0: ("down", "widget")}) == {0: ("down", "widget")}
+    assert (up.get_attribute("aria-pressed"), down.get_attribute("aria-pressed")) == ("false", "true")
+    stored = json.loads(page.evaluate(f"localStorage.getItem('chatop-widget:{space.url}:transcript')"))
+    assert stored[-1] == {"role": "assistant", "text": echo("rate me"), "turn": 0, "rating": "down"}
+
+
+def test_rating_failure_is_a_small_note(space_factory, host, context, tmp_path):
+    log_path = tmp_path / "fb" / "chat_logs.jsonl"
+    sp = space_factory(log_path=log_path)
+    page = context.new_page()
+    page.goto(page_url(host, sp.url))
+    open_widget(page)
+    send(page, "hello")
+    cid = page.evaluate("ChatOperatorWidget.conversationId")
+    sp.stop()
+
+    # An error line (Space down) gets no thumbs.
+    send(page, "anyone?")
+    assert page.locator(f"{W} .error").is_visible()
+    assert page.locator(f"{W} .error .thumb").count() == 0
+    assert page.locator(f"{W} .thumb").count() == 2  # only on the one real reply
+
+    reply = page.locator(REPLY).first
+    up = reply.get_by_role("button", name="Helpful", exact=True)
+    up.click()
+    note = reply.locator(".rate-note")
+    page.wait_for_function(
+        "() => document.querySelector('#chat-operator-widget').shadowRoot"
+        ".querySelector('.rate-note').textContent.length > 0")
+    assert note.text_content() == "Rating not sent. Please try again."
+    assert note.get_attribute("role") == "status"
+    assert up.get_attribute("aria-pressed") == "false"  # not shown as rated when it was not saved
+    stored = json.loads(page.evaluate(f"localStorage.getItem('chatop-widget:{sp.url}:transcript')"))
+    assert "rating" not in stored[-1]
+
+    # The chat still works once the Space is back, and so does rating.
+    space_factory(log_path=log_path, port=sp.port)
+    page.locator(f"{W} .retry").click()
+    page.locator(REPLY).nth(1).wait_for()
+    idle(page)
+    up.click()
+    assert _feedback(log_path, cid, {0: ("up", "widget")}) == {0: ("up", "widget")}
+    assert note.text_content() == "" and up.get_attribute("aria-pressed") == "true"
+    page.locator(REPLY).nth(1).get_by_role("button", name="Not helpful", exact=True).click()
+    assert _feedback(log_path, cid, {0: ("up", "widget"), 1: ("down", "widget")}) == \
+        {0: ("up", "widget"), 1: ("down", "widget")}
+
+
+def test_turn_index_after_a_timed_out_reply(space_factory, host, context, tmp_path):
+    """A reply given up by the widget is still a turn for the Space: later replies keep its numbering."""
+    import time
+
+    log_path = tmp_path / "slow" / "chat_logs.jsonl"
+    sp = space_factory(log_path=log_path, env={"CHAT_ECHO_DELAY": "1.5"})
+    page = context.new_page()
+    page.goto(page_url(host, sp.url, timeout="1"))
+    open_widget(page)
+    send(page, "too slow")
+    assert "taking too long" in page.locator(f"{W} .error-text").text_content()
+    cid = page.evaluate("ChatOperatorWidget.conversationId")
+    deadline = time.monotonic() + 30
+    while not sp.records() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [(r["conversation_id"], r["turn"]) for r in sp.records()] == [(cid, 0)]
+
+    page.goto(page_url(host, sp.url, timeout="30"))
+    open_widget(page)
+    send(page, "patient now")
+    assert replies(page)[0].startswith("You said: patient now")  # reply 0 on screen, turn 1 for the Space
+    page.locator(REPLY).first.get_by_role("button", name="Helpful", exact=True).click()
+    assert _feedback(log_path, cid, {1: ("up", "widget")}) == {1: ("up", "widget")}
+    assert [(r["turn"], r["user_text"]) for r in sp.records() if r["conversation_id"] == cid] == \
+        [(0, "too slow"), (1, "patient now")]
+    assert sp.records()[0]["error"] == "cancelled before the reply completed"
