@@ -512,7 +512,7 @@ class _Shard:
     mtime_ns: int = 0
     pending: int = 0
     fp: str = ""  # _fingerprint(offset)
-    chunks: list = field(default_factory=list)  # [start, end, pa.Table]
+    chunks: list = field(default_factory=list)  # [start, end, pa.Table, DataFrame | None]
     bad: Counter = field(default_factory=Counter)
     rows: int = 0
     cached_upto: int = 0
@@ -533,8 +533,8 @@ class _Shard:
         self.cached_segments = []
         self.ts_min = self.ts_max = None
 
-    def add(self, start: int, end: int, table: pa.Table, bad: Counter) -> None:
-        self.chunks.append([start, end, table])
+    def add(self, start: int, end: int, table: pa.Table, bad: Counter, df: pd.DataFrame | None = None) -> None:
+        self.chunks.append([start, end, table, df])
         self.bad.update(bad)
         self.rows += table.num_rows
         if table.num_rows:
@@ -599,6 +599,8 @@ class LogStore:
         self._skipped: set[str] = set()
         self._writers: list[threading.Thread] = []
         self._frame_tail: list[pa.Table] = []
+        #: Convert blocks to pandas while parsing a large load (for .frame).
+        self.eager_frame = True
 
     # -- shards ------------------------------------------------------------------
 
@@ -825,11 +827,12 @@ class LogStore:
         pos = start = sh.offset
         cols = list(self.columns)
 
-        def work(data: bytes, end: int):
+        def work(data: bytes, end: int, eager: bool = False):
             table, bad = _parse_data(data, end, Counter())
             if table.schema.names != cols:
                 table = table.select(cols)
-            return table, bad
+            # converting here overlaps with the parsing of the next blocks
+            return table, bad, (_to_pandas(table) if eager and table.num_rows else None)
 
         # blocks are parsed in parallel (pyarrow releases the GIL) and added in order
         inflight: deque = deque()
@@ -837,8 +840,8 @@ class LogStore:
         def collect() -> None:
             nonlocal done
             bpos, bend, fut = inflight.popleft()
-            table, bad = fut.result()
-            sh.add(bpos, bend, table, bad)
+            table, bad, df = fut.result()
+            sh.add(bpos, bend, table, bad, df)
             done += bend - bpos
             if progress is not None:
                 try:
@@ -865,7 +868,7 @@ class LogStore:
                 if pool is None:
                     inflight.append((pos, pos + cut + 1, _Done(work(data, cut + 1))))
                 else:
-                    inflight.append((pos, pos + cut + 1, pool.submit(work, data, cut + 1)))
+                    inflight.append((pos, pos + cut + 1, pool.submit(work, data, cut + 1, self.eager_frame)))
                 del data
                 pos += cut + 1
                 while len(inflight) > _PARALLEL or (inflight and inflight[0][2].done()):
@@ -899,6 +902,15 @@ class LogStore:
                 self._frame = pd.concat([self._frame, *parts], ignore_index=True, copy=False)
             if self._frame is None:
                 self._frame_tail = []
+                chunks = [c for sh in self._ordered() for c in sh.chunks if c[2].num_rows]
+                if chunks and all(c[3] is not None for c in chunks):
+                    # converted while parsing: just glue the pieces
+                    self._frame = pd.concat([c[3] for c in chunks], ignore_index=True, copy=False)
+                    for c in chunks:
+                        c[3] = None
+                    return self._frame.copy(deep=False)
+                for c in chunks:
+                    c[3] = None
                 tables = [t for t in (sh.table(list(self.columns)) for sh in self._ordered()) if t is not None]
                 if not tables:
                     self._frame = _empty_frame(self.columns)
@@ -993,5 +1005,6 @@ def _day_may_match(path: str, since: pd.Timestamp | None, until: pd.Timestamp | 
 def load_log(path, since=None, until=None, progress=None, columns=None, cache_dir=None) -> tuple[pd.DataFrame, dict]:
     """One-shot: the rows of ``path`` in [since, until) and the store's stats."""
     store = LogStore(path, cache_dir=cache_dir, columns=columns)
+    store.eager_frame = False
     store._refresh(progress, select=None if since is None and until is None else (lambda p: _day_may_match(p, _as_utc(since), _as_utc(until))))
     return store.query(since, until), store.stats
