@@ -3,7 +3,8 @@
     python -m chatcore.widget.screenshots [--space URL] [--out docs] [--chromium /usr/bin/chromium]
 
 Without ``--space`` a temporary echo Space is started on a free loopback port
-(and stopped again). Writes ``widget-closed.png``, ``widget-open.png`` and
+(and stopped again); the open panel shows a reply rated "Helpful" (one feedback line
+is sent to that Space). Writes ``widget-closed.png``, ``widget-open.png`` and
 ``widget-mobile.png``.
 """
 from __future__ import annotations
@@ -72,6 +73,11 @@ def take(space: str, out: Path, chromium: str) -> list[Path]:
             page.wait_for_function(
                 "() => !document.querySelector('#chat-operator-widget').shadowRoot"
                 ".querySelector('.send').disabled")
+            # Rate the reply, so the thumbs show their pressed state.
+            page.locator("#chat-operator-widget .msg.assistant:not(.greeting) .thumb[data-rating=up]").last.click()
+            page.wait_for_function(
+                "() => document.querySelector('#chat-operator-widget').shadowRoot"
+                ".querySelector('.thumb[aria-pressed=true]')")
             box.fill("Which roast is best for a moka pot?")
             page.mouse.move(0, 0)
             shots.append(out / "widget-open.png")
