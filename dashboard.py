@@ -5,22 +5,84 @@ Run with ``python -m chatcore dashboard`` (starts a local Space too) or
 """
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
+from chatcore.auth import login_config, verify_password
 from chatcore.dashboard import health_summary, tz_name
 from pages._shared import PAGES, health, settings, viewer_tz
 
 st.set_page_config(page_title="Chat Operator", page_icon=":material/support_agent:", layout="wide")
 
 
+def _secrets() -> dict:
+    """``st.secrets`` as a plain dict; empty when there is no secrets.toml (st.secrets raises then)."""
+    try:
+        return st.secrets.to_dict()
+    except Exception:
+        return {}
+
+
+def _log_out() -> None:
+    for key in ("dashboard_login", "dashboard_user"):
+        st.session_state.pop(key, None)
+
+
 def require_login() -> bool:
     """Login gate: return True when the viewer may see the dashboard.
 
-    Hook for authentication (password or OIDC via ``st.login`` / ``st.user``).
-    Until it is implemented everyone is let in; whoever adds it should render a
-    login form here and call ``st.stop()`` for viewers who are not signed in.
+    The mode comes from :func:`chatcore.auth.login_config` (environment and
+    ``.streamlit/secrets.toml``): ``oidc`` uses ``st.login``/``st.user``,
+    ``password`` a password form checked against the stored scrypt hash, and
+    ``none`` lets everyone in (the launcher only binds loopback then).
+    Viewers who are not signed in see the login screen and nothing else.
     """
-    return True
+    ss = st.session_state
+    try:
+        config = login_config(secrets=_secrets())
+    except ValueError as exc:
+        st.error(f"The dashboard login is misconfigured: {exc}", icon=":material/error:")
+        return False
+
+    if config.mode == "none":
+        ss.dashboard_user = "staff"
+        return True
+
+    if config.mode == "oidc":
+        if not st.user.is_logged_in:
+            _login_screen()
+            st.caption("Sign in with your organisation's account.")
+            st.button("Log in", icon=":material/login:", on_click=st.login, key="login_oidc", type="primary")
+            return False
+        ss.dashboard_user = str(st.user.get("name") or st.user.get("email") or "staff")[:64]
+        with st.sidebar:
+            st.caption(f"Signed in as {ss.dashboard_user}")
+            st.button("Log out", icon=":material/logout:", on_click=st.logout, key="logout_oidc")
+        return True
+
+    # password
+    if ss.get("dashboard_login") is True:
+        ss.dashboard_user = "staff"
+        with st.sidebar:
+            st.button("Log out", icon=":material/logout:", on_click=_log_out, key="logout_password")
+        return True
+    _login_screen()
+    with st.form("login_form", clear_on_submit=True, border=True):
+        password = st.text_input("Password", type="password", key="login_password")
+        submitted = st.form_submit_button("Log in", icon=":material/login:", type="primary")
+    if submitted:
+        if password and verify_password(password, config.password_hash):
+            ss.dashboard_login = True
+            st.rerun()
+        time.sleep(1.0)  # slows down guessing
+        st.error("Wrong password.", icon=":material/lock:")
+    return False
+
+
+def _login_screen() -> None:
+    st.title(":material/support_agent: Chat Operator", anchor=False)
+    st.subheader("Log in to the operator dashboard", anchor=False)
 
 
 if not require_login():

@@ -4,7 +4,8 @@ Starts, as child processes in their own process groups:
 
 * a local Space (``python -m chatcore space``) unless ``--no-space`` is given, the
   Space URL points at another machine, or a Space already answers there;
-* ``streamlit run dashboard.py`` bound to ``--host`` (loopback by default),
+* ``streamlit run dashboard.py`` bound to ``--host`` (loopback by default; any other
+  address only when a login is configured, see :mod:`chatcore.auth`),
   headless and without usage statistics, with ``CHAT_LOG_PATH`` and
   ``CHAT_SPACE_URL`` in its environment;
 * with ``--demo``, simulated visitors when the log is still empty.
@@ -74,8 +75,44 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> bo
     return False
 
 
+def read_secrets(paths=None) -> dict:
+    """The secrets Streamlit would see (``.streamlit/secrets.toml`` here and in $HOME), merged."""
+    import tomllib
+
+    paths = paths if paths is not None else [Path.home() / ".streamlit" / "secrets.toml",
+                                             ROOT / ".streamlit" / "secrets.toml"]
+    merged: dict = {}
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                merged.update(tomllib.load(f))
+        except FileNotFoundError:
+            continue
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise PermissionError(f"cannot read {path}: {exc}") from None
+    return merged
+
+
+def check_access(host: str, env=None, secrets: dict | None = None) -> None:
+    """Raise PermissionError (with how to configure a login) for an unprotected non-loopback bind."""
+    from ..auth import check_bind_address, login_config
+
+    try:
+        config = login_config(env=env, secrets=read_secrets() if secrets is None else secrets)
+    except ValueError as exc:
+        raise PermissionError(f"the dashboard login is misconfigured: {exc}") from None
+    check_bind_address(host, config)
+
+
 def run(args) -> int:
     from ..cli import UsageError
+
+    try:
+        check_access(args.host)
+    except PermissionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
     from ..client import space_health
     from ..dashboard import is_local_url
     from ..settings import Settings
