@@ -155,6 +155,8 @@ def parse_line(raw: bytes) -> dict:
         raise
     except Exception:  # e.g. float() of a 400-digit integer
         raise BadRecord("wrong_type") from None
+    if not -(2**63) <= rec["v"] < 2**63:
+        raise BadRecord("wrong_type")  # cannot be stored in the int64 column
     if lenient:
         try:
             _check_text(rec)
@@ -328,7 +330,7 @@ def _file_names(col: pa.ChunkedArray) -> pa.ChunkedArray:
     return pa.chunked_array(out, type=pa.list_(pa.string()))
 
 
-def _slow(block: _Block, idx: Iterable[int], bad: Counter) -> tuple[list[int], list[dict]]:
+def _slow(block: _Block, idx: Iterable[int], bad: Counter) -> tuple[list[int], pa.Table]:
     keep, recs = [], []
     buf = block.buf
     for i in idx:
@@ -339,7 +341,20 @@ def _slow(block: _Block, idx: Iterable[int], bad: Counter) -> tuple[list[int], l
             continue
         keep.append(i)
         recs.append(rec)
-    return keep, recs
+    try:
+        return keep, _records_to_table(recs)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        # parse_line should only return storable records; never fail a block on one
+        k2, r2 = [], []
+        for i, r in zip(keep, recs):
+            try:
+                _records_to_table([r])
+            except (pa.ArrowException, OverflowError, TypeError, ValueError):
+                bad["wrong_type"] += 1
+                continue
+            k2.append(i)
+            r2.append(r)
+        return k2, _records_to_table(r2)
 
 
 def _parse_run(block: _Block, lo: int, hi: int, bad: Counter, out: list) -> None:
@@ -354,10 +369,9 @@ def _parse_run(block: _Block, lo: int, hi: int, bad: Counter, out: list) -> None
                 out.append((lo, table, None))
             else:
                 rest = np.flatnonzero(~mask) + lo
-                keep, recs = _slow(block, rest, bad)
+                keep, slow_t = _slow(block, rest, bad)
                 good = np.flatnonzero(mask) + lo
                 if keep:
-                    slow_t = _records_to_table(recs)
                     order = np.argsort(np.concatenate([good, np.asarray(keep)]), kind="stable")
                     table = pa.concat_tables([table, slow_t]).take(pa.array(order))
                 out.append((lo, table, None))
@@ -366,9 +380,9 @@ def _parse_run(block: _Block, lo: int, hi: int, bad: Counter, out: list) -> None
         _parse_run(block, lo, mid, bad, out)
         _parse_run(block, mid, hi, bad, out)
         return
-    keep, recs = _slow(block, range(lo, hi), bad)
-    if recs:
-        out.append((lo, _records_to_table(recs), None))
+    keep, slow_t = _slow(block, range(lo, hi), bad)
+    if keep:
+        out.append((lo, slow_t, None))
 
 
 def parse_bytes(buf: bytes | memoryview, bad: Counter | None = None) -> tuple[pa.Table, Counter]:

@@ -550,3 +550,18 @@ def test_progress_callback(tmp_path, monkeypatch):
     assert len(seen) > 3
     assert seen[-1][0] == seen[-1][1] == log.stat().st_size
     assert all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
+
+
+def test_values_that_do_not_fit_the_columns(tmp_path):
+    log = tmp_path / "log.jsonl"
+    base = '"conversation_id": "a", "ts": "2026-11-01T00:00:00Z"'
+    lines = [good_line(i) for i in range(40)]
+    lines[5] = ("{" + base + ', "v": 9223372036854775808}\n').encode()  # > int64
+    lines[6] = ("{" + base + ', "v": -9223372036854775809}\n').encode()
+    lines[7] = ("{" + base + ', "turn": 2147483648}\n').encode()
+    lines[8] = ("{" + base + ', "user_text": "\\ud800", "latency_ms": NaN}\n').encode()  # lone surrogate
+    log.write_bytes(b"".join(lines))
+    store = LogStore(log)
+    assert_matches(store, log)
+    assert store.stats["bad"]["wrong_type"] == 3
+    assert store.stats["bad"]["bad_utf8"] == 1
