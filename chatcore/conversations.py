@@ -267,3 +267,65 @@ def format_duration(seconds: float | None) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+# ------------------------------------------------------- ratings, tags and notes
+
+#: Choices of the dashboard's rating filter, in menu order.
+RATING_FILTERS = ("any", "rated negatively", "rated positively")
+
+
+def ratings_by_turn(feedback: pd.DataFrame) -> dict[tuple[str, int], str]:
+    """``{(conversation_id, turn): "up"|"down"}`` from :func:`chatcore.annotations.load_feedback`.
+
+    A visitor's rating of a turn outranks a staff rating of the same turn.
+    """
+    out: dict[tuple[str, int], str] = {}
+    if feedback is None or feedback.empty:
+        return out
+    ordered = feedback.assign(_rank=feedback["by"].map(lambda b: 1 if b == "visitor" else 0))
+    for row in ordered.sort_values("_rank", kind="stable").itertuples(index=False):
+        out[(str(row.conversation_id), int(row.turn))] = row.rating
+    return out
+
+
+def rating_counts(feedback: pd.DataFrame) -> pd.DataFrame:
+    """Rated turns per conversation: columns ``conversation_id``, ``up``, ``down``."""
+    rows: dict[str, dict] = {}
+    for (cid, _turn), rating in ratings_by_turn(feedback).items():
+        entry = rows.setdefault(cid, {"conversation_id": cid, "up": 0, "down": 0})
+        entry[rating] += 1
+    return pd.DataFrame(list(rows.values()), columns=["conversation_id", "up", "down"])
+
+
+def with_annotations(table: pd.DataFrame, feedback: pd.DataFrame, annotations: dict[str, dict]) -> pd.DataFrame:
+    """:func:`conversation_table` plus ``up``/``down`` rating counts and the ``tags`` (sorted list)."""
+    out = table.copy()
+    counts = rating_counts(feedback).set_index("conversation_id")
+    ids = out["conversation_id"].astype(str)
+    out["up"] = ids.map(counts["up"]).fillna(0).astype(int) if len(counts) else 0
+    out["down"] = ids.map(counts["down"]).fillna(0).astype(int) if len(counts) else 0
+    out["tags"] = [sorted(annotations.get(cid, {}).get("tags", ())) for cid in ids]
+    return out
+
+
+def filter_rated(table: pd.DataFrame, which: str | None) -> pd.DataFrame:
+    """Rows of :func:`with_annotations` with a negative / positive rating (all for ``any``)."""
+    if not which or which == "any":
+        return table
+    if which == "rated negatively":
+        return table[table["down"] > 0]
+    if which == "rated positively":
+        return table[table["up"] > 0]
+    raise ValueError(f"unknown rating filter {which!r}")
+
+
+def filter_annotated(table: pd.DataFrame, annotations: dict[str, dict], tag: str | None = None,
+                     text: str | None = None) -> pd.DataFrame:
+    """Rows whose conversation has ``tag`` and/or a note or tag containing ``text``."""
+    if not tag and not (text or "").strip():
+        return table
+    from .annotations import conversations_with
+
+    hits = conversations_with(annotations, tag=tag or None, text=(text or "").strip() or None)
+    return table[table["conversation_id"].astype(str).isin(hits)]

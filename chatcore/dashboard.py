@@ -360,3 +360,41 @@ def format_ms(value: float | None) -> str:
     if value is None or pd.isna(value):
         return "—"
     return f"{value:,.0f} ms" if value < 10_000 else f"{value / 1000:,.1f} s"
+
+
+# ------------------------------------------------------------------------ feedback
+
+
+def negative_share_by_day(feedback: pd.DataFrame, now: datetime | None = None, tz: tzinfo = timezone.utc,
+                          days: int = 14) -> pd.DataFrame:
+    """Ratings given on each of the last ``days`` local days, oldest first.
+
+    Columns: ``day`` (``11-21``), ``ratings``, ``negative``, ``negative_share`` (0–100, None
+    on a day without ratings), ``start`` (local midnight). ``feedback`` is
+    :func:`chatcore.annotations.load_feedback` (its ``ts`` is when the rating was given).
+    """
+    now = now or datetime.now(timezone.utc)
+    first = pd.Timestamp(start_of_day(now, tz)) - pd.Timedelta(days=days - 1)
+    index = pd.date_range(first, periods=days, freq="D")
+    if feedback is None or feedback.empty:
+        total = negative = pd.Series(0, index=index)
+    else:
+        local = pd.to_datetime(feedback["ts"], utc=True).dt.tz_convert(tz)
+        keep = local >= first
+        day = local[keep].dt.floor("D")
+        down = feedback.loc[keep, "rating"].eq("down")
+        total = day.value_counts().reindex(index, fill_value=0)
+        negative = day[down.to_numpy()].value_counts().reindex(index, fill_value=0)
+    share = [round(100.0 * n / t, 1) if t else None for n, t in zip(negative, total)]
+    return pd.DataFrame({"day": [d.strftime("%m-%d") for d in index], "ratings": total.astype(int).to_numpy(),
+                         "negative": negative.astype(int).to_numpy(), "negative_share": share, "start": index})
+
+
+def ratings_today(feedback: pd.DataFrame, now: datetime | None = None, tz: tzinfo = timezone.utc) -> tuple[int, int]:
+    """``(ratings given today, negative ones)`` in the viewer's calendar day."""
+    if feedback is None or feedback.empty:
+        return 0, 0
+    now = now or datetime.now(timezone.utc)
+    ts = pd.to_datetime(feedback["ts"], utc=True)
+    today = feedback[ts >= pd.Timestamp(start_of_day(now, tz))]
+    return int(len(today)), int(today["rating"].eq("down").sum())

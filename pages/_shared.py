@@ -74,3 +74,30 @@ def header(title: str, icon: str, caption: str | None = None) -> None:
     st.title(f"{icon} {title}", anchor=False)
     if caption:
         st.caption(caption)
+
+
+def current_user() -> str:
+    """Who is signed in (set by the login gate in dashboard.py); ``staff`` without a name."""
+    return str(st.session_state.get("dashboard_user") or "staff")
+
+
+def load_feedback(path):
+    """Current ratings of the log's turns (``chatcore.annotations.load_feedback``); empty on a read error."""
+    import pandas as pd
+
+    from chatcore import annotations
+
+    try:
+        return annotations.load_feedback(path)
+    except Exception:  # a broken annotations file must not take the page down
+        return pd.DataFrame(columns=["ts", "conversation_id", "turn", "rating", "by", "source"])
+
+
+def load_annotations(path) -> dict:
+    """Tags, notes and replay links per conversation; empty on a read error."""
+    from chatcore import annotations
+
+    try:
+        return annotations.load_annotations(path)
+    except Exception:
+        return {}

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 import streamlit as st
 
+from chatcore.annotations import record_feedback
 from chatcore.client import SpaceClient, SpaceError
 from chatcore.dashboard import escaped_stream, format_ms, format_time, health_summary
 from pages._shared import through_entry, header, health, settings, viewer_tz
@@ -24,6 +25,8 @@ if "chat_cid" not in ss:
     ss.chat_history = []
     ss.chat_pending = None
     ss.chat_error = None
+    ss.chat_turns_used = 0
+    ss.chat_fb_error = None
 
 
 def client() -> SpaceClient:
@@ -42,8 +45,23 @@ def new_conversation() -> None:
     ss.chat_history = []
     ss.chat_pending = None
     ss.chat_error = None
+    ss.chat_turns_used = 0
+    ss.chat_fb_error = None
     if ss.get("chat_client") is not None:
         ss.chat_client.reset()
+
+
+def rate(turn: int, key: str) -> None:
+    """Save the thumbs of one reply as staff feedback for that turn of the conversation."""
+    value = ss.get(key)
+    if value is None:  # un-clicked: the last rating stays on record
+        return
+    try:
+        record_feedback(cfg.log_path, ss.chat_cid, turn, "up" if value == 1 else "down",
+                        by="staff", source="dashboard")
+        ss.chat_fb_error = None
+    except Exception as exc:  # a message, never a traceback
+        ss.chat_fb_error = f"The rating was not saved ({exc})."
 
 
 def retry() -> None:
@@ -76,6 +94,12 @@ for msg in ss.chat_history:
         st.text(msg["text"])
         if msg["role"] == "assistant":
             st.caption(f"{format_time(msg['ts'], tz)} · latency {format_ms(msg['latency_ms'])}")
+            if msg.get("turn") is not None:
+                key = f"chat_fb_{ss.chat_cid}_{msg['turn']}"
+                st.feedback("thumbs", key=key, on_change=rate, args=(msg["turn"], key))
+
+if ss.get("chat_fb_error"):
+    st.warning(ss.chat_fb_error, icon=":material/warning:")
 
 if ss.chat_error:
     with st.container(border=True, key="chat_error_box"):
@@ -102,6 +126,8 @@ if prompt:
             st.write_stream(escaped_stream(client().stream(prompt, ss.chat_cid, source="operator"), raw))
         except SpaceError as exc:
             error = str(exc)
+            if exc.kind == "timeout":  # the Space started the turn (and logs it): its number is used
+                ss.chat_turns_used = ss.get("chat_turns_used", 0) + 1
         except Exception as exc:  # anything else: a message, never a traceback
             error = f"The Space call failed ({type(exc).__name__}). Try again."
     if error:
@@ -112,8 +138,9 @@ if prompt:
         ss.chat_history += [
             {"role": "user", "text": prompt, "ts": now, "latency_ms": None},
             {"role": "assistant", "text": "".join(raw), "ts": now,
-             "latency_ms": (time.perf_counter() - started) * 1000},
+             "latency_ms": (time.perf_counter() - started) * 1000, "turn": ss.get("chat_turns_used", 0)},
         ]
+        ss.chat_turns_used = ss.get("chat_turns_used", 0) + 1
         ss.chat_pending = None
         ss.chat_error = None
     st.rerun()

@@ -1,16 +1,24 @@
-"""Conversations: find conversations by date, text and source; read and export them."""
+"""Conversations: find conversations by date, text, source, rating and tag; read, annotate,
+replay and export them."""
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import streamlit as st
 
-from chatcore.conversations import (DATE_PRESETS, conversation_table, conversations_matching, export_turns,
-                                    filter_dates, filter_sources, format_duration, markdown_transcript,
-                                    preset_range)
+from chatcore import annotations
+from chatcore.client import SpaceClient, space_health
+from chatcore.conversations import (DATE_PRESETS, RATING_FILTERS, conversation_table, conversations_matching,
+                                    export_turns, filter_annotated, filter_dates, filter_rated, filter_sources,
+                                    format_duration, markdown_transcript, preset_range, ratings_by_turn,
+                                    with_annotations)
 from chatcore.dashboard import escape_markdown, excerpt, format_ms, format_time, tz_name
-from pages._shared import through_entry, header, load_frame, settings, viewer_tz
+from chatcore.pii import mask_frame, mask_pii
+from chatcore.replay import diff_html, new_replay_id, replay_conversation
+from pages._shared import (PAGES, current_user, header, load_annotations, load_feedback, load_frame, settings,
+                           through_entry, viewer_tz)
 
 through_entry()
 
@@ -19,6 +27,11 @@ tz = viewer_tz()
 ss = st.session_state
 now = datetime.now(timezone.utc)
 frame, stats = load_frame(cfg.log_path)
+feedback = load_feedback(cfg.log_path)
+notes = load_annotations(cfg.log_path)
+rated = ratings_by_turn(feedback)
+TAG_SUGGESTIONS = ["escalated", "bug", "resolved"]
+TIMEOUT = float(os.environ.get("CHAT_DASHBOARD_TIMEOUT", "30") or 30)
 
 # A conversation picked elsewhere (the Live page) arrives as ?conversation=<id>.
 wanted = st.query_params.get("conversation")
@@ -27,6 +40,9 @@ if wanted and wanted != ss.get("conv_from_link"):
     ss.conv_selected = wanted
 
 header("Conversations", ":material/forum:", f"Grouped by conversation_id · times in {tz_name(tz)}")
+mask = st.toggle("Mask personal data", key="conv_mask",
+                 help="Hide e-mail addresses, phone and card numbers in the table, the transcript and every export")
+known_tags = sorted({t for entry in notes.values() for t in entry["tags"]})
 
 with st.container(border=True):
     c1, c2, c3 = st.columns([1.2, 2, 1.5])
@@ -43,10 +59,19 @@ with st.container(border=True):
         else:
             custom = (picked, picked)
     since, until = preset_range(preset, now=now, tz=tz, custom=custom)
+    r1, r2, r3 = st.columns([1.2, 2, 1.5])
+    rating = r1.selectbox("Rating", RATING_FILTERS, key="conv_rating")
+    note_query = r2.text_input("Search tags and notes", key="conv_note_search", placeholder="e.g. refund")
+    tag = r3.selectbox("Tag", known_tags, index=None, key="conv_tag", placeholder="Any tag")
 
 view = filter_sources(filter_dates(frame, since, until), chosen)
 view = conversations_matching(view, query)
-table = conversation_table(view)
+table = with_annotations(conversation_table(view), feedback, notes)
+table = filter_annotated(filter_rated(table, rating), notes, tag=tag, text=note_query)
+view = view[view["conversation_id"].astype(str).isin(set(table["conversation_id"]))]
+if mask:
+    view = mask_frame(view)
+    table = table.assign(first_user_text=table["first_user_text"].map(mask_pii))
 
 m1, m2, m3 = st.columns(3)
 m1.metric("Conversations", len(table))
@@ -66,6 +91,8 @@ with st.container(border=True):
             "duration": [format_duration(d) for d in table["duration_s"]],
             "source": list(table["source"]),
             "errors": [int(e) for e in table["errors"]],
+            "👎": [int(d) for d in table["down"]],
+            "tags": [", ".join(t) for t in table["tags"]],
             "first question": [excerpt(t, 90) for t in table["first_user_text"]],
         }
         event = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row",
@@ -83,6 +110,169 @@ with st.container(border=True):
                        mime="application/x-ndjson", icon=":material/download:", key="conv_jsonl",
                        disabled=view.empty)
 
+# ------------------------------------------------------------------ tags and notes
+
+
+def _save(action, *args) -> bool:
+    try:
+        action(cfg.log_path, *args, author=current_user())
+    except (ValueError, OSError) as exc:
+        ss.conv_note_error = str(exc)
+        return False
+    ss.conv_note_error = None
+    return True
+
+
+def _add_tag(cid: str) -> None:
+    tag = ss.get("conv_new_tag")
+    if tag and _save(annotations.add_tag, cid, tag):
+        ss.conv_new_tag = None
+
+
+def _remove_tag(cid: str, key: str) -> None:
+    tag = ss.get(key)
+    if tag and _save(annotations.remove_tag, cid, tag):
+        ss[key] = None
+
+
+def annotate(cid: str) -> None:
+    """Tags (pills; select one to remove it), a tag picker with suggestions, and notes."""
+    entry = notes.get(cid) or {"tags": set(), "notes": [], "replays": []}
+    with st.container(border=True, key="conv_notes_box"):
+        st.subheader("Tags and notes", anchor=False)
+        tags = sorted(entry["tags"])
+        pill_key = f"conv_tags_{cid}"
+        if tags:
+            if ss.get(pill_key) not in (None, *tags):
+                ss[pill_key] = None
+            picked = st.pills("Tags", tags, key=pill_key, format_func=escape_markdown,
+                              help="Select a tag to remove it")
+            if picked:
+                st.button(f"Remove tag {escape_markdown(picked)}", icon=":material/close:", key="conv_untag",
+                          on_click=_remove_tag, args=(cid, pill_key))
+        else:
+            st.caption("No tags yet.")
+        a, b = st.columns([3, 1], vertical_alignment="bottom")
+        offered = sorted((set(TAG_SUGGESTIONS) | set(known_tags)) - entry["tags"])
+        a.selectbox("Add a tag", offered, index=None, accept_new_options=True, key="conv_new_tag",
+                    placeholder="escalated, bug, resolved … or type a new tag")
+        b.button("Add tag", icon=":material/sell:", key="conv_add_tag", on_click=_add_tag, args=(cid,),
+                 width="stretch")
+        with st.form("conv_note_form", clear_on_submit=True, border=False):
+            text = st.text_area("Add a note", key="conv_note_text", max_chars=annotations.MAX_NOTE, height=80,
+                                placeholder="What happened, what was done, who follows up…")
+            if st.form_submit_button("Save note", icon=":material/note_add:"):
+                if _save(annotations.add_note, cid, text):
+                    st.rerun()
+        if ss.get("conv_note_error"):
+            st.error(ss.conv_note_error, icon=":material/error:")
+        for ts, author, text in reversed(entry["notes"]):
+            st.caption(f"{format_time(pd.Timestamp(ts), tz, now)} · {escape_markdown(str(author))}")
+            st.text(mask_pii(text) if mask else text)
+
+
+# -------------------------------------------------------------------------- replay
+
+_DEL = '<del style="background:#fee4e2;color:#b42318;text-decoration:line-through">'
+_INS = '<ins style="background:#dcfae6;color:#067647;text-decoration:none">'
+_BOX = '<div class="replay-diff" style="white-space:pre-wrap;font-size:0.95rem;line-height:1.5">{}</div>'
+
+
+def styled_diff(old: str, new: str) -> tuple[str, str]:
+    """``diff_html`` (escaped text) with inline colours on its <del> and <ins> tags."""
+    left, right = diff_html(old or "", new or "")
+    paint = lambda h: _BOX.format(h.replace("<del>", _DEL).replace("<ins>", _INS))  # noqa: E731
+    return paint(left), paint(right)
+
+
+def run_replay(cid: str, original: pd.DataFrame) -> None:
+    store = ss.setdefault("conv_replays", {})
+    n = len(original)
+    with st.status(f"Replaying {n} turn(s) against {cfg.space_url} …", expanded=True) as status:
+        if space_health(cfg.space_url, timeout=3.0).get("status") != "ok":
+            status.update(label="Replay not started: the Space is not reachable", state="error", expanded=False)
+            store[cid] = {"error": f"Cannot reach the Space at {cfg.space_url}. Start it or check the Space URL "
+                                   "in the settings; nothing was replayed."}
+            return
+        bar = st.progress(0.0, text=f"Turn 0 of {n}")
+        done: list = []
+
+        def on_turn(item) -> None:
+            done.append(item)
+            state = "error" if item.error else ("same" if item.same else "changed")
+            bar.progress(len(done) / n, text=f"Turn {len(done)} of {n}: {state}")
+
+        client = SpaceClient(cfg.space_url, timeout=TIMEOUT)
+        try:
+            result = replay_conversation(original, client, replay_id=new_replay_id(), on_turn=on_turn)
+        except Exception as exc:  # a message, never a traceback
+            status.update(label="Replay failed", state="error", expanded=False)
+            store[cid] = {"error": f"The replay failed: {exc}"}
+            return
+        finally:
+            client.close()
+        answered = [t for t in result.turns if t.error is None]
+        if answered:
+            try:
+                annotations.link_replay(cfg.log_path, cid, result.replay_id, author=current_user())
+            except (ValueError, OSError):
+                pass  # the replay is still shown; only the link is missing
+        store[cid] = {"result": result,
+                      "error": None if answered else "The Space answered none of the turns; see below."}
+        status.update(label=f"Replay done: {result.changed} of {len(result.turns)} turn(s) changed",
+                      state="complete" if answered else "error", expanded=False)
+
+
+def replay_panel(cid: str, original: pd.DataFrame) -> None:
+    entry = notes.get(cid) or {"replays": []}
+    with st.container(border=True, key="conv_replay_box"):
+        st.subheader("Replay", anchor=False)
+        st.caption("Send this conversation's questions to the current Space again and compare the replies. "
+                   "The replay is a new conversation (source = replay), linked here.")
+        clicked = st.button("Replay against the current Space", icon=":material/replay:", key="conv_replay_btn",
+                            disabled=original.empty)
+        if clicked:
+            run_replay(cid, original)
+        shown = (ss.get("conv_replays") or {}).get(cid)
+        replays = list(entry.get("replays") or [])
+        if shown and shown.get("result") is not None and shown["result"].replay_id not in replays \
+                and shown["result"].replay_id:
+            replays.append(shown["result"].replay_id)
+        if replays:
+            st.caption(f"Replays of this conversation ({len(replays)}):")
+            for rid in reversed(replays):
+                st.page_link(PAGES["conversations"], label=f"Open {rid}", icon=":material/forum:",
+                             query_params={"conversation": rid})
+        if not shown:
+            return
+        if shown.get("error"):
+            st.error(shown["error"], icon=":material/error:")
+        result = shown.get("result")
+        if result is None:
+            return
+        st.markdown(f"**{result.changed} of {len(result.turns)} turns changed**")
+        st.caption(f"Replay {result.replay_id}")
+        for item in result.turns:
+            with st.container(border=True):
+                label = "error" if item.error else ("unchanged" if item.same else
+                                                    f"changed · {100 * item.similarity:.0f} % similar")
+                st.caption(f"Turn {item.turn} · {label}")
+                st.text(mask_pii(item.user_text) if mask else item.user_text)
+                if item.error:
+                    st.error("This turn was not replayed", icon=":material/error:")
+                    st.text(item.error)
+                    continue
+                old, new = (mask_pii(item.old), mask_pii(item.new)) if mask else (item.old, item.new)
+                left_html, right_html = styled_diff(old or "", new or "")
+                left, right = st.columns(2)
+                with left:
+                    st.caption("Logged reply")
+                    st.html(left_html)
+                with right:
+                    st.caption("Reply now")
+                    st.html(right_html)
+
+
 # ----------------------------------------------------------------------- transcript
 
 ids = list(table["conversation_id"]) if not table.empty else []
@@ -97,7 +287,8 @@ if ids:
     cid = st.selectbox("Transcript of", ids, key="conv_pick",
                        format_func=lambda c: f"{c}  ·  {excerpt(firsts.get(c), 60)}" if firsts.get(c) else c)
     ss.conv_selected = cid
-    turns = frame[frame["conversation_id"] == cid].sort_values("ts", kind="stable")
+    original_turns = frame[frame["conversation_id"] == cid].sort_values("ts", kind="stable")
+    turns = mask_frame(original_turns) if mask else original_turns
     with st.container(border=True):
         top, dl = st.columns([4, 1], vertical_alignment="center")
         with top:
@@ -115,7 +306,12 @@ if ids:
                 st.caption(f"{format_time(row.ts, tz, now)} · turn {turn} · {escape_markdown(str(row.source))}")
             with st.chat_message("assistant"):
                 st.text(row.response or "")
-                st.caption(f"latency {format_ms(row.latency_ms)}")
+                thumbs = {"up": " · 👍 rated up", "down": " · 👎 rated down"}.get(
+                    rated.get((cid, turn)) if turn != "?" else None, "")
+                st.caption(f"latency {format_ms(row.latency_ms)}{thumbs}")
                 if isinstance(row.error, str) and row.error:
                     st.error("Error logged for this turn", icon=":material/error:")
                     st.text(row.error)
+
+    annotate(cid)
+    replay_panel(cid, original_turns)

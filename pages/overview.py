@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 import streamlit as st
 
 from chatcore.dashboard import (error_turns, excerpt, format_ms, format_time, health_summary,
-                                overview_figures, turns_per_hour, tz_name)
-from pages._shared import through_entry, PAGES, header, health, load_frame, settings, viewer_tz
+                                negative_share_by_day, overview_figures, ratings_today, turns_per_hour, tz_name)
+from pages._shared import through_entry, PAGES, header, health, load_feedback, load_frame, settings, viewer_tz
 
 through_entry()
 
@@ -16,6 +16,8 @@ tz = viewer_tz()
 now = datetime.now(timezone.utc)
 frame, stats = load_frame(cfg.log_path)
 fig = overview_figures(frame, now=now, tz=tz)
+feedback = load_feedback(cfg.log_path)
+rated_today, negative_today = ratings_today(feedback, now=now, tz=tz)
 
 header("Overview", ":material/dashboard:",
        f"Today in {tz_name(tz)} · updated {format_time(now, tz, now)}")
@@ -29,6 +31,10 @@ with st.container(border=True):
     c4.metric("Latency p50 (today)", format_ms(fig.latency_p50))
     c5.metric("Latency p95 (today)", format_ms(fig.latency_p95))
     c6.metric("Errors today", fig.errors_today)
+    c7, c8, c9 = st.columns(3)
+    c7.metric("Ratings today", rated_today, help="Thumbs given today by visitors and staff")
+    c8.metric("Negative ratings today", negative_today)
+    c9.metric("Negative share today", f"{100 * negative_today / rated_today:.0f} %" if rated_today else "—")
 
 left, right = st.columns([2, 1])
 with left:
@@ -37,6 +43,15 @@ with left:
         st.caption(f"Last 24 hours, {tz_name(tz)}")
         hourly = turns_per_hour(frame, now=now, tz=tz)
         st.bar_chart(hourly, x="hour", y="turns", sort=False, height=260, x_label="", y_label="turns")
+    with st.container(border=True):
+        st.subheader("Negative ratings", anchor=False)
+        st.caption(f"Share of thumbs-down among the ratings given each day, last 14 days, {tz_name(tz)}")
+        daily = negative_share_by_day(feedback, now=now, tz=tz, days=14)
+        if daily["ratings"].sum():
+            st.bar_chart(daily.fillna({"negative_share": 0}), x="day", y="negative_share", sort=False, height=220,
+                         x_label="", y_label="% negative", color="#d92d20")
+        else:
+            st.caption("No ratings in the last 14 days.")
 
 with right:
     h = health_summary(health(cfg.space_url))
