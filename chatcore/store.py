@@ -551,7 +551,7 @@ class _Shard:
         self.chunks.append([start, end, table, df])
         self.bad.update(bad)
         self.rows += table.num_rows
-        if table.num_rows:
+        if table.num_rows and "ts" in table.column_names:
             mm = pc.min_max(table.column("ts"))
             lo, hi = mm["min"].value, mm["max"].value
             if lo is not None:
@@ -949,6 +949,8 @@ class LogStore:
         first load, daily shards (``*.YYYY-MM-DD.jsonl``) far outside the range are not
         even read; loaded shards are skipped by their min/max time."""
         since, until = _as_utc(since), _as_utc(until)
+        if (since is not None or until is not None) and "ts" not in self.columns:
+            raise ValueError("a time-range query needs the ts column")
         with self._lock:
             if not self._loaded:
                 if since is None and until is None:

@@ -193,6 +193,10 @@ def test_dtypes_and_columns(tmp_path):
     proj = LogStore(log, columns=["turn", "ts", "conversation_id"]).frame
     assert list(proj.columns) == ["ts", "conversation_id", "turn"]
     assert rows_of(proj) == rows_of(df[["ts", "conversation_id", "turn"]])
+    only = LogStore(log, columns=["conversation_id"], cache_dir=tmp_path / "c2")
+    assert list(only.frame.conversation_id) == list(df.conversation_id)
+    with pytest.raises(ValueError):
+        only.query(since=T0)
 
 
 def test_empty_and_missing(tmp_path):
