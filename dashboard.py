@@ -50,7 +50,7 @@ def require_login() -> bool:
         return True
 
     if config.mode == "oidc":
-        if not st.user.is_logged_in:
+        if not st.user.get("is_logged_in", False):
             _login_screen()
             st.caption("Sign in with your organisation's account.")
             st.button("Log in", icon=":material/login:", on_click=st.login, key="login_oidc", type="primary")
