@@ -10,7 +10,7 @@ from chatcore.annotations import load_feedback
 
 # The widget tests' browser, context and host page (an http.server on another origin).
 from test_widget import (  # noqa: F401  (fixtures are used by name)
-    REPLY, W, browser, context, echo, host, open_widget, page_url, replies, send, widget_records,
+    REPLY, W, browser, context, echo, host, open_widget, page_url, replies, send,
 )
 
 
@@ -23,6 +23,16 @@ def wait_feedback(log_path, cid: str, expected: dict[int, str], timeout: float =
         got = {int(r.turn): r.rating for r in rows.itertuples()}
         if got == expected or time.monotonic() > deadline:
             return {"ratings": got, "sources": set(rows["source"]), "by": set(rows["by"])}
+        time.sleep(0.1)
+
+
+def logged(space, user_text: str, timeout: float = 10.0) -> list[dict]:
+    """The Space's log records for ``user_text`` (a turn is written once its reply has finished)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        recs = [r for r in space.records() if r["user_text"] == user_text]
+        if recs or time.monotonic() > deadline:
+            return recs
         time.sleep(0.1)
 
 
@@ -46,7 +56,8 @@ def test_widget_ratings_survive_a_reload(space, host, context):
     send(page, "second question")
     assert replies(page) == [echo("first question", 1), echo("second question", 2)]
     cid = page.evaluate("ChatOperatorWidget.conversationId")
-    assert [r["turn"] for r in widget_records(space, cid)] == [0, 1]
+    assert [r["turn"] for r in logged(space, "first question") + logged(space, "second question")
+            if r["conversation_id"] == cid] == [0, 1]
 
     second = page.locator(REPLY).nth(1)
     second.get_by_role("button", name="Not helpful", exact=True).click()
@@ -95,7 +106,7 @@ def test_like_on_the_spaces_own_page(space, context):
     like.first.wait_for()
     assert like.count() == 1
 
-    mine = [r for r in space.records() if r["user_text"] == "rate me on the space page"]
+    mine = logged(space, "rate me on the space page")
     assert len(mine) == 1 and mine[0]["turn"] == 0
     cid = mine[0]["conversation_id"]
 
@@ -112,7 +123,7 @@ def test_like_on_the_spaces_own_page(space, context):
     page.wait_for_function(
         "() => document.querySelectorAll('[role=log] .message-buttons-left button[aria-label=Dislike]')"
         ".length === 2")
-    second = [r for r in space.records() if r["user_text"] == "and a second one"]
+    second = logged(space, "and a second one")
     assert [(r["conversation_id"], r["turn"]) for r in second] == [(cid, 1)]
     page.locator("[role=log] .message-buttons-left button[aria-label=Dislike]").nth(1).click()
     got = wait_feedback(space.log_path, cid, {0: "up", 1: "down"})

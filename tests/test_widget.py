@@ -580,6 +580,9 @@ def test_turn_index_after_a_timed_out_reply(space_factory, host, context, tmp_pa
     assert replies(page)[0].startswith("You said: patient now")  # reply 0 on screen, turn 1 for the Space
     page.locator(REPLY).first.get_by_role("button", name="Helpful", exact=True).click()
     assert _feedback(log_path, cid, {1: ("up", "widget")}) == {1: ("up", "widget")}
+    deadline = time.monotonic() + 10
+    while len(sp.records()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert [(r["turn"], r["user_text"]) for r in sp.records() if r["conversation_id"] == cid] == \
         [(0, "too slow"), (1, "patient now")]
     assert sp.records()[0]["error"] == "cancelled before the reply completed"
