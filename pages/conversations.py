@@ -38,6 +38,7 @@ wanted = st.query_params.get("conversation")
 if wanted and wanted != ss.get("conv_from_link"):
     ss.conv_from_link = wanted
     ss.conv_selected = wanted
+    ss.conv_force = wanted  # shown in the transcript picker once; the viewer may pick another
 
 header("Conversations", ":material/forum:", f"Grouped by conversation_id · times in {tz_name(tz)}")
 mask = st.toggle("Mask personal data", key="conv_mask",
@@ -103,6 +104,7 @@ with st.container(border=True):
             if picked != ss.get("conv_table_pick"):
                 ss.conv_table_pick = picked
                 ss.conv_selected = picked
+                ss.conv_force = picked
     d1, d2, _ = st.columns([1, 1, 3])
     d1.download_button("Export CSV", export_turns(view, "csv"), file_name="conversations.csv",
                        mime="text/csv", icon=":material/download:", key="conv_csv", disabled=view.empty)
@@ -124,9 +126,16 @@ def _save(action, *args) -> bool:
 
 
 def _add_tag(cid: str) -> None:
-    tag = ss.get("conv_new_tag")
+    tag = (ss.get("conv_new_tag") or "").strip()
     if tag and _save(annotations.add_tag, cid, tag):
-        ss.conv_new_tag = None
+        ss.conv_new_tag = ""
+
+
+def _add_suggested(cid: str, key: str) -> None:
+    tag = ss.get(key)
+    if tag:
+        _save(annotations.add_tag, cid, tag)
+    ss[key] = None
 
 
 def _remove_tag(cid: str, key: str) -> None:
@@ -153,11 +162,13 @@ def annotate(cid: str) -> None:
         else:
             st.caption("No tags yet.")
         a, b = st.columns([3, 1], vertical_alignment="bottom")
-        offered = sorted((set(TAG_SUGGESTIONS) | set(known_tags)) - entry["tags"])
-        a.selectbox("Add a tag", offered, index=None, accept_new_options=True, key="conv_new_tag",
-                    placeholder="escalated, bug, resolved … or type a new tag")
+        a.text_input("Add a tag", key="conv_new_tag", max_chars=32, placeholder="e.g. escalated")
         b.button("Add tag", icon=":material/sell:", key="conv_add_tag", on_click=_add_tag, args=(cid,),
                  width="stretch")
+        offered = sorted((set(TAG_SUGGESTIONS) | set(known_tags)) - entry["tags"])
+        if offered:
+            st.pills("Suggestions (click to add)", offered, key=f"conv_tag_suggest_{cid}", default=None,
+                     format_func=escape_markdown, on_change=_add_suggested, args=(cid, f"conv_tag_suggest_{cid}"))
         with st.form("conv_note_form", clear_on_submit=True, border=False):
             text = st.text_area("Add a note", key="conv_note_text", max_chars=annotations.MAX_NOTE, height=80,
                                 placeholder="What happened, what was done, who follows up…")
@@ -281,7 +292,10 @@ if (selected and selected not in ids and selected == ss.get("conv_from_link")
         and not frame.empty and (frame["conversation_id"] == selected).any()):
     ids = [selected] + ids  # opened from a link but outside the current filters
 if ids:
-    if ss.get("conv_pick") not in ids or (selected and selected != ss.get("conv_pick")):
+    force = ss.pop("conv_force", None)
+    if force in ids:
+        ss.conv_pick = force
+    elif ss.get("conv_pick") not in ids:
         ss.conv_pick = selected if selected in ids else ids[0]
     firsts = dict(zip(table["conversation_id"], table["first_user_text"])) if not table.empty else {}
     cid = st.selectbox("Transcript of", ids, key="conv_pick",
