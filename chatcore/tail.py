@@ -69,6 +69,7 @@ class LogTail:
         self._thread: threading.Thread | None = None
         self._initialised = False
         self._observer = None
+        self._observer_failed = False
         self.observer_kind: str | None = None
 
     # -- life cycle -----------------------------------------------------------------
@@ -87,6 +88,9 @@ class LogTail:
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
         if self._observer is not None:
             try:
                 self._observer.stop()
@@ -94,9 +98,6 @@ class LogTail:
             except Exception:  # pragma: no cover - best effort
                 pass
             self._observer = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
         with self._scan_lock:
             for f in self._follows.values():
                 _close(f.fd)
@@ -130,6 +131,8 @@ class LogTail:
                     return  # our own reads
                 wake.set()
 
+        if self._stopping.is_set():
+            return
         for kind, cls in (("inotify", Observer), ("polling", PollingObserver)):
             obs = None
             try:
@@ -146,6 +149,7 @@ class LogTail:
                 continue
             self._observer, self.observer_kind = obs, kind
             return
+        self._observer_failed = True  # polling only from now on
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -153,6 +157,8 @@ class LogTail:
             self._wake.clear()
             if self._stopping.is_set():
                 break
+            if self._observer is None and not self._observer_failed and self._watch_dir().is_dir():
+                self._start_observer()  # the folder appeared after start()
             try:
                 with self._scan_lock:
                     self._scan()
