@@ -58,6 +58,8 @@ ARROW_BLOCK = 1 << 20
 MIN_FAST_LINES = 16
 #: A shard's cache is (re)written when at least this many parsed bytes are not in it.
 CACHE_MIN_BYTES = 1 << 20
+#: Segments per shard before the small ones are merged.
+MAX_SEGMENTS = 8
 _FP_EDGE = 64 << 10
 _FP_SAMPLE = 4 << 10
 _FP_SAMPLES = 16
@@ -677,10 +679,14 @@ class LogStore:
             return
         try:
             key = self._cache_key(sh.path)
-            start, end = sh.cached_upto, sh.offset
+            keep = sh.cached_segments
+            if len(keep) >= MAX_SEGMENTS:
+                # many small segments from appends: merge all but the first into one
+                keep = keep[:1]
+            start, end = (keep[-1]["end"] if keep else 0), sh.offset
             tables = [c[2] for c in sh.chunks if c[0] >= start]
-            bad = Counter(sh.bad)  # bad counts of the new range = total - cached segments
-            for seg in sh.cached_segments:
+            bad = Counter(sh.bad)  # bad counts of the new range = total - kept segments
+            for seg in keep:
                 bad.subtract(seg["bad"])
             segment = {"file": f"{key}.{sh.dev_ino[1]}.{start}-{end}.arrow", "start": start, "end": end,
                        "rows": sum(t.num_rows for t in tables), "bad": {k: v for k, v in bad.items() if v}}
@@ -693,7 +699,7 @@ class LogStore:
                 "offset": end,
                 "mtime_ns": sh.mtime_ns,
                 "fingerprint": _fingerprint(fd, end),
-                "segments": sh.cached_segments + [segment],
+                "segments": keep + [segment],
             }
         except Exception as exc:
             self._cache_failed(exc)

@@ -569,3 +569,22 @@ def test_values_that_do_not_fit_the_columns(tmp_path):
     assert_matches(store, log)
     assert store.stats["bad"]["wrong_type"] == 3
     assert store.stats["bad"]["bad_utf8"] == 1
+
+
+def test_cache_segments_are_merged(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_mod, "CACHE_MIN_BYTES", 1)
+    monkeypatch.setattr(store_mod, "MAX_SEGMENTS", 3)
+    log = tmp_path / "log.jsonl"
+    _big_log(log, 100)
+    store = LogStore(log)
+    store.refresh()
+    for k in range(7):
+        with open(log, "ab") as f:
+            f.write(b"".join(good_line(1000 + 10 * k + i) for i in range(10)))
+        store.refresh()
+        store.wait_cache()
+    cache = tmp_path / ".chatcore-cache"
+    assert 1 <= len(list(cache.glob("*.arrow"))) <= 3
+    again = LogStore(log)
+    assert_matches(again, log)
+    assert again._shards[str(log)].cached_upto == log.stat().st_size
