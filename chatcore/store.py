@@ -17,7 +17,21 @@ Parsed rows are persisted per shard as Arrow IPC segments in ``cache_dir`` (defa
 and size still fit and a fingerprint (hash of the head, the tail and a few samples in
 between of the cached byte range) still matches, so a shard rewritten in place with
 the same size and mtime is detected and read again. Failing to write the cache never
-breaks reading.
+breaks reading. (A same-size rewrite that only touches bytes between the samples
+is not seen; any change to the first or last 64 KB is.)
+
+:attr:`LogStore.frame` columns are :data:`chatcore.records.COLUMNS` (or the
+projection asked for), with these dtypes:
+
+* ``ts``: ``datetime64[us, UTC]``
+* ``conversation_id``, ``user_text``, ``response``, ``source``, ``backend``,
+  ``model``, ``session``: pandas ``str`` (Arrow-backed; missing is NaN)
+* ``turn``: ``Int64`` (nullable); ``latency_ms``: ``float64``; ``v``: ``int64``
+* ``error``: ``object``, ``None`` when there was no error
+* ``files``: ``object``, a ``list`` of file names per row
+
+Rows are in shard order (sorted file names), then file order. Frames handed out
+are copy-on-write views: changing one does not change the store.
 """
 from __future__ import annotations
 
@@ -27,11 +41,10 @@ import json
 import os
 import re
 import threading
-import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -52,7 +65,7 @@ Progress = Callable[[int, int], Any]
 CACHE_VERSION = 3
 #: Bytes read and parsed at once.
 BLOCK_BYTES = 8 << 20
-#: pyarrow's own block size inside one of our blocks (parallel chunks).
+#: pyarrow's block size inside one of our blocks (a longer line takes the slow path).
 ARROW_BLOCK = 1 << 20
 #: Below this many lines a run is parsed line by line.
 MIN_FAST_LINES = 16

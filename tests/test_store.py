@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, initialize
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from chatcore import store as store_mod
 from chatcore.records import BAD_REASONS, COLUMNS, BadRecord, make_record
