@@ -24,6 +24,15 @@ def _secrets() -> dict:
         return {}
 
 
+def page_list() -> list:
+    return [
+        st.Page(PAGES["overview"], title="Overview", icon=":material/dashboard:", default=True),
+        st.Page(PAGES["chat"], title="Chat", icon=":material/chat:"),
+        st.Page(PAGES["live"], title="Live", icon=":material/sensors:"),
+        st.Page(PAGES["conversations"], title="Conversations", icon=":material/forum:"),
+    ]
+
+
 def _log_out() -> None:
     for key in ("dashboard_login", "dashboard_user"):
         st.session_state.pop(key, None)
@@ -81,6 +90,9 @@ def require_login() -> bool:
 
 
 def _login_screen() -> None:
+    # Declare the pages (hidden, none of them runs) so Streamlit neither lists the
+    # pages/ folder in the sidebar nor loses the page URL the viewer asked for.
+    st.navigation(page_list(), position="hidden")
     st.title(":material/support_agent: Chat Operator", anchor=False)
     st.subheader("Log in to the operator dashboard", anchor=False)
 
@@ -90,12 +102,7 @@ if not require_login():
 
 cfg = settings()
 
-pages = st.navigation([
-    st.Page(PAGES["overview"], title="Overview", icon=":material/dashboard:", default=True),
-    st.Page(PAGES["chat"], title="Chat", icon=":material/chat:"),
-    st.Page(PAGES["live"], title="Live", icon=":material/sensors:"),
-    st.Page(PAGES["conversations"], title="Conversations", icon=":material/forum:"),
-])
+pages = st.navigation(page_list())
 
 with st.sidebar:
     st.markdown("**Chat Operator**")

@@ -41,12 +41,20 @@ def port_open(port: int) -> bool:
 
 
 @pytest.fixture
-def stack(tmp_path):
+def stack_env():
+    """Extra environment for the dashboard command (a test may set a login here first)."""
+    return {}
+
+
+@pytest.fixture
+def stack(tmp_path, stack_env):
     """The dashboard command (Space + Streamlit) on free loopback ports; stopped by SIGTERM."""
     log = tmp_path / "logs" / "chat_logs.jsonl"
     dash_port, space_port = free_port(), free_port()
     out = open(tmp_path / "dashboard.out", "wb")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CHAT_TIMEZONE": "UTC", "CHAT_ECHO_DELAY": "0.01"}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("CHAT_DASHBOARD_PASSWORD_HASH", "CHAT_DASHBOARD_PASSWORD")}
+    env = {**env, "PYTHONUNBUFFERED": "1", "CHAT_TIMEZONE": "UTC", "CHAT_ECHO_DELAY": "0.01", **stack_env}
     proc = subprocess.Popen(
         [PYTHON, "-m", "chatcore", "dashboard", "--port", str(dash_port), "--host", "127.0.0.1",
          "--space-url", f"http://127.0.0.1:{space_port}", "--log", str(log)],
@@ -86,6 +94,33 @@ def wait_page(page) -> None:
     page.wait_for_function(
         "() => !document.querySelector('[data-testid=\"stStatusWidget\"] [data-testid=\"stStatusWidgetRunningIcon\"]')",
         timeout=30_000)
+
+
+REPLAY_DEMO = "demo-replay-password-reset"
+
+
+def annotate_for_screenshots(log: Path, ids: list[str]) -> str:
+    """Ratings, tags and a note on the demo conversations, and one conversation to replay."""
+    from chatcore import annotations
+
+    for i, cid in enumerate(ids):
+        annotations.record_feedback(log, cid, 0, "down" if i % 3 == 0 else "up", by="visitor", source="widget")
+    annotations.add_tag(log, ids[0], "escalated")
+    annotations.add_tag(log, ids[0], "bug")
+    annotations.add_note(log, ids[0], "Visitor could not find the reset e-mail. Asked the web team to check "
+                                      "the sender domain.", author="staff")
+    annotations.add_tag(log, ids[1], "resolved")
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    with open(log, "a") as f:
+        for turn, (question, old) in enumerate([
+            ("How do I reset my password?", "You said: How do I reset my password? Open Settings, then Security."),
+            ("Thanks, and my invoice?", "Invoices are under Billing."),
+        ]):
+            f.write(json.dumps({"v": 1, "ts": now, "conversation_id": REPLAY_DEMO, "turn": turn,
+                                "user_text": question, "files": [], "response": old, "latency_ms": 80.0,
+                                "source": "widget", "backend": "echo", "model": None, "error": None,
+                                "session": None}) + "\n")
+    return ids[0]
 
 
 def test_chat_turn_shows_live_and_in_the_log(stack):
@@ -153,10 +188,22 @@ def test_chat_turn_shows_live_and_in_the_log(stack):
                 time.sleep(0.5)
                 page.screenshot(path=str(ROOT / "docs" / "dashboard-live.png"), full_page=True)
 
-                page.goto(stack["url"] + "/conversations?conversation=" + demo.conversation_ids[0])
+                shown = annotate_for_screenshots(stack["log"], demo.conversation_ids)
+                page.goto(stack["url"] + "/conversations?conversation=" + shown)
                 page.get_by_text("Transcript", exact=False).first.wait_for(timeout=30_000)
-                time.sleep(1.0)
+                page.get_by_text("Tags and notes", exact=False).first.wait_for(timeout=30_000)
+                page.set_viewport_size({"width": 1440, "height": 3000})  # the page scrolls inside the app
+                time.sleep(1.5)
                 page.screenshot(path=str(ROOT / "docs" / "dashboard-conversations.png"), full_page=True)
+                page.set_viewport_size({"width": 1440, "height": 1500})
+
+                page.goto(stack["url"] + "/conversations?conversation=" + REPLAY_DEMO)
+                page.get_by_role("button", name="Replay against the current Space").click()
+                page.get_by_text("turns changed", exact=False).first.wait_for(timeout=60_000)
+                time.sleep(1.0)
+                box = page.locator(".st-key-conv_replay_box")
+                box.scroll_into_view_if_needed()
+                box.screenshot(path=str(ROOT / "docs" / "dashboard-replay.png"))
 
                 page.locator('[data-testid="stSidebarNav"] a', has_text="Overview").click()
                 page.get_by_text("Turns per hour", exact=False).first.wait_for(timeout=30_000)
@@ -166,3 +213,43 @@ def test_chat_turn_shows_live_and_in_the_log(stack):
             browser.close()
     assert dialogs == [], dialogs
     assert bad_requests == [], bad_requests
+
+
+PASSWORD = "e2e-password-123"
+
+
+def _login_env() -> dict:
+    from chatcore.auth import hash_password
+
+    return {"CHAT_DASHBOARD_PASSWORD_HASH": hash_password(PASSWORD)}
+
+
+@pytest.mark.parametrize("stack_env", [_login_env()], ids=["password"])
+def test_login_in_the_browser(stack):
+    """With a password configured, a page URL shows only the login form until the password is right."""
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1100, "height": 700}, timezone_id="UTC").new_page()
+            page.goto(stack["url"] + "/conversations")
+            page.get_by_text("Log in to the operator dashboard").wait_for(timeout=30_000)
+            wait_page(page)
+            body = page.locator("body").inner_text()
+            assert "Transcript" not in body and "Matching conversations" not in body
+            assert str(stack["log"]) not in body and stack["space"] not in body
+            assert page.locator('[data-testid="stSidebarNav"]').count() == 0  # no page list either
+            if SCREENSHOTS:
+                time.sleep(0.5)
+                page.screenshot(path=str(ROOT / "docs" / "dashboard-login.png"))
+            box = page.get_by_label("Password", exact=True)
+            box.fill("not-the-password")
+            page.get_by_role("button", name="Log in").click()
+            page.get_by_text("Wrong password.").wait_for(timeout=15_000)
+            assert "not-the-password" not in page.locator("body").inner_text()
+            assert page.get_by_label("Password", exact=True).input_value() == ""
+            page.get_by_label("Password", exact=True).fill(PASSWORD)
+            page.get_by_role("button", name="Log in").click()
+            page.get_by_text("Matching conversations").wait_for(timeout=30_000)
+            page.get_by_role("button", name="Log out").wait_for(timeout=10_000)
+        finally:
+            browser.close()
