@@ -10,7 +10,8 @@ yields pieces of the reply as they arrive (the Space accumulates them).
   Env: ``OPENAI_BASE_URL`` (default ``http://127.0.0.1:8080/v1``), ``OPENAI_MODEL``,
   ``OPENAI_API_KEY`` (optional), ``CHAT_SYSTEM_PROMPT`` (optional).
 * ``hf``     — ``huggingface_hub.InferenceClient.chat_completion(stream=True)``.
-  Env: ``HF_MODEL`` (default ``HuggingFaceH4/zephyr-7b-beta``), ``HF_TOKEN``.
+  Env: ``HF_MODEL`` (default ``HuggingFaceH4/zephyr-7b-beta``), ``HF_TOKEN``, or
+  ``HF_BASE_URL`` for an Inference Endpoint / TGI server of your own.
 """
 from __future__ import annotations
 
@@ -113,7 +114,13 @@ def make_hf() -> Responder:
     from huggingface_hub import InferenceClient
 
     model = os.environ.get("HF_MODEL", "HuggingFaceH4/zephyr-7b-beta")
-    client = InferenceClient(model, token=os.environ.get("HF_TOKEN") or None)
+    base_url = os.environ.get("HF_BASE_URL")  # a dedicated Inference Endpoint or a TGI server
+    token = os.environ.get("HF_TOKEN") or None
+    timeout = float(os.environ.get("HF_TIMEOUT", "60"))
+    if base_url:
+        client = InferenceClient(base_url=base_url, token=token, timeout=timeout)
+    else:
+        client = InferenceClient(model, token=token, timeout=timeout)
     max_tokens = int(os.environ.get("HF_MAX_TOKENS", "512"))
 
     def stream(user_text: str, history: list[dict]) -> Iterator[str]:

@@ -97,6 +97,26 @@ def test_openai_failures_are_responder_errors(monkeypatch, mode, message):
             list(make_openai().stream("x", []))
 
 
+def test_hf_streams_through_huggingface_hub_against_a_local_server(monkeypatch):
+    """The hf responder is huggingface_hub's InferenceClient.chat_completion(stream=True),
+    pointed at a TGI-style server on loopback (HF_BASE_URL) since the Hub is not reachable here."""
+    from chatcore.responders import make_hf
+
+    with _CompletionsServer() as server:
+        monkeypatch.setenv("HF_BASE_URL", server.url.removesuffix("/v1"))
+        monkeypatch.setenv("HF_TOKEN", "hf_secret_token")
+        responder = make_hf()
+        pieces = list(responder.stream("hello hub", [{"role": "user", "content": "a"},
+                                                      {"role": "assistant", "content": "b"}]))
+        server.mode = "500"
+        with pytest.raises(ResponderError) as info:
+            list(responder.stream("again", []))
+    assert "".join(pieces) == "Model reply to: hello hub (3 msgs)" and len(pieces) == 5
+    assert server.requests[0]["body"]["stream"] is True
+    assert server.requests[0]["auth"] == "Bearer hf_secret_token"
+    assert "hf_secret_token" not in str(info.value)
+
+
 def test_openai_unreachable_does_not_leak_the_key(monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", "http://user:pw@127.0.0.1:9/v1")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-very-secret")
