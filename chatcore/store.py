@@ -260,21 +260,38 @@ _EMPTY = pa.scalar("", STR)
 _UNKNOWN = pa.scalar("unknown", STR)
 
 
-def _fast(block: _Block, lo: int, hi: int) -> tuple[pa.Table, np.ndarray] | None:
-    """Parse lines lo..hi-1 with pyarrow. Returns (table of good rows, bool mask of
-    lines it vouches for) or None if the run must be split."""
-    s, e = block.span(lo, hi)
-    if not block.simple(s, e, hi - lo):
-        return None
-    mv = block.buf[s:e]
-    if not block.data.isascii() and not _utf8_ok(mv):
+_ROW_RE = re.compile(r"in row (\d+)\s*$")
+#: Times pyarrow's cast reads exactly like datetime.fromisoformat (with a zone).
+_TS_RE = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)$"
+_TS_NAIVE_RE = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?$"
+
+
+def _fast_buf(mv, nlines: int, ascii_ok: bool = False):
+    """Parse ``nlines`` bare ``{...}`` lines with pyarrow.
+
+    Returns (table of good rows, bool mask of the lines it vouches for), or an int:
+    the row pyarrow complained about (a hint, not a promise), or None."""
+    if not ascii_ok and not _utf8_ok(mv):
         return None
     try:
         t = pajson.read_json(pa.BufferReader(pa.py_buffer(mv)), read_options=_READ_OPTIONS, parse_options=_PARSE_OPTIONS)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowException):
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowException) as exc:
+        m = _ROW_RE.search(str(exc))
+        return int(m.group(1)) if m else None
+    if t.num_rows != nlines:
         return None
-    if t.num_rows != hi - lo:
+    return _vouch(t)
+
+
+def _fast(block: _Block, lo: int, hi: int):
+    """Lines lo..hi-1 of a block through pyarrow (see _fast_buf)."""
+    s, e = block.span(lo, hi)
+    if not block.simple(s, e, hi - lo):
         return None
+    return _fast_buf(block.buf[s:e], hi - lo, ascii_ok=block.data.isascii())
+
+
+def _vouch(t: pa.Table) -> tuple[pa.Table, np.ndarray] | None:
     cid = t.column("conversation_id")
     ok = pc.fill_null(pc.greater(pc.utf8_length(cid), 0), False)
     ok = pc.and_(ok, pc.is_valid(t.column("ts")))
@@ -299,12 +316,33 @@ def _fast(block: _Block, lo: int, hi: int) -> tuple[pa.Table, np.ndarray] | None
                 for_rows[base + parent[bad_item]] = True
             base += len(c)
         mask &= ~for_rows
-    if not mask.all():
-        t = t.filter(pa.array(mask))
+    zoned = None
     try:
-        ts = pc.cast(t.column("ts"), UTC_US)
+        ts_all = pc.cast(t.column("ts"), UTC_US)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
+        # naive times (taken as UTC, like parse_ts) and times with a zone are read
+        # here; other forms take the slow path
+        ts_all = None
+        zoned = pc.fill_null(pc.match_substring_regex(t.column("ts"), _TS_RE), False)
+        naive = pc.fill_null(pc.match_substring_regex(t.column("ts"), _TS_NAIVE_RE), False)
+        mask &= _np_bool(pc.or_(zoned, naive))
+    if not mask.all():
+        keep = pa.array(mask)
+        t = t.filter(keep)
+        if ts_all is not None:
+            ts_all = ts_all.filter(keep)
+        if zoned is not None:
+            zoned = zoned.filter(keep)
+    if ts_all is not None:
+        ts = ts_all
+    else:
+        raw = t.column("ts")
+        try:
+            with_zone = pc.cast(pc.if_else(zoned, raw, pa.scalar("1970-01-01T00:00:00Z", STR)), UTC_US)
+            no_zone = pc.cast(pc.if_else(zoned, pa.scalar("1970-01-01T00:00:00", STR), raw), pa.timestamp("us"))
+            ts = pc.if_else(zoned, with_zone, pc.cast(no_zone, UTC_US))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
     lat = t.column("latency_ms")
     if lat.null_count < len(lat):
         lat = pc.if_else(pc.fill_null(pc.less(lat, 0.0), False), _NULL_F64, lat)
@@ -372,32 +410,110 @@ def _slow(block: _Block, idx: Iterable[int], bad: Counter) -> tuple[list[int], p
         return k2, _records_to_table(r2)
 
 
-def _parse_run(block: _Block, lo: int, hi: int, bad: Counter, out: list) -> None:
-    """Append (first_line_index, table_or_None, line_indices) pieces for lines lo..hi-1."""
-    if hi <= lo:
-        return
-    if hi - lo >= MIN_FAST_LINES:
-        res = _fast(block, lo, hi)
-        if res is not None:
+def _parse_ids(block: _Block, ids: np.ndarray, bad: Counter, out: list) -> None:
+    """Parse the lines ``ids`` (sorted, each a bare ``{...}``); append (ids, table)."""
+    limit = len(ids)  # lines per pyarrow call; shrinks where bad lines are dense
+    while len(ids):
+        if len(ids) < MIN_FAST_LINES:
+            _slow_out(block, ids, bad, out)
+            return
+        part, rest = ids[:limit], ids[limit:]
+        starts, ends = block.starts, block.ends
+        if part[-1] - part[0] + 1 == len(part):  # consecutive lines: no copy
+            mv = block.buf[int(starts[part[0]]) : int(ends[part[-1]]) + 1]
+        else:
+            mv = memoryview(b"".join(block.buf[int(starts[i]) : int(ends[i]) + 1] for i in part))
+        res = _fast_buf(mv, len(part))
+        if isinstance(res, tuple):
+            table, mask = res
+            out.append((part if mask.all() else part[mask], table))
+            if not mask.all():
+                _slow_out(block, part[~mask], bad, out)
+            ids, limit = rest, min(len(ids), limit * 2)
+            continue
+        if isinstance(res, int) and 0 <= res < len(part):
+            # pyarrow named the row it choked on: the lines before it are parsed on
+            # their own, that line takes the slow path, and we carry on after it
+            if res:
+                _parse_ids(block, part[:res], bad, out)
+            _slow_out(block, part[res : res + 1], bad, out)
+            ids = ids[res + 1 :]
+            limit = max(4 * MIN_FAST_LINES, 2 * (res + 1))
+            continue
+        if len(part) < 2 * MIN_FAST_LINES:
+            _slow_out(block, part, bad, out)
+            ids = rest
+            continue
+        half = len(part) // 2
+        _parse_ids(block, part[:half], bad, out)
+        ids = ids[half:]
+        limit = len(part) - half
+
+
+def _lines_with(block: _Block, needles: tuple[bytes, ...]) -> np.ndarray:
+    """Indices of the lines that contain any of ``needles``."""
+    hits = []
+    data, end = block.data, block.end
+    for needle in needles:
+        pos = data.find(needle, 0, end)
+        while pos >= 0:
+            hits.append(pos)
+            pos = data.find(needle, pos + 1, end)
+    if not hits:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.searchsorted(block.ends, np.asarray(hits)))
+
+
+def _slow_out(block: _Block, ids, bad: Counter, out: list) -> None:
+    keep, t = _slow(block, ids, bad)
+    if keep:
+        out.append((np.asarray(keep), t))
+
+
+def _parse_lines(block: _Block, bad: Counter) -> list:
+    """[(line ids or None for all, table)] for every line of the block."""
+    n = block.n
+    if n == 0:
+        return []
+    if n >= MIN_FAST_LINES:
+        res = _fast(block, 0, n)
+        if isinstance(res, tuple):
             table, mask = res
             if mask.all():
-                out.append((lo, table, None))
-            else:
-                rest = np.flatnonzero(~mask) + lo
-                keep, slow_t = _slow(block, rest, bad)
-                good = np.flatnonzero(mask) + lo
-                if keep:
-                    order = np.argsort(np.concatenate([good, np.asarray(keep)]), kind="stable")
-                    table = pa.concat_tables([table, slow_t]).take(pa.array(order))
-                out.append((lo, table, None))
-            return
-        mid = (lo + hi) // 2
-        _parse_run(block, lo, mid, bad, out)
-        _parse_run(block, mid, hi, bad, out)
-        return
-    keep, slow_t = _slow(block, range(lo, hi), bad)
-    if keep:
-        out.append((lo, slow_t, None))
+                return [(None, table)]
+            out = [(np.flatnonzero(mask), table)]
+            keep, t = _slow(block, np.flatnonzero(~mask), bad)
+            if keep:
+                out.append((np.asarray(keep), t))
+            return out
+    # the general path: lines that are not a bare {...} go to the slow path, the
+    # others through pyarrow in pieces of about ARROW_BLOCK bytes
+    starts, ends = block.starts, block.ends
+    arr = np.frombuffer(block.buf[: block.end], dtype=np.uint8)
+    nonempty = ends > starts
+    simple = nonempty.copy()
+    simple[nonempty] = (arr[starts[nonempty]] == 0x7B) & (arr[ends[nonempty] - 1] == 0x7D)
+    out: list = []
+    other = np.flatnonzero(~simple)
+    if len(other):
+        keep, t = _slow(block, other, bad)
+        if keep:
+            out.append((np.asarray(keep), t))
+    # lines of the older shape (response as a list of lines, "timestamp") would
+    # only make pyarrow fail: send them straight to the slow path
+    suspects = _lines_with(block, (b'"response":[', b'"response": [', b'"timestamp":'))
+    suspects = suspects[simple[suspects]]
+    if len(suspects):
+        simple[suspects] = False
+        _slow_out(block, suspects, bad, out)
+    ids = np.flatnonzero(simple)
+    if len(ids):
+        sizes = (ends[ids] - starts[ids] + 1).astype(np.int64)
+        piece = np.cumsum(sizes) // (ARROW_BLOCK - (64 << 10))
+        cuts = np.flatnonzero(np.diff(piece)) + 1
+        for part in np.split(ids, cuts):
+            _parse_ids(block, part, bad, out)
+    return out
 
 
 def parse_bytes(buf: bytes | memoryview, bad: Counter | None = None) -> tuple[pa.Table, Counter]:
@@ -410,14 +526,16 @@ def parse_bytes(buf: bytes | memoryview, bad: Counter | None = None) -> tuple[pa
 
 def _parse_data(buf: bytes, end: int, bad: Counter) -> tuple[pa.Table, Counter]:
     block = _Block(buf, end)
-    pieces: list = []
-    _parse_run(block, 0, block.n, bad, pieces)
-    tables = [p[1] for p in pieces if p[1] is not None and p[1].num_rows]
-    if not tables:
+    pieces = [p for p in _parse_lines(block, bad) if p[1].num_rows]
+    if not pieces:
         return ARROW_SCHEMA.empty_table(), bad
-    if len(tables) == 1:
-        return tables[0], bad
-    return pa.concat_tables(tables), bad
+    if len(pieces) == 1:
+        return pieces[0][1], bad
+    table = pa.concat_tables([p[1] for p in pieces])
+    ids = np.concatenate([p[0] for p in pieces])
+    if (np.diff(ids) < 0).any():
+        table = table.take(pa.array(np.argsort(ids, kind="stable")))
+    return table, bad
 
 
 # --------------------------------------------------------------------------- pandas

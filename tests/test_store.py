@@ -588,3 +588,29 @@ def test_cache_segments_are_merged(tmp_path, monkeypatch):
     again = LogStore(log)
     assert_matches(again, log)
     assert again._shards[str(log)].cached_upto == log.stat().st_size
+
+
+def test_mixed_shapes_take_the_right_paths(tmp_path):
+    # older-shape lines, naive times, blank lines and type errors scattered among
+    # good lines: every path (whole block, pieces, row hints, slow) gives the reference
+    rng = random.Random(5)
+    lines = []
+    for i in range(3000):
+        r = rng.random()
+        if r < 0.03:
+            lines.append(SEED_LINE)
+        elif r < 0.06:
+            lines.append(good_line(i).replace(b'Z","conversation_id"', b'","conversation_id"'))
+        elif r < 0.07:
+            lines.append(b"\n")
+        elif r < 0.08:
+            lines.append(b'{"conversation_id": "t", "ts": "2026-11-01T00:00:00Z", "turn": "7"}\n')
+        elif r < 0.09:
+            lines.append(b'{"conversation_id": "t", "ts": "2026-02-30T00:00:00Z"}\n')
+        else:
+            lines.append(good_line(i))
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"".join(lines))
+    store = LogStore(log)
+    assert_matches(store, log)
+    assert store.stats["bad"]["wrong_type"] > 0 and store.stats["bad"]["blank"] > 0
