@@ -746,6 +746,7 @@ class LogStore:
         self._skipped: set[str] = set()
         self._writers: list[threading.Thread] = []
         self._frame_tail: list[pa.Table] = []
+        self._new_dfs: list = []
         #: Convert blocks to pandas while parsing a large load (for .frame).
         self.eager_frame = True
 
@@ -895,10 +896,21 @@ class LogStore:
             tables = self._refresh(progress)
             if not tables:
                 return _empty_frame(self.columns)
-            new = _to_pandas(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
+            dfs = self._new_dfs
+            if len(dfs) == len(tables) and all(d is not None for d in dfs):
+                new = dfs[0] if len(dfs) == 1 else pd.concat(dfs, ignore_index=True, copy=False)
+            else:
+                new = _to_pandas(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
+            self._new_dfs = []
             k = len(tables)
             if len(self._frame_tail) >= k and all(a is b for a, b in zip(self._frame_tail[-k:], tables)):
                 self._frame_tail[-k:] = [new]  # .frame reuses the converted rows
+            elif self._frame is None and len(new) == sum(sh.rows for sh in self._shards.values()):
+                self._frame = new  # a first load: these are all the rows
+                self._frame_tail = []
+                for sh in self._shards.values():
+                    for c in sh.chunks:
+                        c[3] = None
             return new.copy(deep=False)  # copy-on-write: the caller may change its copy
 
     def _refresh(self, progress: Progress | None, select: Callable[[str], bool] | None = None) -> list[pa.Table]:
@@ -910,6 +922,7 @@ class LogStore:
             del self._shards[gone]
             changed = True
         new_tables: list[pa.Table] = []
+        new_dfs: list = []
         appended: set[str] = set()
         opened = []
         try:
@@ -944,15 +957,17 @@ class LogStore:
                 before = len(sh.chunks)
                 done = self._read_new(sh, fd, st, progress, done, total)
                 sh.size, sh.mtime_ns = st.st_size, st.st_mtime_ns
-                added = [c[2] for c in sh.chunks[before:] if c[2].num_rows]
+                added = [c for c in sh.chunks[before:] if c[2].num_rows]
                 if added:
                     appended.add(sh.path)
-                    new_tables.extend(added)
+                    new_tables.extend(c[2] for c in added)
+                    new_dfs.extend(c[3] for c in added)
                 self._save_cache(sh, fd)
         finally:
             for _, fd, _ in opened:
                 os.close(fd)
         new_tables = [t.select(list(self.columns)) for t in new_tables]
+        self._new_dfs = new_dfs
         if changed or (appended and appended != {max(self._shards)}):
             self._frame = None  # rebuilt on the next .frame
             self._frame_tail = []

@@ -614,3 +614,20 @@ def test_mixed_shapes_take_the_right_paths(tmp_path):
     store = LogStore(log)
     assert_matches(store, log)
     assert store.stats["bad"]["wrong_type"] > 0 and store.stats["bad"]["blank"] > 0
+
+
+def test_refresh_then_frame_after_a_large_first_load(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_mod, "BLOCK_BYTES", 8192)  # several blocks: the parallel path
+    log = tmp_path / "log.jsonl"
+    _big_log(log, 1000)
+    store = LogStore(log)
+    new = store.refresh()
+    assert len(new) == 1000
+    new["extra"] = 1  # the caller's copy only
+    assert list(store.frame.columns) == list(COLUMNS)
+    assert_matches(store, log)
+    with open(log, "ab") as f:
+        f.write(good_line(5000))
+    assert list(store.refresh().turn) == [5000]
+    assert list(store.frame.turn)[-2:] == [999, 5000]
+    assert_matches(store, log)
