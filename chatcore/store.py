@@ -189,52 +189,48 @@ def _records_to_table(recs: list[dict]) -> pa.Table:
 # --------------------------------------------------------------------------- a block
 
 
+_SCRATCH = threading.local()
+
+
+def _newlines(arr: np.ndarray) -> np.ndarray:
+    """Positions of b"\\n" in arr (a per-thread scratch buffer avoids page faults)."""
+    scratch = getattr(_SCRATCH, "buf", None)
+    if scratch is None or len(scratch) < len(arr):
+        scratch = _SCRATCH.buf = np.empty(max(len(arr), BLOCK_BYTES + (1 << 20)), dtype=bool)
+    eq = np.equal(arr, 10, out=scratch[: len(arr)])
+    return np.flatnonzero(eq)
+
+
 class _Block:
     """The complete lines in ``data[:end]``; line i is ``data[starts[i]:ends[i]]``
-    (ends exclude the newline). The line index is only built when needed."""
+    (ends exclude the newline)."""
 
-    __slots__ = ("data", "end", "buf", "n", "_starts", "_ends")
+    __slots__ = ("data", "end", "buf", "arr", "n", "starts", "ends")
 
     def __init__(self, data: bytes, end: int):
         self.data, self.end = data, end
         self.buf = memoryview(data)
-        self.n = data.count(b"\n", 0, end)
-        self._starts = self._ends = None
-
-    def _index(self) -> None:
-        arr = np.frombuffer(self.buf[: self.end], dtype=np.uint8)
-        nl = np.flatnonzero(arr == 10)
+        self.arr = np.frombuffer(self.buf[:end], dtype=np.uint8)
+        nl = _newlines(self.arr)
         starts = np.empty_like(nl)
         if len(nl):
             starts[0] = 0
             starts[1:] = nl[:-1] + 1
-        self._starts, self._ends = starts, nl
-
-    @property
-    def starts(self) -> np.ndarray:
-        if self._starts is None:
-            self._index()
-        return self._starts
-
-    @property
-    def ends(self) -> np.ndarray:
-        if self._ends is None:
-            self._index()
-        return self._ends
+        self.starts, self.ends, self.n = starts, nl, len(nl)
 
     def span(self, lo: int, hi: int) -> tuple[int, int]:
         """Byte range of lines lo..hi-1 including the last newline."""
-        if lo == 0 and hi == self.n:
-            return 0, self.end
         return int(self.starts[lo]), int(self.ends[hi - 1]) + 1
 
-    def simple(self, s: int, e: int, n: int) -> bool:
-        """Every one of the n lines in data[s:e] is a bare ``{...}`` (no blank lines,
-        no spaces around): what the writer produces."""
-        d = self.data
-        if n == 0 or e - s < 3 or d[s] != 0x7B or d[e - 2] != 0x7D or d[e - 1] != 0x0A:
+    def simple(self, lo: int, hi: int) -> bool:
+        """Every line lo..hi-1 is a bare ``{...}`` (not blank, no spaces around):
+        what the writer produces."""
+        if hi <= lo:
             return False
-        return d.count(b"}\n{", s, e) == n - 1
+        arr, starts, ends = self.arr, self.starts[lo:hi], self.ends[lo:hi]
+        if (ends - starts < 2).any():
+            return False
+        return bool((arr[starts] == 0x7B).all() and (arr[ends - 1] == 0x7D).all())
 
 
 def _utf8_ok(mv: memoryview) -> bool:
@@ -285,9 +281,9 @@ def _fast_buf(mv, nlines: int, ascii_ok: bool = False):
 
 def _fast(block: _Block, lo: int, hi: int):
     """Lines lo..hi-1 of a block through pyarrow (see _fast_buf)."""
-    s, e = block.span(lo, hi)
-    if not block.simple(s, e, hi - lo):
+    if not block.simple(lo, hi):
         return None
+    s, e = block.span(lo, hi)
     return _fast_buf(block.buf[s:e], hi - lo, ascii_ok=block.data.isascii())
 
 
@@ -488,8 +484,7 @@ def _parse_lines(block: _Block, bad: Counter) -> list:
             return out
     # the general path: lines that are not a bare {...} go to the slow path, the
     # others through pyarrow in pieces of about ARROW_BLOCK bytes
-    starts, ends = block.starts, block.ends
-    arr = np.frombuffer(block.buf[: block.end], dtype=np.uint8)
+    starts, ends, arr = block.starts, block.ends, block.arr
     nonempty = ends > starts
     simple = nonempty.copy()
     simple[nonempty] = (arr[starts[nonempty]] == 0x7B) & (arr[ends[nonempty] - 1] == 0x7D)
