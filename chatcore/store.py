@@ -839,6 +839,10 @@ class LogStore:
 
     def _write_segment(self, sh: _Shard, gen: int, key: str, tables: list, meta: dict) -> None:
         try:
+            try:  # Linux: lower this thread's priority, reading comes first
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+            except (AttributeError, OSError):
+                pass
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             seg = meta["segments"][-1]
             schema = ARROW_SCHEMA.empty_table().select(list(self.columns)).schema
