@@ -1,6 +1,6 @@
 """Benchmark of chatcore.store / chatcore.tail against plain pandas.
 
-    python bench/store.py [--turns 1000000] [--out DIR]
+    python bench/store.py [--turns 1000000] [--out DIR] [--repeat 3] [--skip-pandas]
 
 Generates (or reuses) a realistic log in DIR, then measures, each cold figure in a
 fresh subprocess (time and peak RSS from ru_maxrss):
@@ -281,6 +281,11 @@ def _run(job: str, *args) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _median(runs: list[dict], key: str) -> dict:
+    runs = sorted(runs, key=lambda r: r[key])
+    return dict(runs[len(runs) // 2])
+
+
 def _mark(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
@@ -290,6 +295,7 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=1_000_000)
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
     ap.add_argument("--skip-pandas", action="store_true", help="skip the slow pandas baseline")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of the cold and warm measures (median judged)")
     ap.add_argument("--job", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.job:
@@ -313,10 +319,16 @@ def main() -> None:
     try:
         cache = work / "cache"
         res = {}
-        res["store_cold"] = _run("store_cold", log, cache)
+        # the machine may be shared: cold and warm are run --repeat times, each in a
+        # fresh process; the median is judged and the best is shown too
+        colds = [_run("store_cold", log, cache) for _ in range(args.repeat)]
+        res["store_cold"] = _median(colds, "s")
+        res["store_cold"]["best_s"] = min(c["s"] for c in colds)
         if not args.skip_pandas:
             res["pandas_cold"] = _run("pandas_cold", log)
-        res["store_warm"] = _run("store_warm", log, cache)
+        warms = [_run("store_warm", log, cache) for _ in range(args.repeat)]
+        res["store_warm"] = _median(warms, "s")
+        res["store_warm"]["best_s"] = min(w["s"] for w in warms)
         # refresh on a copy (appending must not grow the reusable log)
         copy = work / "copy" / "chat_logs.jsonl"
         copy.parent.mkdir()
@@ -336,16 +348,16 @@ def main() -> None:
     print()
     print(f"load average during the run: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     print(f"{'measure':44s} {'value':>12s}  target")
-    print(f"{'store cold open + groupby':44s} {sc['s']:10.2f} s  <= {TARGETS['cold_s']} s  {_mark(sc['s'] <= TARGETS['cold_s'])}  (cpu {sc['cpu_s']:.2f} s)")
+    print(f"{'store cold open + groupby (median)':44s} {sc['s']:10.2f} s  <= {TARGETS['cold_s']} s  {_mark(sc['s'] <= TARGETS['cold_s'])}  (best {sc['best_s']:.2f} s, cpu {sc['cpu_s']:.2f} s)")
     print(f"{'store cold peak RSS':44s} {sc['rss_mb']:9.0f} MB  <= {TARGETS['cold_rss_mb']} MB  {_mark(sc['rss_mb'] <= TARGETS['cold_rss_mb'])}")
     print(f"{'  rows / conversations':44s} {sc['rows']:>12,} / {sc['groups']:,}")
     if "pandas_cold" in res:
         pd_ = res["pandas_cold"]
-        ratio = pd_["s"] / sc["s"]
+        ratio = pd_["s"] / sc["s"]  # same run, median store time
         print(f"{'pandas read_json + groupby':44s} {pd_['s']:10.2f} s  (cpu {pd_['cpu_s']:.2f} s, peak RSS {pd_['rss_mb']:.0f} MB)")
         print(f"{'  speed-up store vs pandas':44s} {ratio:10.1f} x  >= {TARGETS['cold_ratio']} x  {_mark(ratio >= TARGETS['cold_ratio'])}")
         print(f"{'  RSS pandas / store':44s} {pd_['rss_mb'] / sc['rss_mb']:10.1f} x")
-    print(f"{'store warm reopen (cache) to frame':44s} {wm['s']:10.3f} s  <= {TARGETS['warm_s']} s  {_mark(wm['s'] <= TARGETS['warm_s'])}  (cpu {wm['cpu_s']:.3f} s)")
+    print(f"{'store warm reopen (cache) to frame (median)':44s} {wm['s']:10.3f} s  <= {TARGETS['warm_s']} s  {_mark(wm['s'] <= TARGETS['warm_s'])}  (best {wm['best_s']:.3f} s)")
     print(f"{'  warm reopen + groupby':44s} {wm['s_with_groupby']:10.3f} s  (peak RSS {wm['rss_mb']:.0f} MB)")
     print(f"{'refresh after appending 1,000 turns':44s} {rf['ms']:9.1f} ms  <= {TARGETS['refresh_ms']} ms  {_mark(rf['ms'] <= TARGETS['refresh_ms'] and rf['new'] == 1000)}")
     print(f"{'  then .frame with the new rows':44s} {rf['frame_ms']:9.1f} ms")
