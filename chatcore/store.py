@@ -123,7 +123,7 @@ _JSON_SCHEMA = pa.schema(
 _PARSE_OPTIONS = pajson.ParseOptions(
     explicit_schema=_JSON_SCHEMA, unexpected_field_behavior="ignore", newlines_in_values=False
 )
-#: One pyarrow block per call: blocks are parsed in parallel by our own threads.
+#: Single-threaded inside one call: our blocks are parsed in parallel by our own threads.
 _READ_OPTIONS = pajson.ReadOptions(use_threads=False, block_size=ARROW_BLOCK)
 
 
@@ -923,21 +923,35 @@ class LogStore:
         new_tables: list[pa.Table] = []
         new_dfs: list = []
         appended: set[str] = set()
-        opened = []
-        try:
-            # open and validate every shard first, so the total for progress is known
-            for p in paths:
-                if select is not None and not select(p):
-                    self._skipped.add(p)
-                    continue
-                self._skipped.discard(p)
-                try:
-                    fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
-                except OSError:
-                    if p in self._shards:
-                        del self._shards[p]
-                        changed = True
-                    continue
+        todo = []
+        for p in paths:
+            if select is not None and not select(p):
+                self._skipped.add(p)
+                continue
+            self._skipped.discard(p)
+            todo.append(p)
+        # the total for progress: what is not read yet (an estimate for shards that
+        # turn out to be replaced or cached)
+        total = 0
+        for p in todo:
+            try:
+                size = os.stat(p).st_size
+            except OSError:
+                continue
+            sh = self._shards.get(p)
+            total += max(0, size - (sh.offset if sh is not None and sh.offset <= size else 0))
+        done = 0
+        for p in todo:  # one shard open at a time: a folder may hold thousands
+            try:
+                fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                if p in self._shards:
+                    del self._shards[p]
+                    changed = True
+                continue
+            except OSError:
+                continue  # unreadable for now (permissions, too many open files): keep what we have
+            try:
                 st = os.fstat(fd)
                 sh = self._shards.get(p)
                 if sh is None:
@@ -949,12 +963,8 @@ class LogStore:
                     changed = True
                 if sh.dev_ino is None:
                     sh.dev_ino = (st.st_dev, st.st_ino)
-                opened.append((sh, fd, st))
-            total = sum(max(0, st.st_size - sh.offset) for sh, fd, st in opened)
-            done = 0
-            for sh, fd, st in opened:
                 before = len(sh.chunks)
-                done = self._read_new(sh, fd, st, progress, done, total)
+                done = self._read_new(sh, fd, st, progress, done, max(total, done + st.st_size - sh.offset))
                 sh.size, sh.mtime_ns = st.st_size, st.st_mtime_ns
                 added = [c for c in sh.chunks[before:] if c[2].num_rows]
                 if added:
@@ -962,8 +972,7 @@ class LogStore:
                     new_tables.extend(c[2] for c in added)
                     new_dfs.extend(c[3] for c in added)
                 self._save_cache(sh, fd)
-        finally:
-            for _, fd, _ in opened:
+            finally:
                 os.close(fd)
         new_tables = [t.select(list(self.columns)) for t in new_tables]
         self._new_dfs = new_dfs
