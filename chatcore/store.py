@@ -71,6 +71,8 @@ ARROW_BLOCK = 1 << 20
 MIN_FAST_LINES = 16
 #: A shard's cache is (re)written when at least this many parsed bytes are not in it.
 CACHE_MIN_BYTES = 1 << 20
+#: ... except the first segment of a shard, written from this size on.
+CACHE_FIRST_BYTES = 64 << 10
 #: Segments per shard before the small ones are merged.
 MAX_SEGMENTS = 8
 _FP_EDGE = 64 << 10
@@ -802,7 +804,11 @@ class LogStore:
         """Persist the rows parsed since the last segment as a new segment. The file
         is written in a background thread (see :meth:`wait_cache`); the snapshot and
         the fingerprint are taken here."""
-        if self.cache_dir is None or sh.writing or sh.offset - sh.cached_upto < CACHE_MIN_BYTES:
+        if self.cache_dir is None or sh.writing:
+            return
+        new_bytes = sh.offset - sh.cached_upto
+        # a shard's first segment comes early, so folders of small shards are cached too
+        if new_bytes < CACHE_MIN_BYTES and not (sh.cached_upto == 0 and new_bytes >= CACHE_FIRST_BYTES):
             return
         try:
             key = self._cache_key(sh.path)

@@ -631,3 +631,20 @@ def test_refresh_then_frame_after_a_large_first_load(tmp_path, monkeypatch):
     assert list(store.refresh().turn) == [5000]
     assert list(store.frame.turn)[-2:] == [999, 5000]
     assert_matches(store, log)
+
+
+def test_folder_of_small_shards_is_cached(tmp_path, monkeypatch):
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    for day in range(3):
+        d = (T0 + timedelta(days=day)).date().isoformat()
+        (folder / f"chat_logs.{d}.jsonl").write_bytes(b"".join(good_line(i, day=day) for i in range(400)))
+    first = LogStore(folder)
+    first.refresh()
+    first.wait_cache()
+    calls = []
+    real = store_mod._parse_data
+    monkeypatch.setattr(store_mod, "_parse_data", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = LogStore(folder)
+    assert_matches(again, folder)
+    assert calls == []
