@@ -26,6 +26,8 @@ from .store import parse_line
 log = logging.getLogger(__name__)
 
 READ_BYTES = 4 << 20
+#: Shards kept open at once (open ones are read to the end even after a rotation).
+MAX_OPEN = 64
 #: Bytes before the offset compared on each change, to notice a rewrite past it.
 _GUARD = 64
 
@@ -33,7 +35,7 @@ _GUARD = 64
 @dataclass
 class _Follow:
     path: str
-    fd: int
+    fd: int | None  # None: dormant (closed, watched by stat)
     dev_ino: tuple[int, int]
     offset: int = 0  # just after the last complete line read
     guard: bytes = b""  # the _GUARD bytes before offset
@@ -100,7 +102,8 @@ class LogTail:
             self._observer = None
         with self._scan_lock:
             for f in self._follows.values():
-                _close(f.fd)
+                if f.fd is not None:
+                    _close(f.fd)
             self._follows.clear()
             self._initialised = False
 
@@ -198,7 +201,8 @@ class LogTail:
             st = current.get(path)
             if st is not None and (st.st_dev, st.st_ino) == f.dev_ino:
                 continue
-            self._read(f)  # the rest of the old file (still open)
+            if f.fd is not None:
+                self._read(f)  # the rest of the old file (still open)
             del self._follows[path]
             moved = by_inode.get(f.dev_ino)
             if moved is not None and moved not in self._follows:
@@ -206,7 +210,8 @@ class LogTail:
                 f.path = moved
                 self._follows[moved] = f
                 continue
-            _close(f.fd)
+            if f.fd is not None:
+                _close(f.fd)
             if st is not None:
                 self._rotations += 1
 
@@ -227,7 +232,33 @@ class LogTail:
 
         # 3. new bytes, in shard order
         for path in sorted(self._follows):
-            self._read(self._follows[path])
+            f = self._follows[path]
+            if f.fd is None:  # dormant: reopen only when it changed
+                st = current.get(path)
+                if st is None or (st.st_size == f.size and st.st_mtime_ns == f.mtime_ns):
+                    continue
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                    fst = os.fstat(fd)
+                except OSError:
+                    continue
+                if (fst.st_dev, fst.st_ino) != f.dev_ino:  # replaced meanwhile: next scan
+                    _close(fd)
+                    continue
+                f.fd = fd
+            self._read(f)
+        self._limit_open_files()
+
+    def _limit_open_files(self) -> None:
+        """Keep at most MAX_OPEN shards open (a folder may hold years of daily
+        shards); the ones changed longest ago are closed and watched by stat."""
+        open_ = [f for f in self._follows.values() if f.fd is not None]
+        if len(open_) <= MAX_OPEN:
+            return
+        open_.sort(key=lambda f: f.mtime_ns)
+        for f in open_[: len(open_) - MAX_OPEN]:
+            _close(f.fd)
+            f.fd = None
 
     def _read(self, f: _Follow) -> None:
         try:

@@ -209,3 +209,26 @@ def test_queue_is_bounded(tmp_path):
     got = tail.drain()
     assert cids(got) == [f"c{i}" for i in range(15, 25)]
     assert tail.stats["dropped"] == 15 and tail.stats["lines"] == 25
+
+
+def test_many_shards_with_few_open_files(tmp_path, monkeypatch):
+    from chatcore import tail as tail_mod
+
+    monkeypatch.setattr(tail_mod, "MAX_OPEN", 2)
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    shards = [folder / f"chat_logs.{i}.jsonl" for i in range(6)]
+    for p in shards:
+        append(p, f"{p.name}-old")
+    tail = LogTail(folder)
+    tail.poll()
+    assert sum(f.fd is not None for f in tail._follows.values()) <= 2
+    for rnd in range(3):
+        for p in shards:
+            append(p, f"{p.name}-{rnd}")
+            time.sleep(0.002)  # distinct mtimes
+        tail.poll()
+        got = cids(tail.drain())
+        assert sorted(got) == sorted(f"{p.name}-{rnd}" for p in shards)
+        assert sum(f.fd is not None for f in tail._follows.values()) <= 2
+    tail.stop()
