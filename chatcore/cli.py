@@ -76,7 +76,7 @@ def cmd_space(args) -> int:
 
 
 def cmd_conversations(args) -> int:
-    from .conversations import format_conversations, summarise_conversations
+    from .conversations import SUMMARY_INPUT_COLUMNS, format_conversations, summarise_conversations
     from .store import load_log
 
     settings = Settings.from_env(log_path=args.log)
@@ -86,7 +86,8 @@ def cmd_conversations(args) -> int:
         raise UsageError("--since must be before --until")
     if not settings.log_path.exists():
         raise UsageError(f"no log at {settings.log_path} (set --log or CHAT_LOG_PATH)")
-    frame, stats = load_log(settings.log_path, since=since, until=until, progress=_progress_to_stderr())
+    frame, stats = load_log(settings.log_path, since=since, until=until, progress=_progress_to_stderr(),
+                            columns=SUMMARY_INPUT_COLUMNS)
     summary = summarise_conversations(frame)
     sys.stdout.write(format_conversations(summary, args.format))
     if stats.get("bad_total"):
