@@ -40,7 +40,7 @@ def _progress_to_stderr():
         shown = {"last": -1}
 
         def quiet(done: int, total: int) -> None:
-            if total > 50_000_000:
+            if total >= 20_000_000:
                 pct = int(done * 10 / max(total, 1))
                 if pct != shown["last"]:
                     shown["last"] = pct

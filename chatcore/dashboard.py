@@ -145,7 +145,8 @@ class SharedStore:
         self._lock = threading.Lock()
         self.last_error: str | None = None
 
-    def snapshot(self) -> tuple[pd.DataFrame, dict]:
+    def snapshot(self, progress=None) -> tuple[pd.DataFrame, dict]:
+        """All rows and the reader's stats; ``progress(done_bytes, total_bytes)`` during a long read."""
         with self._lock:
             if not self.path.exists():
                 return empty_frame(), {"lines": 0, "bad": {}, "bad_total": 0, "missing": True}
@@ -154,7 +155,7 @@ class SharedStore:
                     from .store import LogStore
 
                     self._store = LogStore(self.path)
-                self._store.refresh()
+                self._store.refresh(progress=progress)
                 self.last_error = None
                 return self._store.frame, dict(self._store.stats)
             except Exception as exc:  # a broken log must not take the dashboard down

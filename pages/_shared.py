@@ -60,9 +60,30 @@ def live_feed(path: str) -> LiveFeed:
     return LiveFeed(path)
 
 
+#: Show a progress bar when this much of the log is still to be read (a first load, a big burst).
+PROGRESS_FROM_BYTES = 20_000_000
+
+
 def load_frame(path) -> tuple:
-    """All turns of the log and the reader's stats (only new bytes are parsed)."""
-    return shared_store(str(path)).snapshot()
+    """All turns of the log and the reader's stats (only new bytes are parsed).
+
+    The first read of a large log shows a progress bar; later refreshes read only
+    what was appended and show nothing.
+    """
+    shown = {}
+
+    def progress(done: int, total: int) -> None:
+        if total < PROGRESS_FROM_BYTES:
+            return
+        if "bar" not in shown:
+            shown["bar"] = st.progress(0.0)
+        shown["bar"].progress(min(1.0, done / total),
+                              text=f"Reading the log: {done / 1e6:,.0f} of {total / 1e6:,.0f} MB")
+
+    frame, stats = shared_store(str(path)).snapshot(progress=progress)
+    if "bar" in shown:
+        shown["bar"].empty()
+    return frame, stats
 
 
 @st.cache_data(ttl=5, show_spinner=False)
