@@ -177,6 +177,15 @@ def _md_quote(text: str | None) -> str:
     return "\n".join("    " + line for line in text.split("\n"))
 
 
+def export_file_name(conversation_id: str, ext: str) -> str:
+    """A download name for one conversation that cannot leave the download folder.
+
+    Ids from older logs were never checked: keep letters, digits and ``-_.``, nothing else.
+    """
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(conversation_id)).strip("._")[:80] or "conversation"
+    return f"conversation-{safe}.{ext}"
+
+
 def export_conversation(turns: pd.DataFrame, fmt: str) -> str:
     if fmt == "md":
         return markdown_transcript(turns)

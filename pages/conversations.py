@@ -11,7 +11,7 @@ import streamlit as st
 from chatcore import annotations
 from chatcore.client import SpaceClient, space_health
 from chatcore.conversations import (DATE_PRESETS, RATING_FILTERS, conversation_table, conversations_matching,
-                                    export_turns, filter_annotated, filter_dates, filter_rated, filter_sources,
+                                    export_file_name, export_turns, filter_annotated, filter_dates, filter_rated, filter_sources,
                                     format_duration, markdown_transcript, preset_range, ratings_by_turn,
                                     with_annotations)
 from chatcore.dashboard import escape_markdown, excerpt, format_ms, format_time, tz_name
@@ -311,7 +311,7 @@ if ids:
             first, last = turns["ts"].iloc[0], turns["ts"].iloc[-1]
             st.caption(f"{len(turns)} turn(s) · {format_time(first, tz, now)} – {format_time(last, tz, now)} · "
                        f"{format_duration((last - first).total_seconds())}")
-        dl.download_button("Markdown", markdown_transcript(turns), file_name=f"conversation-{cid}.md",
+        dl.download_button("Markdown", markdown_transcript(turns), file_name=export_file_name(cid, "md"),
                            mime="text/markdown", icon=":material/download:", key="conv_md")
         for row in turns.itertuples(index=False):
             with st.chat_message("user"):

@@ -139,3 +139,16 @@ def test_write_time_redaction_is_off_by_default_and_works_when_on(space_factory,
     assert "jane@example.com" not in red.log_path.read_text() and "4111" not in red.log_path.read_text()
     assert rec["user_text"] == "my email is [email] and card [card]"
     assert red.health()["redact_pii"] is True
+
+
+@pytest.mark.parametrize("cid, expected", [
+    ("6f1c0d7e-aaaa-bbbb", "conversation-6f1c0d7e-aaaa-bbbb.md"),
+    ("../../etc/passwd", "conversation-etc_passwd.md"),
+    ("/abs/path\\win", "conversation-abs_path_win.md"),
+    ("..", "conversation-conversation.md"),
+])
+def test_export_file_names_stay_in_the_download_folder(cid, expected):
+    from chatcore.conversations import export_file_name
+
+    name = export_file_name(cid, "md")
+    assert name == expected and "/" not in name and "\\" not in name and not name.startswith(".")
