@@ -11,6 +11,7 @@ import streamlit as st
 
 from chatcore.auth import login_config, verify_password
 from chatcore.dashboard import health_summary, tz_name
+from chatcore.settings import display_url
 from pages._shared import PAGES, health, settings, viewer_tz
 
 st.set_page_config(page_title="Chat Operator", page_icon=":material/support_agent:", layout="wide")
@@ -113,7 +114,7 @@ with st.sidebar:
         else:
             st.badge("Space unreachable", icon=":material/error:", color="red")
         st.caption("Space URL")
-        st.code(cfg.space_url, language=None, wrap_lines=True)
+        st.code(display_url(cfg.space_url), language=None, wrap_lines=True)
         st.caption("Log")
         st.code(str(cfg.log_path), language=None, wrap_lines=True)
         st.caption(f"Time zone: {tz_name(viewer_tz())}")

@@ -15,6 +15,8 @@ from typing import Iterator
 
 import httpx
 
+from .settings import display_url
+
 
 class SpaceError(RuntimeError):
     def __init__(self, kind: str, message: str):
@@ -83,10 +85,10 @@ class SpaceClient:
         if isinstance(exc, AppError):
             return SpaceError("rejected", str(exc) or "The Space refused the message.")
         if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
-            return SpaceError("timeout", f"The Space at {self.url} did not answer in time. Try again.")
+            return SpaceError("timeout", f"The Space at {display_url(self.url)} did not answer in time. Try again.")
         return SpaceError(
             "unreachable",
-            f"Cannot reach the Space at {self.url} ({type(exc).__name__}). "
+            f"Cannot reach the Space at {display_url(self.url)} ({type(exc).__name__}). "
             "Check that it is running and the URL in settings is right.",
         )
 
@@ -182,6 +184,6 @@ def space_health(url: str, timeout: float = 3.0) -> dict:
             return resp.json()
         return {"status": "down", "error": f"HTTP {resp.status_code} from /healthz"}
     except httpx.HTTPError as exc:
-        return {"status": "down", "error": f"cannot reach {url} ({type(exc).__name__})"}
+        return {"status": "down", "error": f"cannot reach {display_url(url)} ({type(exc).__name__})"}
     except ValueError:
         return {"status": "down", "error": "the Space's /healthz did not return JSON"}

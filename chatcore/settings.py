@@ -13,6 +13,20 @@ DEFAULT_LOG_PATH = "./data/chat_logs.jsonl"
 DEFAULT_SPACE_URL = "http://127.0.0.1:7860"
 
 
+def display_url(url: str) -> str:
+    """``url`` fit to show or log: without ``user:password@`` and without a query string."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(invalid URL)"
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:

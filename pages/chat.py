@@ -11,6 +11,7 @@ import streamlit as st
 from chatcore.annotations import record_feedback
 from chatcore.client import SpaceClient, SpaceError
 from chatcore.dashboard import escaped_stream, format_ms, format_time, health_summary
+from chatcore.settings import display_url
 from pages._shared import through_entry, header, health, settings, viewer_tz
 
 through_entry()
@@ -85,9 +86,9 @@ with st.container(border=True):
         st.button("New conversation", icon=":material/add_comment:", on_click=new_conversation,
                   key="chat_new", width="stretch")
     if h["ok"]:
-        st.caption(f":green[●] Space reachable at {cfg.space_url} · {h['detail']}")
+        st.caption(f":green[●] Space reachable at {display_url(cfg.space_url)} · {h['detail']}")
     else:
-        st.caption(f":red[●] Space not reachable at {cfg.space_url}")
+        st.caption(f":red[●] Space not reachable at {display_url(cfg.space_url)}")
 
 for msg in ss.chat_history:
     with st.chat_message(msg["role"]):

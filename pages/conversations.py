@@ -17,6 +17,7 @@ from chatcore.conversations import (DATE_PRESETS, RATING_FILTERS, conversation_t
 from chatcore.dashboard import escape_markdown, excerpt, format_ms, format_time, tz_name
 from chatcore.pii import mask_frame, mask_pii
 from chatcore.replay import diff_html, new_replay_id, replay_conversation
+from chatcore.settings import display_url
 from pages._shared import (PAGES, current_user, header, load_annotations, load_feedback, load_frame, settings,
                            through_entry, viewer_tz)
 
@@ -199,10 +200,10 @@ def styled_diff(old: str, new: str) -> tuple[str, str]:
 def run_replay(cid: str, original: pd.DataFrame) -> None:
     store = ss.setdefault("conv_replays", {})
     n = len(original)
-    with st.status(f"Replaying {n} turn(s) against {cfg.space_url} …", expanded=True) as status:
+    with st.status(f"Replaying {n} turn(s) against {display_url(cfg.space_url)} …", expanded=True) as status:
         if space_health(cfg.space_url, timeout=3.0).get("status") != "ok":
             status.update(label="Replay not started: the Space is not reachable", state="error", expanded=False)
-            store[cid] = {"error": f"Cannot reach the Space at {cfg.space_url}. Start it or check the Space URL "
+            store[cid] = {"error": f"Cannot reach the Space at {display_url(cfg.space_url)}. Start it or check the Space URL "
                                    "in the settings; nothing was replayed."}
             return
         bar = st.progress(0.0, text=f"Turn 0 of {n}")

@@ -152,3 +152,15 @@ def test_export_file_names_stay_in_the_download_folder(cid, expected):
 
     name = export_file_name(cid, "md")
     assert name == expected and "/" not in name and "\\" not in name and not name.startswith(".")
+
+
+def test_space_url_credentials_never_shown():
+    from chatcore.client import SpaceClient, SpaceError, space_health
+    from chatcore.settings import display_url
+
+    url = "http://operator:hunter2@127.0.0.1:9/?token=abc"
+    assert display_url(url) == "http://127.0.0.1:9/"
+    with pytest.raises(SpaceError) as info:
+        SpaceClient(url, timeout=5).send("hi")
+    assert "hunter2" not in str(info.value) and "abc" not in str(info.value)
+    assert "hunter2" not in space_health(url)["error"]
