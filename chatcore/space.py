@@ -333,12 +333,14 @@ def build_demo(service: ChatService) -> gr.ChatInterface:
     demo = gr.ChatInterface(
         chat,
         multimodal=True,
-        title="Chat",
+        title=os.environ.get("CHAT_TITLE", "Chat"),
         api_name="chat",
         additional_inputs=[
             gr.Textbox(value="", label="conversation_id", visible=False),
             gr.Textbox(value="api", label="source", visible=False),
         ],
+        # The two inputs are for API callers; nothing to show on the Space's own page.
+        additional_inputs_accordion=gr.Accordion(visible=False),
         concurrency_limit=service.settings.concurrency,
         fill_height=True,
     )
