@@ -618,7 +618,8 @@ class _Done:
         return False
 
 
-def _find_newline(fd: int, start: int, size: int) -> int:
+def find_newline(fd: int, start: int, size: int) -> int:
+    """Offset of the first newline at or after ``start`` (before ``size``), or -1."""
     pos = start
     while pos < size:
         data = os.pread(fd, min(BLOCK_BYTES, size - pos), pos)
@@ -1040,7 +1041,7 @@ class LogStore:
                 if cut < 0:
                     if pos + len(data) >= size:
                         break  # the pending last line
-                    nl = _find_newline(fd, pos + len(data), size)  # a line longer than a block
+                    nl = find_newline(fd, pos + len(data), size)  # a line longer than a block
                     if nl < 0:
                         break
                     data = os.pread(fd, nl + 1 - pos, pos)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .records import BAD_REASONS, BadRecord
-from .store import parse_line
+from .store import find_newline, parse_line
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +280,10 @@ class LogTail:
                 if len(data) < READ_BYTES:
                     break  # a pending partial line
                 # a line longer than READ_BYTES: read it whole
-                end = _find_newline(f.fd, f.offset + len(data), st.st_size)
+                try:
+                    end = find_newline(f.fd, f.offset + len(data), st.st_size)
+                except OSError:
+                    end = -1
                 if end < 0:
                     break
                 data = _pread(f.fd, f.offset, end + 1 - f.offset)
@@ -381,16 +384,3 @@ def _last_line_end(fd: int, size: int) -> int:
             return start + i + 1
         pos = start
     return 0
-
-
-def _find_newline(fd: int, start: int, size: int) -> int:
-    pos = start
-    while pos < size:
-        data = _pread(fd, pos, min(READ_BYTES, size - pos))
-        if not data:
-            return -1
-        i = data.find(b"\n")
-        if i >= 0:
-            return pos + i
-        pos += len(data)
-    return -1

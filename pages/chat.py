@@ -21,13 +21,18 @@ tz = viewer_tz()
 ss = st.session_state
 TIMEOUT = float(os.environ.get("CHAT_DASHBOARD_TIMEOUT", "30") or 30)
 
-if "chat_cid" not in ss:
+def start_conversation_state() -> None:
+    """A fresh conversation id and an empty page for it."""
     ss.chat_cid = str(uuid.uuid4())
     ss.chat_history = []
     ss.chat_pending = None
     ss.chat_error = None
     ss.chat_turns_used = 0
     ss.chat_fb_error = None
+
+
+if "chat_cid" not in ss:
+    start_conversation_state()
 
 
 def client() -> SpaceClient:
@@ -42,12 +47,7 @@ def client() -> SpaceClient:
 
 
 def new_conversation() -> None:
-    ss.chat_cid = str(uuid.uuid4())
-    ss.chat_history = []
-    ss.chat_pending = None
-    ss.chat_error = None
-    ss.chat_turns_used = 0
-    ss.chat_fb_error = None
+    start_conversation_state()
     if ss.get("chat_client") is not None:
         ss.chat_client.reset()
 
