@@ -149,7 +149,7 @@ def seed_turns(counter: Conversations, log_path: Path) -> int:
 
         if not log_path.exists():
             return 0
-        frame, _stats = load_log(log_path)
+        frame, _stats = load_log(log_path, columns=("conversation_id", "turn"))
     except Exception as exc:  # a broken log must never stop the Space from starting
         log.warning("could not read the existing log to continue turn numbers: %s", exc)
         return 0
