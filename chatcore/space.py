@@ -330,6 +330,8 @@ def build_demo(service: ChatService) -> gr.ChatInterface:
         """Thumbs on a reply in the Space's own page: rate that turn of this session's conversation."""
         service.rate_from_ui(getattr(request, "session_hash", None), history, data.index, data.liked)
 
+    # "api" is the default API callers see; the Space's own page sets its copy to "space" on load.
+    source_box = gr.Textbox(value="api", label="source", visible=False)
     demo = gr.ChatInterface(
         chat,
         multimodal=True,
@@ -337,7 +339,7 @@ def build_demo(service: ChatService) -> gr.ChatInterface:
         api_name="chat",
         additional_inputs=[
             gr.Textbox(value="", label="conversation_id", visible=False),
-            gr.Textbox(value="api", label="source", visible=False),
+            source_box,
         ],
         # The two inputs are for API callers; nothing to show on the Space's own page.
         additional_inputs_accordion=gr.Accordion(visible=False),
@@ -346,6 +348,7 @@ def build_demo(service: ChatService) -> gr.ChatInterface:
     )
     with demo:
         demo.chatbot.like(like, inputs=[demo.chatbot], outputs=None, api_visibility="undocumented")
+        demo.load(lambda: "space", None, [source_box], api_visibility="undocumented", queue=False)
     # Gradio's default worker pool is 40 threads; let every slot run at once.
     demo.max_threads = max(40, service.settings.concurrency)
     demo.queue(default_concurrency_limit=service.settings.concurrency,

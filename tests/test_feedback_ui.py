@@ -108,6 +108,7 @@ def test_like_on_the_spaces_own_page(space, context):
 
     mine = logged(space, "rate me on the space page")
     assert len(mine) == 1 and mine[0]["turn"] == 0
+    assert mine[0]["source"] == "space"  # the page's own turns, told apart from API callers
     cid = mine[0]["conversation_id"]
 
     like.first.click()
