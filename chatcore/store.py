@@ -104,23 +104,10 @@ ARROW_SCHEMA = pa.schema(
 )
 assert tuple(ARROW_SCHEMA.names) == COLUMNS
 
-#: What the fast parser reads from a v1 line (everything else is ignored).
-_JSON_SCHEMA = pa.schema(
-    [
-        ("ts", STR),
-        ("conversation_id", STR),
-        ("turn", pa.int64()),
-        ("user_text", STR),
-        ("response", STR),
-        ("latency_ms", pa.float64()),
-        ("source", STR),
-        ("backend", STR),
-        ("model", STR),
-        ("error", STR),
-        ("files", pa.list_(pa.struct([("name", pa.string())]))),
-        ("session", STR),
-        ("v", pa.int64()),
-    ]
+#: What the fast parser reads from a v1 line (everything else is ignored): the stored
+#: columns, but ``ts`` as text (parsed afterwards) and ``files`` as ``{"name"}`` objects.
+_JSON_SCHEMA = ARROW_SCHEMA.set(0, pa.field("ts", STR)).set(
+    ARROW_SCHEMA.get_field_index("files"), pa.field("files", pa.list_(pa.struct([("name", pa.string())])))
 )
 _PARSE_OPTIONS = pajson.ParseOptions(
     explicit_schema=_JSON_SCHEMA, unexpected_field_behavior="ignore", newlines_in_values=False

@@ -114,3 +114,18 @@ def space(tmp_path_factory):
     sp = SpaceProcess(log_path).start()
     yield sp
     sp.stop()
+
+
+def apptest_knows_the_entry_navigates(monkeypatch) -> None:
+    """AppTest forgets before every run that the entry uses st.navigation, so each run
+    would start in the old pages/-folder mode and pages/_shared.through_entry() would
+    rerun it (dropping a click). A real server learns it once; do the same."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    original_init = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)

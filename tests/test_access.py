@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from chatcore.auth import HOW_TO_CONFIGURE, hash_password
 from chatcore.commands.dashboard import check_access, read_secrets
 
-from conftest import PYTHON, ROOT, free_port
+from conftest import PYTHON, ROOT, apptest_knows_the_entry_navigates, free_port
 
 ENTRY = str(ROOT / "dashboard.py")
 PASSWORD = "correct horse battery"
@@ -26,15 +26,7 @@ def _env(monkeypatch, tmp_path):
     monkeypatch.setenv("CHAT_TIMEZONE", "UTC")
     monkeypatch.setenv("CHAT_LOG_PATH", str(tmp_path / "chat.jsonl"))
     monkeypatch.setenv("CHAT_SPACE_URL", f"http://127.0.0.1:{free_port()}")
-    from streamlit.runtime.pages_manager import PagesManager
-
-    original_init = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
+    apptest_knows_the_entry_navigates(monkeypatch)
     yield
     st.cache_resource.clear()
     st.cache_data.clear()

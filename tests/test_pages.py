@@ -25,7 +25,7 @@ from chatcore import conversations as conv
 from chatcore import dashboard as dash
 from chatcore.records import make_record
 
-from conftest import ROOT, free_port
+from conftest import ROOT, apptest_knows_the_entry_navigates, free_port
 
 ENTRY = str(ROOT / "dashboard.py")
 XSS = ["<img src=x onerror=alert(1)>", "![x](http://127.0.0.1:9/p.png)", "[click](javascript:alert(1))"]
@@ -54,18 +54,7 @@ def write_log(path: Path, records: list[dict], mode: str = "a") -> None:
 @pytest.fixture(autouse=True)
 def _env(monkeypatch):
     monkeypatch.setenv("CHAT_TIMEZONE", "UTC")
-    # AppTest forgets before every run that the entry uses st.navigation, so each run
-    # would start in the old pages/-folder mode and pages/_shared.through_entry()
-    # would rerun it (dropping a click). A real server learns it once; do the same.
-    from streamlit.runtime.pages_manager import PagesManager
-
-    original_init = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
+    apptest_knows_the_entry_navigates(monkeypatch)
     yield
     st.cache_resource.clear()  # stops live tails (on_release) and forgets stores
     st.cache_data.clear()
