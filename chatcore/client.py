@@ -89,7 +89,7 @@ class SpaceClient:
         return SpaceError(
             "unreachable",
             f"Cannot reach the Space at {display_url(self.url)} ({type(exc).__name__}). "
-            "Check that it is running and the URL in settings is right.",
+            "Check that it is running at that address.",
         )
 
     def reset(self) -> None:

@@ -46,7 +46,23 @@ class ReplayResult:
 
     @property
     def changed(self) -> int:
-        return sum(not t.same for t in self.turns)
+        """Turns the Space answered differently (a failed turn is counted in ``failed``, not here)."""
+        return sum(t.error is None and not t.same for t in self.turns)
+
+    @property
+    def failed(self) -> int:
+        """Turns that were not replayed (the Space failed or refused, or no user text)."""
+        return sum(t.error is not None for t in self.turns)
+
+    @property
+    def answered(self) -> int:
+        """Turns the Space answered: only a replay with at least one is worth linking."""
+        return len(self.turns) - self.failed
+
+    def summary(self) -> str:
+        """``3 turn(s): 1 changed, 1 same, 1 failed``."""
+        same = self.answered - self.changed
+        return f"{len(self.turns)} turn(s): {self.changed} changed, {same} same, {self.failed} failed"
 
 
 def new_replay_id() -> str:
@@ -62,10 +78,13 @@ def replay_conversation(turns: pd.DataFrame, client: SpaceClient, *, replay_id: 
     original = str(ordered["conversation_id"].iloc[0])
     result = ReplayResult(original, replay_id or new_replay_id())
     client.reset()
+    gone: str | None = None  # set once the Space stops answering: later turns are not sent
     for i, row in enumerate(ordered.itertuples(index=False)):
         text = row.user_text or ""
         old = row.response or ""
-        if not text.strip():
+        if gone is not None:
+            item = ReplayTurn(i, text, old, "", error=f"not sent: {gone}")
+        elif not text.strip():
             item = ReplayTurn(i, text, old, "", error="no user text to replay")
         else:
             try:
@@ -73,6 +92,8 @@ def replay_conversation(turns: pd.DataFrame, client: SpaceClient, *, replay_id: 
                 item = ReplayTurn(i, text, old, new)
             except Exception as exc:  # SpaceError and friends: keep going, mark the turn
                 item = ReplayTurn(i, text, old, "", error=str(exc))
+                if getattr(exc, "kind", None) == "unreachable":
+                    gone = "the Space stopped answering at an earlier turn"
         result.turns.append(item)
         if on_turn:
             on_turn(item)

@@ -92,7 +92,7 @@ def test_replay_cli_reruns_a_conversation_as_a_new_linked_one(space_factory, tmp
     assert result["original_id"] == "orig-1" and result["replay_id"].startswith("replay-")
     assert [t["same"] for t in result["turns"]] == [True, False]
     assert result["turns"][1]["new"].startswith("You said: Can I get a refund?")
-    assert result["changed"] == 1
+    assert (result["changed"], result["failed"], result["answered"]) == (1, 0, 2)
     new = [r for r in sp.records() if r["conversation_id"] == result["replay_id"]]
     assert [(r["turn"], r["source"]) for r in new] == [(0, "replay"), (1, "replay")]
     assert annotations.load_annotations(log)["orig-1"]["replays"] == [result["replay_id"]]

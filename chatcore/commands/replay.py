@@ -9,10 +9,10 @@ import sys
 def run(args) -> int:
     from .. import annotations
     from ..cli import UsageError
-    from ..client import SpaceClient, SpaceError
+    from ..client import SpaceClient, SpaceError, space_health
     from ..records import check_conversation_id
     from ..replay import diff_terminal, replay_conversation, strip_controls
-    from ..settings import Settings
+    from ..settings import Settings, display_url
     from ..store import load_log
 
     settings = Settings.from_env(log_path=args.log, space_url=args.space)
@@ -28,16 +28,25 @@ def run(args) -> int:
         print(f"no conversation {args.conversation_id!r} in {settings.log_path}", file=sys.stderr)
         return 1
     colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    where = ("Start it, or name the Space with --space URL (or $CHAT_SPACE_URL)" if not args.space
+             else "Start it, or check the --space URL")
+    health = space_health(settings.space_url, timeout=5.0)
+    if health.get("status") not in ("ok", "degraded"):
+        detail = str(health.get("error") or "no answer")
+        detail = detail[detail.index("(") + 1:-1] if detail.startswith("cannot reach") and "(" in detail else detail
+        print(f"error: Cannot reach the Space at {display_url(settings.space_url)} ({detail}). {where}. "
+              "Nothing was replayed.", file=sys.stderr)
+        return 1
     client = SpaceClient(settings.space_url, timeout=args.timeout)
 
     def show(t) -> None:
         if args.format != "text":
             return
-        status = "same" if t.same else ("ERROR" if t.error else f"changed ({t.similarity:.0%} alike)")
+        status = "same" if t.same else ("FAILED" if t.error else f"changed ({t.similarity:.0%} alike)")
         print(f"--- turn {t.turn}: {status}")
         print(f"user: {strip_controls(t.user_text)}")
         if t.error:
-            print(f"error: {t.error}")
+            print(f"error: {strip_controls(t.error)}")
         else:
             print(f"diff: {diff_terminal(t.old, t.new, colour)}")
         print(flush=True)
@@ -45,23 +54,32 @@ def run(args) -> int:
     try:
         result = replay_conversation(turns, client, on_turn=show)
     except SpaceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc} {where}.", file=sys.stderr)
         return 1
     finally:
         client.close()
-    try:
-        annotations.link_replay(settings.log_path, result.original_id, result.replay_id, author="cli")
-    except OSError as exc:
-        print(f"note: the replay ran but could not be linked to the original ({exc})", file=sys.stderr)
+    linked = False
+    if result.answered:  # a replay the Space answered none of has no turns in the log: nothing to open
+        try:
+            annotations.link_replay(settings.log_path, result.original_id, result.replay_id, author="cli")
+            linked = True
+        except OSError as exc:
+            print(f"note: the replay ran but could not be linked to the original ({exc})", file=sys.stderr)
     if args.format == "json":
         print(json.dumps({
-            "original_id": result.original_id, "replay_id": result.replay_id, "changed": result.changed,
+            "original_id": result.original_id, "replay_id": result.replay_id if result.answered else None,
+            "changed": result.changed, "failed": result.failed, "answered": result.answered, "linked": linked,
             "turns": [{"turn": t.turn, "user_text": t.user_text, "old": t.old, "new": t.new,
                        "same": t.same, "error": t.error} for t in result.turns],
         }, ensure_ascii=False, indent=1))
+    elif result.answered:
+        print(f"replayed as {result.replay_id}: {result.summary()}")
     else:
-        print(f"replayed {len(result.turns)} turn(s) as {result.replay_id}: {result.changed} changed")
-    return 0 if not any(t.error for t in result.turns) else 1
+        print(f"nothing was replayed: the Space answered none of the {len(result.turns)} turn(s); "
+              "no replay was linked")
+    if result.failed and any(t.error and "reach the Space" in t.error for t in result.turns):
+        print(f"the Space stopped answering. {where}.", file=sys.stderr)
+    return 0 if not result.failed else 1
 
 
 def register(sub) -> None:
