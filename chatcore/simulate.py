@@ -1,8 +1,10 @@
 """Simulated visitors: drive a real Space through ``gradio_client`` to make demo traffic.
 
 Each visitor runs in its own thread with its own :class:`SpaceClient` and its
-own conversation UUID, asks a few plausible support questions (``source=widget``)
-and waits ``delay`` seconds (jittered) between turns, as a person would.
+own conversation UUID, asks a few plausible support questions and waits ``delay``
+seconds (jittered) between turns, as a person would. Turns are logged with
+``source=simulated`` (``SIMULATED_SOURCE``) unless another source is asked for, so
+demo traffic is never mistaken for real visitors.
 """
 from __future__ import annotations
 
@@ -16,32 +18,42 @@ from typing import Callable
 
 from .client import SpaceClient, SpaceError
 
+#: The source simulated turns are logged with, unless the caller names another.
+SIMULATED_SOURCE = "simulated"
+
+# Questions a coffee roaster's web shop hears (the shop of the widget's demo page).
 OPENERS = [
-    "Hi, I can't log in to my account since this morning.",
-    "Hello! How do I reset my password?",
-    "My order #{n} hasn't arrived yet, can you check where it is?",
-    "I was charged twice for my subscription this month.",
-    "How can I change the email address on my account?",
-    "Is there a way to export my invoices as PDF?",
-    "The mobile app crashes when I open the settings page.",
-    "Can I upgrade from the Basic plan to Pro in the middle of a billing cycle?",
-    "Do you ship to Canada? What are the delivery times?",
-    "I'd like to cancel my subscription, please.",
-    "The verification code never reaches my phone.",
-    "How do I add a colleague to our team workspace?",
+    "Hi! My order #{n} hasn't arrived yet. Can you check where it is?",
+    "Do you ship to Canada? How long does delivery take?",
+    "Which roast would you recommend for a moka pot?",
+    "Can I pause my subscription for a month while I'm travelling?",
+    "I received whole beans but I ordered ground coffee. What should I do?",
+    "Is the Harbour Blend available decaf?",
+    "How do I change the delivery address for my next subscription box?",
+    "Do you sell gift cards?",
+    "What's the difference between the Ethiopian and the Colombian single origin?",
+    "Are you open on Mondays? I'd like to visit the roastery.",
+    "I was charged twice for order #{n}.",
+    "Can I book a place at Saturday's cupping session?",
 ]
 
 FOLLOW_UPS = [
-    "Thanks. And how long does that usually take?",
+    "Thanks! How long does that usually take?",
+    "Is there a fee for that?",
+    "Could you send me a link to the page about it?",
+    "What information do you need from me?",
     "I tried that already and it didn't work.",
-    "Could you send me a link to the relevant help article?",
-    "Is there any fee for that?",
-    "OK, what information do you need from me?",
-    "It says 'error 403' when I try again.",
-    "Can I talk to a human agent instead?",
+    "Can I speak to someone from the team?",
+    "Does that also apply to subscription orders?",
+    "Will my next delivery still go out on time?",
+    "And what grind would you suggest for a French press?",
+]
+
+#: A visitor with three or more questions ends with one of these.
+CLOSERS = [
     "Great, that solved it. Thank you!",
-    "Will I lose my data if I do that?",
-    "Which browser do you recommend?",
+    "Perfect, thanks for your help!",
+    "OK, thanks. I'll wait for the email then.",
 ]
 
 
@@ -50,6 +62,8 @@ class SimulationResult:
     visitors: int = 0
     turns_ok: int = 0
     turns_failed: int = 0
+    #: Round trips measured by the client (question sent to last word received), in ms; the Space
+    #: logs its own reply time per turn (``latency_ms`` in the log), which leaves out the network.
     latencies_ms: list[float] = field(default_factory=list)
     conversation_ids: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -64,7 +78,8 @@ class SimulationResult:
 
     def summary(self) -> str:
         p50, p95 = self.percentile(0.5), self.percentile(0.95)
-        lat = (f"latency p50 {p50:.0f} ms, p95 {p95:.0f} ms" if p50 is not None else "no latency measured")
+        lat = (f"round trip p50 {p50:.0f} ms, p95 {p95:.0f} ms (client side: question sent to last word received)"
+               if p50 is not None else "no round trip measured")
         text = (f"{self.visitors} visitor(s), {self.turns_ok} turn(s) answered, "
                 f"{self.turns_failed} failed, {lat}, {self.elapsed_s:.1f} s")
         if self.errors:
@@ -75,13 +90,15 @@ class SimulationResult:
 def visitor_script(rng: random.Random, turns: int) -> list[str]:
     """The questions one visitor asks: an opener, then follow-ups."""
     opener = rng.choice(OPENERS).format(n=rng.randint(10000, 99999))
-    follow = rng.sample(FOLLOW_UPS, k=min(max(0, turns - 1), len(FOLLOW_UPS)))
-    return [opener, *follow][:turns]
+    middle = turns - 2 if turns >= 3 else turns - 1
+    follow = rng.sample(FOLLOW_UPS, k=min(max(0, middle), len(FOLLOW_UPS)))
+    closer = [rng.choice(CLOSERS)] if turns >= 3 else []
+    return [opener, *follow, *closer][:turns]
 
 
 def simulate(url: str, visitors: int = 5, turns: int = 3, delay: float = 1.0,
              progress: Callable[[str], None] | None = None, seed: int | None = None,
-             source: str = "widget", timeout: float = 60.0) -> SimulationResult:
+             source: str = SIMULATED_SOURCE, timeout: float = 60.0) -> SimulationResult:
     """Run ``visitors`` visitors in parallel threads against the Space at ``url``."""
     result = SimulationResult(visitors=visitors)
     lock = threading.Lock()
@@ -111,7 +128,7 @@ def simulate(url: str, visitors: int = 5, turns: int = 3, delay: float = 1.0,
                 with lock:
                     result.turns_ok += 1
                     result.latencies_ms.append(res.latency_ms)
-                say(f"visitor {index + 1:>3} turn {n}/{turns} [{cid[:8]}] {res.latency_ms:6.0f} ms  {question[:60]}")
+                say(f"visitor {index + 1:>3} turn {n}/{turns} [{cid[:8]}] {res.latency_ms:6.0f} ms round trip  {question[:60]}")
         finally:
             client.close()
 

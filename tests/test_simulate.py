@@ -16,6 +16,7 @@ def test_visitor_script_is_plausible_and_repeatable():
     a = visitor_script(random.Random(7), 4)
     assert a == visitor_script(random.Random(7), 4)
     assert len(a) == 4 and len(set(a)) == 4 and all(q.strip() for q in a)
+    assert "thank" in a[-1].lower()  # a visitor with several questions signs off last
 
 
 def test_simulated_visitors_each_have_their_own_conversation(space):
@@ -25,10 +26,12 @@ def test_simulated_visitors_each_have_their_own_conversation(space):
     assert (result.turns_ok, result.turns_failed) == (12, 0)
     assert len(set(result.conversation_ids)) == 4 and all(uuid.UUID(c) for c in result.conversation_ids)
     assert len(lines) == 12 and "12 turn(s) answered" in result.summary()
+    assert "round trip p50" in result.summary() and "client side" in result.summary()
+    assert all("ms round trip" in line for line in lines)
     new = space.records()[before:]
     turns = defaultdict(list)
     for r in new:
-        assert r["source"] == "widget" and r["error"] is None
+        assert r["source"] == "simulated" and r["error"] is None  # never mistaken for real visitors
         turns[r["conversation_id"]].append(r["turn"])
     assert set(turns) == set(result.conversation_ids)
     assert all(sorted(t) == [0, 1, 2] for t in turns.values())
@@ -41,8 +44,25 @@ def test_simulate_command(space):
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    assert "simulating 2 visitor(s) x 2 turn(s)" in out.stdout
-    assert "4 turn(s) answered, 0 failed" in out.stdout
+    assert "simulating 2 visitor(s) x 2 turn(s)" in out.stdout and "(source=simulated)" in out.stdout
+    assert "4 turn(s) answered, 0 failed" in out.stdout and "round trip p50" in out.stdout
+
+
+def test_simulate_command_source_flag(space):
+    before = len(space.records())
+    out = subprocess.run(
+        [sys.executable, "-m", "chatcore", "simulate", "--space", space.url, "--visitors", "1", "--turns", "2",
+         "--delay", "0", "--source", "widget", "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert [r["source"] for r in space.records()[before:]] == ["widget", "widget"]
+    bad = subprocess.run(
+        [sys.executable, "-m", "chatcore", "simulate", "--space", space.url, "--source", "no spaces/allowed"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert bad.returncode == 2 and "--source" in bad.stderr
+    assert len(space.records()) == before + 2
 
 
 def test_simulate_command_without_a_space():

@@ -5,7 +5,7 @@ import os
 import sys
 import time
 
-SOURCE_COLOURS = {"widget": "36", "operator": "35", "api": "34", "replay": "33"}
+SOURCE_COLOURS = {"widget": "36", "operator": "35", "api": "34", "replay": "33", "simulated": "90"}
 
 
 def _colour(on: bool):
