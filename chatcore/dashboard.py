@@ -257,9 +257,33 @@ def merge_live(rows: list[dict], new: Iterable[dict], limit: int = 500) -> list[
     return (list(reversed(added)) + rows)[:limit]
 
 
+def id_prefix(query: str | None) -> str:
+    """What a viewer typed to find a conversation, as an id prefix: trimmed, without the
+    ``…`` (or ``...``) that shortened ids carry in tables."""
+    text = (query or "").strip()
+    for tail in ("…", "..."):
+        if text.endswith(tail):
+            text = text[: -len(tail)].rstrip()
+    return text
+
+
+def conversation_matches(conversation_id: str | None, query: str | None) -> bool:
+    """True when ``conversation_id`` starts with the id (or first characters of it) in ``query``.
+
+    Tables show ids shortened to 8 characters; pasting those finds the conversation.
+    Case is ignored (UUIDs are written either way). An empty query matches everything.
+    """
+    prefix = id_prefix(query)
+    if not prefix:
+        return True
+    return str(conversation_id or "").lower().startswith(prefix.lower())
+
+
 def filter_live(rows: list[dict], conversation_id: str | None = None, source: str | None = None) -> list[dict]:
+    """Rows whose conversation id starts with ``conversation_id`` (a full id or its first
+    characters) and whose source is ``source``; ``None`` keeps all."""
     return [r for r in rows
-            if (not conversation_id or r.get("conversation_id") == conversation_id)
+            if conversation_matches(r.get("conversation_id"), conversation_id)
             and (not source or r.get("source") == source)]
 
 

@@ -5,7 +5,7 @@ import os
 
 import streamlit as st
 
-from chatcore.dashboard import filter_live, frame_records, live_table, merge_live, short_id, tz_name
+from chatcore.dashboard import filter_live, frame_records, id_prefix, live_table, merge_live, short_id, tz_name
 from pages._shared import through_entry, PAGES, header, live_feed, load_frame, settings, viewer_tz
 
 through_entry()
@@ -47,7 +47,8 @@ def only_this() -> None:
 with st.container(border=True):
     c1, c2, c3 = st.columns([1, 2, 1.4], vertical_alignment="bottom")
     paused = c1.toggle("Pause", key="live_paused", help="Stop updating; new turns wait until you resume")
-    conv = c2.text_input("Conversation", key="live_conv", placeholder="all conversations (paste an ID to filter)")
+    conv = c2.text_input("Conversation", key="live_conv",
+                         placeholder="all conversations (an ID, or its first characters as the table shows)")
     seen_sources = sorted({r.get("source") or "" for r in ss.live_rows} | {"widget", "operator", "api", "simulated"})
     source = c3.selectbox("Source", ["all", *seen_sources], key="live_source")
 
@@ -70,6 +71,9 @@ def live_view() -> None:
     m2.metric("Shown", len(rows))
     m3.metric("Waiting (paused)" if ss.get("live_paused") else "Status",
               waiting if ss.get("live_paused") else "live")
+    if conv_filter:
+        matching = len({r.get("conversation_id") for r in rows})
+        st.caption(f"{matching} conversation(s) shown whose ID starts with “{id_prefix(conv_filter)}”")
     if ss.live_dropped:
         st.warning(f"{ss.live_dropped} turn(s) were skipped while paused for long.", icon=":material/warning:")
     selected = ss.get("live_selected")

@@ -186,6 +186,20 @@ def test_tail_follows_new_turns_with_filters(tmp_path):
     assert out.index("hello") < out.index("second")
 
 
+def test_tail_finds_a_conversation_by_the_first_characters_of_its_id(tmp_path):
+    log = tmp_path / "log.jsonl"
+    w = LogWriter(log)
+    for cid, text in (("6f1c0d7e-aaaa-4bbb", "the one I want"), ("6f1c9999-cccc-4ddd", "a neighbour")):
+        w.append(make_record(conversation_id=cid, turn=0, user_text=text, response="r", latency_ms=1,
+                             source="widget", backend="echo"))
+    for query in ("6f1c0d7e…", "6f1c0d7e", "6f1c0d7e-aaaa-4bbb"):
+        out = run_cli("tail", "--log", str(log), "--conversation", query, "--seconds", "0.5", "--colour", "never")
+        assert out.returncode == 0, out.stderr
+        assert "the one I want" in out.stdout and "a neighbour" not in out.stdout, query
+    out = run_cli("tail", "--log", str(log), "--conversation", "0d7e", "--seconds", "0.5", "--colour", "never")
+    assert "the one I want" not in out.stdout  # a prefix, not any substring
+
+
 def test_stats_prints_the_overview_figures(tmp_path):
     log = tmp_path / "log.jsonl"
     w = LogWriter(log)

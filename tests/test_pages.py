@@ -152,6 +152,18 @@ def test_overview_figures_and_hourly_chart():
     assert hourly.iloc[-2]["turns"] == 2 and hourly.iloc[-4]["turns"] == 1
 
 
+def test_conversation_ids_match_by_prefix():
+    rows = [{"conversation_id": "6f1c0d7e-1111-4e5f", "source": "widget"},
+            {"conversation_id": "6f1c9999-2222-4e5f", "source": "api"}]
+    ids = lambda got: [r["conversation_id"][:8] for r in got]  # noqa: E731
+    assert ids(dash.filter_live(rows, "6f1c0d7e-1111-4e5f")) == ["6f1c0d7e"]  # the full id
+    assert ids(dash.filter_live(rows, "6f1c0d7e…")) == ["6f1c0d7e"]  # as the table shows it
+    assert ids(dash.filter_live(rows, "6F1C0D7E...")) == ["6f1c0d7e"]
+    assert ids(dash.filter_live(rows, "6f1c")) == ["6f1c0d7e", "6f1c9999"]
+    assert ids(dash.filter_live(rows, "6f1c", source="api")) == ["6f1c9999"]
+    assert ids(dash.filter_live(rows, "0d7e")) == [] and ids(dash.filter_live(rows, "  ")) == ["6f1c0d7e", "6f1c9999"]
+
+
 def test_live_merge_dedupes_and_keeps_newest_first():
     t0 = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
     a, b, c = (rec("x", i, t0 + timedelta(seconds=i)) for i in range(3))
@@ -402,6 +414,13 @@ def test_live_filters_pause_and_click_through(live_log):
     at.selectbox(key="live_source").select("all").run()
     at.text_input(key="live_conv").input("old-a").run()
     assert [u for _, u in live_ids(at)] == ["earlier question"]
+    at.text_input(key="live_conv").input(" old-").run()  # the first characters, as tables show them
+    assert [u for _, u in live_ids(at)] == ["another earlier one", "earlier question"]
+    assert any("2 conversation(s)" in c.value for c in at.caption)
+    at.text_input(key="live_conv").input("OLD-B…").run()  # copied from a table cell, any case
+    assert [u for _, u in live_ids(at)] == ["another earlier one"]
+    at.text_input(key="live_conv").input("ld-a").run()  # a prefix, not a substring
+    assert live_ids(at) == []
     at.text_input(key="live_conv").input("").run()
 
     at.toggle(key="live_paused").set_value(True).run()

@@ -51,8 +51,10 @@ def cmd_tail(args) -> int:
         raise UsageError(f"no log at {path} (set --log or CHAT_LOG_PATH)")
     colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR") if args.colour == "auto" else args.colour == "always"
 
-    def wanted(rec: dict) -> bool:
-        return ((not args.conversation or rec.get("conversation_id") == args.conversation)
+    from ..dashboard import conversation_matches
+
+    def wanted(rec: dict) -> bool:  # --conversation takes a full id or its first characters
+        return (conversation_matches(rec.get("conversation_id"), args.conversation)
                 and (not args.source or rec.get("source") == args.source))
 
     def show(rec: dict) -> None:
@@ -122,7 +124,8 @@ def cmd_stats(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("tail", help="follow the log like tail -f, readable and coloured")
     p.add_argument("--log", metavar="PATH", help="log file or folder (default $CHAT_LOG_PATH)")
-    p.add_argument("--conversation", metavar="ID", help="only this conversation")
+    p.add_argument("--conversation", metavar="ID",
+                   help="only this conversation: its id or the first characters of it (as tables show)")
     p.add_argument("--source", metavar="S", help="only this source (widget, operator, api, replay, …)")
     p.add_argument("-n", "--lines", type=int, default=10, help="show the last N turns first (default 10)")
     p.add_argument("--colour", "--color", choices=["auto", "always", "never"], default="auto")
