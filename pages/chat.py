@@ -94,7 +94,9 @@ for msg in ss.chat_history:
     with st.chat_message(msg["role"]):
         st.text(msg["text"])
         if msg["role"] == "assistant":
-            st.caption(f"{format_time(msg['ts'], tz)} · latency {format_ms(msg['latency_ms'])}")
+            st.caption(f"{format_time(msg['ts'], tz)} · round trip {format_ms(msg['latency_ms'])}",
+                       help="Measured by this page: from sending the prompt to the last word shown. "
+                            "The Space logs its own reply time, which the Live and Conversations pages show.")
             if msg.get("turn") is not None:
                 key = f"chat_fb_{ss.chat_cid}_{msg['turn']}"
                 st.feedback("thumbs", key=key, on_change=rate, args=(msg["turn"], key))

@@ -101,7 +101,9 @@ def live_view() -> None:
             "source": st.column_config.TextColumn("Source", width="small"),
             "user_text": st.column_config.TextColumn("User", width="large"),
             "reply": st.column_config.TextColumn("Reply", width="large"),
-            "latency_ms": st.column_config.NumberColumn("Latency (ms)", format="%d", width="small"),
+            "latency_ms": st.column_config.NumberColumn(
+                "Reply time (ms)", format="%d", width="small",
+                help="The Space's time to produce the reply, as logged (network and browser not included)"),
             "error": st.column_config.TextColumn("Error", width="small"),
         },
         height=520,

@@ -1,4 +1,4 @@
-"""Overview: today's traffic, latency, errors and the health of the Space and the log."""
+"""Overview: today's traffic, reply times, errors and the health of the Space and the log."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -28,8 +28,9 @@ with st.container(border=True):
     c2.metric("Turns today", fig.turns_today, help=f"{fig.turns_total} in the whole log")
     c3.metric("Active now", fig.active_now, help="Conversations with a turn in the last 5 minutes")
     c4, c5, c6 = st.columns(3)
-    c4.metric("Latency p50 (today)", format_ms(fig.latency_p50))
-    c5.metric("Latency p95 (today)", format_ms(fig.latency_p95))
+    reply_help = "The Space's time to produce a reply, as logged (network and browser not included)"
+    c4.metric("Reply time p50 (today)", format_ms(fig.latency_p50), help=reply_help)
+    c5.metric("Reply time p95 (today)", format_ms(fig.latency_p95), help=reply_help)
     c6.metric("Errors today", fig.errors_today)
     c7, c8, c9 = st.columns(3)
     c7.metric("Ratings today", rated_today, help="Thumbs given today by visitors and staff")

@@ -150,7 +150,7 @@ def test_chat_turn_shows_live_and_in_the_log(stack):
             box.fill(prompt)
             box.press("Enter")
             page.get_by_text("You said: e2e hello", exact=False).first.wait_for(timeout=30_000)
-            page.get_by_text("latency", exact=False).first.wait_for(timeout=10_000)
+            page.get_by_text("round trip", exact=False).first.wait_for(timeout=10_000)
             assert page.locator("img[src='x']").count() == 0
             assert page.locator("img[src*='127.0.0.1:9']").count() == 0
             assert page.locator('[data-testid="stMainBlockContainer"] [data-testid="stCode"]').first.inner_text().strip() == cid  # kept
@@ -158,7 +158,7 @@ def test_chat_turn_shows_live_and_in_the_log(stack):
                 box.fill("How do I reset my password?")
                 box.press("Enter")
                 page.get_by_text("(message 2 in this conversation)", exact=False).first.wait_for(timeout=30_000)
-                page.get_by_text("latency", exact=False).nth(1).wait_for(timeout=10_000)
+                page.get_by_text("round trip", exact=False).nth(1).wait_for(timeout=10_000)
                 page.screenshot(path=str(ROOT / "docs" / "dashboard-chat.png"), full_page=True)
 
             # The line is in the log, with this session's conversation id and source=operator.

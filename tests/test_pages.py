@@ -192,7 +192,7 @@ def test_overview_page_figures(tmp_path, monkeypatch):
     assert metric(at, "Turns today") == "2"
     assert metric(at, "Active now") == "1"
     assert metric(at, "Errors today") == "1"
-    assert metric(at, "Latency p50 (today)") == "200 ms"
+    assert metric(at, "Reply time p50 (today)") == "200 ms"
     assert metric(at, "Bad lines skipped") == "1"
     assert any("cannot reach" in t.value for t in at.text)  # the Space's health, as text
     sidebar_codes = [c.value for c in at.sidebar.code]  # settings shown by the entry script
@@ -318,7 +318,8 @@ def test_chat_against_a_real_space(space, monkeypatch):
     texts = [t.value for t in at.text]
     assert "hello " + XSS[0] in texts
     assert any(t.startswith("You said: hello") for t in texts)
-    assert any("latency" in c.value for c in at.caption)
+    assert any("round trip" in c.value for c in at.caption)  # measured here, not the Space's reply time
+    assert not any("latency" in c.value for c in at.caption)
     at.chat_input(key="chat_prompt").set_value("second").run()
     assert "You said: second (message 2 in this conversation)" in [t.value for t in at.text]
     mine = [r for r in space.records() if r["conversation_id"] == cid]
@@ -404,6 +405,8 @@ def test_live_shows_new_turns_newest_first(live_log):
     assert table["reply"][1] == "reply " + XSS[1]  # a dataframe cell: inert text
     assert table["error"][0].startswith("⚠") and table["error"][1] == ""
     assert table["conversation"][0] == "new-conv…"
+    columns = str(at.dataframe[0].proto.columns)  # the Space's logged time, labelled as such
+    assert "Reply time (ms)" in columns and "Latency" not in columns
     assert not any(XSS[0] in m.value or XSS[1] in m.value for m in at.markdown)
 
 
