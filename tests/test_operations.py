@@ -211,6 +211,26 @@ def test_stats_prints_the_overview_figures(tmp_path):
     out = run_cli("stats", "--log", str(log), "--format", "json", "--space-url", "http://127.0.0.1:9")
     assert out.returncode == 0, out.stderr
     figures = json.loads(out.stdout)
-    assert figures["conversations"] == 3 and figures["turns today (UTC)"] == 3
-    assert figures["errors today"] == 1 and figures["bad lines skipped"] == 1
-    assert figures["latency p50 today"] == "200 ms" and figures["space"].startswith("down")
+    assert figures == {  # stable snake_case keys, numbers as numbers (documented in README.md)
+        "since": None, "conversations": 3, "turns": 3, "conversations_today": 3, "turns_today": 3,
+        "active_now": 3, "reply_time_p50_ms_today": 200.0, "reply_time_p95_ms_today": 290.0,
+        "errors_today": 1, "bad_lines_skipped": 1, "space_status": "down",
+        "space_error": figures["space_error"], "space_write_errors": None,
+    }
+    assert "cannot reach" in figures["space_error"]
+    assert all(type(figures[k]) is int for k in ("conversations", "turns", "errors_today", "bad_lines_skipped"))
+    text = run_cli("stats", "--log", str(log), "--space-url", "http://127.0.0.1:9")
+    assert "reply time p50 today" in text.stdout and "200 ms" in text.stdout and "space " in text.stdout
+    quiet = json.loads(run_cli("stats", "--log", str(log), "--format", "json", "--no-health",
+                               "--since", "2020-01-01").stdout)
+    assert quiet["space_status"] is None and quiet["since"].startswith("2020-01-01")
+
+
+def test_stats_json_against_a_running_space(space_factory, tmp_path):
+    sp = space_factory(tmp_path / "stats" / "log.jsonl")
+    Client(sp.url, verbose=False).predict(message={"text": "hello", "files": []}, conversation_id="s-1",
+                                          api_name="/chat")
+    figures = json.loads(run_cli("stats", "--log", str(sp.log_path), "--format", "json",
+                                 "--space-url", sp.url).stdout)
+    assert figures["turns"] == 1 and figures["space_status"] == "ok" and figures["space_error"] is None
+    assert figures["space_write_errors"] == 0 and isinstance(figures["reply_time_p50_ms_today"], float)

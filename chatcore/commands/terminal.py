@@ -84,10 +84,63 @@ def cmd_tail(args) -> int:
     return 0
 
 
+#: ``stats`` figures: stable JSON key -> label in the text output. The keys are documented in
+#: README.md ("In a terminal"); add new ones, never rename.
+STATS_LABELS = {
+    "since": "since",
+    "conversations": "conversations",
+    "turns": "turns",
+    "conversations_today": "conversations today (UTC)",
+    "turns_today": "turns today (UTC)",
+    "active_now": "active now (last 5 min)",
+    "reply_time_p50_ms_today": "reply time p50 today",
+    "reply_time_p95_ms_today": "reply time p95 today",
+    "errors_today": "errors today",
+    "bad_lines_skipped": "bad lines skipped",
+    "space_status": "space",
+    "space_error": "space error",
+    "space_write_errors": "space write errors",
+}
+
+
+def stats_figures(frame, read_stats: dict, since=None, health: dict | None = None) -> dict:
+    """The ``stats`` figures under stable snake_case keys, as numbers (ms as floats, counts as ints).
+
+    ``health`` is the Space's ``/healthz`` answer, or None when it was not asked
+    (then the ``space_*`` keys are None)."""
+    from ..dashboard import overview_figures
+
+    fig = overview_figures(frame)
+    ms = lambda v: None if v is None or v != v else round(float(v), 1)  # noqa: E731
+    out = {
+        "since": since.isoformat() if since else None,
+        "conversations": int(fig.conversations_total),
+        "turns": int(fig.turns_total),
+        "conversations_today": int(fig.conversations_today),
+        "turns_today": int(fig.turns_today),
+        "active_now": int(fig.active_now),
+        "reply_time_p50_ms_today": ms(fig.latency_p50),
+        "reply_time_p95_ms_today": ms(fig.latency_p95),
+        "errors_today": int(fig.errors_today),
+        "bad_lines_skipped": int(read_stats.get("bad_total", 0) or 0),
+        "space_status": None,
+        "space_error": None,
+        "space_write_errors": None,
+    }
+    if health is not None:
+        status = str(health.get("status") or "down")
+        out["space_status"] = status
+        if status == "down":
+            out["space_error"] = str(health.get("error") or "no answer")
+        elif isinstance(health.get("write_errors"), int):
+            out["space_write_errors"] = int(health["write_errors"])
+    return out
+
+
 def cmd_stats(args) -> int:
     from ..cli import UsageError, parse_date_arg
     from ..client import space_health
-    from ..dashboard import format_ms, overview_figures
+    from ..dashboard import format_ms
     from ..settings import Settings
     from ..store import load_log
 
@@ -96,28 +149,25 @@ def cmd_stats(args) -> int:
         raise UsageError(f"no log at {settings.log_path} (set --log or CHAT_LOG_PATH)")
     since = parse_date_arg(args.since)
     frame, stats = load_log(settings.log_path, since=since)
-    fig = overview_figures(frame)
-    rows = [
-        ("conversations", fig.conversations_total), ("turns", fig.turns_total),
-        ("conversations today (UTC)", fig.conversations_today), ("turns today (UTC)", fig.turns_today),
-        ("active now (last 5 min)", fig.active_now),
-        ("latency p50 today", format_ms(fig.latency_p50)), ("latency p95 today", format_ms(fig.latency_p95)),
-        ("errors today", fig.errors_today), ("bad lines skipped", stats.get("bad_total", 0)),
-    ]
-    if since:
-        rows.insert(0, ("since", since.isoformat()))
+    health = None
     if args.space_url or not args.no_health:
-        h = space_health(args.space_url or settings.space_url, timeout=2)
-        rows.append(("space", h.get("status", "down") if h.get("status") == "ok" else f"down ({h.get('error')})"))
-        if h.get("status") == "ok":
-            rows.append(("space write errors", h.get("write_errors", 0)))
+        health = space_health(args.space_url or settings.space_url, timeout=2)
+    figures = stats_figures(frame, stats, since=since, health=health)
     if args.format == "json":
         import json
 
-        print(json.dumps({k: v for k, v in rows}, indent=1))
-    else:
-        for key, value in rows:
-            print(f"{key:<28} {value}")
+        print(json.dumps(figures, indent=1))
+        return 0
+    for key, value in figures.items():
+        if key.endswith("_ms_today"):
+            value = format_ms(value)  # "—" when there is none
+        elif value is None:
+            continue
+        elif key == "space_status" and figures["space_error"]:
+            value = f"{value} ({figures['space_error']})"
+        elif key == "space_error":
+            continue
+        print(f"{STATS_LABELS[key]:<28} {value}")
     return 0
 
 
