@@ -7,6 +7,7 @@ import subprocess
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -190,25 +191,61 @@ def test_failed_log_write_never_breaks_the_reply(space_factory, tmp_path):
     assert sp.health()["turns_logged"] == 1
 
 
+def peak_overlap(intervals: list[tuple[float, float]]) -> int:
+    """Most intervals open at one instant (an interval ending as another starts does not overlap it)."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals],
+                    key=lambda e: (e[0], e[1]))
+    open_now = peak = 0
+    for _, step in events:
+        open_now += step
+        peak = max(peak, open_now)
+    return peak
+
+
+def test_peak_overlap_counts_streams_open_at_once():
+    assert peak_overlap([(0, 1), (1, 2), (2, 3)]) == 1  # one after the other: serial
+    assert peak_overlap([(0, 3), (1, 4), (2, 5), (6, 7)]) == 3
+
+
 def test_concurrency_is_not_one(space_factory, tmp_path):
-    """With a slow responder, 10 parallel turns take about as long as one, not ten."""
+    """Ten slow streamed turns are open at the same time, both as the clients see them and in the log.
+
+    Proof by overlap, not by timing: a Space serving one turn at a time (CHAT_CONCURRENCY=1)
+    never has a second stream open before the first one's last word, however fast or slow
+    the machine, and this test fails then.
+    """
     import time
 
+    n, words = 10, 12
     sp = space_factory(tmp_path / "slow" / "log.jsonl", env={"CHAT_ECHO_DELAY": "0.1"})
-    client = Client(sp.url, verbose=False)
-    t0 = time.perf_counter()
-    client.predict(message={"text": "a b c d e", "files": []}, conversation_id="solo", api_name="/chat")
-    one = time.perf_counter() - t0
+    clients = [Client(sp.url, verbose=False) for _ in range(n)]  # connected before the race starts
+    start = threading.Barrier(n)
+    seen: dict[int, tuple[float, float]] = {}  # client side: first partial reply .. last one
+    text = " ".join(f"w{i}" for i in range(words))
 
-    def turn(i):
-        return Client(sp.url, verbose=False).predict(
-            message={"text": "a b c d e", "files": []}, conversation_id=f"par-{i}", api_name="/chat")
+    def turn(i: int) -> str:
+        start.wait(30)
+        job = clients[i].submit(message={"text": text, "files": []}, conversation_id=f"par-{i}", api_name="/chat")
+        first = last = None
+        for _ in job:  # each partial reply as it streams in
+            last = time.monotonic()
+            first = first or last
+        seen[i] = (first, last)
+        return job.result()
 
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(10) as pool:
-        list(pool.map(turn, range(10)))
-    ten = time.perf_counter() - t0
-    assert ten < one * 4, (one, ten)  # serial would be ~10x
+    with ThreadPoolExecutor(n) as pool:
+        replies = list(pool.map(turn, range(n)))
+    assert all(r.startswith("You said: " + text) for r in replies)
+    assert peak_overlap(list(seen.values())) >= n // 2, seen  # one at a time would give 1
+
+    # The Space's own view: each logged turn ran from ts - latency_ms to ts.
+    recs = [r for r in _wait_for_lines(sp, n) if r["conversation_id"].startswith("par-")]
+    assert len(recs) == n
+    spans = []
+    for r in recs:
+        end = datetime.fromisoformat(r["ts"].replace("Z", "+00:00")).timestamp()
+        spans.append((end - r["latency_ms"] / 1000, end))
+    assert peak_overlap(spans) >= n // 2, spans
 
 
 def test_cors_allows_localhost_and_refuses_others(space):
