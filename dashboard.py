@@ -5,7 +5,9 @@ Run with ``python -m chatcore dashboard`` (starts a local Space too) or
 """
 from __future__ import annotations
 
+import html
 import time
+from pathlib import Path
 
 import streamlit as st
 
@@ -14,7 +16,10 @@ from chatcore.dashboard import health_summary, tz_name
 from chatcore.settings import display_url
 from pages._shared import PAGES, health, settings, viewer_tz
 
-st.set_page_config(page_title="Chat Operator", page_icon=":material/support_agent:", layout="wide")
+# A file of ours, not an emoji or ":material/…:" icon: Streamlit fetches those favicons from a CDN,
+# and the dashboard must work with no request leaving the machine.
+FAVICON = Path(__file__).resolve().parent / "assets" / "favicon.svg"
+st.set_page_config(page_title="Chat Operator", page_icon=str(FAVICON), layout="wide")
 
 
 def _secrets() -> dict:
@@ -32,6 +37,23 @@ def page_list() -> list:
         st.Page(PAGES["live"], title="Live", icon=":material/sensors:"),
         st.Page(PAGES["conversations"], title="Conversations", icon=":material/forum:"),
     ]
+
+
+def sidebar_value(text: str, breaks: bool) -> str:
+    """A setting shown in the sidebar as escaped HTML, in a small monospace font.
+
+    ``breaks=False`` (a URL) keeps it on one line, cut with … when too long and whole in the
+    tooltip: never broken inside the host or port. ``breaks=True`` (a path) wraps after a ``/``.
+    """
+    safe = html.escape(text, quote=True)
+    style = "font-family:'Source Code Pro',monospace;font-size:0.8rem;margin:0;"
+    if breaks:
+        shown = safe.replace("/", "/<wbr>")
+        style += "overflow-wrap:anywhere;"
+    else:
+        shown = safe
+        style += "white-space:nowrap;overflow:hidden;text-overflow:ellipsis;"
+    return f'<p class="sidebar-value" title="{safe}" style="{style}">{shown}</p>'
 
 
 def _log_out() -> None:
@@ -114,9 +136,11 @@ with st.sidebar:
         else:
             st.badge("Space unreachable", icon=":material/error:", color="red")
         st.caption("Space URL")
-        st.code(display_url(cfg.space_url), language=None, wrap_lines=True)
+        with st.container(key="sidebar_space_url"):
+            st.html(sidebar_value(display_url(cfg.space_url), breaks=False))
         st.caption("Log")
-        st.code(str(cfg.log_path), language=None, wrap_lines=True)
+        with st.container(key="sidebar_log_path"):
+            st.html(sidebar_value(str(cfg.log_path), breaks=True))
         st.caption(f"Time zone: {tz_name(viewer_tz())}")
 
 pages.run()

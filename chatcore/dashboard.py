@@ -308,7 +308,7 @@ def live_table(rows: list[dict], tz: tzinfo, now: datetime | None = None) -> pd.
         "user_text": excerpt(r.get("user_text"), 80),
         "reply": excerpt(r.get("response"), 80),
         "latency_ms": (round(float(r["latency_ms"])) if r.get("latency_ms") is not None else None),
-        "error": ("⚠ " + excerpt(r.get("error"), 40)) if r.get("error") else "",
+        "error": excerpt(r.get("error"), 40) if r.get("error") else "",
         "conversation_id": r.get("conversation_id") or "",
     } for r in rows]
     return pd.DataFrame(data, columns=LIVE_COLUMNS)

@@ -96,15 +96,17 @@ def live_view() -> None:
         on_select=pick_row,
         selection_mode="single-row",
         column_config={
-            "time": st.column_config.TextColumn("Time", width="small"),
-            "conversation": st.column_config.TextColumn("Conversation", width="small"),
-            "source": st.column_config.TextColumn("Source", width="small"),
-            "user_text": st.column_config.TextColumn("User", width="large"),
-            "reply": st.column_config.TextColumn("Reply", width="large"),
+            # Widths in px add up to what a 1366 px screen with the sidebar open has room for
+            # (wider screens share out the rest), so reply time and error are never off-screen.
+            "time": st.column_config.TextColumn("Time", width=75),
+            "conversation": st.column_config.TextColumn("Conversation", width=100),
+            "source": st.column_config.TextColumn("Source", width=85),
+            "user_text": st.column_config.TextColumn("User", width=170),
+            "reply": st.column_config.TextColumn("Reply", width=170),
             "latency_ms": st.column_config.NumberColumn(
-                "Reply time (ms)", format="%d", width="small",
+                "Reply time (ms)", format="%d", width=115,
                 help="The Space's time to produce the reply, as logged (network and browser not included)"),
-            "error": st.column_config.TextColumn("Error", width="small"),
+            "error": st.column_config.TextColumn("Error", width=130),
         },
         height=520,
     )

@@ -1,6 +1,7 @@
 """Overview: today's traffic, reply times, errors and the health of the Space and the log."""
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 
 import streamlit as st
@@ -13,91 +14,101 @@ through_entry()
 
 cfg = settings()
 tz = viewer_tz()
-now = datetime.now(timezone.utc)
-frame, stats = load_frame(cfg.log_path)
-fig = overview_figures(frame, now=now, tz=tz)
-feedback = load_feedback(cfg.log_path)
-rated_today, negative_today = ratings_today(feedback, now=now, tz=tz)
+#: Seconds between refreshes of the figures (the page refreshes only its own figures, like Live).
+REFRESH = float(os.environ.get("CHAT_OVERVIEW_REFRESH", "5") or 5)
 
-header("Overview", ":material/dashboard:",
-       f"Today in {tz_name(tz)} · updated {format_time(now, tz, now)}")
+header("Overview", ":material/dashboard:")
 
-with st.container(border=True):
-    c1, c2, c3 = st.columns(3)
-    c1.metric("Conversations today", fig.conversations_today, help=f"{fig.conversations_total} in the whole log")
-    c2.metric("Turns today", fig.turns_today, help=f"{fig.turns_total} in the whole log")
-    c3.metric("Active now", fig.active_now, help="Conversations with a turn in the last 5 minutes")
-    c4, c5, c6 = st.columns(3)
-    reply_help = "The Space's time to produce a reply, as logged (network and browser not included)"
-    c4.metric("Reply time p50 (today)", format_ms(fig.latency_p50), help=reply_help)
-    c5.metric("Reply time p95 (today)", format_ms(fig.latency_p95), help=reply_help)
-    c6.metric("Errors today", fig.errors_today)
-    c7, c8, c9 = st.columns(3)
-    c7.metric("Ratings today", rated_today, help="Thumbs given today by visitors and staff")
-    c8.metric("Negative ratings today", negative_today)
-    c9.metric("Negative share today", f"{100 * negative_today / rated_today:.0f} %" if rated_today else "—")
 
-left, right = st.columns([2, 1])
-with left:
+@st.fragment(run_every=REFRESH)
+def overview() -> None:
+    """Every figure of the page, read afresh (only new log bytes are parsed) on each run."""
+    now = datetime.now(timezone.utc)
+    frame, stats = load_frame(cfg.log_path)
+    fig = overview_figures(frame, now=now, tz=tz)
+    feedback = load_feedback(cfg.log_path)
+    rated_today, negative_today = ratings_today(feedback, now=now, tz=tz)
+    st.caption(f"Today in {tz_name(tz)} · updated {format_time(now, tz, now)} · refreshes every {REFRESH:g} s")
+
     with st.container(border=True):
-        st.subheader("Turns per hour", anchor=False)
-        st.caption(f"Last 24 hours, {tz_name(tz)}")
-        hourly = turns_per_hour(frame, now=now, tz=tz)
-        st.bar_chart(hourly, x="hour", y="turns", sort=False, height=260, x_label="", y_label="turns")
-    with st.container(border=True):
-        st.subheader("Negative ratings", anchor=False)
-        st.caption(f"Share of thumbs-down among the ratings given each day, last 14 days, {tz_name(tz)}")
-        daily = negative_share_by_day(feedback, now=now, tz=tz, days=14)
-        if daily["ratings"].sum():
-            st.bar_chart(daily.fillna({"negative_share": 0}), x="day", y="negative_share", sort=False, height=220,
-                         x_label="", y_label="% negative", color="#d92d20")
-        else:
-            st.caption("No ratings in the last 14 days.")
+        c1, c2, c3 = st.columns(3)
+        c1.metric("Conversations today", fig.conversations_today, help=f"{fig.conversations_total} in the whole log")
+        c2.metric("Turns today", fig.turns_today, help=f"{fig.turns_total} in the whole log")
+        c3.metric("Active now", fig.active_now, help="Conversations with a turn in the last 5 minutes")
+        c4, c5, c6 = st.columns(3)
+        reply_help = "The Space's time to produce a reply, as logged (network and browser not included)"
+        c4.metric("Reply time p50 (today)", format_ms(fig.latency_p50), help=reply_help)
+        c5.metric("Reply time p95 (today)", format_ms(fig.latency_p95), help=reply_help)
+        c6.metric("Errors today", fig.errors_today)
+        c7, c8, c9 = st.columns(3)
+        c7.metric("Ratings today", rated_today, help="Thumbs given today by visitors and staff")
+        c8.metric("Negative ratings today", negative_today)
+        c9.metric("Negative share today", f"{100 * negative_today / rated_today:.0f} %" if rated_today else "—")
 
-with right:
-    h = health_summary(health(cfg.space_url))
-    with st.container(border=True):
-        st.subheader("Space", anchor=False)
-        if h["ok"]:
-            st.badge("reachable", icon=":material/check_circle:", color="green")
+    left, right = st.columns([2, 1])
+    with left:
+        with st.container(border=True):
+            st.subheader("Turns per hour", anchor=False)
+            st.caption(f"Last 24 hours, {tz_name(tz)}")
+            hourly = turns_per_hour(frame, now=now, tz=tz)
+            st.bar_chart(hourly, x="hour", y="turns", sort=False, height=260, x_label="", y_label="turns")
+        with st.container(border=True):
+            st.subheader("Negative ratings", anchor=False)
+            st.caption(f"Share of thumbs-down among the ratings given each day, last 14 days, {tz_name(tz)}")
+            daily = negative_share_by_day(feedback, now=now, tz=tz, days=14)
+            if daily["ratings"].sum():
+                st.bar_chart(daily.fillna({"negative_share": 0}), x="day", y="negative_share", sort=False, height=220,
+                             x_label="", y_label="% negative", color="#d92d20")
+            else:
+                st.caption("No ratings in the last 14 days.")
+
+    with right:
+        h = health_summary(health(cfg.space_url))
+        with st.container(border=True):
+            st.subheader("Space", anchor=False)
+            if h["ok"]:
+                st.badge("reachable", icon=":material/check_circle:", color="green")
+                a, b = st.columns(2)
+                a.metric("Turns logged", h["turns_logged"] if h["turns_logged"] is not None else "—",
+                         help="Since the Space started")
+                b.metric("Write errors", h["write_errors"] if h["write_errors"] is not None else "—")
+                if h["last_write_error"]:
+                    st.caption("Last write error:")
+                    st.text(h["last_write_error"])
+            else:
+                st.badge("unreachable", icon=":material/error:", color="red")
+                st.text(h["detail"])
+            st.caption(f"URL: {cfg.space_url}")
+        with st.container(border=True):
+            st.subheader("Log", anchor=False)
             a, b = st.columns(2)
-            a.metric("Turns logged", h["turns_logged"] if h["turns_logged"] is not None else "—",
-                     help="Since the Space started")
-            b.metric("Write errors", h["write_errors"] if h["write_errors"] is not None else "—")
-            if h["last_write_error"]:
-                st.caption("Last write error:")
-                st.text(h["last_write_error"])
-        else:
-            st.badge("unreachable", icon=":material/error:", color="red")
-            st.text(h["detail"])
-        st.caption(f"URL: {cfg.space_url}")
-    with st.container(border=True):
-        st.subheader("Log", anchor=False)
-        a, b = st.columns(2)
-        a.metric("Lines read", stats.get("lines", 0))
-        b.metric("Bad lines skipped", stats.get("bad_total", 0))
-        bad = {k: v for k, v in (stats.get("bad") or {}).items() if v}
-        if bad:
-            st.caption("Skipped: " + ", ".join(f"{k} {v}" for k, v in bad.items()))
-        if stats.get("missing"):
-            st.caption("No log file yet.")
-        if stats.get("error"):
-            st.error("The log could not be read.", icon=":material/error:")
-            st.text(stats["error"])
+            a.metric("Lines read", stats.get("lines", 0))
+            b.metric("Bad lines skipped", stats.get("bad_total", 0))
+            bad = {k: v for k, v in (stats.get("bad") or {}).items() if v}
+            if bad:
+                st.caption("Skipped: " + ", ".join(f"{k} {v}" for k, v in bad.items()))
+            if stats.get("missing"):
+                st.caption("No log file yet.")
+            if stats.get("error"):
+                st.error("The log could not be read.", icon=":material/error:")
+                st.text(stats["error"])
 
-errors = error_turns(frame, limit=10)
-if not errors.empty:
-    with st.container(border=True):
-        st.subheader("Latest errors", anchor=False)
-        st.dataframe(
-            {"time": [format_time(t, tz, now) for t in errors["ts"]],
-             "conversation_id": list(errors["conversation_id"]),
-             "question": [excerpt(t, 60) for t in errors["user_text"]],
-             "error": [excerpt(e, 80) for e in errors["error"]]},
-            hide_index=True,
-        )
+    errors = error_turns(frame, limit=10)
+    if not errors.empty:
+        with st.container(border=True):
+            st.subheader("Latest errors", anchor=False)
+            st.dataframe(
+                {"time": [format_time(t, tz, now) for t in errors["ts"]],
+                 "conversation_id": list(errors["conversation_id"]),
+                 "question": [excerpt(t, 60) for t in errors["user_text"]],
+                 "error": [excerpt(e, 80) for e in errors["error"]]},
+                hide_index=True,
+            )
 
-if fig.turns_total == 0:
-    st.info("No turns logged yet. Send a prompt on the Chat page or run "
-            "`python -m chatcore simulate` to make some traffic.", icon=":material/info:")
-    st.page_link(PAGES["chat"], label="Open Chat", icon=":material/chat:")
+    if fig.turns_total == 0:
+        st.info("No turns logged yet. Send a prompt on the Chat page or run "
+                "`python -m chatcore simulate` to make some traffic.", icon=":material/info:")
+        st.page_link(PAGES["chat"], label="Open Chat", icon=":material/chat:")
+
+
+overview()

@@ -53,7 +53,7 @@ def test_password_gate(monkeypatch):
     # Nothing of the dashboard before login: no page, no settings in the sidebar.
     assert not at.metric and "Conversations today" not in text
     assert os.environ["CHAT_LOG_PATH"] not in text and os.environ["CHAT_SPACE_URL"] not in text
-    assert not at.sidebar.code
+    assert not at.sidebar.code and not at.sidebar.get("html")
 
     slept: list[float] = []  # the pause a wrong password costs, as asked of time.sleep (no clock read)
     real_sleep = time.sleep

@@ -1,0 +1,365 @@
+"""Screenshots of every dashboard page for the README, taken from the demo.
+
+    .venv/bin/python docs/screenshots.py [--out docs] [--width 1440] [--chromium /usr/bin/chromium]
+
+Starts ``python -m chatcore dashboard --demo`` on free loopback ports with a fresh
+temporary log and a password (so the login page can be shown too). The Space answers
+through a small OpenAI-compatible server started here with the answers of a coffee
+shop's help desk, so the pages show the questions and replies a shop sees rather than
+test data. It waits for the demo's simulated visitors, adds earlier traffic of the day,
+some ratings, tags and a note, then takes headless-Chromium screenshots:
+
+    dashboard-login.png  dashboard-overview.png  dashboard-chat.png  dashboard-live.png
+    dashboard-conversations.png  dashboard-replay.png
+
+Everything stays on 127.0.0.1 and everything started is stopped at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+# (keywords, answer): the first entry whose keywords all occur in the question answers it.
+ANSWERS = [
+    (("order", "arrived"), "Sorry it's late! Your order left the roastery on Tuesday and is with the courier; "
+                           "tracking shows delivery tomorrow. I've e-mailed you the tracking link."),
+    (("charged twice",), "Sorry about the double charge. I can see two payments for that order: the second one "
+                         "has been refunded and will show on your statement in 3 to 5 days."),
+    (("canada",), "Yes, we ship to Canada. Delivery takes 5 to 8 working days, and shipping is free on orders "
+                  "over $40."),
+    (("moka pot",), "For a moka pot, try the Harbour Blend: a medium-dark roast with notes of dark chocolate. "
+                    "Choose the fine grind, a little coarser than espresso."),
+    (("pause",), "Of course. Open Account, then Subscriptions, and choose Pause: you can pause for up to three "
+                 "months and resume any time."),
+    (("whole beans",), "Sorry about that! Keep the beans, and we'll send the ground coffee you ordered today, at "
+                       "no charge."),
+    (("decaf",), "Yes, the Harbour Blend also comes as a Swiss Water decaf: pick Decaf under Options on the "
+                 "product page."),
+    (("address",), "Go to Account, then Subscriptions, then Delivery address. Changes made before Sunday apply "
+                   "to your next box."),
+    (("gift card",), "We do! Gift cards from $20 to $200 are on the Gifts page and are sent by e-mail."),
+    (("ethiopian",), "The Ethiopian Yirgacheffe is light and floral, with citrus notes; the Colombian Huila is "
+                     "rounder, with caramel and red apple. Both shine as a pour-over."),
+    (("mondays",), "The roastery at 12 Quay Street is open Tuesday to Sunday, 8 am to 4 pm, so we're closed on "
+                   "Mondays. See you on Tuesday!"),
+    (("cupping",), "Saturday cuppings start at 10 am, for up to 8 people. You can book a place on the Visit us "
+                   "page."),
+    (("how long",), "Usually 2 to 3 working days."),
+    (("fee",), "No, there's no fee for that."),
+    (("link",), "Here it is: the Help page at harborandpine.example/help has the steps with pictures."),
+    (("information",), "Just your order number and the e-mail address you ordered with."),
+    (("tried that",), "Sorry to hear that. I've passed it on to the team; someone will e-mail you within one "
+                      "working day."),
+    (("speak to someone",), "Of course. A colleague will take over and reply by e-mail within the hour."),
+    (("subscription orders",), "Yes, it applies to subscription orders as well."),
+    (("next delivery",), "Yes, your next delivery still goes out on schedule."),
+    (("french press",), "For a French press, choose the coarse grind; the Colombian Huila works beautifully."),
+    (("wait",), "You're welcome. The e-mail should reach you within the hour."),
+    (("thank",), "You're welcome! Enjoy your coffee."),
+]
+FALLBACK = "Thanks for your message! Could you tell me your order number, so I can look into it?"
+
+
+def shop_answer(question: str) -> str:
+    q = question.lower()
+    for words, answer in ANSWERS:
+        if all(w in q for w in words):
+            return answer
+    return FALLBACK
+
+
+class ShopModel:
+    """An OpenAI-compatible ``/v1/chat/completions`` server (streaming) with the shop's answers."""
+
+    def __init__(self, word_delay: float = 0.03):
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                words = shop_answer(body["messages"][-1]["content"]).split(" ")
+                for i, word in enumerate(words):
+                    time.sleep(word_delay)
+                    chunk = {"choices": [{"index": 0, "delta": {"content": word if i == 0 else " " + word}}]}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.flush()
+                self.wfile.write(b"data: [DONE]\n\n")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the dashboard command exited ({proc.returncode}) before {url} answered")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"{url} did not answer in {timeout} s")
+
+
+def lines_in(log: Path) -> list[dict]:
+    if not log.exists():
+        return []
+    return [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+
+
+def wait_for_demo(log: Path, timeout: float = 180) -> list[dict]:
+    """Until the demo's simulated visitors are done (the log stops growing)."""
+    deadline = time.monotonic() + timeout
+    count, still_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now = len(lines_in(log))
+        if now != count:
+            count, still_since = now, time.monotonic()
+        elif count > 0 and time.monotonic() - still_since > 6:
+            return lines_in(log)
+        time.sleep(0.5)
+    raise SystemExit("the demo did not write its turns in time")
+
+
+def iso(ts: datetime) -> str:
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def add_earlier_traffic(log: Path, seed: int = 11) -> dict:
+    """The day's earlier conversations (widget visitors), ratings, tags and a note."""
+    from chatcore import annotations
+    from chatcore.records import make_record
+    from chatcore.simulate import visitor_script
+    from chatcore.writer import LogWriter
+
+    rng = random.Random(seed)
+    now = datetime.now(timezone.utc)
+    writer = LogWriter(log)
+    made: list[str] = []
+    # Busier during the shop's day; nothing in the last few minutes (that is the demo's).
+    for k in range(26):
+        start = now - timedelta(minutes=rng.uniform(20, 22 * 60))
+        cid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        ts = start
+        for turn, question in enumerate(visitor_script(rng, rng.choice([1, 2, 2, 3, 3, 4]))):
+            latency = rng.uniform(380, 1400)
+            ts += timedelta(seconds=rng.uniform(20, 90))
+            writer.append(make_record(conversation_id=cid, turn=turn, user_text=question,
+                                      response=shop_answer(question), latency_ms=latency, source="widget",
+                                      backend="openai", model="shop-assistant", ts=iso(ts)))
+        made.append(cid)
+    # One turn the model server did not answer in time (the visitor got the apology).
+    failed = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    writer.append(make_record(conversation_id=failed, turn=0, user_text="Is the Kenyan AA back in stock?",
+                              response="Sorry, the assistant could not answer just now. Please try again in a "
+                                       "moment.", latency_ms=60000.0, source="widget", backend="openai",
+                              model="shop-assistant", error="the model server timed out",
+                              ts=iso(now - timedelta(hours=2, minutes=14))))
+    # A conversation whose logged replies came from last week's prompt: the replay shows what changed.
+    replay_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    old = [("Do you ship to Canada? What are the delivery times?",
+            "Yes, we ship to Canada. Delivery takes 7 to 10 working days; shipping costs $12."),
+           ("Is there a fee for that?", "Shipping to Canada costs $12 per order.")]
+    for turn, (question, reply) in enumerate(old):
+        writer.append(make_record(conversation_id=replay_id, turn=turn, user_text=question, response=reply,
+                                  latency_ms=rng.uniform(400, 900), source="widget", backend="openai",
+                                  model="shop-assistant", ts=iso(now - timedelta(hours=5, minutes=40 - turn))))
+    writer.close()
+
+    for i, cid in enumerate(made[:14]):
+        annotations.record_feedback(log, cid, 0, "down" if i % 5 == 0 else "up", by="visitor", source="widget")
+    annotations.add_tag(log, made[0], "escalated")
+    annotations.add_note(log, made[0], "Parcel stuck at the depot; asked the courier for a new delivery date.",
+                         author="staff")
+    annotations.add_tag(log, made[1], "resolved")
+    annotations.add_tag(log, failed, "bug")
+    return {"transcript": made[0], "replay": replay_id}
+
+
+def wait_page(page) -> None:
+    page.wait_for_selector('[data-testid="stApp"]', timeout=60_000)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"] "
+        "[data-testid=\"stStatusWidgetRunningIcon\"]')", timeout=60_000)
+
+
+def open_logged_in(page, url: str, password: str) -> None:
+    """Open ``url`` (a new Streamlit session) and log in again."""
+    page.goto(url)
+    field = page.get_by_label("Password", exact=True)
+    field.wait_for(timeout=60_000)
+    wait_page(page)
+    field.fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("button", name="Log out").wait_for(timeout=60_000)
+
+
+def take(url: str, password: str, ids: dict, out: Path, width: int, chromium: str) -> list[Path]:
+    from playwright.sync_api import sync_playwright
+
+    out.mkdir(parents=True, exist_ok=True)
+    shots: list[Path] = []
+    outside: list[str] = []
+
+    def shot(page, name: str, **kwargs) -> None:
+        page.mouse.move(0, 0)
+        page.wait_for_timeout(1200)  # charts and grids finish drawing
+        shots.append(out / name)
+        page.screenshot(path=str(shots[-1]), **kwargs)
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": width, "height": 900}, timezone_id="UTC")
+            context.on("request", lambda r: outside.append(r.url)
+                       if not r.url.startswith((url, "data:", "blob:", "http://127.0.0.1")) else None)
+            page = context.new_page()
+
+            page.set_viewport_size({"width": width, "height": 560})
+            page.goto(url + "/")
+            page.get_by_label("Password", exact=True).wait_for(timeout=60_000)
+            wait_page(page)
+            shot(page, "dashboard-login.png")
+            page.get_by_label("Password", exact=True).fill(password)
+            page.get_by_role("button", name="Log in").click()
+
+            page.get_by_text("Turns per hour").first.wait_for(timeout=60_000)
+            wait_page(page)
+            page.set_viewport_size({"width": width, "height": 1300})
+            shot(page, "dashboard-overview.png")
+            page.set_viewport_size({"width": width, "height": 1000})
+
+            page.locator('[data-testid="stSidebarNav"] a', has_text="Chat").click()
+            box = page.get_by_placeholder("Type a test prompt…")
+            box.wait_for(timeout=60_000)
+            for question, expect in (("Do you ship to Canada?", "5 to 8 working days"),
+                                     ("Which roast would you recommend for a moka pot?", "Harbour Blend")):
+                box.fill(question)
+                box.press("Enter")
+                page.get_by_text(expect, exact=False).first.wait_for(timeout=60_000)
+                page.get_by_text("round trip", exact=False).last.wait_for(timeout=30_000)
+                wait_page(page)
+            shot(page, "dashboard-chat.png")
+            page.set_viewport_size({"width": width, "height": 900})
+
+            page.locator('[data-testid="stSidebarNav"] a', has_text="Live").click()
+            page.locator('[data-testid="stDataFrame"] [role="gridcell"]', has_text="moka pot").first.wait_for(
+                state="attached", timeout=60_000)
+            shot(page, "dashboard-live.png")
+
+            open_logged_in(page, f"{url}/conversations?conversation={ids['transcript']}", password)
+            page.get_by_text("Transcript", exact=False).first.wait_for(timeout=60_000)
+            page.get_by_text("Tags and notes", exact=False).first.wait_for(timeout=60_000)
+            wait_page(page)
+            page.set_viewport_size({"width": width, "height": 2600})  # the page scrolls inside the app
+            shot(page, "dashboard-conversations.png")
+            page.set_viewport_size({"width": width, "height": 1400})
+
+            open_logged_in(page, f"{url}/conversations?conversation={ids['replay']}", password)
+            page.get_by_role("button", name="Replay against the current Space").click()
+            page.get_by_text("turns changed", exact=False).first.wait_for(timeout=90_000)
+            wait_page(page)
+            replay_box = page.locator(".st-key-conv_replay_box")
+            replay_box.scroll_into_view_if_needed()
+            page.wait_for_timeout(1000)
+            shots.append(out / "dashboard-replay.png")
+            replay_box.screenshot(path=str(shots[-1]))
+        finally:
+            browser.close()
+    if outside:
+        raise SystemExit(f"the dashboard made requests off the machine: {sorted(set(outside))}")
+    return shots
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / "docs"), help="folder for the PNG files (default docs/)")
+    ap.add_argument("--width", type=int, default=1440, help="browser width in px (default 1440)")
+    ap.add_argument("--chromium", default=os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+    args = ap.parse_args(argv)
+
+    from chatcore.auth import hash_password
+
+    password = secrets.token_urlsafe(12)
+    model = ShopModel()
+    proc = None
+    with tempfile.TemporaryDirectory(prefix="chat-operator-shots-") as tmp:
+        log = Path(tmp) / "logs" / "chat_logs.jsonl"
+        dash_port, space_port = free_port(), free_port()
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("CHAT_", "OPENAI_", "HF_")) and k != "CHAT_OPERATOR_TOKEN"}
+        env.update({"PYTHONUNBUFFERED": "1", "CHAT_RESPONDER": "openai", "OPENAI_BASE_URL": model.url,
+                    "OPENAI_MODEL": "shop-assistant", "CHAT_DASHBOARD_PASSWORD_HASH": hash_password(password),
+                    "CHAT_TIMEZONE": "UTC"})
+        url = f"http://127.0.0.1:{dash_port}"
+        output = open(Path(tmp) / "dashboard.out", "wb")
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "chatcore", "dashboard", "--demo", "--port", str(dash_port),
+                 "--space-url", f"http://127.0.0.1:{space_port}", "--log", str(log)],
+                cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+            wait_http(f"http://127.0.0.1:{space_port}/healthz", proc)
+            wait_http(url + "/_stcore/health", proc)
+            print("waiting for the demo's simulated visitors…", flush=True)
+            demo = wait_for_demo(log)
+            print(f"demo wrote {len(demo)} turn(s)", flush=True)
+            ids = add_earlier_traffic(log)
+            for path in take(url, password, ids, Path(args.out), args.width, args.chromium):
+                print(path)
+        except BaseException:
+            output.flush()
+            sys.stderr.write((Path(tmp) / "dashboard.out").read_text(errors="replace")[-3000:])
+            raise
+        finally:
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)  # the command stops its Space and Streamlit
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+            output.close()
+            model.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
