@@ -2,8 +2,7 @@
 ``streamlit run dashboard.py`` on free loopback ports; a prompt sent on the Chat page
 shows on the Live page and is in the log.
 
-Set ``DASHBOARD_SCREENSHOTS=1`` to also refresh ``docs/dashboard-*.png`` (the log is
-filled by the simulator first so the pages have something to show).
+The README's dashboard images come from ``docs/screenshots.py`` (the demo), not from here.
 """
 from __future__ import annotations
 
@@ -25,7 +24,6 @@ sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
-SCREENSHOTS = os.environ.get("DASHBOARD_SCREENSHOTS") == "1"
 XSS_IMG = "<img src=x onerror=alert(1)>"
 XSS_REMOTE = "![x](http://127.0.0.1:9/p.png)"
 
@@ -96,43 +94,13 @@ def wait_page(page) -> None:
         timeout=30_000)
 
 
-REPLAY_DEMO = "demo-replay-password-reset"
-
-
-def annotate_for_screenshots(log: Path, ids: list[str]) -> str:
-    """Ratings, tags and a note on the demo conversations, and one conversation to replay."""
-    from chatcore import annotations
-
-    for i, cid in enumerate(ids):
-        annotations.record_feedback(log, cid, 0, "down" if i % 3 == 0 else "up", by="visitor", source="widget")
-    annotations.add_tag(log, ids[0], "escalated")
-    annotations.add_tag(log, ids[0], "bug")
-    annotations.add_note(log, ids[0], "Visitor could not find the reset e-mail. Asked the web team to check "
-                                      "the sender domain.", author="staff")
-    annotations.add_tag(log, ids[1], "resolved")
-    now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
-    with open(log, "a") as f:
-        for turn, (question, old) in enumerate([
-            ("How do I reset my password?", "You said: How do I reset my password? Open Settings, then Security."),
-            ("Thanks, and my invoice?", "Invoices are under Billing."),
-        ]):
-            f.write(json.dumps({"v": 1, "ts": now, "conversation_id": REPLAY_DEMO, "turn": turn,
-                                "user_text": question, "files": [], "response": old, "latency_ms": 80.0,
-                                "source": "widget", "backend": "echo", "model": None, "error": None,
-                                "session": None}) + "\n")
-    return ids[0]
-
-
 def test_chat_turn_shows_live_and_in_the_log(stack):
-    from chatcore.simulate import simulate
-
-    demo = simulate(stack["space"], visitors=8, turns=4, delay=0.3, seed=3) if SCREENSHOTS else None
     dialogs: list[str] = []
     bad_requests: list[str] = []
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            ctx = browser.new_context(viewport={"width": 1440, "height": 1500 if SCREENSHOTS else 1000},
+            ctx = browser.new_context(viewport={"width": 1440, "height": 1000},
                                       timezone_id="UTC")
             page = ctx.new_page()
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
@@ -154,12 +122,6 @@ def test_chat_turn_shows_live_and_in_the_log(stack):
             assert page.locator("img[src='x']").count() == 0
             assert page.locator("img[src*='127.0.0.1:9']").count() == 0
             assert page.locator('[data-testid="stMainBlockContainer"] [data-testid="stCode"]').first.inner_text().strip() == cid  # kept
-            if SCREENSHOTS:
-                box.fill("How do I reset my password?")
-                box.press("Enter")
-                page.get_by_text("(message 2 in this conversation)", exact=False).first.wait_for(timeout=30_000)
-                page.get_by_text("round trip", exact=False).nth(1).wait_for(timeout=10_000)
-                page.screenshot(path=str(ROOT / "docs" / "dashboard-chat.png"), full_page=True)
 
             # The line is in the log, with this session's conversation id and source=operator.
             mine = [r for r in log_records(stack["log"]) if r["conversation_id"] == cid]
@@ -183,31 +145,6 @@ def test_chat_turn_shows_live_and_in_the_log(stack):
             page.locator('[data-testid="stDataFrame"] [role="gridcell"]', has_text=marker).first.wait_for(
                 state="attached", timeout=30_000)
             assert page.url == url_before
-            if SCREENSHOTS:
-                time.sleep(0.5)
-                page.screenshot(path=str(ROOT / "docs" / "dashboard-live.png"), full_page=True)
-
-                shown = annotate_for_screenshots(stack["log"], demo.conversation_ids)
-                page.goto(stack["url"] + "/conversations?conversation=" + shown)
-                page.get_by_text("Transcript", exact=False).first.wait_for(timeout=30_000)
-                page.get_by_text("Tags and notes", exact=False).first.wait_for(timeout=30_000)
-                page.set_viewport_size({"width": 1440, "height": 3000})  # the page scrolls inside the app
-                time.sleep(1.5)
-                page.screenshot(path=str(ROOT / "docs" / "dashboard-conversations.png"), full_page=True)
-                page.set_viewport_size({"width": 1440, "height": 1500})
-
-                page.goto(stack["url"] + "/conversations?conversation=" + REPLAY_DEMO)
-                page.get_by_role("button", name="Replay against the current Space").click()
-                page.get_by_text("turns changed", exact=False).first.wait_for(timeout=60_000)
-                time.sleep(1.0)
-                box = page.locator(".st-key-conv_replay_box")
-                box.scroll_into_view_if_needed()
-                box.screenshot(path=str(ROOT / "docs" / "dashboard-replay.png"))
-
-                page.locator('[data-testid="stSidebarNav"] a', has_text="Overview").click()
-                page.get_by_text("Turns per hour", exact=False).first.wait_for(timeout=30_000)
-                time.sleep(1.5)
-                page.screenshot(path=str(ROOT / "docs" / "dashboard-overview.png"), full_page=True)
         finally:
             browser.close()
     assert dialogs == [], dialogs
@@ -237,9 +174,6 @@ def test_login_in_the_browser(stack):
             assert "Transcript" not in body and "Matching conversations" not in body
             assert str(stack["log"]) not in body and stack["space"] not in body
             assert page.locator('[data-testid="stSidebarNav"]').count() == 0  # no page list either
-            if SCREENSHOTS:
-                time.sleep(0.5)
-                page.screenshot(path=str(ROOT / "docs" / "dashboard-login.png"))
             box = page.get_by_label("Password", exact=True)
             box.fill("not-the-password")
             page.get_by_role("button", name="Log in").click()

@@ -177,6 +177,25 @@ def test_live_merge_dedupes_and_keeps_newest_first():
 # ------------------------------------------------------------------------ overview
 
 
+def test_overview_figures_are_read_afresh_on_each_run(tmp_path, monkeypatch):
+    """The figures live in a fragment that reruns every CHAT_OVERVIEW_REFRESH seconds in the
+    browser (tests/test_dashboard_offline.py); AppTest does not tick run_every, so rerun here."""
+    log = tmp_path / "chat.jsonl"
+    now = datetime.now(timezone.utc)
+    write_log(log, [rec("a", 0, now - timedelta(seconds=20))])
+    monkeypatch.setenv("CHAT_LOG_PATH", str(log))
+    monkeypatch.setenv("CHAT_SPACE_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("CHAT_OVERVIEW_REFRESH", "3")
+    at = open_page("overview")
+    assert metric(at, "Turns today") == "1"
+    caption = next(c.value for c in at.caption if "updated" in c.value)
+    assert "refreshes every 3 s" in caption
+    write_log(log, [rec("b", 0, now), rec("b", 1, now)])
+    at.run()
+    assert not at.exception
+    assert metric(at, "Turns today") == "3" and metric(at, "Conversations today") == "2"
+
+
 def test_overview_page_figures(tmp_path, monkeypatch):
     log = tmp_path / "chat.jsonl"
     now = datetime.now(timezone.utc)
