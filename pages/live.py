@@ -47,8 +47,8 @@ def only_this() -> None:
 with st.container(border=True):
     c1, c2, c3 = st.columns([1, 2, 1.4], vertical_alignment="bottom")
     paused = c1.toggle("Pause", key="live_paused", help="Stop updating; new turns wait until you resume")
-    conv = c2.text_input("Conversation", key="live_conv",
-                         placeholder="all conversations (an ID, or its first characters as the table shows)")
+    conv = c2.text_input("Conversation", key="live_conv", placeholder="all (an ID or its first characters)",
+                         help="A conversation ID, or its first characters as the table shows them")
     seen_sources = sorted({r.get("source") or "" for r in ss.live_rows} | {"widget", "operator", "api", "simulated"})
     source = c3.selectbox("Source", ["all", *seen_sources], key="live_source")
 

@@ -38,6 +38,11 @@ def write_turns(log: Path, n: int, prefix: str = "q", error: str | None = None, 
                 "session": None}) + "\n")
 
 
+def pictographs(text: str) -> set[str]:
+    """Characters that need an emoji or symbol font (a blank box without one)."""
+    return {ch for ch in text if 0x2190 <= ord(ch) <= 0x2BFF or ord(ch) >= 0x1F000}
+
+
 def recording_context(browser, requests: list[str], width: int = 1366, height: int = 900):
     """A browser context that records every request and lets only loopback ones through."""
     context = browser.new_context(viewport={"width": width, "height": height}, timezone_id="UTC")
@@ -111,7 +116,7 @@ def test_overview_refreshes_by_itself(stack):
 
 def test_live_fits_1366_px_and_shows_no_emoji(stack):
     """At 1366 px the Live table shows every column (reply time and error too) without scrolling
-    sideways; the sidebar does not break the Space URL."""
+    sideways; the sidebar does not break the Space URL; Live and Overview need no emoji font."""
     write_turns(stack["log"], 4, prefix="c")
     write_turns(stack["log"], 1, prefix="e", error="backend timed out after 30 s")
     requests: list[str] = []
@@ -133,6 +138,10 @@ def test_live_fits_1366_px_and_shows_no_emoji(stack):
             headers = page.eval_on_selector_all('[data-testid="stDataFrame"] [role="columnheader"]',
                                                 "els => els.map(e => e.textContent)")
             assert any("Reply time" in h for h in headers) and any("Error" in h for h in headers), headers
+            cells = page.eval_on_selector_all('[data-testid="stDataFrame"] [role="gridcell"]',
+                                              "els => els.map(e => e.textContent).join(' ')")
+            assert "backend timed out" in cells
+            assert not pictographs(" ".join(headers) + cells + page.locator("body").inner_text())
             url_box = page.locator('[data-testid="stSidebar"] .st-key-sidebar_space_url')
             url_box.wait_for(timeout=10_000)
             lines = page.evaluate("""() => {
@@ -143,9 +152,12 @@ def test_live_fits_1366_px_and_shows_no_emoji(stack):
             if SHOTS:
                 Path(SHOTS).mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(Path(SHOTS) / "live-1366.png"))
-                page.goto(stack["url"] + "/")
-                wait_page(page)
-                page.get_by_text("Turns per hour").first.wait_for(timeout=30_000)
+            page.locator('[data-testid="stSidebarNav"] a', has_text="Overview").click()
+            page.get_by_text("Turns per hour").first.wait_for(timeout=30_000)
+            wait_page(page)
+            assert "Reply time p50" in page.locator("body").inner_text()
+            assert not pictographs(page.locator("body").inner_text())
+            if SHOTS:
                 page.wait_for_timeout(1500)
                 page.screenshot(path=str(Path(SHOTS) / "overview-1366.png"), full_page=True)
         finally:
