@@ -229,7 +229,7 @@ def test_replay_against_a_real_space(space, monkeypatch):
     assert len(result.turns) == 2 and all(t.error is None for t in result.turns)
     assert result.turns[1].new.startswith("You said: second") and not result.turns[1].same
     assert f"**{result.changed} of 2 turns changed**" in [m.value for m in at.markdown]
-    html = [h.proto.body for h in at.get("html")]
+    html = [h.proto.body for h in at.main.get("html")]  # the sidebar has its own
     assert len(html) == 4
     joined = "".join(html)
     assert "<del" in joined and "<ins" in joined and "line-through" in joined
@@ -252,6 +252,6 @@ def test_replay_with_the_space_down(pii_log):
     button(at, "conv_replay_btn").click().run()
     assert not at.exception
     assert at.error and "Cannot reach the Space" in at.error[0].value
-    assert not at.get("html")
+    assert not at.main.get("html")
     log, _ = pii_log
     assert annotations.load_annotations(log).get("pii-1", {}).get("replays", []) == []
