@@ -54,6 +54,8 @@ CLOSERS = [
     "Great, that solved it. Thank you!",
     "Perfect, thanks for your help!",
     "OK, thanks. I'll wait for the email then.",
+    "Brilliant, thanks a lot.",
+    "That's all I needed, thank you.",
 ]
 
 

@@ -187,6 +187,16 @@ def add_earlier_traffic(log: Path, seed: int = 11) -> dict:
                                       response=shop_answer(question), latency_ms=latency, source="widget",
                                       backend="openai", model="shop-assistant", ts=iso(ts)))
         made.append(cid)
+    # The conversation whose transcript is shown: a late parcel, escalated with a note.
+    late = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    ts = now - timedelta(minutes=47)
+    for turn, question in enumerate(["Hi! My order #48213 hasn't arrived yet. Can you check where it is?",
+                                     "Will my next delivery still go out on time?",
+                                     "OK, thanks. I'll wait for the email then."]):
+        ts += timedelta(seconds=rng.uniform(25, 70))
+        writer.append(make_record(conversation_id=late, turn=turn, user_text=question,
+                                  response=shop_answer(question), latency_ms=rng.uniform(500, 1100),
+                                  source="widget", backend="openai", model="shop-assistant", ts=iso(ts)))
     # One turn the model server did not answer in time (the visitor got the apology).
     failed = str(uuid.UUID(int=rng.getrandbits(128), version=4))
     writer.append(make_record(conversation_id=failed, turn=0, user_text="Is the Kenyan AA back in stock?",
@@ -207,12 +217,12 @@ def add_earlier_traffic(log: Path, seed: int = 11) -> dict:
 
     for i, cid in enumerate(made[:14]):
         annotations.record_feedback(log, cid, 0, "down" if i % 5 == 0 else "up", by="visitor", source="widget")
-    annotations.add_tag(log, made[0], "escalated")
-    annotations.add_note(log, made[0], "Parcel stuck at the depot; asked the courier for a new delivery date.",
-                         author="staff")
+    annotations.add_tag(log, late, "escalated")
+    annotations.add_note(log, late, "Parcel stuck at the courier's depot since Monday; asked them for a new "
+                                    "delivery date and e-mailed the customer.", author="staff")
     annotations.add_tag(log, made[1], "resolved")
     annotations.add_tag(log, failed, "bug")
-    return {"transcript": made[0], "replay": replay_id}
+    return {"transcript": late, "replay": replay_id}
 
 
 def wait_page(page) -> None:
@@ -290,7 +300,7 @@ def take(url: str, password: str, ids: dict, out: Path, width: int, chromium: st
             page.get_by_text("Transcript", exact=False).first.wait_for(timeout=60_000)
             page.get_by_text("Tags and notes", exact=False).first.wait_for(timeout=60_000)
             wait_page(page)
-            page.set_viewport_size({"width": width, "height": 2600})  # the page scrolls inside the app
+            page.set_viewport_size({"width": width, "height": 2900})  # the page scrolls inside the app
             shot(page, "dashboard-conversations.png")
             page.set_viewport_size({"width": width, "height": 1400})
 
@@ -322,8 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     password = secrets.token_urlsafe(12)
     model = ShopModel()
     proc = None
-    with tempfile.TemporaryDirectory(prefix="chat-operator-shots-") as tmp:
-        log = Path(tmp) / "logs" / "chat_logs.jsonl"
+    with tempfile.TemporaryDirectory(prefix="harbor-pine-") as tmp:
+        log = Path(tmp) / "data" / "chat_logs.jsonl"
         dash_port, space_port = free_port(), free_port()
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("CHAT_", "OPENAI_", "HF_")) and k != "CHAT_OPERATOR_TOKEN"}
