@@ -5,7 +5,7 @@ import os
 
 import streamlit as st
 
-from chatcore.dashboard import filter_live, frame_records, id_prefix, live_table, merge_live, short_id, tz_name
+from chatcore.dashboard import escape_markdown, filter_live, frame_records, id_prefix, live_table, merge_live, short_id, tz_name
 from pages._shared import through_entry, PAGES, header, live_feed, load_frame, settings, viewer_tz
 
 through_entry()
@@ -73,7 +73,8 @@ def live_view() -> None:
               waiting if ss.get("live_paused") else "live")
     if conv_filter:
         matching = len({r.get("conversation_id") for r in rows})
-        st.caption(f"{matching} conversation(s) shown whose ID starts with “{id_prefix(conv_filter)}”")
+        st.caption(f"{matching} conversation(s) shown whose ID starts with "
+                   f"“{escape_markdown(id_prefix(conv_filter))}”")
     if ss.live_dropped:
         st.warning(f"{ss.live_dropped} turn(s) were skipped while paused for long.", icon=":material/warning:")
     selected = ss.get("live_selected")

@@ -444,6 +444,8 @@ def test_live_filters_pause_and_click_through(live_log):
     assert [u for _, u in live_ids(at)] == ["another earlier one"]
     at.text_input(key="live_conv").input("ld-a").run()  # a prefix, not a substring
     assert live_ids(at) == []
+    at.text_input(key="live_conv").input(XSS[1]).run()  # what was typed is echoed as text, not markup
+    assert any("\\!\\[x\\]" in c.value for c in at.caption)
     at.text_input(key="live_conv").input("").run()
 
     at.toggle(key="live_paused").set_value(True).run()
