@@ -43,16 +43,32 @@ def _reply_text(output) -> str:
 
 
 class SpaceClient:
+    """``token`` is a Hugging Face token (private Spaces). ``operator_token`` is the staff token
+    sent as ``X-Chat-Operator-Token`` (needed for the staff sources ``operator`` and ``replay``);
+    when not given it is read with :func:`chatcore.settings.operator_token` for ``log_path``
+    (default: ``CHAT_LOG_PATH``), i.e. ``CHAT_OPERATOR_TOKEN`` or the token file beside the log."""
+
     def __init__(self, url: str, token: str | None = None, timeout: float = 60.0,
-                 connect_timeout: float = 5.0):
+                 connect_timeout: float = 5.0, operator_token: str | None = None,
+                 log_path=None):
         self.url = url.rstrip("/")
         self.token = token
+        self.operator_token = operator_token
+        self.log_path = log_path
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self._client = None
         self._lock = threading.Lock()
 
     # -- connection -------------------------------------------------------------------
+
+    def _staff_headers(self) -> dict[str, str]:
+        from .settings import OPERATOR_TOKEN_HEADER, Settings, operator_token
+
+        token = self.operator_token
+        if token is None:
+            token = operator_token(self.log_path if self.log_path is not None else Settings.from_env().log_path)
+        return {OPERATOR_TOKEN_HEADER: token} if token else {}
 
     def _connect(self):
         from gradio_client import Client
@@ -61,7 +77,7 @@ class SpaceClient:
             if self._client is None:
                 try:
                     self._client = Client(
-                        self.url, token=self.token, verbose=False,
+                        self.url, token=self.token, verbose=False, headers=self._staff_headers() or None,
                         httpx_kwargs={"timeout": httpx.Timeout(self.timeout, connect=self.connect_timeout)},
                     )
                 except Exception as exc:
@@ -176,10 +192,14 @@ class SpaceClient:
         return TurnResult(conversation_id, reply, (time.perf_counter() - started) * 1000)
 
 
-def space_health(url: str, timeout: float = 3.0) -> dict:
-    """``GET /healthz`` of the Space: its JSON, or ``{"status": "down", "error": ...}``."""
+def space_health(url: str, timeout: float = 3.0, operator_token: str | None = None) -> dict:
+    """``GET /healthz`` of the Space: its JSON, or ``{"status": "down", "error": ...}``.
+    With ``operator_token`` the Space adds its details (log path, responder, last error)."""
+    from .settings import OPERATOR_TOKEN_HEADER
+
+    headers = {OPERATOR_TOKEN_HEADER: operator_token} if operator_token else {}
     try:
-        resp = httpx.get(url.rstrip("/") + "/healthz", timeout=timeout)
+        resp = httpx.get(url.rstrip("/") + "/healthz", timeout=timeout, headers=headers)
         if resp.status_code == 200:
             return resp.json()
         return {"status": "down", "error": f"HTTP {resp.status_code} from /healthz"}

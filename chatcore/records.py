@@ -3,7 +3,17 @@
 Schema v1 (written by the Space):
 
     v, ts, conversation_id, turn, user_text, files, response, latency_ms,
-    source, backend, model, error, session
+    source, backend, model, error, session[, retry_of]
+
+``retry_of`` is present only on a turn that was answered again (Retry on the
+Space's page): it holds the turn number it replaces, which is also the line's own
+``turn``. The earlier answer stays in the log; the Space rebuilds a conversation's
+context from the latest line per (conversation_id, turn).
+
+Text a caller sends is logged as received, except that characters UTF-8 cannot
+encode (lone surrogates) become U+FFFD. ``session`` is at most 64 characters and
+each file name at most 255, so no caller-controlled field makes a line much longer
+than the message cap.
 
 The reader also accepts the older shape the first Space wrote (``timestamp``,
 ``response`` as a list of lines, ``history``) and maps it onto the same columns.
@@ -39,8 +49,33 @@ COLUMNS = (
 
 #: A plausible conversation id: what a browser UUID, a ticket number or a
 #: ``user:42`` style key looks like, and nothing that could be a path or markup.
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+#: Matched whole (``fullmatch``): ``"abc\n"`` is not an id.
+ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 MAX_ID_LENGTH = 128
+#: A source name: ``widget``, ``api``, ``space``, ``operator``, ``replay``, ``simulated``, …
+SOURCE_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+#: Sources only staff may use: the Space requires the staff token header for them.
+STAFF_SOURCES = frozenset({"operator", "replay"})
+MAX_FILE_NAME = 255
+MAX_SESSION_LENGTH = 64
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(value: str) -> str:
+    """``value`` with every character UTF-8 cannot encode (a lone surrogate) as U+FFFD."""
+    return _SURROGATES.sub("\ufffd", value)
+
+
+def clean_value(value: Any) -> Any:
+    """:func:`clean_text` applied to every string inside ``value`` (dicts, lists)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_value(k): clean_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_value(v) for v in value]
+    return value
 
 #: Reasons a line is skipped, in the order the reader reports them.
 BAD_REASONS = (
@@ -75,7 +110,7 @@ def check_conversation_id(value: Any) -> str:
         raise ValueError("conversation_id must be a string")
     if len(value) > MAX_ID_LENGTH:
         raise ValueError(f"conversation_id is longer than {MAX_ID_LENGTH} characters")
-    if not ID_PATTERN.match(value):
+    if not ID_PATTERN.fullmatch(value):
         raise ValueError(
             "conversation_id may only contain letters, digits and - _ . : "
             "(a UUID is a good choice)"
@@ -103,9 +138,10 @@ def make_record(
     files: list[dict] | None = None,
     session: str | None = None,
     ts: str | None = None,
+    retry_of: int | None = None,
 ) -> dict:
     """Build a v1 record ready for :class:`chatcore.writer.LogWriter`."""
-    return {
+    record = {
         "v": SCHEMA_VERSION,
         "ts": ts or utc_now_iso(),
         "conversation_id": conversation_id,
@@ -120,6 +156,9 @@ def make_record(
         "error": error,
         "session": session,
     }
+    if retry_of is not None:
+        record["retry_of"] = retry_of
+    return record
 
 
 # --------------------------------------------------------------------------- reading

@@ -65,6 +65,18 @@ class Settings:
     space_url: str = DEFAULT_SPACE_URL
     #: Mask e-mails, phone and card numbers in user text and replies before they are logged.
     redact_pii: bool = False
+    #: Most files one message may carry.
+    max_files: int = 5
+    #: Largest upload, in bytes; a bigger body is refused while it is being received.
+    max_upload_bytes: int = 10 * 1024 * 1024
+    #: Memory for conversation context (recent messages per conversation), in MB.
+    context_mb: int = 256
+    #: Calls one client may have queued or running at once (per address and per session).
+    client_concurrency: int = 32
+    #: Proxies whose X-Forwarded-For is believed (addresses); from anyone else it is ignored.
+    trusted_proxies: list[str] = field(default_factory=list)
+    #: Ratings one client may send to /feedback per minute.
+    feedback_per_minute: int = 60
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -77,6 +89,12 @@ class Settings:
             replica=os.environ.get("CHAT_REPLICA_ID") or None,
             space_url=os.environ.get("CHAT_SPACE_URL") or DEFAULT_SPACE_URL,
             redact_pii=os.environ.get("CHAT_REDACT_PII", "").strip().lower() in ("1", "true", "yes", "on"),
+            max_files=_env_int("CHAT_MAX_FILES", 5),
+            max_upload_bytes=_env_int("CHAT_MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
+            context_mb=_env_int("CHAT_CONTEXT_MB", 256),
+            client_concurrency=_env_int("CHAT_CLIENT_CONCURRENCY", 32),
+            trusted_proxies=_env_list("CHAT_TRUSTED_PROXIES", []),
+            feedback_per_minute=_env_int("CHAT_FEEDBACK_PER_MINUTE", 60),
         )
         known = {f.name for f in fields(cls)}
         values.update({k: v for k, v in overrides.items() if k in known and v is not None})
@@ -94,3 +112,71 @@ class Settings:
             return self.log_path
         p = self.log_path
         return p.with_name(f"{p.stem}.{self.replica}{p.suffix or '.jsonl'}")
+
+
+# ------------------------------------------------------------------------ staff token
+
+OPERATOR_TOKEN_ENV = "CHAT_OPERATOR_TOKEN"
+OPERATOR_TOKEN_HEADER = "X-Chat-Operator-Token"
+OPERATOR_TOKEN_FILE = ".chatcore-operator-token"
+
+
+def log_folder(log_path: str | os.PathLike) -> Path:
+    """The folder holding the log: the path itself when it is a folder of shards."""
+    p = Path(log_path)
+    return p if p.is_dir() or not p.suffix else p.parent
+
+
+def operator_token_path(log_path: str | os.PathLike) -> Path:
+    return log_folder(log_path) / OPERATOR_TOKEN_FILE
+
+
+def operator_token(log_path: str | os.PathLike | None) -> str | None:
+    """The staff token: ``CHAT_OPERATOR_TOKEN``, else the token file beside the log, else None."""
+    env = os.environ.get(OPERATOR_TOKEN_ENV, "").strip()
+    if env:
+        return env
+    if log_path is None:
+        return None
+    try:
+        token = operator_token_path(log_path).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return token or None
+
+
+def ensure_operator_token(log_path: str | os.PathLike) -> str:
+    """The staff token for a Space writing ``log_path``; creates the token file (0600) when
+    ``CHAT_OPERATOR_TOKEN`` is unset and no file exists yet. Atomic: concurrent starts agree."""
+    existing = operator_token(log_path)
+    if existing:
+        return existing
+    import secrets
+
+    path = operator_token_path(log_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, (secrets.token_urlsafe(32) + "\n").encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # fails if another process created it first: theirs wins
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    token = operator_token(log_path)
+    if not token:
+        raise OSError(f"could not read the staff token file {path}")
+    return token
+
+
+def token_matches(given: str | None, expected: str | None) -> bool:
+    import hmac
+
+    if not given or not expected:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8", "replace"))

@@ -30,12 +30,14 @@ from starlette.middleware.cors import CORSMiddleware
 from . import annotations, records
 from .pii import mask_pii
 from .responders import Responder, ResponderError, make_responder
-from .settings import Settings
+from .guard import (SESSION_PATTERN, ClientAddress, InFlight, RateLimit, SpaceGuard, Uploads,
+                    event_body_cap)
+from .settings import (OPERATOR_TOKEN_HEADER, Settings, ensure_operator_token, log_folder,
+                       token_matches)
 from .writer import LogWriter
 
 log = logging.getLogger("chatcore.space")
 
-SOURCE_PATTERN = records.ID_PATTERN  # short, plain: widget, operator, api, replay, …
 FAILED_REPLY = "Sorry, the assistant could not answer just now. Please try again in a moment."
 
 
@@ -99,68 +101,311 @@ def normalise_history(history: Any) -> list[dict]:
 # ------------------------------------------------------------------------- turn ids
 
 
+class _Conversation:
+    __slots__ = ("next_turn", "turns", "size")
+
+    def __init__(self) -> None:
+        self.next_turn = 0
+        #: turn number -> (user_text, reply); None while cold (known only from the log).
+        self.turns: dict[int, tuple[str, str]] | None = None
+        self.size = 0
+
+
+def _text_size(user: str, reply: str) -> int:
+    return len(user.encode("utf-8", "replace")) + len(reply.encode("utf-8", "replace")) + 64
+
+
 class Conversations:
-    """Per-conversation state the Space keeps in memory: next turn index and recent messages.
+    """Per-conversation state the Space keeps in memory: next turn number and recent turns.
 
     The conversation_id is the identity, not the Gradio session: a widget that
     reloads (new session, same id) continues its count and its context, and an
     operator who switches ids in one session does not leak history across them.
-    Bounded: least recently used conversations are forgotten first. Turn numbers
-    are seeded from the log at start-up so a restart continues the count.
+
+    Context is the id's own turns only: kept in memory while the conversation is hot,
+    rebuilt from the log (every ``*.jsonl`` in the log folder, so shards of other replicas
+    too) when it is not. New lines other processes append to the folder are followed, so
+    replicas sharing a folder agree on turn numbers and context. Bounded: at most
+    ``limit`` conversations and ``max_bytes`` of remembered text; the least recently used
+    go cold first.
     """
 
-    def __init__(self, limit: int = 200_000, max_messages: int = 40):
-        self._state: OrderedDict[str, list] = OrderedDict()  # cid -> [next_turn, messages|None]
+    def __init__(self, limit: int = 200_000, max_messages: int = 40, max_bytes: int = 256 * 1024 * 1024,
+                 log_path: Path | None = None):
+        self._state: OrderedDict[str, _Conversation] = OrderedDict()
         self._lock = threading.Lock()
         self._limit = limit
-        self._max_messages = max_messages
+        self._max_turns = max(1, max_messages // 2)
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._forgot = False  # some conversation was dropped entirely: unknown ids may be in the log
+        self.log_path = Path(log_path) if log_path else None
+        self._offsets: dict[Path, int] = {}
+        self._follow_lock = threading.Lock()
+
+    # -- memory --------------------------------------------------------------------------
+
+    def _get(self, cid: str) -> _Conversation:
+        state = self._state.pop(cid, None)
+        if state is None:
+            state = _Conversation()
+            while len(self._state) >= self._limit:
+                _, old = self._state.popitem(last=False)
+                self.bytes -= old.size
+                self._forgot = True
+        self._state[cid] = state
+        return state
+
+    def _put_turn(self, state: _Conversation, turn: int, user: str, reply: str) -> None:
+        if state.turns is None:
+            return
+        old = state.turns.get(turn)
+        if old is not None:
+            size = _text_size(*old)
+            state.size -= size
+            self.bytes -= size
+        state.turns[turn] = (user, reply)
+        size = _text_size(user, reply)
+        state.size += size
+        self.bytes += size
+        while len(state.turns) > self._max_turns:
+            first = min(state.turns)
+            size = _text_size(*state.turns.pop(first))
+            state.size -= size
+            self.bytes -= size
+
+    def _shrink(self) -> None:
+        """Make least recently used conversations cold until the text fits in ``max_bytes``."""
+        if self.bytes <= self.max_bytes:
+            return
+        for state in self._state.values():
+            if self.bytes <= self.max_bytes:
+                break
+            if state.turns:
+                self.bytes -= state.size
+                state.size = 0
+                state.turns = None
 
     def seed(self, conversation_id: str, turn: int) -> None:
         with self._lock:
-            state = self._state.setdefault(conversation_id, [0, None])
-            state[0] = max(state[0], turn + 1)
+            state = self._get(conversation_id)
+            state.next_turn = max(state.next_turn, turn + 1)
 
-    def start_turn(self, conversation_id: str) -> tuple[int, list[dict] | None]:
-        """Reserve the next turn index; also return the remembered messages (None if unknown)."""
-        with self._lock:
-            state = self._state.pop(conversation_id, None) or [0, []]
-            self._state[conversation_id] = state
-            turn = state[0]
-            state[0] += 1
-            while len(self._state) > self._limit:
-                self._state.popitem(last=False)
-            return turn, (list(state[1]) if state[1] is not None else None)
-
-    def remember(self, conversation_id: str, user_text: str, reply: str) -> None:
+    def observe(self, conversation_id: str, turn: int, user: str, reply: str, ok: bool) -> None:
+        """A turn found in the log (this process's or another's)."""
         with self._lock:
             state = self._state.get(conversation_id)
             if state is None:
+                state = self._get(conversation_id)
+            state.next_turn = max(state.next_turn, turn + 1)
+            if ok:
+                self._put_turn(state, turn, user, reply)
+            self._shrink()
+
+    def start_turn(self, conversation_id: str, turn: int | None = None) -> tuple[int, list[dict], bool]:
+        """Reserve a turn; return (turn, context messages, replaces an existing turn).
+
+        ``turn`` is given by the Space's own page (the number of user messages its history
+        holds): a Retry, or a message sent after Undo, takes the place of that turn.
+        """
+        self.follow()
+        with self._lock:
+            known = conversation_id in self._state
+            state = self._get(conversation_id)
+            cold = state.turns is None or (not known and self._forgot)
+        if cold:
+            self._rebuild(conversation_id)
+        with self._lock:
+            state = self._get(conversation_id)
+            if state.turns is None:
+                state.turns = {}
+            if turn is None or turn >= state.next_turn:
+                turn = state.next_turn
+                replaces = False
+            else:
+                replaces = True
+            state.next_turn = max(state.next_turn, turn + 1)
+            earlier = sorted(t for t in state.turns if t < turn)[-self._max_turns:]
+            context = []
+            for t in earlier:
+                user, reply = state.turns[t]
+                context += [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
+            return turn, context, replaces
+
+    def remember(self, conversation_id: str, turn: int, user_text: str, reply: str) -> None:
+        with self._lock:
+            state = self._state.get(conversation_id)
+            if state is None or state.turns is None:
                 return
-            messages = state[1] if state[1] is not None else []
-            messages += [{"role": "user", "content": user_text},
-                         {"role": "assistant", "content": reply}]
-            state[1] = messages[-self._max_messages:]
+            self._put_turn(state, turn, user_text, reply)
+            self._shrink()
+
+    def knows_turn(self, conversation_id: str, turn: int) -> bool:
+        """Has the Space served (or logged) this turn of this conversation?"""
+        self.follow()
+        with self._lock:
+            state = self._state.get(conversation_id)
+            if state is not None:
+                return 0 <= turn < state.next_turn
+            forgot = self._forgot
+        if not forgot:
+            return False
+        self._rebuild(conversation_id)
+        with self._lock:
+            state = self._state.get(conversation_id)
+            return state is not None and 0 <= turn < state.next_turn
+
+    # -- the log -------------------------------------------------------------------------
+
+    def _shards(self) -> list[Path]:
+        if self.log_path is None:
+            return []
+        folder = self.log_path if self.log_path.is_dir() else self.log_path.parent
+        try:
+            return sorted(p for p in folder.glob("*.jsonl") if p.is_file())
+        except OSError:
+            return []
+
+    @staticmethod
+    def _lines(raw: bytes):
+        import orjson
+
+        for line in raw.split(b"\n"):
+            if not line.strip():
+                continue
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(obj, dict) and isinstance(obj.get("conversation_id"), str):
+                yield obj
+
+    @staticmethod
+    def _turn_of(obj: dict, counts: dict[str, int]) -> int | None:
+        cid = obj["conversation_id"]
+        turn = obj.get("turn")
+        if turn is None:  # the older shape: no turn numbers, lines in order
+            turn = counts.get(cid, 0)
+        if isinstance(turn, bool) or not isinstance(turn, int) or not 0 <= turn < 2**31:
+            return None
+        counts[cid] = max(counts.get(cid, 0), turn + 1)
+        return turn
+
+    @staticmethod
+    def _texts(obj: dict) -> tuple[str, str]:
+        user, reply = obj.get("user_text"), obj.get("response")
+        if isinstance(reply, list):
+            reply = "\n".join(x for x in reply if isinstance(x, str))
+        return (user if isinstance(user, str) else "", reply if isinstance(reply, str) else "")
+
+    def seed_from_log(self) -> int:
+        """Read turn numbers of every conversation in the log folder; returns lines read."""
+        counts: dict[str, int] = {}
+        lines = 0
+        with self._follow_lock:
+            for shard in self._shards():
+                try:
+                    with open(shard, "rb") as f:
+                        raw = f.read()
+                except OSError as exc:
+                    log.warning("could not read %s to continue turn numbers: %s", shard.name, exc)
+                    continue
+                end = raw.rfind(b"\n") + 1
+                self._offsets[shard] = end
+                for obj in self._lines(raw[:end]):
+                    lines += 1
+                    self._turn_of(obj, counts)
+        with self._lock:
+            for cid, n in counts.items():
+                state = self._get(cid)
+                state.next_turn = max(state.next_turn, n)
+        return lines
+
+    def follow(self) -> None:
+        """Apply lines appended to the log folder since the last look (any process's)."""
+        if self.log_path is None:
+            return
+        with self._follow_lock:
+            for shard in self._shards():
+                start = self._offsets.get(shard, 0)
+                try:
+                    size = shard.stat().st_size
+                    if size < start:  # truncated or replaced
+                        start = 0
+                    if size == start:
+                        continue
+                    with open(shard, "rb") as f:
+                        f.seek(start)
+                        raw = f.read(size - start)
+                except OSError:
+                    continue
+                end = raw.rfind(b"\n") + 1
+                self._offsets[shard] = start + end
+                counts: dict[str, int] = {}
+                for obj in self._lines(raw[:end]):
+                    turn = obj.get("turn")
+                    if isinstance(turn, bool) or not isinstance(turn, int) or not 0 <= turn < 2**31:
+                        continue
+                    user, reply = self._texts(obj)
+                    self.observe(obj["conversation_id"], turn, user, reply, obj.get("error") is None)
+
+    def _rebuild(self, cid: str) -> None:
+        """Load ``cid``'s turns from the log folder (the part already followed)."""
+        import mmap
+
+        needle = b'"' + cid.encode("ascii") + b'"'
+        found: dict[int, tuple[str, str]] = {}
+        next_turn = 0
+        with self._follow_lock:
+            shards = [(p, self._offsets.get(p, 0)) for p in self._shards()]
+        for shard, end in shards:
+            if end <= 0:
+                continue
+            counts: dict[str, int] = {}
+            try:
+                with open(shard, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                    pos = m.find(needle, 0, end)
+                    older = None  # lines without turn numbers need every earlier line of the id
+                    while pos != -1:
+                        line_start = m.rfind(b"\n", 0, pos) + 1
+                        line_end = m.find(b"\n", pos, end)
+                        if line_end == -1:
+                            break
+                        for obj in self._lines(m[line_start:line_end]):
+                            if obj["conversation_id"] != cid:
+                                continue
+                            if obj.get("turn") is None:
+                                older = True
+                            turn = self._turn_of(obj, counts)
+                            if turn is None:
+                                continue
+                            next_turn = max(next_turn, turn + 1)
+                            if obj.get("error") is None:
+                                found[turn] = self._texts(obj)
+                        pos = m.find(needle, line_end, end)
+                    del older
+            except (OSError, ValueError):
+                continue
+        with self._lock:
+            state = self._get(cid)
+            state.next_turn = max(state.next_turn, next_turn)
+            if state.turns is None:
+                state.turns = {}
+            for turn in sorted(found):
+                if turn not in state.turns:
+                    self._put_turn(state, turn, *found[turn])
+            self._shrink()
 
 
-def seed_turns(counter: Conversations, log_path: Path) -> int:
-    """Read (conversation_id, turn) from the log(s) this Space can see; returns lines read."""
+def seed_turns(counter: Conversations, log_path: Path | None = None) -> int:
+    """Read (conversation_id, turn) from the log folder; returns lines read."""
+    if log_path is not None and counter.log_path is None:
+        counter.log_path = Path(log_path)
     try:
-        from .store import load_log
-
-        if not log_path.exists():
-            return 0
-        frame, _stats = load_log(log_path, columns=("conversation_id", "turn"))
+        return counter.seed_from_log()
     except Exception as exc:  # a broken log must never stop the Space from starting
         log.warning("could not read the existing log to continue turn numbers: %s", exc)
         return 0
-    if frame.empty:
-        return 0
-    grouped = frame.groupby("conversation_id", observed=True)["turn"]
-    # Older lines carry no turn: count them instead.
-    last = grouped.max().fillna(-1).astype("int64").combine(grouped.size() - 1, max)
-    for cid, turn in last.items():
-        counter.seed(str(cid), int(turn))
-    return len(frame)
 
 
 # ---------------------------------------------------------------------------- the chat
@@ -169,17 +414,31 @@ def seed_turns(counter: Conversations, log_path: Path) -> int:
 class ChatService:
     """Validates a turn, streams the responder's reply and logs the turn once."""
 
-    def __init__(self, settings: Settings, responder: Responder, writer: LogWriter):
+    def __init__(self, settings: Settings, responder: Responder, writer: LogWriter,
+                 operator_token: str | None = None):
         self.settings = settings
         self.responder = responder
         self.writer = writer
-        self.conversations = Conversations()
+        self.operator_token = operator_token
+        self.conversations = Conversations(max_bytes=settings.context_mb * 1024 * 1024,
+                                           log_path=settings.shard_path)
+        self.address = ClientAddress(settings.trusted_proxies)
+        self.uploads = Uploads()
         self._session_ids: OrderedDict[str, str] = OrderedDict()
         self.generated_ids = 0
         self.responder_errors = 0
+        self.refused_staff = 0
         self._lock = threading.Lock()
 
-    def validate(self, message: Any, conversation_id: Any, source: Any) -> tuple[str, list, str, str]:
+    def is_staff(self, headers: Any) -> bool:
+        try:
+            given = headers.get(OPERATOR_TOKEN_HEADER.lower()) or headers.get(OPERATOR_TOKEN_HEADER)
+        except AttributeError:
+            return False
+        return token_matches(given, self.operator_token)
+
+    def validate(self, message: Any, conversation_id: Any, source: Any,
+                 request: Any = None) -> tuple[str, list, str | None, str]:
         if isinstance(message, dict):
             text, files = message.get("text") or "", message.get("files") or []
         elif isinstance(message, str):
@@ -190,11 +449,20 @@ class ChatService:
             raise gr.Error("message text must be a string")
         if not isinstance(files, list):
             raise gr.Error("message files must be a list")
-        if len(text.encode("utf-8", "surrogatepass")) > self.settings.max_message_bytes:
+        if len(files) > self.settings.max_files:
+            raise gr.Error(f"Too many files: a message may carry at most {self.settings.max_files}.")
+        text = records.clean_text(text)
+        if len(text.encode("utf-8")) > self.settings.max_message_bytes:
             raise gr.Error(
                 f"Message is too long: the limit is {self.settings.max_message_bytes // 1024} KB. "
                 "Please shorten it."
             )
+        owner = self.address.of_request(request) if request is not None else None
+        for f in files:
+            path = f if isinstance(f, str) else (f.get("path") if isinstance(f, dict) else None)
+            if not self.uploads.owned_by(path, owner):
+                raise gr.Error("A file in this message was not uploaded by you through this Space: "
+                               "upload it first and send the path the upload returned.")
         if not text.strip() and not files:
             raise gr.Error("Message is empty: type something to send.")
         if conversation_id is None or conversation_id == "":
@@ -205,12 +473,16 @@ class ChatService:
             except ValueError as exc:
                 raise gr.Error(f"Invalid conversation_id: {exc}") from None
         source = source or "api"
-        if not isinstance(source, str) or len(source) > 32 or not SOURCE_PATTERN.match(source):
+        if not isinstance(source, str) or not records.SOURCE_PATTERN.fullmatch(source):
             raise gr.Error("Invalid source: use a short word such as widget, operator or api.")
+        if source in records.STAFF_SOURCES and not self.is_staff(getattr(request, "headers", None)):
+            self.refused_staff += 1
+            raise gr.Error(f"source {source!r} is for staff: send the {OPERATOR_TOKEN_HEADER} header.")
         return text, files, conversation_id, source
 
     @staticmethod
     def describe_files(files: list) -> list[dict]:
+        """Name and size of each (already checked) upload, for the log."""
         described = []
         for f in files:
             path = f if isinstance(f, str) else (f.get("path") if isinstance(f, dict) else None)
@@ -221,14 +493,17 @@ class ChatService:
             except OSError:
                 size = None
             name = (f.get("orig_name") if isinstance(f, dict) else None) or os.path.basename(path)
+            if not isinstance(name, str):
+                name = os.path.basename(path)
+            name = records.clean_text(os.path.basename(name))[: records.MAX_FILE_NAME]
             described.append({"name": name, "size": size})
         return described
 
-    def _id_for_session(self, session: str | None, history: Any) -> str:
-        """A caller that sends no id (the Space's own page) gets one per Gradio session;
-        an empty history (first message, or the chat was cleared) starts a new one."""
+    def _id_for_session(self, session: str | None) -> str:
+        """A caller that sends no id (the Space's own page) gets one per Gradio session,
+        kept until the chat is cleared (:meth:`forget_session`)."""
         with self._lock:
-            cid = self._session_ids.get(session) if session and history else None
+            cid = self._session_ids.get(session) if session else None
             if cid is None:
                 cid = records.new_conversation_id()
                 self.generated_ids += 1
@@ -239,13 +514,24 @@ class ChatService:
                         self._session_ids.popitem(last=False)
             return cid
 
+    def forget_session(self, session: str | None) -> None:
+        """The page's chat was cleared: its next message starts a new conversation."""
+        if session:
+            with self._lock:
+                self._session_ids.pop(session, None)
+
     def chat(self, message, history, conversation_id=None, source=None, request: gr.Request = None) -> Iterator[str]:
-        text, files, conversation_id, source = self.validate(message, conversation_id, source)
+        text, files, conversation_id, source = self.validate(message, conversation_id, source, request)
         session = getattr(request, "session_hash", None)
+        if not (isinstance(session, str) and SESSION_PATTERN.fullmatch(session)):
+            session = None
+        position = None
         if conversation_id is None:
-            conversation_id = self._id_for_session(session, history)
-        turn, remembered = self.conversations.start_turn(conversation_id)
-        context = remembered if remembered is not None else normalise_history(history)
+            conversation_id = self._id_for_session(session)
+            # The page's history says which turn this is: fewer user messages than turns
+            # served means a Retry (or a message sent after Undo) replacing that turn.
+            position = sum(1 for m in normalise_history(history) if m["role"] == "user")
+        turn, context, replaces = self.conversations.start_turn(conversation_id, position)
         started = time.perf_counter()
         reply, error = "", None
         done = False
@@ -264,14 +550,14 @@ class ChatService:
                 reply = FAILED_REPLY
                 yield reply
             else:
-                self.conversations.remember(conversation_id, text, reply)
+                self.conversations.remember(conversation_id, turn, text, records.clean_text(reply))
             done = True
         finally:
             if not done and error is None:
                 error = "cancelled before the reply completed"
-            logged_text, logged_reply = text, reply
+            logged_text, logged_reply = text, records.clean_text(reply)
             if self.settings.redact_pii:
-                logged_text, logged_reply = mask_pii(text), mask_pii(reply)
+                logged_text, logged_reply = mask_pii(logged_text), mask_pii(logged_reply)
             self.writer.append(
                 records.make_record(
                     conversation_id=conversation_id,
@@ -285,6 +571,7 @@ class ChatService:
                     error=error,
                     files=self.describe_files(files),
                     session=session,
+                    retry_of=turn if replaces else None,
                 )
             )
 
@@ -298,7 +585,7 @@ class ChatService:
         if not isinstance(index, int) or not 0 <= index < len(history):
             return False
         turn = sum(1 for m in history[: index + 1] if isinstance(m, dict) and m.get("role") == "user") - 1
-        if turn < 0:
+        if turn < 0 or not self.conversations.knows_turn(cid, turn):
             return False
         rating = "up" if liked is True or liked == "like" else "down"
         try:
@@ -308,17 +595,33 @@ class ChatService:
             return False
         return True
 
-    def health(self) -> dict:
-        return {
-            "status": "ok",
-            "responder": self.responder.name,
-            "model": self.responder.model,
-            **self.writer.health(),
+    def health(self, staff: bool = False) -> dict:
+        w = self.writer
+        public = {
+            "status": "ok" if w.last_ok else "degraded",
+            "turns_logged": w.written,
+            "write_errors": w.errors,
             "responder_errors": self.responder_errors,
             "generated_conversation_ids": self.generated_ids,
+        }
+        if not staff:
+            return public
+        return {
+            **public,
+            "log_path": os.path.abspath(w.path),
+            "log_dir": os.path.dirname(os.path.abspath(w.path)),
+            "responder": self.responder.name,
+            "model": self.responder.model,
+            "last_write_error": w.last_error,
+            "last_error": w.last_error,
             "max_message_bytes": self.settings.max_message_bytes,
+            "max_files": self.settings.max_files,
+            "max_upload_bytes": self.settings.max_upload_bytes,
             "concurrency": self.settings.concurrency,
+            "client_concurrency": self.settings.client_concurrency,
             "redact_pii": self.settings.redact_pii,
+            "context_bytes": self.conversations.bytes,
+            "refused_staff_sources": self.refused_staff,
         }
 
 
@@ -329,6 +632,10 @@ def build_demo(service: ChatService) -> gr.ChatInterface:
     def like(history, data: gr.LikeData, request: gr.Request):
         """Thumbs on a reply in the Space's own page: rate that turn of this session's conversation."""
         service.rate_from_ui(getattr(request, "session_hash", None), history, data.index, data.liked)
+
+    def cleared(request: gr.Request):
+        """The page's chat was cleared: the next message starts a new conversation."""
+        service.forget_session(getattr(request, "session_hash", None))
 
     # "api" is the default API callers see; the Space's own page sets its copy to "space" on load.
     source_box = gr.Textbox(value="api", label="source", visible=False)
@@ -348,6 +655,7 @@ def build_demo(service: ChatService) -> gr.ChatInterface:
     )
     with demo:
         demo.chatbot.like(like, inputs=[demo.chatbot], outputs=None, api_visibility="undocumented")
+        demo.chatbot.clear(cleared, None, None, api_visibility="undocumented", queue=False)
         demo.load(lambda: "space", None, [source_box], api_visibility="undocumented", queue=False)
     # Gradio's default worker pool is 40 threads; let every slot run at once.
     demo.max_threads = max(40, service.settings.concurrency)
@@ -357,30 +665,37 @@ def build_demo(service: ChatService) -> gr.ChatInterface:
     return demo
 
 
+def _static_allowed(path: str) -> bool:
+    """Files Gradio itself serves to every page (its static assets), never user data."""
+    try:
+        from gradio import utils as gr_utils
+        from gradio.data_classes import _StaticFiles
+
+        return any(gr_utils.is_in_or_equal(path, p) for p in _StaticFiles.all_paths)
+    except Exception:
+        return False
+
+
 def build_app(settings: Settings, responder: Responder | None = None) -> tuple[FastAPI, ChatService]:
     responder = responder or make_responder(settings.responder)
     writer = LogWriter(settings.shard_path)
-    service = ChatService(settings, responder, writer)
-    seed_turns(service.conversations, settings.shard_path)
+    service = ChatService(settings, responder, writer, operator_token=ensure_operator_token(settings.log_path))
+    seed_turns(service.conversations)
+    feedback_limit = RateLimit(settings.feedback_per_minute)
 
     app = FastAPI(title="Chat Operator Space", docs_url=None, redoc_url=None)
-    origins = settings.allowed_origins
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=[] if "*" in origins else origins,
-        allow_origin_regex=".*" if "*" in origins else r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?",
-        allow_methods=["GET", "POST", "OPTIONS"],
-        allow_headers=["*"],
-        allow_credentials=False,
-    )
 
     @app.get("/healthz")
-    def healthz():
-        return JSONResponse(service.health())
+    def healthz(request: Request):
+        return JSONResponse(service.health(staff=service.is_staff(request.headers)))
 
     @app.post("/feedback")
     async def feedback(request: Request):
         """Thumbs up/down on a reply: ``{conversation_id, turn, rating: "up"|"down"}``."""
+        addr = service.address.of_request(request)
+        if not feedback_limit.allow(addr):
+            return JSONResponse({"error": "too many ratings: try again in a minute"}, status_code=429,
+                                headers={"Retry-After": "60"})
         body = await request.body()
         if len(body) > 2048:
             return JSONResponse({"error": "request too large"}, status_code=413)
@@ -388,10 +703,24 @@ def build_app(settings: Settings, responder: Responder | None = None) -> tuple[F
             data = json.loads(body)
             if not isinstance(data, dict):
                 raise ValueError("send a JSON object")
-            rec = annotations.record_feedback(
-                settings.log_path, data.get("conversation_id"), data.get("turn"), data.get("rating"),
-                by="visitor", source=str(data.get("source") or "widget")[:32])
-        except (ValueError, TypeError) as exc:
+            cid, turn, source = data.get("conversation_id"), data.get("turn"), data.get("source") or "widget"
+            if not isinstance(source, str) or not records.SOURCE_PATTERN.fullmatch(source):
+                raise ValueError("source must be a short word such as widget")
+            records.check_conversation_id(cid)
+            if isinstance(turn, bool) or not isinstance(turn, int) or not 0 <= turn < 2**31:
+                raise ValueError("turn must be a whole number from 0")
+            if data.get("rating") not in annotations.RATINGS:
+                raise ValueError("rating must be 'up' or 'down'")
+        except (ValueError, TypeError, RecursionError) as exc:
+            message = str(exc) if isinstance(exc, (ValueError, TypeError)) and \
+                not isinstance(exc, json.JSONDecodeError) else "the body is not valid JSON"
+            return JSONResponse({"error": message}, status_code=400)
+        if not service.conversations.knows_turn(cid, turn):
+            return JSONResponse({"error": "no such turn: rate a reply this Space has given"}, status_code=404)
+        try:
+            rec = annotations.record_feedback(settings.log_path, cid, turn, data["rating"],
+                                              by="visitor", source=source)
+        except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         except OSError:
             return JSONResponse({"error": "feedback could not be saved just now"}, status_code=503)
@@ -405,8 +734,34 @@ def build_app(settings: Settings, responder: Responder | None = None) -> tuple[F
         widget_routes.register(app, settings)
 
     demo = build_demo(service)
-    app = gr.mount_gradio_app(app, demo, path="/", server_name=settings.host, server_port=settings.port)
+    from gradio.utils import get_upload_folder, is_in_or_equal
+
+    folder = str(log_folder(settings.log_path).resolve())
+    blocked = [] if is_in_or_equal(get_upload_folder(), folder) else [folder]
+    app = gr.mount_gradio_app(app, demo, path="/", server_name=settings.host, server_port=settings.port,
+                              max_file_size=settings.max_upload_bytes, blocked_paths=blocked)
+    # Mounted (not launched) Blocks skip Gradio's "was not uploaded by a user" check on inputs;
+    # the app is served, so say so. The guard below checks ownership of every file as well.
+    demo.has_launched = True
+    queue = demo._queue
+    inflight = InFlight(settings.client_concurrency, lambda event_id: event_id in queue.event_ids_to_events)
+    app.add_middleware(
+        SpaceGuard, address=service.address, uploads=service.uploads, inflight=inflight,
+        max_files=settings.max_files, max_upload_bytes=settings.max_upload_bytes,
+        event_cap=event_body_cap(settings.max_message_bytes), static_allowed=_static_allowed,
+    )
+    # Outermost, so refusals from the guard carry CORS headers too (the widget can read them).
+    origins = settings.allowed_origins
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[] if "*" in origins else origins,
+        allow_origin_regex=".*" if "*" in origins else r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?",
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["*"],
+        allow_credentials=False,
+    )
     app.state.chat_service = service
+    app.state.inflight = inflight
     return app, service
 
 

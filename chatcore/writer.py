@@ -48,6 +48,8 @@ class LogWriter:
         self.written = 0
         self.errors = 0
         self.last_error: str | None = None
+        #: False while the latest write failed (the Space reports "degraded").
+        self.last_ok = True
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._ino: tuple[int, int] | None = None
@@ -88,9 +90,15 @@ class LogWriter:
         """Append one record. Returns True when the line is on disk (in the page cache)."""
         try:
             line = encode_line(record)
-        except (TypeError, ValueError) as exc:
-            self._fail(f"record is not serialisable: {exc}")
-            return False
+        except (TypeError, ValueError):
+            # A lone surrogate (e.g. "\ud800" sent through JSON) cannot be UTF-8: log it as U+FFFD.
+            from .records import clean_value
+
+            try:
+                line = encode_line(clean_value(record))
+            except (TypeError, ValueError) as exc:
+                self._fail(f"record is not serialisable: {exc}")
+                return False
         return self.append_line(line)
 
     def append_line(self, line: bytes) -> bool:
@@ -110,6 +118,7 @@ class LogWriter:
                 self._fail(f"{type(exc).__name__}: {exc.strerror or exc}")
                 return False
             self.written += 1
+            self.last_ok = True
             return True
 
     @staticmethod
@@ -136,6 +145,7 @@ class LogWriter:
             raise
 
     def _fail(self, message: str) -> None:
+        self.last_ok = False
         self.errors += 1
         self.last_error = message
 

@@ -41,7 +41,7 @@ def client() -> SpaceClient:
     if current is None or current.url != cfg.space_url.rstrip("/"):
         if current is not None:
             current.close()
-        current = SpaceClient(cfg.space_url, timeout=TIMEOUT)
+        current = SpaceClient(cfg.space_url, timeout=TIMEOUT, log_path=cfg.log_path)
         ss.chat_client = current
     return current
 

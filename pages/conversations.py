@@ -214,7 +214,7 @@ def run_replay(cid: str, original: pd.DataFrame) -> None:
             state = "error" if item.error else ("same" if item.same else "changed")
             bar.progress(len(done) / n, text=f"Turn {len(done)} of {n}: {state}")
 
-        client = SpaceClient(cfg.space_url, timeout=TIMEOUT)
+        client = SpaceClient(cfg.space_url, timeout=TIMEOUT, log_path=cfg.log_path)
         try:
             result = replay_conversation(original, client, replay_id=new_replay_id(), on_turn=on_turn)
         except Exception as exc:  # a message, never a traceback

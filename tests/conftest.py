@@ -77,8 +77,22 @@ class SpaceProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
 
-    def health(self) -> dict:
-        return httpx.get(self.url + "/healthz", timeout=5).json()
+    def token(self) -> str | None:
+        """The staff token this Space uses (the env, else the file it created beside the log)."""
+        from chatcore.settings import operator_token_path
+
+        if self.env.get("CHAT_OPERATOR_TOKEN"):
+            return self.env["CHAT_OPERATOR_TOKEN"]
+        try:
+            return operator_token_path(self.log_path).read_text().strip() or None
+        except OSError:
+            return None
+
+    def health(self, staff: bool = True) -> dict:
+        """``/healthz``; with the staff token by default (details), ``staff=False`` for the public view."""
+        token = self.token() if staff else None
+        headers = {"X-Chat-Operator-Token": token} if token else {}
+        return httpx.get(self.url + "/healthz", timeout=5, headers=headers).json()
 
     def records(self) -> list[dict]:
         if not self.log_path.exists():

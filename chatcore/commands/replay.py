@@ -30,14 +30,14 @@ def run(args) -> int:
     colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     where = ("Start it, or name the Space with --space URL (or $CHAT_SPACE_URL)" if not args.space
              else "Start it, or check the --space URL")
-    health = space_health(settings.space_url, timeout=5.0)
+    health = space_health(settings.space_url, timeout=5.0, log_path=settings.log_path)
     if health.get("status") not in ("ok", "degraded"):
         detail = str(health.get("error") or "no answer")
         detail = detail[detail.index("(") + 1:-1] if detail.startswith("cannot reach") and "(" in detail else detail
         print(f"error: Cannot reach the Space at {display_url(settings.space_url)} ({detail}). {where}. "
               "Nothing was replayed.", file=sys.stderr)
         return 1
-    client = SpaceClient(settings.space_url, timeout=args.timeout)
+    client = SpaceClient(settings.space_url, timeout=args.timeout, log_path=settings.log_path)
 
     def show(t) -> None:
         if args.format != "text":
