@@ -125,8 +125,10 @@ def make_hf() -> Responder:
 
     def stream(user_text: str, history: list[dict]) -> Iterator[str]:
         try:
+            # The configured model goes in every request (without it, a client made with
+            # base_url sends "dummy"); it is also what the Space logs as ``model``.
             for chunk in client.chat_completion(
-                _messages(user_text, history), max_tokens=max_tokens, stream=True
+                _messages(user_text, history), model=model, max_tokens=max_tokens, stream=True
             ):
                 piece = chunk.choices[0].delta.content if chunk.choices else None
                 if piece:
