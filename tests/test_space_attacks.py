@@ -101,7 +101,10 @@ def test_no_route_hands_out_a_server_file(guarded, tmp_path):
         ]
         for route, body in attempts:
             r = httpx.post(sp.url + route, json=body, timeout=30)
-            links += re.findall(r"/gradio_api/file=[^\"\s]+", r.text)
+            for link in re.findall(r"/gradio_api/file=[^\"\s]+", r.text):
+                got = httpx.get(sp.url + link, timeout=10)
+                assert got.status_code != 200, f"{route} served {path}: {got.text[:200]!r}"
+                links.append(link)
             assert r.status_code == 422, (route, path, r.status_code, r.text[:300])
             assert "not uploaded by you" in r.json()["error"]
         status, text = chat_raw(sp.url, {"text": "read this", "files": [f]}, "files-1")
@@ -109,9 +112,6 @@ def test_no_route_hands_out_a_server_file(guarded, tmp_path):
         # Asking the file route directly for the path
         direct = httpx.get(f"{sp.url}/gradio_api/file={path}", timeout=10)
         assert direct.status_code in (403, 404), (path, direct.status_code)
-    for link in links:  # nothing above may have produced a link; if one did, it must not serve
-        got = httpx.get(sp.url + link, timeout=10)
-        assert got.status_code != 200, (link, got.text[:200])
     assert links == []
     # Nothing copied into Gradio's cache, nothing logged, no name or size of a real file.
     assert files_under(sp.gradio_dir) == []
