@@ -192,11 +192,18 @@ class SpaceClient:
         return TurnResult(conversation_id, reply, (time.perf_counter() - started) * 1000)
 
 
-def space_health(url: str, timeout: float = 3.0, operator_token: str | None = None) -> dict:
+def space_health(url: str, timeout: float = 3.0, operator_token: str | None = None, log_path=None) -> dict:
     """``GET /healthz`` of the Space: its JSON, or ``{"status": "down", "error": ...}``.
-    With ``operator_token`` the Space adds its details (log path, responder, last error)."""
-    from .settings import OPERATOR_TOKEN_HEADER
 
+    ``status`` is ``ok`` or ``degraded`` (log writes failing) when the Space answers. With the
+    staff token (``operator_token``, else :func:`chatcore.settings.operator_token` for
+    ``log_path`` / ``CHAT_LOG_PATH``) the Space adds its details (log path, responder, last error).
+    """
+    from .settings import OPERATOR_TOKEN_HEADER, Settings
+    from .settings import operator_token as find_token
+
+    if operator_token is None:
+        operator_token = find_token(log_path if log_path is not None else Settings.from_env().log_path)
     headers = {OPERATOR_TOKEN_HEADER: operator_token} if operator_token else {}
     try:
         resp = httpx.get(url.rstrip("/") + "/healthz", timeout=timeout, headers=headers)
