@@ -502,6 +502,7 @@ def test_chat_rejected_and_slow_turns_show_a_message(space, space_factory, tmp_p
 
     slow = space_factory(log_path=tmp_path / "slow" / "chat.jsonl", env={"CHAT_ECHO_DELAY": "1"})
     monkeypatch.setenv("CHAT_SPACE_URL", slow.url)
+    monkeypatch.setenv("CHAT_LOG_PATH", str(slow.log_path))  # its staff token is beside its log
     monkeypatch.setenv("CHAT_DASHBOARD_TIMEOUT", "1.5")
     at = open_page("chat")
     at.chat_input(key="chat_prompt").set_value("a slow answer please").run()
