@@ -37,7 +37,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as d:
         log = Path(d) / "log.jsonl"
-        with SpaceProcess(log) as sp:
+        # Every visitor comes from 127.0.0.1: let one address hold all of them at once.
+        with SpaceProcess(log, env={"CHAT_CLIENT_CONCURRENCY": str(max(32, args.conversations * 2))}) as sp:
             store = LogStore(log, cache_dir=Path(d) / "cache")
             refresh_ms: list[float] = []
             seen_live = [0]

@@ -304,17 +304,24 @@ class Conversations:
         lines = 0
         with self._follow_lock:
             for shard in self._shards():
+                done = 0
                 try:
                     with open(shard, "rb") as f:
-                        raw = f.read()
+                        rest = b""
+                        while True:
+                            block = f.read(8 * 1024 * 1024)
+                            if not block:
+                                break
+                            block = rest + block
+                            end = block.rfind(b"\n") + 1
+                            rest = block[end:]
+                            done += end
+                            for obj in self._lines(block[:end]):
+                                lines += 1
+                                self._turn_of(obj, counts)
                 except OSError as exc:
                     log.warning("could not read %s to continue turn numbers: %s", shard.name, exc)
-                    continue
-                end = raw.rfind(b"\n") + 1
-                self._offsets[shard] = end
-                for obj in self._lines(raw[:end]):
-                    lines += 1
-                    self._turn_of(obj, counts)
+                self._offsets[shard] = done
         with self._lock:
             for cid, n in counts.items():
                 state = self._get(cid)
@@ -365,7 +372,6 @@ class Conversations:
             try:
                 with open(shard, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
                     pos = m.find(needle, 0, end)
-                    older = None  # lines without turn numbers need every earlier line of the id
                     while pos != -1:
                         line_start = m.rfind(b"\n", 0, pos) + 1
                         line_end = m.find(b"\n", pos, end)
@@ -374,8 +380,6 @@ class Conversations:
                         for obj in self._lines(m[line_start:line_end]):
                             if obj["conversation_id"] != cid:
                                 continue
-                            if obj.get("turn") is None:
-                                older = True
                             turn = self._turn_of(obj, counts)
                             if turn is None:
                                 continue
@@ -383,7 +387,6 @@ class Conversations:
                             if obj.get("error") is None:
                                 found[turn] = self._texts(obj)
                         pos = m.find(needle, line_end, end)
-                    del older
             except (OSError, ValueError):
                 continue
         with self._lock:
