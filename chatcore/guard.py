@@ -46,7 +46,7 @@ EVENT_PREFIXES = (f"{API}/queue/join", f"{API}/call/", f"{API}/run/", f"{API}/ap
 CLOSED_PREFIXES = (
     f"{API}/proxy=", f"{API}/stream/", f"{API}/component_server", f"{API}/process_recording",
     f"{API}/run-history", f"{API}/runs", f"{API}/vibe-", f"{API}/undo-vibe-edit", f"{API}/dev/",
-    f"{API}/deep_link", "/monitoring",
+    f"{API}/deep_link", f"{API}/custom_component", f"{API}/mcp", "/monitoring",
 )
 FILE_PREFIXES = (f"{API}/file=", f"{API}/file/")
 
@@ -253,7 +253,7 @@ def check_event_body(data: Any, owner: str | None, uploads: Uploads, max_files: 
             for v in value:
                 walk(v, depth + 1)
 
-    walk(data.get("data"), 0)
+    walk(data, 0)  # data, event_data (e.g. a chatbot option's value) and anything else
     return session
 
 
@@ -368,10 +368,8 @@ class SpaceGuard:
     # -- routes ------------------------------------------------------------------------
 
     async def _file(self, scope, receive, send, path: str, owner: str):
-        from urllib.parse import unquote
-
         prefix = next(p for p in FILE_PREFIXES if path.startswith(p))
-        wanted = unquote(path[len(prefix):]) if "%" in path else path[len(prefix):]
+        wanted = path[len(prefix):]  # already percent-decoded, exactly as Gradio's route sees it
         if not (self.uploads.owned_by(wanted, owner) or self.static_allowed(wanted)):
             raise Refused(403, "File not allowed.")
         return await self.app(scope, receive, send)

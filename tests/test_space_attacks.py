@@ -98,6 +98,8 @@ def test_no_route_hands_out_a_server_file(guarded, tmp_path):
                                         "session_hash": "attacker2"}),
             ("/gradio_api/run/option_clicked", {"data": [[{"role": "user", "content": [{"file": f}]}]],
                                                 "session_hash": "attacker1"}),
+            ("/gradio_api/run/option_clicked", {"data": [[]], "event_data": {"index": 0, "value": f},
+                                                "session_hash": "attacker1"}),
         ]
         for route, body in attempts:
             r = httpx.post(sp.url + route, json=body, timeout=30)
