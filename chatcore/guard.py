@@ -34,7 +34,7 @@ import time
 from collections import OrderedDict, deque
 from typing import Any, Awaitable, Callable
 
-SESSION_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+SESSION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 SMALL_BODY = 64 * 1024
 MULTIPART_SLACK = 64 * 1024
 MAX_DEPTH = 64

@@ -49,12 +49,14 @@ COLUMNS = (
 
 #: A plausible conversation id: what a browser UUID, a ticket number or a
 #: ``user:42`` style key looks like, and nothing that could be a path or markup.
-#: Matched whole (``fullmatch``): ``"abc\n"`` is not an id.
-ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+#: Anchored with ``\Z`` (not ``$``, which also matches before a final newline), so
+#: ``"abc\n"`` is not an id whether the pattern is used with ``match`` or ``fullmatch``.
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\Z")
 MAX_ID_LENGTH = 128
 #: A source name: ``widget``, ``api``, ``space``, ``operator``, ``replay``, ``simulated``, …
-SOURCE_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,31}")
-#: Sources only staff may use: the Space requires the staff token header for them.
+SOURCE_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,32}\Z")
+#: Sources only staff may use: the Space requires the staff token header for them
+#: (compared without case: ``Operator`` is staff too).
 STAFF_SOURCES = frozenset({"operator", "replay"})
 MAX_FILE_NAME = 255
 MAX_SESSION_LENGTH = 64

@@ -478,7 +478,7 @@ class ChatService:
         source = source or "api"
         if not isinstance(source, str) or not records.SOURCE_PATTERN.fullmatch(source):
             raise gr.Error("Invalid source: use a short word such as widget, operator or api.")
-        if source in records.STAFF_SOURCES and not self.is_staff(getattr(request, "headers", None)):
+        if source.lower() in records.STAFF_SOURCES and not self.is_staff(getattr(request, "headers", None)):
             self.refused_staff += 1
             raise gr.Error(f"source {source!r} is for staff: send the {OPERATOR_TOKEN_HEADER} header.")
         return text, files, conversation_id, source

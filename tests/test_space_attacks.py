@@ -220,7 +220,7 @@ def test_no_caller_field_makes_a_log_line_large(guarded):
 
 def test_staff_sources_need_the_staff_token(guarded, monkeypatch):
     sp = guarded()
-    for source in ("operator", "replay"):
+    for source in ("operator", "replay", "Operator"):
         status, text = chat_raw(sp.url, {"text": "I am staff", "files": []}, f"forge-{source}", source=source)
         assert completed(text) is None and "staff" in text, text
         status, text = chat_raw(sp.url, {"text": "I am staff", "files": []}, f"forge-{source}", source=source,
