@@ -94,12 +94,18 @@ class SpaceClient:
                 pass
 
     def _as_error(self, exc: BaseException) -> SpaceError:
-        from gradio_client.exceptions import AppError
+        from gradio_client.exceptions import AppError, ValidationError
 
         if isinstance(exc, SpaceError):
             return exc
         if isinstance(exc, AppError):
             return SpaceError("rejected", str(exc) or "The Space refused the message.")
+        if isinstance(exc, ValidationError):  # refused at the Space's door (e.g. a file not uploaded)
+            return SpaceError("rejected", str(exc).splitlines()[-1].lstrip("- ") or "The Space refused the message.")
+        if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in (413, 429):
+            busy = exc.response.status_code == 429
+            return SpaceError("rejected", "The Space is busy with other calls from here: try again in a moment."
+                              if busy else "The message is too large for the Space.")
         if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
             return SpaceError("timeout", f"The Space at {display_url(self.url)} did not answer in time. Try again.")
         return SpaceError(
