@@ -376,14 +376,31 @@ class SpaceGuard:
 
     async def _upload(self, scope, receive, send, owner: str):
         cap = self.max_upload_bytes + MULTIPART_SLACK
+        # Held here (memory up to 1 MB, then a private temporary file) until it is whole and
+        # under the cap; only then does Gradio see it and write to its upload folder.
         spool = tempfile.SpooledTemporaryFile(max_size=1024 * 1024)
         try:
             await self._read_body(scope, receive, cap, sink=spool)
             spool.seek(0)
-            parts = iter(lambda: spool.read(256 * 1024), b"")
-            chunks = list(parts) or [b""]
+            return await self._upload_to_gradio(scope, receive, send, owner, spool)
         finally:
             spool.close()
+
+    async def _upload_to_gradio(self, scope, receive, send, owner: str, spool):
+        finished = {"done": False}
+
+        async def replay():
+            if finished["done"]:
+                return await receive()
+            chunk = spool.read(256 * 1024)
+            more = bool(chunk) and spool.tell() < spool_size
+            if not more:
+                finished["done"] = True
+            return {"type": "http.request", "body": chunk, "more_body": more}
+
+        spool.seek(0, 2)
+        spool_size = spool.tell()
+        spool.seek(0)
         captured = bytearray()
         status = {"code": 0}
 
@@ -403,7 +420,7 @@ class SpaceGuard:
                             self.uploads.add(p, owner)
             await send(message)
 
-        return await self.app(scope, self._replay(chunks, receive), capture)
+        return await self.app(scope, replay, capture)
 
     async def _event(self, scope, receive, send, path: str, owner: str):
         body = await self._read_body(scope, receive, self.event_cap)

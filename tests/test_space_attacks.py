@@ -403,7 +403,7 @@ def test_feedback_only_for_served_turns_rate_limited_and_400_for_garbage(guarded
 
 
 def test_upload_over_the_cap_is_refused_while_receiving(guarded):
-    cap = 1024 * 1024
+    cap = 2 * 1024 * 1024
     sp = guarded(CHAT_MAX_UPLOAD_BYTES=str(cap))
     sent = [0]
     boundary = "chatcoretestboundary"
@@ -435,6 +435,8 @@ def test_upload_over_the_cap_is_refused_while_receiving(guarded):
     assert files_under(sp.gradio_dir) == []
     small = upload(sp.url, "ok.txt", b"fine")
     assert Path(small).read_bytes() == b"fine"
+    content = os.urandom(cap - 50_000)  # under the cap, bigger than what is held in memory
+    assert Path(upload(sp.url, "under.bin", content)).read_bytes() == content
 
 
 # ---------------------------------------------------------------------------- 11. healthz
