@@ -155,17 +155,28 @@ def ensure_operator_token(log_path: str | os.PathLike) -> str:
 
     path = operator_token_path(log_path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    data = (secrets.token_urlsafe(32) + "\n").encode("ascii")
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, (secrets.token_urlsafe(32) + "\n").encode("ascii"))
+        os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
     try:
-        os.link(tmp, path)  # fails if another process created it first: theirs wins
+        os.link(tmp, path)  # whole file or nothing; fails if another process was first: theirs wins
     except FileExistsError:
         pass
+    except OSError:  # a filesystem without hard links: create-exclusive instead
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
     finally:
         os.unlink(tmp)
     token = operator_token(log_path)

@@ -682,7 +682,14 @@ def _static_allowed(path: str) -> bool:
 def build_app(settings: Settings, responder: Responder | None = None) -> tuple[FastAPI, ChatService]:
     responder = responder or make_responder(settings.responder)
     writer = LogWriter(settings.shard_path)
-    service = ChatService(settings, responder, writer, operator_token=ensure_operator_token(settings.log_path))
+    try:
+        token = ensure_operator_token(settings.log_path)
+    except OSError as exc:
+        # Visitors are still served; staff sources and /healthz details stay closed.
+        log.warning("no staff token (%s): set CHAT_OPERATOR_TOKEN; staff sources are refused meanwhile",
+                    type(exc).__name__)
+        token = None
+    service = ChatService(settings, responder, writer, operator_token=token)
     seed_turns(service.conversations)
     feedback_limit = RateLimit(settings.feedback_per_minute)
 
