@@ -7,8 +7,10 @@ The public contract (never break it)::
     # Python gradio_client
     Client(url).predict(message={"text": ..., "files": []}, conversation_id=..., api_name="/chat")
 
-``source`` is an optional third input (``widget``, ``operator``, ``api``, …; default ``api``).
-The same server also answers ``GET /healthz`` and serves the widget (``/widget.js``).
+``source`` is an optional third input (``widget``, ``operator``, ``api``, …; default ``api``);
+the staff sources ``operator`` and ``replay`` need the ``X-Chat-Operator-Token`` header.
+The same server also answers ``GET /healthz`` and ``POST /feedback`` and serves the widget
+(``/widget.js``). Every request passes :class:`chatcore.guard.SpaceGuard` first.
 """
 from __future__ import annotations
 
@@ -212,7 +214,11 @@ class Conversations:
         with self._lock:
             known = conversation_id in self._state
             state = self._get(conversation_id)
-            cold = state.turns is None or (not known and self._forgot)
+            # Known but cold (seeded from the log, or squeezed out by CHAT_CONTEXT_MB): rebuild.
+            # Unknown: new, since the folder is followed — unless some id was forgotten entirely.
+            cold = (state.turns is None and known) or (not known and self._forgot)
+            if not cold and state.turns is None:
+                state.turns = {}
         if cold:
             self._rebuild(conversation_id)
         with self._lock:
