@@ -795,5 +795,7 @@ def serve(settings: Settings) -> None:
     )
     # In-flight replies get a few seconds to finish (and be logged) on shutdown.
     grace = float(os.environ.get("CHAT_SHUTDOWN_GRACE", "5"))
+    # proxy_headers=False: uvicorn would otherwise take X-Forwarded-For from any loopback peer as
+    # the client; the guard decides who the client is (CHAT_TRUSTED_PROXIES).
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
-                timeout_graceful_shutdown=grace)
+                timeout_graceful_shutdown=grace, proxy_headers=False)

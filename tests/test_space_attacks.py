@@ -492,3 +492,35 @@ def test_hf_responder_sends_and_logs_the_configured_model(space_factory, tmp_pat
 ])
 def test_routes_the_space_does_not_use_are_closed(space, method, route):
     assert httpx.request(method, space.url + route, timeout=10).status_code == 404
+
+
+def test_a_forged_x_forwarded_for_does_not_escape_the_per_client_cap(guarded):
+    """Without CHAT_TRUSTED_PROXIES the header is ignored; with them, only the hop the proxy
+    added counts, so names a client prepends to the header change nothing."""
+    sp = guarded(CHAT_CLIENT_CONCURRENCY="2", CHAT_ECHO_DELAY="0.25")
+    words = " ".join(f"w{i}" for i in range(12))
+
+    def call(headers):
+        r = httpx.post(sp.url + "/gradio_api/call/chat", headers=headers, timeout=30,
+                       json={"data": [{"text": words, "files": []}, f"xff-{uuid.uuid4().hex[:6]}", "api"]})
+        return r.status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(call, [{"X-Forwarded-For": f"192.0.2.{i}"} for i in range(8)]))
+    assert sorted(statuses) == [200, 200] + [429] * 6, statuses
+
+
+def test_forged_hops_before_a_trusted_proxy_are_ignored(guarded):
+    sp = guarded(CHAT_CLIENT_CONCURRENCY="2", CHAT_ECHO_DELAY="0.25", CHAT_TRUSTED_PROXIES="127.0.0.1")
+    words = " ".join(f"w{i}" for i in range(12))
+
+    def call(headers):
+        r = httpx.post(sp.url + "/gradio_api/call/chat", headers=headers, timeout=30,
+                       json={"data": [{"text": words, "files": []}, f"hop-{uuid.uuid4().hex[:6]}", "api"]})
+        return r.status_code
+
+    # The proxy (127.0.0.1) appends the real client, 198.51.100.9, after whatever the client sent.
+    forged = [{"X-Forwarded-For": f"10.9.9.{i}, 198.51.100.9"} for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(call, forged))
+    assert sorted(statuses) == [200, 200] + [429] * 6, statuses
