@@ -15,14 +15,26 @@ def send(page, text: str, reply: str) -> None:
     box.fill(text)
     box.press("Enter")
     wait_reply(page, reply)
+    settled(page)
+
+
+def settled(page) -> None:
+    """The page's event chain after a reply has finished: the message box is enabled again."""
+    page.wait_for_function("() => { const t = document.querySelector('textarea');"
+                           " return t && !t.disabled && !document.querySelector('button.stop-button'); }")
 
 
 def wait_reply(page, reply: str, count: int | None = None) -> None:
     """Until the last reply on the page is exactly ``reply`` (streaming has finished)."""
-    page.wait_for_function(
-        "([s, n]) => { const b = [...document.querySelectorAll('[role=log] [data-testid=bot]')];"
-        " return b.length && b[b.length - 1].textContent.trim() === s && (n === null || b.length === n); }",
-        arg=[reply, count])
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(
+            "([s, n]) => { const b = [...document.querySelectorAll('[role=log] [data-testid=bot]')];"
+            " return b.length && b[b.length - 1].textContent.trim() === s && (n === null || b.length === n); }",
+            arg=[reply, count], timeout=30_000)
+    except PlaywrightTimeout:
+        raise AssertionError(f"waited for {reply!r} (count {count}); the page shows {bot_texts(page)}") from None
 
 
 def bot_texts(page) -> list[str]:
@@ -66,6 +78,7 @@ def test_retry_undo_and_clear_on_the_spaces_page_match_the_log(space, context):
     click_last(page, "Retry")
     recs = new_records(space, start, 3)
     wait_reply(page, "You said: two (message 2 in this conversation)", count=2)
+    settled(page)
     assert (recs[2]["conversation_id"], recs[2]["turn"], recs[2]["user_text"], recs[2].get("retry_of")) == \
         (cid, 1, "two", 1)
 
@@ -92,6 +105,7 @@ def test_retry_undo_and_clear_on_the_spaces_page_match_the_log(space, context):
     click_last(page, "Retry")
     recs = new_records(space, start, 7)
     wait_reply(page, "You said: fresh", count=1)
+    settled(page)
     assert (recs[6]["conversation_id"], recs[6]["turn"], recs[6].get("retry_of")) == (fresh, 0, 0)
     send(page, "after retry", "You said: after retry (message 2 in this conversation)")
     assert bot_texts(page) == ["You said: fresh", "You said: after retry (message 2 in this conversation)"]
