@@ -49,7 +49,7 @@ def test_space_stopping_half_way_counts_failed_turns_as_failed(space_factory, tm
     write_conversation(log)
     sp = space_factory(log)
     frame, _ = load_log(log)
-    client = SpaceClient(sp.url, timeout=20, connect_timeout=2)
+    client = SpaceClient(sp.url, timeout=20, connect_timeout=2, log_path=log)  # reads the staff token
     try:
         result = replay_conversation(frame, client, on_turn=lambda t: t.turn == 0 and sp.stop())
     finally:
