@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from chatcore import store as store_mod
+from chatcore.store import ingest as ingest_mod
+from chatcore.store import segments as segments_mod
 from chatcore.records import BAD_REASONS, COLUMNS, BadRecord, make_record
 from chatcore.store import LogStore, load_log, parse_bytes, parse_line
 
@@ -211,7 +213,7 @@ def test_empty_and_missing(tmp_path):
 
 def test_block_fallback_isolates_bad_line(tmp_path, monkeypatch):
     # small blocks: each bad line costs only its own run, neighbours stay fast
-    monkeypatch.setattr(store_mod, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(ingest_mod, "BLOCK_BYTES", 4096)
     log = tmp_path / "log.jsonl"
     lines = [good_line(i) for i in range(500)]
     lines[100] = b'{"conversation_id": "a", "ts": "2026-11-01T00:00:00Z", "turn": "x"}\n'
@@ -448,8 +450,8 @@ def test_cache_is_used_on_reopen(tmp_path, monkeypatch):
     st0.wait_cache()
     assert list((tmp_path / ".chatcore-cache").glob("*.arrow"))
     calls = []
-    real = store_mod._parse_data
-    monkeypatch.setattr(store_mod, "_parse_data", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = ingest_mod._parse_data
+    monkeypatch.setattr(ingest_mod, "_parse_data", lambda *a, **k: calls.append(1) or real(*a, **k))
     again = LogStore(log)
     assert rows_of(again.frame) == rows_of(first)
     assert calls == []  # nothing parsed again
@@ -546,7 +548,7 @@ def test_query_and_daily_shards(tmp_path):
 
 
 def test_progress_callback(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_mod, "BLOCK_BYTES", 8192)
+    monkeypatch.setattr(ingest_mod, "BLOCK_BYTES", 8192)
     log = tmp_path / "log.jsonl"
     _big_log(log, 2000)
     seen = []
@@ -572,8 +574,8 @@ def test_values_that_do_not_fit_the_columns(tmp_path):
 
 
 def test_cache_segments_are_merged(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_mod, "CACHE_MIN_BYTES", 1)
-    monkeypatch.setattr(store_mod, "MAX_SEGMENTS", 3)
+    monkeypatch.setattr(segments_mod, "CACHE_MIN_BYTES", 1)
+    monkeypatch.setattr(segments_mod, "MAX_SEGMENTS", 3)
     log = tmp_path / "log.jsonl"
     _big_log(log, 100)
     store = LogStore(log)
@@ -617,7 +619,7 @@ def test_mixed_shapes_take_the_right_paths(tmp_path):
 
 
 def test_refresh_then_frame_after_a_large_first_load(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_mod, "BLOCK_BYTES", 8192)  # several blocks: the parallel path
+    monkeypatch.setattr(ingest_mod, "BLOCK_BYTES", 8192)  # several blocks: the parallel path
     log = tmp_path / "log.jsonl"
     _big_log(log, 1000)
     store = LogStore(log)
@@ -643,8 +645,8 @@ def test_folder_of_small_shards_is_cached(tmp_path, monkeypatch):
     first.refresh()
     first.wait_cache()
     calls = []
-    real = store_mod._parse_data
-    monkeypatch.setattr(store_mod, "_parse_data", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = ingest_mod._parse_data
+    monkeypatch.setattr(ingest_mod, "_parse_data", lambda *a, **k: calls.append(1) or real(*a, **k))
     again = LogStore(folder)
     assert_matches(again, folder)
     assert calls == []
