@@ -56,7 +56,11 @@ def _text(rng: random.Random, lo: int, hi: int, median: float) -> str:
     return " ".join(out)[:n]
 
 
-def generate(path: Path, turns: int, seed: int = 7, start: datetime | None = None, days: int = 30) -> None:
+def generate(path: Path, turns: int, seed: int = 7, start: datetime | None = None, days: int = 30,
+             shape: str = "v1") -> None:
+    """A log of ``turns`` turns. ``shape``: ``v1`` (what the Space writes), ``seed`` (what the
+    seed's Space wrote: ``timestamp``, ``response`` as a list of lines, ``json.dumps`` spacing)
+    or ``mixed`` (each line one or the other at random)."""
     import orjson
 
     rng = random.Random(seed)
@@ -98,12 +102,23 @@ def generate(path: Path, turns: int, seed: int = 7, start: datetime | None = Non
                 "error": None if rng.random() > 0.01 else "timeout",
                 "session": f"s{i % 5000}",
             }
-            buf.append(orjson.dumps(rec) + b"\n")
+            if shape == "seed" or (shape == "mixed" and rng.random() < 0.5):
+                old = {"timestamp": ts.isoformat(), "conversation_id": rec["conversation_id"],
+                       "user_text": rec["user_text"], "response": _lines(rec["response"])}
+                buf.append(json.dumps(old).encode() + b"\n")
+            else:
+                buf.append(orjson.dumps(rec) + b"\n")
             if len(buf) >= 10000:
                 f.write(b"".join(buf))
                 buf = []
         f.write(b"".join(buf))
     os.replace(tmp, path)
+
+
+def _lines(text: str) -> list[str]:
+    """A reply as the seed's Space logged it: a list of lines."""
+    words = text.split(" ")
+    return [" ".join(words[i:i + 12]) for i in range(0, len(words), 12)] or [""]
 
 
 def split_daily(src: Path, folder: Path) -> None:

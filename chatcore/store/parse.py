@@ -37,6 +37,17 @@ _JSON_SCHEMA = ARROW_SCHEMA.set(0, pa.field("ts", STR)).set(
 _PARSE_OPTIONS = pajson.ParseOptions(
     explicit_schema=_JSON_SCHEMA, unexpected_field_behavior="ignore", newlines_in_values=False
 )
+#: The seed's shape (``timestamp``, ``response`` as a list of lines), read in one
+#: pyarrow pass too; only lines without a ``"ts"`` key are read this way (see _parse_lines).
+_SEED_JSON_SCHEMA = _JSON_SCHEMA.set(0, pa.field("timestamp", STR)).set(
+    _JSON_SCHEMA.get_field_index("response"), pa.field("response", pa.list_(STR))
+)
+_SEED_PARSE_OPTIONS = pajson.ParseOptions(
+    explicit_schema=_SEED_JSON_SCHEMA, unexpected_field_behavior="ignore", newlines_in_values=False
+)
+_RESPONSE = _JSON_SCHEMA.get_field_index("response")
+_CID = _JSON_SCHEMA.get_field_index("conversation_id")
+
 #: Single-threaded inside one call: our blocks are parsed in parallel by our own threads.
 _READ_OPTIONS = pajson.ReadOptions(use_threads=False, block_size=ARROW_BLOCK)
 
@@ -176,7 +187,23 @@ _TS_RE = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)$"
 _TS_NAIVE_RE = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?$"
 
 
-def _fast_buf(mv, nlines: int, ascii_ok: bool = False):
+def _from_seed(t: pa.Table) -> pa.Table:
+    """A table read with the seed's schema -> the v1 layout (``ts``, ``response`` as text).
+
+    A response list holding a null is a wrong_type line: its conversation_id is
+    blanked, so _vouch leaves the line to the reference parser."""
+    resp = t.column(_RESPONSE)
+    joined = pc.binary_join(resp, pa.scalar("\n", STR))
+    bad = pc.and_(pc.is_valid(resp), pc.is_null(joined))
+    cid = t.column(_CID)
+    if pc.any(bad).as_py():
+        cid = pc.if_else(bad, pa.scalar(None, STR), cid)
+    joined = pc.fill_null(joined, _EMPTY)  # no response at all: ""
+    t = t.set_column(_RESPONSE, "response", joined.cast(STR)).set_column(_CID, "conversation_id", cid)
+    return t.rename_columns(_JSON_SCHEMA.names)
+
+
+def _fast_buf(mv, nlines: int, ascii_ok: bool = False, seed: bool = False):
     """Parse ``nlines`` bare ``{...}`` lines with pyarrow.
 
     Returns (table of good rows, bool mask of the lines it vouches for), or an int:
@@ -184,21 +211,24 @@ def _fast_buf(mv, nlines: int, ascii_ok: bool = False):
     if not ascii_ok and not _utf8_ok(mv):
         return None
     try:
-        t = pajson.read_json(pa.BufferReader(pa.py_buffer(mv)), read_options=_READ_OPTIONS, parse_options=_PARSE_OPTIONS)
+        t = pajson.read_json(pa.BufferReader(pa.py_buffer(mv)), read_options=_READ_OPTIONS,
+                             parse_options=_SEED_PARSE_OPTIONS if seed else _PARSE_OPTIONS)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowException) as exc:
         m = _ROW_RE.search(str(exc))
         return int(m.group(1)) if m else None
     if t.num_rows != nlines:
         return None
+    if seed:
+        t = _from_seed(t)
     return _vouch(t)
 
 
-def _fast(block: _Block, lo: int, hi: int):
+def _fast(block: _Block, lo: int, hi: int, seed: bool = False):
     """Lines lo..hi-1 of a block through pyarrow (see _fast_buf)."""
     if not block.simple(lo, hi):
         return None
     s, e = block.span(lo, hi)
-    return _fast_buf(block.buf[s:e], hi - lo, ascii_ok=block.data.isascii())
+    return _fast_buf(block.buf[s:e], hi - lo, ascii_ok=block.data.isascii(), seed=seed)
 
 
 def _vouch(t: pa.Table) -> tuple[pa.Table, np.ndarray] | None:
@@ -320,7 +350,7 @@ def _slow(block: _Block, idx: Iterable[int], bad: Counter) -> tuple[list[int], p
         return k2, _records_to_table(r2)
 
 
-def _parse_ids(block: _Block, ids: np.ndarray, bad: Counter, out: list) -> None:
+def _parse_ids(block: _Block, ids: np.ndarray, bad: Counter, out: list, seed: bool = False) -> None:
     """Parse the lines ``ids`` (sorted, each a bare ``{...}``); append (ids, table)."""
     limit = len(ids)  # lines per pyarrow call; shrinks where bad lines are dense
     while len(ids):
@@ -333,7 +363,7 @@ def _parse_ids(block: _Block, ids: np.ndarray, bad: Counter, out: list) -> None:
             mv = block.buf[int(starts[part[0]]) : int(ends[part[-1]]) + 1]
         else:
             mv = memoryview(b"".join(block.buf[int(starts[i]) : int(ends[i]) + 1] for i in part))
-        res = _fast_buf(mv, len(part))
+        res = _fast_buf(mv, len(part), seed=seed)
         if isinstance(res, tuple):
             table, mask = res
             out.append((part if mask.all() else part[mask], table))
@@ -345,7 +375,7 @@ def _parse_ids(block: _Block, ids: np.ndarray, bad: Counter, out: list) -> None:
             # pyarrow named the row it choked on: the lines before it are parsed on
             # their own, that line takes the slow path, and we carry on after it
             if res:
-                _parse_ids(block, part[:res], bad, out)
+                _parse_ids(block, part[:res], bad, out, seed)
             _slow_out(block, part[res : res + 1], bad, out)
             ids = ids[res + 1 :]
             limit = max(4 * MIN_FAST_LINES, 2 * (res + 1))
@@ -355,29 +385,52 @@ def _parse_ids(block: _Block, ids: np.ndarray, bad: Counter, out: list) -> None:
             ids = rest
             continue
         half = len(part) // 2
-        _parse_ids(block, part[:half], bad, out)
+        _parse_ids(block, part[:half], bad, out, seed)
         ids = ids[half:]
         limit = len(part) - half
 
 
 def _lines_with(block: _Block, needles: tuple[bytes, ...]) -> np.ndarray:
-    """Indices of the lines that contain any of ``needles``."""
+    """Indices of the lines that contain any of ``needles`` (vectorised: candidates are
+    the positions of each needle's first byte, narrowed byte by byte)."""
+    arr, end = block.arr, block.end
     hits = []
-    data, end = block.data, block.end
+    firsts: dict[int, np.ndarray] = {}
     for needle in needles:
-        pos = data.find(needle, 0, end)
-        while pos >= 0:
+        k = len(needle)
+        if end < k:
+            continue
+        pos = firsts.get(needle[0])
+        if pos is None:
+            pos = firsts[needle[0]] = np.flatnonzero(arr == needle[0])
+        pos = pos[pos <= end - k]
+        for j in range(1, k):
+            if not len(pos):
+                break
+            pos = pos[arr[pos + j] == needle[j]]
+        if len(pos):
             hits.append(pos)
-            pos = data.find(needle, pos + 1, end)
     if not hits:
         return np.zeros(0, dtype=np.int64)
-    return np.unique(np.searchsorted(block.ends, np.asarray(hits)))
+    return np.unique(np.searchsorted(block.ends, np.concatenate(hits)))
 
 
 def _slow_out(block: _Block, ids, bad: Counter, out: list) -> None:
     keep, t = _slow(block, ids, bad)
     if keep:
         out.append((np.asarray(keep), t))
+
+
+def _parse_pieces(block: _Block, ids: np.ndarray, bad: Counter, out: list, seed: bool = False) -> None:
+    """Bare ``{...}`` lines ``ids`` through pyarrow in pieces of about ARROW_BLOCK bytes."""
+    if not len(ids):
+        return
+    starts, ends = block.starts, block.ends
+    sizes = (ends[ids] - starts[ids] + 1).astype(np.int64)
+    piece = np.cumsum(sizes) // (ARROW_BLOCK - (64 << 10))
+    cuts = np.flatnonzero(np.diff(piece)) + 1
+    for part in np.split(ids, cuts):
+        _parse_ids(block, part, bad, out, seed)
 
 
 def _parse_lines(block: _Block, bad: Counter) -> list:
@@ -387,6 +440,8 @@ def _parse_lines(block: _Block, bad: Counter) -> list:
         return []
     if n >= MIN_FAST_LINES:
         res = _fast(block, 0, n)
+        if not isinstance(res, tuple) and block.data.find(b'"ts"', 0, block.end) < 0:
+            res = _fast(block, 0, n, seed=True)  # a block of the seed's shape only
         if isinstance(res, tuple):
             table, mask = res
             if mask.all():
@@ -408,20 +463,20 @@ def _parse_lines(block: _Block, bad: Counter) -> list:
         keep, t = _slow(block, other, bad)
         if keep:
             out.append((np.asarray(keep), t))
-    # lines of the older shape (response as a list of lines, "timestamp") would
-    # only make pyarrow fail: send them straight to the slow path
-    suspects = _lines_with(block, (b'"response":[', b'"response": [', b'"timestamp":'))
+    # lines of the older shape (response as a list of lines, "timestamp") are read with
+    # that shape's schema; one that also has a "ts" key (which would win) is left to the
+    # reference parser
+    suspects = _lines_with(block, (b'"response":[', b'"response": [', b'"timestamp":', b'"timestamp" :'))
     suspects = suspects[simple[suspects]]
     if len(suspects):
         simple[suspects] = False
-        _slow_out(block, suspects, bad, out)
-    ids = np.flatnonzero(simple)
-    if len(ids):
-        sizes = (ends[ids] - starts[ids] + 1).astype(np.int64)
-        piece = np.cumsum(sizes) // (ARROW_BLOCK - (64 << 10))
-        cuts = np.flatnonzero(np.diff(piece)) + 1
-        for part in np.split(ids, cuts):
-            _parse_ids(block, part, bad, out)
+        with_ts = np.zeros(n, dtype=bool)
+        with_ts[_lines_with(block, (b'"ts"',))] = True
+        odd = suspects[with_ts[suspects]]
+        if len(odd):
+            _slow_out(block, odd, bad, out)
+        _parse_pieces(block, suspects[~with_ts[suspects]], bad, out, seed=True)
+    _parse_pieces(block, np.flatnonzero(simple), bad, out)
     return out
 
 
