@@ -39,10 +39,21 @@ form), :mod:`.ingest` (shards, offsets, :class:`LogStore`), :mod:`.frames` (pand
 """
 from __future__ import annotations
 
-from .frames import _empty_frame, _to_pandas  # noqa: F401
 from .ingest import LogStore, load_log
 from .ingest import find_newline
 from .parse import parse_bytes, parse_line
 from .schema import ARROW_SCHEMA
 
 __all__ = ["LogStore", "load_log", "parse_line", "parse_bytes", "find_newline", "ARROW_SCHEMA"]
+
+
+def __getattr__(name):  # pandas is imported only by those who need frames
+    if name in ("_to_pandas", "_empty_frame"):
+        from . import frames
+
+        return getattr(frames, name)
+    if name in ("Questions", "Filters", "open_questions"):
+        from . import questions
+
+        return getattr(questions, name)
+    raise AttributeError(name)

@@ -9,17 +9,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..records import BAD_REASONS, COLUMNS
-from .frames import _empty_frame, _to_pandas
 from .parse import _parse_data
 from .schema import ARROW_SCHEMA, UTC_US
 from .segments import SegmentCache, _fingerprint
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Progress = Callable[[int, int], Any]
 
@@ -134,6 +135,7 @@ def _shard_day(path: str) -> date | None:
 
 
 def _as_utc(value: datetime | pd.Timestamp | str | None) -> pd.Timestamp | None:
+    import pandas as pd
     if value is None:
         return None
     ts = pd.Timestamp(value)
@@ -150,6 +152,7 @@ class LogStore(SegmentCache):
     incrementally and cached on disk. Thread-safe: calls are serialised."""
 
     def __init__(self, path, cache_dir=None, columns=None):
+        import pandas as pd
         self.path = Path(path)
         if columns is None:
             self.columns = tuple(COLUMNS)
@@ -174,6 +177,8 @@ class LogStore(SegmentCache):
         self._new_dfs: list = []
         #: Convert blocks to pandas while parsing a large load (for .frame).
         self.eager_frame = True
+        #: Bumped whenever the rows change (appended, or a shard reset, removed or added).
+        self.version = 0
 
     # -- shards ------------------------------------------------------------------
 
@@ -189,6 +194,8 @@ class LogStore(SegmentCache):
 
     def refresh(self, progress: Progress | None = None) -> pd.DataFrame:
         """Parse what was appended since the last call; return the new rows only."""
+        import pandas as pd
+        from .frames import _empty_frame, _to_pandas
         with self._lock:
             tables = self._refresh(progress)
             if not tables:
@@ -209,6 +216,13 @@ class LogStore(SegmentCache):
                     for c in sh.chunks:
                         c[3] = None
             return new.copy(deep=False)  # copy-on-write: the caller may change its copy
+
+    def sync(self, progress: Progress | None = None) -> int:
+        """Read what was appended without building pandas rows; returns :attr:`version`."""
+        with self._lock:
+            self._refresh(progress)
+            self._new_dfs = []
+            return self.version
 
     def _refresh(self, progress: Progress | None, select: Callable[[str], bool] | None = None) -> list[pa.Table]:
         self._loaded = True
@@ -274,6 +288,8 @@ class LogStore(SegmentCache):
                 os.close(fd)
         new_tables = [t.select(list(self.columns)) for t in new_tables]
         self._new_dfs = new_dfs
+        if changed or appended:
+            self.version += 1
         if changed or (appended and appended != {max(self._shards)}):
             self._frame = None  # rebuilt on the next .frame
             self._frame_tail = []
@@ -304,7 +320,11 @@ class LogStore(SegmentCache):
             if table.schema.names != cols:
                 table = table.select(cols)
             # converting here overlaps with the parsing of the next blocks
-            return table, bad, (_to_pandas(table) if eager and table.num_rows else None)
+            if eager and table.num_rows:
+                from .frames import _to_pandas
+
+                return table, bad, _to_pandas(table)
+            return table, bad, None
 
         # blocks are parsed in parallel (pyarrow releases the GIL) and added in order
         inflight: deque = deque()
@@ -366,6 +386,8 @@ class LogStore(SegmentCache):
     @property
     def frame(self) -> pd.DataFrame:
         """All good rows so far, in shard order then file order."""
+        import pandas as pd
+        from .frames import _empty_frame, _to_pandas
         with self._lock:
             self._ensure_loaded()
             if self._frame is not None and self._frame_tail:
@@ -406,6 +428,7 @@ class LogStore(SegmentCache):
         """Rows with ``since <= ts < until``. Shards that cannot match are skipped: on a
         first load, daily shards (``*.YYYY-MM-DD.jsonl``) far outside the range are not
         even read; loaded shards are skipped by their min/max time."""
+        from .frames import _empty_frame, _to_pandas
         since, until = _as_utc(since), _as_utc(until)
         if (since is not None or until is not None) and "ts" not in self.columns:
             raise ValueError("a time-range query needs the ts column")
@@ -463,6 +486,7 @@ class LogStore(SegmentCache):
 
 
 def _day_may_match(path: str, since: pd.Timestamp | None, until: pd.Timestamp | None) -> bool:
+    import pandas as pd
     day = _shard_day(path)
     if day is None:
         return True

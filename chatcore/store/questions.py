@@ -1,0 +1,334 @@
+"""The named questions the CLI and the dashboard ask of the log, answered by SQL.
+
+Every question is one method of :class:`Questions` with plain arguments (a
+:class:`Filters`, a sort order and page bounds, one id) and a small answer: one page
+of the conversation list with its totals, one transcript, the list of sources. The
+SQL lives in this module only, so the same questions can later run on a server
+engine (ClickHouse, MotherDuck) over the same columns (see docs/scaling.md).
+
+The engine is an in-memory DuckDB connection per process over the store's Arrow
+tables: memory-mapped segments of the persisted form plus the rows parsed since,
+scanned without a copy. There is no database file and no lock between processes:
+the Space appends to the JSONL log; the dashboard, a second dashboard and the CLI
+each ingest only the new bytes and ask their own engine.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+#: Columns of a conversation-list row (a page of :meth:`ConversationList.page`).
+LIST_COLUMNS = ["conversation_id", "turns", "first_ts", "last_ts", "duration_s", "source", "errors",
+                "first_user_text", "up", "down"]
+#: What the conversation list can be sorted by.
+SORT_KEYS = ("last_ts", "first_ts", "turns", "duration_s", "errors", "down", "up", "conversation_id")
+#: Conversation lists kept per process (one per filter set, store version and ratings).
+LIST_CACHE = 8
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which turns and conversations a list is about (all of them by default).
+
+    ``search`` matches a question or a reply (case-insensitive, plain text) or the
+    start of a conversation id; a conversation matches when one of its turns in the
+    date range and sources does, and then all its turns there count. ``rating`` is
+    ``any``, ``rated negatively`` or ``rated positively``; ``ids`` keeps only those
+    conversations (what the tag and note filters found)."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    search: str = ""
+    sources: tuple[str, ...] = ()
+    rating: str = "any"
+    ids: frozenset[str] | None = None
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _arrow(rel) -> pa.Table:
+    if hasattr(rel, "to_arrow_table"):
+        return rel.to_arrow_table()
+    return rel.fetch_arrow_table()  # pragma: no cover - older duckdb
+
+
+class ConversationList:
+    """One conversation list (all rows as a small Arrow table, one row per conversation),
+    its totals, and pages of it in any order."""
+
+    def __init__(self, table: pa.Table, turns: int):
+        self.table = table
+        self.total = table.num_rows
+        self.turns = turns
+        self.errors = int(pc.sum(table.column("errors")).as_py() or 0) if self.total else 0
+        self._orders: dict[tuple[str, bool], pa.Array] = {}
+        self._lock = threading.Lock()
+
+    def _order(self, by: str, descending: bool) -> pa.Array:
+        if by not in SORT_KEYS:
+            raise ValueError(f"cannot sort by {by!r}")
+        key = (by, descending)
+        with self._lock:
+            idx = self._orders.get(key)
+            if idx is None:
+                keys = [(by, "descending" if descending else "ascending")]
+                if by != "conversation_id":
+                    keys.append(("conversation_id", "ascending"))
+                idx = self._orders[key] = pc.sort_indices(self.table, sort_keys=keys)
+            return idx
+
+    def page(self, offset: int = 0, limit: int = 50, by: str = "last_ts", descending: bool = True) -> pa.Table:
+        """Rows ``offset .. offset+limit-1`` in that order (an Arrow table, LIST_COLUMNS)."""
+        offset = max(0, int(offset))
+        idx = self._order(by, descending).slice(offset, max(0, int(limit)))
+        return self.table.take(idx)
+
+    def ids(self) -> list[str]:
+        return self.table.column("conversation_id").to_pylist()
+
+    def position(self, conversation_id: str, by: str = "last_ts", descending: bool = True) -> int | None:
+        """Where ``conversation_id`` is in that order (for jumping to its page)."""
+        hit = pc.index(self.table.column("conversation_id"), conversation_id).as_py()
+        if hit is None or hit < 0:
+            return None
+        order = self._order(by, descending).to_numpy()
+        return int(np.flatnonzero(order == hit)[0])
+
+
+class Questions:
+    """The questions, over one :class:`chatcore.store.LogStore` (thread-safe).
+
+    Call :meth:`sync` to take in what was appended to the log (only new bytes are
+    parsed); answers are cached per store version."""
+
+    def __init__(self, store, threads: int | None = None, memory_limit: str | None = None):
+        import duckdb
+
+        self.store = store
+        store.eager_frame = False  # nobody here needs the pandas form of every row
+        self._con = duckdb.connect(":memory:")
+        self._con.execute("SET TimeZone = 'UTC'")
+        if threads:
+            self._con.execute(f"SET threads = {int(threads)}")
+        if memory_limit:
+            self._con.execute("SET memory_limit = ?", [memory_limit])
+        self._lock = threading.RLock()
+        self._version: Any = None
+        self._table: pa.Table | None = None
+        self._lists: OrderedDict = OrderedDict()
+        self._sources: list[str] | None = None
+        self._ratings_key: Any = None
+        self.columns = tuple(store.columns)
+        self._register_ratings(None, None)
+
+    # -- data ------------------------------------------------------------------
+
+    def sync(self, progress=None) -> int:
+        """Read what was appended to the log; returns the store's version."""
+        with self._lock:
+            version = self.store.sync(progress)
+            self._register()
+            return version
+
+    def _register(self) -> None:
+        version = self.store.version
+        if version == self._version:
+            return
+        table = self.store.arrow()
+        # the row number breaks ties of equal times in file order (as the reference does)
+        table = table.append_column("row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+        self._con.register("turns", table)
+        self._table = table
+        self._version = version
+        self._lists.clear()
+        self._sources = None
+
+    def _ensure(self) -> None:
+        if self._version is None:
+            self.sync()
+
+    def set_ratings(self, counts, key: Any) -> None:
+        """Rated turns per conversation (``conversation_id, up, down`` as from
+        :func:`chatcore.conversations.rating_counts`); ``key`` changes when they do."""
+        with self._lock:
+            if key == self._ratings_key:
+                return
+            self._register_ratings(counts, key)
+            self._lists.clear()
+
+    def _register_ratings(self, counts, key) -> None:
+        if counts is None or len(counts) == 0:
+            table = pa.table({"conversation_id": pa.array([], pa.string()), "up": pa.array([], pa.int64()),
+                              "down": pa.array([], pa.int64())})
+        else:
+            table = pa.table({"conversation_id": pa.array([str(c) for c in counts["conversation_id"]], pa.string()),
+                              "up": pa.array(np.asarray(counts["up"], dtype=np.int64)),
+                              "down": pa.array(np.asarray(counts["down"], dtype=np.int64))})
+        self._con.register("ratings", table)
+        self._ratings_key = key
+
+    # -- questions -------------------------------------------------------------
+
+    def _where(self, f: Filters) -> tuple[str, list]:
+        cond, params = [], []
+        if f.since is not None:
+            cond.append("ts >= ?")
+            params.append(f.since)
+        if f.until is not None:
+            cond.append("ts < ?")
+            params.append(f.until)
+        if f.sources:
+            cond.append("source IN (" + ", ".join("?" for _ in f.sources) + ")")
+            params.extend(str(s) for s in f.sources)
+        return (" WHERE " + " AND ".join(cond)) if cond else "", params
+
+    def _matching(self, f: Filters) -> tuple[str, list]:
+        """SQL (a CTE body list) of the turns in range whose conversation matches the search."""
+        where, params = self._where(f)
+        cols = ", ".join(c for c in ("row", "ts", "conversation_id", "source", "error")
+                         if c == "row" or c in self.columns)
+        ctes = [f"v AS (SELECT {cols} FROM turns{where})"]
+        needle = (f.search or "").strip()
+        if needle:
+            # plain-text, case-insensitive search runs on the Arrow columns (a literal
+            # RE2 search, several times faster than ILIKE on this text); the ids found
+            # are joined in SQL
+            self._con.register("hits", self._search_ids(needle))
+            ctes.append("m AS (SELECT * FROM v SEMI JOIN hits USING (conversation_id))")
+        else:
+            ctes.append("m AS (SELECT * FROM v)")
+        return ctes, params
+
+    def _search_ids(self, needle: str) -> pa.Table:
+        """Conversation ids that start with ``needle`` or have a question or reply containing it
+        (anywhere in the log; the date and source filters are applied in SQL)."""
+        table = self._table
+        cid = table.column("conversation_id")
+        hit = pc.starts_with(cid, needle)
+        for name in ("user_text", "response"):
+            if name in self.columns:
+                hit = pc.or_(hit, pc.match_substring(table.column(name), needle, ignore_case=True))
+        ids = pc.unique(cid.filter(pc.fill_null(hit, False)))
+        return pa.table({"conversation_id": ids.cast(pa.string())})
+
+    def conversations(self, f: Filters = Filters()) -> ConversationList:
+        """The conversation list for these filters (cached until the log or ratings change)."""
+        with self._lock:
+            self._ensure()
+            key = (f, self._ratings_key)
+            hit = self._lists.get(key)
+            if hit is not None:
+                self._lists.move_to_end(key)
+                return hit
+            ctes, params = self._matching(f)
+            has = set(self.columns)
+            err = "count(*) FILTER (WHERE error <> '')" if "error" in has else "0"
+            # the first question: the turn with the earliest time, ties in file order (one
+            # integer key: time, then row number)
+            ctes.append(
+                "c AS (SELECT conversation_id, count(*) AS turns, min(ts) AS first_ts, max(ts) AS last_ts, "
+                f"{err} AS errors, CAST(min((epoch_us(ts)::HUGEINT << 40) + row) & {(1 << 40) - 1} AS BIGINT) "
+                "AS first_row FROM m GROUP BY conversation_id)")
+            if "source" in has:  # distinct sources: grouped first, far cheaper than string_agg(DISTINCT)
+                ctes.append("s AS (SELECT conversation_id, string_agg(source, ', ' ORDER BY source) AS source FROM "
+                            "(SELECT conversation_id, source FROM m WHERE source <> '' GROUP BY ALL) GROUP BY 1)")
+            else:
+                ctes.append("s AS (SELECT conversation_id, CAST(NULL AS VARCHAR) AS source FROM c WHERE false)")
+            cond = []
+            if f.rating == "rated negatively":
+                cond.append("coalesce(r.down, 0) > 0")
+            elif f.rating == "rated positively":
+                cond.append("coalesce(r.up, 0) > 0")
+            elif f.rating not in (None, "", "any"):
+                raise ValueError(f"unknown rating filter {f.rating!r}")
+            if f.ids is not None:
+                self._con.register("picked", pa.table({"conversation_id": pa.array(sorted(f.ids), pa.string())}))
+                cond.append("c.conversation_id IN (SELECT conversation_id FROM picked)")
+            sql = ("WITH " + ", ".join(ctes) + " SELECT c.conversation_id, c.turns, c.first_ts, c.last_ts, "
+                   "epoch_us(c.last_ts - c.first_ts) / 1e6 AS duration_s, c.source, CAST(c.errors AS BIGINT) AS errors, "
+                   "c.first_row, CAST(coalesce(r.up, 0) AS BIGINT) AS up, "
+                   "CAST(coalesce(r.down, 0) AS BIGINT) AS down "
+                   "FROM c LEFT JOIN s USING (conversation_id) LEFT JOIN ratings r USING (conversation_id)"
+                   + (" WHERE " + " AND ".join(cond) if cond else ""))
+            table = self._with_first_text(_arrow(self._con.execute(sql, params)))
+            turns = int(pc.sum(table.column("turns")).as_py() or 0) if table.num_rows else 0
+            result = ConversationList(table, turns)
+            self._lists[key] = result
+            while len(self._lists) > LIST_CACHE:
+                self._lists.popitem(last=False)
+            return result
+
+    def _with_first_text(self, table: pa.Table) -> pa.Table:
+        """``first_row`` -> ``first_user_text`` (taken from the Arrow column: the engine
+        never scans the question text for a list)."""
+        i = table.schema.get_field_index("first_row")
+        text = self._table.column("user_text").take(table.column(i)).cast(pa.string())
+        return table.set_column(i, "first_user_text", text)
+
+    def summary(self, since: datetime | None = None, until: datetime | None = None) -> pa.Table:
+        """conversation_id, turns, first_ts, last_ts, first_user_text; newest first (the CLI list)."""
+        with self._lock:
+            self._ensure()
+            where, params = self._where(Filters(since=since, until=until))
+            sql = ("SELECT conversation_id, count(*) AS turns, min(ts) AS first_ts, max(ts) AS last_ts, "
+                   f"CAST(min((epoch_us(ts)::HUGEINT << 40) + row) & {(1 << 40) - 1} AS BIGINT) AS first_row "
+                   f"FROM turns{where} GROUP BY conversation_id ORDER BY last_ts DESC, conversation_id")
+            return self._with_first_text(_arrow(self._con.execute(sql, params)))
+
+    def transcript(self, conversation_id: str) -> pa.Table:
+        """Every turn of one conversation, oldest first (the store's columns)."""
+        with self._lock:
+            self._ensure()
+            cols = ", ".join(self.columns)
+            return _arrow(self._con.execute(
+                f"SELECT {cols} FROM turns WHERE conversation_id = ? ORDER BY ts, row", [conversation_id]))
+
+    def has_conversation(self, conversation_id: str) -> bool:
+        with self._lock:
+            self._ensure()
+            return self._con.execute("SELECT count(*) FROM turns WHERE conversation_id = ? LIMIT 1",
+                                     [conversation_id]).fetchone()[0] > 0
+
+    def turns_of(self, f: Filters = Filters(), ids: list[str] | None = None) -> pa.Table:
+        """Every turn of the conversations in the list for ``f`` (or of ``ids``), in time
+        order: what an export of the filtered view holds."""
+        with self._lock:
+            lst = self.conversations(f) if ids is None else None
+            chosen = lst.ids() if ids is None else list(ids)
+            self._con.register("chosen", pa.table({"conversation_id": pa.array(chosen, pa.string())}))
+            where, params = self._where(f)
+            cols = ", ".join(self.columns)
+            sql = (f"SELECT {cols} FROM (SELECT * FROM turns{where}) "
+                   "SEMI JOIN chosen USING (conversation_id) ORDER BY ts, row")
+            return _arrow(self._con.execute(sql, params))
+
+    def sources(self) -> list[str]:
+        with self._lock:
+            self._ensure()
+            if self._sources is None:
+                if "source" not in self.columns:
+                    return []
+                rows = self._con.execute("SELECT DISTINCT source FROM turns WHERE source IS NOT NULL "
+                                         "ORDER BY source").fetchall()
+                self._sources = [r[0] for r in rows]
+            return list(self._sources)
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+
+def open_questions(path, columns=None, cache_dir=None, **kw) -> Questions:
+    """A :class:`Questions` over a new :class:`chatcore.store.LogStore` of ``path``."""
+    from .ingest import LogStore
+
+    return Questions(LogStore(path, cache_dir=cache_dir, columns=columns), **kw)
