@@ -76,8 +76,9 @@ def cmd_space(args) -> int:
 
 
 def cmd_conversations(args) -> int:
-    from .conversations import SUMMARY_INPUT_COLUMNS, format_conversations, summarise_conversations
-    from .store import load_log
+    from .listing import format_summary
+    from .store import LogStore
+    from .store.questions import Questions
 
     settings = Settings.from_env(log_path=args.log)
     since = parse_date_arg(args.since)
@@ -86,10 +87,11 @@ def cmd_conversations(args) -> int:
         raise UsageError("--since must be before --until")
     if not settings.log_path.exists():
         raise UsageError(f"no log at {settings.log_path} (set --log or CHAT_LOG_PATH)")
-    frame, stats = load_log(settings.log_path, since=since, until=until, progress=_progress_to_stderr(),
-                            columns=SUMMARY_INPUT_COLUMNS)
-    summary = summarise_conversations(frame)
-    sys.stdout.write(format_conversations(summary, args.format))
+    # only the columns the list reads; the SQL engine groups, the Arrow answer is formatted as is
+    questions = Questions(LogStore(settings.log_path, columns=("ts", "conversation_id", "turn", "user_text")))
+    questions.sync(progress=_progress_to_stderr())
+    sys.stdout.write(format_summary(questions.summary(since, until), args.format))
+    stats = questions.store.stats
     if stats.get("bad_total"):
         print(f"note: skipped {stats['bad_total']} bad line(s) in the log", file=sys.stderr)
     return 0
@@ -97,17 +99,23 @@ def cmd_conversations(args) -> int:
 
 def cmd_export(args) -> int:
     from .conversations import export_conversation
-    from .store import load_log
+    from .listing import clean
+    from .store import LogStore
+    from .store.frames import _to_pandas
+    from .store.questions import Questions
 
     settings = Settings.from_env(log_path=args.log)
     if not settings.log_path.exists():
         raise UsageError(f"no log at {settings.log_path} (set --log or CHAT_LOG_PATH)")
-    frame, _ = load_log(settings.log_path, progress=_progress_to_stderr())
-    turns = frame[frame["conversation_id"] == args.conversation]
+    questions = Questions(LogStore(settings.log_path))
+    questions.sync(progress=_progress_to_stderr())
+    turns = _to_pandas(questions.transcript(args.conversation))
     if turns.empty:
         print(f"no conversation {args.conversation!r} in {settings.log_path}", file=sys.stderr)
         return 1
-    sys.stdout.write(export_conversation(turns, args.format))
+    text = export_conversation(turns, args.format)
+    # JSONL stays exact; Markdown and CSV are read by people: no terminal controls
+    sys.stdout.write(text if args.format == "jsonl" else clean(text))
     return 0
 
 

@@ -1,0 +1,73 @@
+"""The CLI's conversation list, formatted straight from the Arrow answer (no pandas).
+
+``json`` is exact (visitor text as it was logged, JSON-escaped); ``table`` and ``csv``
+are for people and spreadsheets: control characters (terminal escapes, bells,
+direction overrides) are replaced, as ``tail`` does.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+SUMMARY_COLUMNS = ["conversation_id", "turns", "first_ts", "last_ts", "first_user_text"]
+
+#: What a terminal must not receive from visitors (tab and newline are kept).
+CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean(text) -> str:
+    """Text safe for a terminal or a spreadsheet cell: control characters become U+FFFD."""
+    return CONTROLS.sub("\ufffd", "" if text is None else str(text))
+
+
+def iso_column(col) -> list:
+    """A timestamp[us, UTC] column as ``2026-11-21T05:31:15.123Z`` strings (vectorised)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = pc.strftime(col, format="%Y-%m-%dT%H:%M:%S")  # seconds with 6 decimals
+    text = pc.utf8_slice_codeunits(text, 0, 23)
+    return pc.binary_join_element_wise(text, pa.scalar("Z"), pa.scalar("")).to_pylist()
+
+
+def _rows(table) -> list[tuple]:
+    return list(zip(table.column("conversation_id").to_pylist(), table.column("turns").to_pylist(),
+                    iso_column(table.column("first_ts")), iso_column(table.column("last_ts")),
+                    table.column("first_user_text").to_pylist()))
+
+
+def _csv_safe(value):
+    """Keep spreadsheet programs from running a cell as a formula (CSV injection)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def format_summary(table, fmt: str) -> str:
+    """``table``: conversation_id, turns, first_ts, last_ts, first_user_text (newest first)."""
+    rows = _rows(table)
+    if fmt == "json":
+        import orjson
+
+        if not rows:
+            return "[]\n"
+        keys = SUMMARY_COLUMNS
+        body = b",\n".join(orjson.dumps(dict(zip(keys, r))) for r in rows)
+        return "[\n" + body.decode() + "\n]\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(SUMMARY_COLUMNS)
+        writer.writerows((clean(c), t, f, la, _csv_safe(clean(q))) for c, t, f, la, q in rows)
+        return buf.getvalue()
+    if not rows:
+        return "no conversations\n"
+    lines = [f"{'conversation_id':<36}  {'turns':>5}  {'first (UTC)':<19}  {'last (UTC)':<19}  first question"]
+    for cid, turns, first, last, text in rows:
+        question = " ".join(clean(text).split())
+        question = question if len(question) <= 60 else question[:59] + "…"
+        lines.append(f"{clean(cid):<36}  {turns:>5}  {first[:19].replace('T', ' '):<19}  "
+                     f"{last[:19].replace('T', ' '):<19}  {question}")
+    lines.append(f"{len(rows)} conversation(s)")
+    return "\n".join(lines) + "\n"
