@@ -90,7 +90,7 @@ def cmd_conversations(args) -> int:
     # only the columns the list reads; the SQL engine groups, the Arrow answer is formatted as is
     questions = Questions(LogStore(settings.log_path, columns=("ts", "conversation_id", "turn", "user_text")))
     questions.sync(progress=_progress_to_stderr())
-    sys.stdout.write(format_summary(questions.summary(since, until), args.format))
+    sys.stdout.write(format_summary(questions.summary(since, until, iso=True), args.format))
     stats = questions.store.stats
     if stats.get("bad_total"):
         print(f"note: skipped {stats['bad_total']} bad line(s) in the log", file=sys.stderr)

@@ -31,9 +31,15 @@ def iso_column(col) -> list:
     return pc.binary_join_element_wise(text, pa.scalar("Z"), pa.scalar("")).to_pylist()
 
 
+def _times(col) -> list:
+    import pyarrow as pa
+
+    return col.to_pylist() if pa.types.is_string(col.type) else iso_column(col)
+
+
 def _rows(table) -> list[tuple]:
     return list(zip(table.column("conversation_id").to_pylist(), table.column("turns").to_pylist(),
-                    iso_column(table.column("first_ts")), iso_column(table.column("last_ts")),
+                    _times(table.column("first_ts")), _times(table.column("last_ts")),
                     table.column("first_user_text").to_pylist()))
 
 
@@ -45,7 +51,7 @@ def _csv_safe(value):
 
 
 def format_summary(table, fmt: str) -> str:
-    """``table``: conversation_id, turns, first_ts, last_ts, first_user_text (newest first)."""
+    """``table``: conversation_id, turns, first_ts, last_ts (times or ISO text), first_user_text."""
     rows = _rows(table)
     if fmt == "json":
         import orjson

@@ -274,14 +274,18 @@ class Questions:
         text = self._table.column("user_text").take(table.column(i)).cast(pa.string())
         return table.set_column(i, "first_user_text", text)
 
-    def summary(self, since: datetime | None = None, until: datetime | None = None) -> pa.Table:
-        """conversation_id, turns, first_ts, last_ts, first_user_text; newest first (the CLI list)."""
+    def summary(self, since: datetime | None = None, until: datetime | None = None, iso: bool = False) -> pa.Table:
+        """conversation_id, turns, first_ts, last_ts, first_user_text; newest first (the CLI list).
+        With ``iso`` the times are text, ``2026-11-21T05:31:15.123Z``."""
         with self._lock:
             self._ensure()
             where, params = self._where(Filters(since=since, until=until))
-            sql = ("SELECT conversation_id, count(*) AS turns, min(ts) AS first_ts, max(ts) AS last_ts, "
+            first, last = "min(ts)", "max(ts)"
+            if iso:
+                first, last = (f"strftime({x}, '%Y-%m-%dT%H:%M:%S.%g') || 'Z'" for x in (first, last))
+            sql = (f"SELECT conversation_id, count(*) AS turns, {first} AS first_ts, {last} AS last_ts, "
                    f"CAST(min((epoch_us(ts)::HUGEINT << 40) + row) & {(1 << 40) - 1} AS BIGINT) AS first_row "
-                   f"FROM turns{where} GROUP BY conversation_id ORDER BY last_ts DESC, conversation_id")
+                   f"FROM turns{where} GROUP BY conversation_id ORDER BY max(ts) DESC, conversation_id")
             return self._with_first_text(_arrow(self._con.execute(sql, params)))
 
     def transcript(self, conversation_id: str) -> pa.Table:
