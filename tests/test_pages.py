@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import pytest
 import streamlit as st
+from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
@@ -73,8 +74,20 @@ def media(monkeypatch):
         return file_id
 
     monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", spy)
+    deferred: dict[str, object] = {}  # downloads built only when asked for: their builders
+    original_deferred = MediaFileManager.add_deferred
+
+    def spy_deferred(self, data_callable, *args, **kwargs):
+        file_id = original_deferred(self, data_callable, *args, **kwargs)
+        deferred[file_id] = data_callable
+        return file_id
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", spy_deferred)
 
     def content(button) -> str:
+        if not button.proto.url and button.proto.deferred_file_id:  # the click: build it now
+            data = deferred[button.proto.deferred_file_id]()
+            return data.decode("utf-8") if isinstance(data, bytes) else data
         name = button.proto.url.rsplit("/", 1)[-1].split(".")[0]
         return files[name].decode("utf-8")
 

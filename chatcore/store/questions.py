@@ -254,7 +254,7 @@ class Questions:
                 self._con.register("picked", pa.table({"conversation_id": pa.array(sorted(f.ids), pa.string())}))
                 cond.append("c.conversation_id IN (SELECT conversation_id FROM picked)")
             sql = ("WITH " + ", ".join(ctes) + " SELECT c.conversation_id, c.turns, c.first_ts, c.last_ts, "
-                   "epoch_us(c.last_ts - c.first_ts) / 1e6 AS duration_s, c.source, CAST(c.errors AS BIGINT) AS errors, "
+                   "epoch_us(c.last_ts - c.first_ts) / 1e6 AS duration_s, s.source, CAST(c.errors AS BIGINT) AS errors, "
                    "c.first_row, CAST(coalesce(r.up, 0) AS BIGINT) AS up, "
                    "CAST(coalesce(r.down, 0) AS BIGINT) AS down "
                    "FROM c LEFT JOIN s USING (conversation_id) LEFT JOIN ratings r USING (conversation_id)"
