@@ -271,7 +271,12 @@ class Questions:
         """``first_row`` -> ``first_user_text`` (taken from the Arrow column: the engine
         never scans the question text for a list)."""
         i = table.schema.get_field_index("first_row")
-        text = self._table.column("user_text").take(table.column(i)).cast(pa.string())
+        rows = table.column(i).to_numpy()
+        order = np.argsort(rows, kind="stable")  # a take in row order is far cheaper over many chunks
+        text = self._table.column("user_text").take(pa.array(rows[order])).combine_chunks()
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        text = text.take(pa.array(back)).cast(pa.string())
         return table.set_column(i, "first_user_text", text)
 
     def summary(self, since: datetime | None = None, until: datetime | None = None, iso: bool = False) -> pa.Table:
