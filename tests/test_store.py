@@ -383,7 +383,14 @@ def questions_list(q, **filters) -> dict[str, dict]:
 def assert_questions_match(q, path: Path) -> None:
     """The SQL answers equal the plain computation over the reference rows."""
     rows, _, _ = reference(path)
-    assert questions_list(q) == reference_list(rows)
+    want = reference_list(rows)
+    assert questions_list(q) == want
+    # the CLI's list (persisted whole-log summary, merged after appends)
+    got = {r["conversation_id"]: (r["turns"], r["first_ts"], r["last_ts"], r["first_user_text"])
+           for r in q.summary().to_pylist()}
+    assert got == {c: (v["turns"], v["first_ts"], v["last_ts"], v["first_user_text"]) for c, v in want.items()}
+    lasts = [r["last_ts"] for r in q.summary().to_pylist()]
+    assert lasts == sorted(lasts, reverse=True)
     for needle in ("QUESTION 1", "line TWO", "c3", "ü", "zz-none"):
         assert questions_list(q, search=needle) == reference_list(rows, needle), needle
     for cid in {r["conversation_id"] for r in rows[:3]}:
@@ -830,9 +837,13 @@ from chatcore.store.questions import Questions
 log, total, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 q = Questions(LogStore(log), threads=1)
 seen = []
-deadline = time.monotonic() + 60
+deadline = time.monotonic() + 120
+first = True
 while time.monotonic() < deadline:
     q.sync()
+    if first:
+        open(out + ".ready", "w").close()  # the writer starts when both readers run
+        first = False
     lst = q.conversations()
     seen.append([time.time(), lst.turns, lst.total])
     if lst.turns >= total:
@@ -845,7 +856,11 @@ WRITER = r"""
 import sys, time
 from chatcore.records import make_record
 from chatcore.writer import LogWriter
-log, total = sys.argv[1], int(sys.argv[2])
+import os
+log, total, ready = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+deadline = time.monotonic() + 120
+while not all(os.path.exists(r) for r in ready) and time.monotonic() < deadline:
+    time.sleep(0.02)
 w = LogWriter(log)
 print(time.time(), flush=True)
 for i in range(total):
@@ -868,10 +883,11 @@ def test_two_processes_read_while_one_writes(tmp_path):
     log = tmp_path / "log.jsonl"
     log.write_bytes(b"".join(good_line(i, conv="start") for i in range(100)))
     total = 2000
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(log), str(total)], cwd=ROOT,
-                              stdout=subprocess.PIPE, text=True)
     readers = [subprocess.Popen([sys.executable, "-c", READER, str(log), str(total + 100), str(tmp_path / f"r{i}.json")],
                                 cwd=ROOT) for i in range(2)]
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(log), str(total),
+                               *(str(tmp_path / f"r{i}.json.ready") for i in range(2))], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)
     out, _ = writer.communicate(timeout=120)
     started, ended = map(float, out.split())
     for r in readers:

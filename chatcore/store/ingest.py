@@ -217,6 +217,12 @@ class LogStore(SegmentCache):
                         c[3] = None
             return new.copy(deep=False)  # copy-on-write: the caller may change its copy
 
+    def state(self) -> list[list]:
+        """What the rows are made of: ``[path, device, inode, offset, fingerprint, rows]`` per
+        shard in row order (a summary of these rows is valid while this holds)."""
+        with self._lock:
+            return [[sh.path, *(sh.dev_ino or (0, 0)), sh.offset, sh.fp, sh.rows] for sh in self._ordered()]
+
     def sync(self, progress: Progress | None = None) -> int:
         """Read what was appended without building pandas rows; returns :attr:`version`."""
         with self._lock:

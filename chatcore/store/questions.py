@@ -61,6 +61,73 @@ def _arrow(rel) -> pa.Table:
     return rel.fetch_arrow_table()  # pragma: no cover - older duckdb
 
 
+_ROW_MASK = (1 << 40) - 1
+_SUMMARY_VERSION = 1
+
+
+def _read_summary(path) -> tuple[pa.Table, list] | None:
+    """A saved whole-log list and the store state it was made from (None if absent or broken)."""
+    import json
+
+    import pyarrow.ipc as ipc
+
+    try:
+        with pa.memory_map(str(path), "r") as src:
+            table = ipc.open_file(src).read_all()
+        state = json.loads(table.schema.metadata[b"state"])
+        names = ["conversation_id", "turns", "first_ts", "last_ts", "first_row"]
+        if table.column_names != names:
+            return None
+        return table.replace_schema_metadata(None), state
+    except Exception:  # missing, half-written by an older version, corrupt: recompute
+        return None
+
+
+def _write_summary(path, table: pa.Table, state: str) -> None:
+    """Atomically (one file, state in its metadata), so readers in other processes never mix two."""
+    import os
+    import threading
+
+    import pyarrow.ipc as ipc
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.{threading.get_ident()}")
+    table = table.replace_schema_metadata({"state": state})
+    with pa.OSFile(str(tmp), "wb") as sink:
+        with ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+    os.replace(tmp, path)
+
+
+def _appended_rows(old: list, new: list) -> int | None:
+    """If the rows of state ``new`` are those of ``old`` plus rows at the end, the number of
+    old rows (where the new ones start); else None."""
+    import os
+
+    from .segments import _fingerprint
+
+    if not old or len(new) < len(old):
+        return None
+    for i, (o, n) in enumerate(zip(old, new)):
+        if o[:3] != n[:3]:
+            return None  # another shard, or the same name for a new file
+        last = i == len(old) - 1
+        if o[3:] == n[3:]:
+            continue
+        if not last or n[3] < o[3]:
+            return None  # an earlier shard changed: rows moved
+        try:  # the last shard grew: its old bytes must be the same bytes
+            fd = os.open(n[0], os.O_RDONLY)
+            try:
+                if _fingerprint(fd, o[3]) != o[4]:
+                    return None
+            finally:
+                os.close(fd)
+        except OSError:
+            return None
+    return sum(o[5] for o in old)
+
+
 class ConversationList:
     """One conversation list (all rows as a small Arrow table, one row per conversation),
     its totals, and pages of it in any order."""
@@ -111,16 +178,10 @@ class Questions:
     parsed); answers are cached per store version."""
 
     def __init__(self, store, threads: int | None = None, memory_limit: str | None = None):
-        import duckdb
-
         self.store = store
         store.eager_frame = False  # nobody here needs the pandas form of every row
-        self._con = duckdb.connect(":memory:")
-        self._con.execute("SET TimeZone = 'UTC'")
-        if threads:
-            self._con.execute(f"SET threads = {int(threads)}")
-        if memory_limit:
-            self._con.execute("SET memory_limit = ?", [memory_limit])
+        self._threads, self._memory_limit = threads, memory_limit
+        self._connection = None
         self._lock = threading.RLock()
         self._version: Any = None
         self._table: pa.Table | None = None
@@ -128,7 +189,28 @@ class Questions:
         self._sources: list[str] | None = None
         self._ratings_key: Any = None
         self.columns = tuple(store.columns)
-        self._register_ratings(None, None)
+        self._ratings_table = None
+
+    @property
+    def _con(self):
+        """The engine, started on first use (a list read from the saved summary needs none)."""
+        if self._connection is None:
+            import duckdb
+
+            con = duckdb.connect(":memory:")
+            con.execute("SET TimeZone = 'UTC'")
+            if self._threads:
+                con.execute(f"SET threads = {int(self._threads)}")
+            if self._memory_limit:
+                con.execute("SET memory_limit = ?", [self._memory_limit])
+            self._connection = con
+            if self._table is not None:
+                con.register("turns", self._table)
+            if self._ratings_table is None:
+                self._register_ratings(None, None)
+            else:
+                con.register("ratings", self._ratings_table)
+        return self._connection
 
     # -- data ------------------------------------------------------------------
 
@@ -146,8 +228,9 @@ class Questions:
         table = self.store.arrow()
         # the row number breaks ties of equal times in file order (as the reference does)
         table = table.append_column("row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
-        self._con.register("turns", table)
         self._table = table
+        if self._connection is not None:
+            self._connection.register("turns", table)
         self._version = version
         self._lists.clear()
         self._sources = None
@@ -173,8 +256,9 @@ class Questions:
             table = pa.table({"conversation_id": pa.array([str(c) for c in counts["conversation_id"]], pa.string()),
                               "up": pa.array(np.asarray(counts["up"], dtype=np.int64)),
                               "down": pa.array(np.asarray(counts["down"], dtype=np.int64))})
-        self._con.register("ratings", table)
+        self._ratings_table = table
         self._ratings_key = key
+        self._con.register("ratings", table)
 
     # -- questions -------------------------------------------------------------
 
@@ -281,17 +365,71 @@ class Questions:
 
     def summary(self, since: datetime | None = None, until: datetime | None = None, iso: bool = False) -> pa.Table:
         """conversation_id, turns, first_ts, last_ts, first_user_text; newest first (the CLI list).
-        With ``iso`` the times are text, ``2026-11-21T05:31:15.123Z``."""
+        With ``iso`` the times are text, ``2026-11-21T05:31:15.123Z``.
+
+        The whole log's list is persisted beside the store's segments: it is reused as long
+        as the log is unchanged, and after appends only the new rows are grouped and merged."""
         with self._lock:
             self._ensure()
-            where, params = self._where(Filters(since=since, until=until))
-            first, last = "min(ts)", "max(ts)"
+            if since is None and until is None:
+                table = self._summary_all()
+            else:
+                where, params = self._where(Filters(since=since, until=until))
+                sql = ("SELECT conversation_id, count(*) AS turns, min(ts) AS first_ts, max(ts) AS last_ts, "
+                       f"CAST(min((epoch_us(ts)::HUGEINT << 40) + row) & {_ROW_MASK} AS BIGINT) AS first_row "
+                       f"FROM turns{where} GROUP BY conversation_id ORDER BY max(ts) DESC, conversation_id")
+                table = _arrow(self._con.execute(sql, params))
+            table = self._with_first_text(table)
             if iso:
-                first, last = (f"strftime({x}, '%Y-%m-%dT%H:%M:%S.%g') || 'Z'" for x in (first, last))
-            sql = (f"SELECT conversation_id, count(*) AS turns, {first} AS first_ts, {last} AS last_ts, "
-                   f"CAST(min((epoch_us(ts)::HUGEINT << 40) + row) & {(1 << 40) - 1} AS BIGINT) AS first_row "
-                   f"FROM turns{where} GROUP BY conversation_id ORDER BY max(ts) DESC, conversation_id")
-            return self._with_first_text(_arrow(self._con.execute(sql, params)))
+                from ..listing import iso_column
+
+                for name in ("first_ts", "last_ts"):
+                    i = table.schema.get_field_index(name)
+                    table = table.set_column(i, name, pa.array(iso_column(table.column(i)), pa.string()))
+            return table
+
+    def _summary_path(self):
+        if self.store.cache_dir is None:
+            return None
+        import hashlib
+        import json
+        import os
+
+        from .segments import CACHE_VERSION
+
+        ident = json.dumps([os.path.abspath(self.store.path), list(self.columns), CACHE_VERSION, _SUMMARY_VERSION])
+        return self.store.cache_dir / f"summary-{hashlib.sha1(ident.encode()).hexdigest()[:20]}.arrow"
+
+    def _summary_all(self) -> pa.Table:
+        import json
+
+        state = self.store.state()
+        path = self._summary_path()
+        old = _read_summary(path) if path is not None else None
+        if old is not None and old[1] == state:
+            return old[0]
+        base = _appended_rows(old[1], state) if old is not None else None
+        group = ("SELECT conversation_id, count(*) AS turns, min(ts) AS first_ts, max(ts) AS last_ts, "
+                 f"CAST(min((epoch_us(ts)::HUGEINT << 40) + row) & {_ROW_MASK} AS BIGINT) AS first_row "
+                 "FROM turns{} GROUP BY conversation_id")
+        if base is None:
+            sql = group.format("") + " ORDER BY last_ts DESC, conversation_id"
+        else:  # the log only grew at its end: merge the saved list with the new rows' groups
+            self._con.register("saved", old[0])
+            sql = ("SELECT conversation_id, sum(turns)::BIGINT AS turns, min(first_ts) AS first_ts, "
+                   "max(last_ts) AS last_ts, "
+                   f"CAST(min((epoch_us(first_ts)::HUGEINT << 40) + first_row) & {_ROW_MASK} AS BIGINT) AS first_row "
+                   f"FROM (SELECT * FROM saved UNION ALL {group.format(f' WHERE row >= {int(base)}')}) "
+                   "GROUP BY conversation_id ORDER BY last_ts DESC, conversation_id")
+        table = _arrow(self._con.execute(sql))
+        if base is not None:
+            self._con.unregister("saved")
+        if path is not None:
+            try:
+                _write_summary(path, table, json.dumps(state))
+            except OSError:
+                pass  # a cache that cannot be written is only slower
+        return table
 
     def transcript(self, conversation_id: str) -> pa.Table:
         """Every turn of one conversation, oldest first (the store's columns)."""
@@ -333,7 +471,9 @@ class Questions:
 
     def close(self) -> None:
         with self._lock:
-            self._con.close()
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
 
 
 def open_questions(path, columns=None, cache_dir=None, **kw) -> Questions:
