@@ -23,12 +23,16 @@ def clean(text) -> str:
 
 def iso_column(col) -> list:
     """A timestamp[us, UTC] column as ``2026-11-21T05:31:15.123Z`` strings (vectorised)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    return list(_iso_array(col).to_pylist())
 
-    text = pc.strftime(col, format="%Y-%m-%dT%H:%M:%S")  # seconds with 6 decimals
-    text = pc.utf8_slice_codeunits(text, 0, 23)
-    return pc.binary_join_element_wise(text, pa.scalar("Z"), pa.scalar("")).to_pylist()
+
+def _iso_array(col):
+    import numpy as np
+    import pyarrow as pa
+
+    us = col.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    text = np.char.add(np.datetime_as_string(us.astype("datetime64[us]").astype("datetime64[ms]"), unit="ms"), "Z")
+    return pa.array(text, pa.string())
 
 
 def _times(col) -> list:
@@ -75,15 +79,23 @@ def summary_json(table) -> str:
     def times(name):
         col = table.column(name)
         if not pa.types.is_string(col.type):
-            col = pa.array(iso_column(col), pa.string())
+            col = _iso_array(col)
         return pc.binary_join_element_wise(pa.scalar('"'), col, pa.scalar('"'), pa.scalar(""))
 
     parts = [pa.scalar('{"conversation_id":'), json_strings(table.column("conversation_id")),
              pa.scalar(',"turns":'), pc.cast(table.column("turns"), pa.string()),
              pa.scalar(',"first_ts":'), times("first_ts"), pa.scalar(',"last_ts":'), times("last_ts"),
              pa.scalar(',"first_user_text":'), json_strings(table.column("first_user_text")), pa.scalar("}")]
-    rows = pc.binary_join_element_wise(*parts, pa.scalar(""))
-    return "[\n" + ",\n".join(rows.to_pylist()) + "\n]\n"
+    rows = pc.binary_join_element_wise(*parts, pa.scalar(",\n"), pa.scalar(""))
+    if isinstance(rows, pa.ChunkedArray):
+        rows = rows.combine_chunks()
+    # the rows, each followed by ",\n", lie back to back in the array's data buffer
+    offsets = rows.buffers()[1]
+    import numpy as np
+
+    bounds = np.frombuffer(offsets, dtype=np.int32, count=len(rows) + 1, offset=rows.offset * 4)
+    data = rows.buffers()[2].to_pybytes()[int(bounds[0]):int(bounds[-1]) - 2]
+    return "[\n" + data.decode("utf-8") + "\n]\n"
 
 
 def format_summary(table, fmt: str) -> str:

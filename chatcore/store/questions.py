@@ -381,11 +381,11 @@ class Questions:
                 table = _arrow(self._con.execute(sql, params))
             table = self._with_first_text(table)
             if iso:
-                from ..listing import iso_column
+                from ..listing import _iso_array
 
                 for name in ("first_ts", "last_ts"):
                     i = table.schema.get_field_index(name)
-                    table = table.set_column(i, name, pa.array(iso_column(table.column(i)), pa.string()))
+                    table = table.set_column(i, name, _iso_array(table.column(i)))
             return table
 
     def _summary_path(self):
