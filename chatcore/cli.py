@@ -24,7 +24,7 @@ def _add_dates(p: argparse.ArgumentParser) -> None:
 
 
 def parse_date_arg(value: str | None, *, end: bool = False) -> datetime | None:
-    from .conversations import parse_date
+    from .listing import parse_date
 
     if value is None:
         return None
@@ -75,7 +75,25 @@ def cmd_space(args) -> int:
     return 0
 
 
+class _NoPandas:
+    """An import hook that makes ``import pandas`` fail (see :func:`_without_pandas`)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas" or name.startswith("pandas."):
+            raise ImportError("pandas is not used by this command")
+        return None
+
+
+def _without_pandas() -> None:
+    """The conversation list never builds a pandas frame, but pyarrow imports pandas (a good
+    part of a warm run's time) the first time it checks whether a value is a pandas object.
+    In this one-shot process, tell it there is none (unless something imported it already)."""
+    if "pandas" not in sys.modules:
+        sys.meta_path.insert(0, _NoPandas())
+
+
 def cmd_conversations(args) -> int:
+    _without_pandas()
     from .listing import format_summary
     from .store import LogStore
     from .store.questions import Questions

@@ -152,7 +152,6 @@ class LogStore(SegmentCache):
     incrementally and cached on disk. Thread-safe: calls are serialised."""
 
     def __init__(self, path, cache_dir=None, columns=None):
-        import pandas as pd
         self.path = Path(path)
         if columns is None:
             self.columns = tuple(COLUMNS)
