@@ -30,7 +30,9 @@ through_entry()
 cfg = settings()
 tz = viewer_tz()
 ss = st.session_state
-now = datetime.now(timezone.utc)
+# to the minute: a rolling range ("Last 7 days") then stays the same question for a minute,
+# and the engine's answer is reused by every rerun and session in that minute
+now = datetime.now(timezone.utc).replace(second=0, microsecond=0) + timedelta(minutes=1)
 questions = load_questions(cfg.log_path)
 try:
     feedback, feedback_version = annotations.feedback_state(cfg.log_path)

@@ -186,6 +186,7 @@ class Questions:
         self._version: Any = None
         self._table: pa.Table | None = None
         self._lists: OrderedDict = OrderedDict()
+        self._groups: OrderedDict = OrderedDict()
         self._sources: list[str] | None = None
         self._ratings_key: Any = None
         self.columns = tuple(store.columns)
@@ -275,9 +276,12 @@ class Questions:
             params.extend(str(s) for s in f.sources)
         return (" WHERE " + " AND ".join(cond)) if cond else "", params
 
-    def _matching(self, f: Filters) -> tuple[str, list]:
-        """SQL (a CTE body list) of the turns in range whose conversation matches the search."""
+    def _grouped(self, f: Filters, extra: str = "") -> pa.Table:
+        """One row per conversation of the turns in range (and matching the search):
+        conversation_id, turns, first_ts, last_ts, errors, first_row, source."""
         where, params = self._where(f)
+        if extra:
+            where = (where + " AND " if where else " WHERE ") + extra
         cols = ", ".join(c for c in ("row", "ts", "conversation_id", "source", "error")
                          if c == "row" or c in self.columns)
         ctes = [f"v AS (SELECT {cols} FROM turns{where})"]
@@ -290,7 +294,53 @@ class Questions:
             ctes.append("m AS (SELECT * FROM v SEMI JOIN hits USING (conversation_id))")
         else:
             ctes.append("m AS (SELECT * FROM v)")
-        return ctes, params
+        has = set(self.columns)
+        err = "count(*) FILTER (WHERE error <> '')" if "error" in has else "0"
+        # the first question: the turn with the earliest time, ties in file order (one
+        # integer key: time, then row number)
+        ctes.append(
+            "c AS (SELECT conversation_id, count(*) AS turns, min(ts) AS first_ts, max(ts) AS last_ts, "
+            f"{err} AS errors, CAST(min((epoch_us(ts)::HUGEINT << 40) + row) & {_ROW_MASK} AS BIGINT) "
+            "AS first_row FROM m GROUP BY conversation_id)")
+        if "source" in has:  # distinct sources: grouped first, far cheaper than string_agg(DISTINCT)
+            ctes.append("s AS (SELECT conversation_id, string_agg(source, ', ' ORDER BY source) AS source FROM "
+                        "(SELECT conversation_id, source FROM m WHERE source <> '' GROUP BY ALL) GROUP BY 1)")
+        else:
+            ctes.append("s AS (SELECT conversation_id, CAST(NULL AS VARCHAR) AS source FROM c WHERE false)")
+        sql = ("WITH " + ", ".join(ctes) + " SELECT c.conversation_id, c.turns, c.first_ts, c.last_ts, "
+               "CAST(c.errors AS BIGINT) AS errors, c.first_row, s.source "
+               "FROM c LEFT JOIN s USING (conversation_id)")
+        return _arrow(self._con.execute(sql, params))
+
+    def _grouped_kept(self, f: Filters) -> pa.Table:
+        """:meth:`_grouped` without a search, kept per date range and sources: after appends
+        only the new rows are grouped and merged in (a live log does not regroup a million
+        turns on every refresh)."""
+        key = (f.since, f.until, f.sources)
+        state = self.store.state()
+        hit = self._groups.get(key)
+        if hit is not None and hit[0] == state:
+            self._groups.move_to_end(key)
+            return hit[1]
+        base = _appended_rows(hit[0], state) if hit is not None else None
+        if base is None:
+            table = self._grouped(f)
+        else:
+            self._con.register("kept_old", hit[1])
+            self._con.register("kept_new", self._grouped(f, extra=f"row >= {int(base)}"))
+            table = _arrow(self._con.execute(
+                "SELECT conversation_id, CAST(sum(turns) AS BIGINT) AS turns, min(first_ts) AS first_ts, "
+                "max(last_ts) AS last_ts, CAST(sum(errors) AS BIGINT) AS errors, "
+                f"CAST(min((epoch_us(first_ts)::HUGEINT << 40) + first_row) & {_ROW_MASK} AS BIGINT) AS first_row, "
+                "nullif(array_to_string(list_sort(list_distinct(flatten(list(string_split(source, ', ')) "
+                "FILTER (WHERE source IS NOT NULL)))), ', '), '') AS source "
+                "FROM (SELECT * FROM kept_old UNION ALL SELECT * FROM kept_new) GROUP BY conversation_id"))
+            self._con.unregister("kept_old")
+            self._con.unregister("kept_new")
+        self._groups[key] = (state, table)
+        while len(self._groups) > LIST_CACHE:
+            self._groups.popitem(last=False)
+        return table
 
     def _search_ids(self, needle: str) -> pa.Table:
         """Conversation ids that start with ``needle`` or have a question or reply containing it
@@ -313,20 +363,8 @@ class Questions:
             if hit is not None:
                 self._lists.move_to_end(key)
                 return hit
-            ctes, params = self._matching(f)
-            has = set(self.columns)
-            err = "count(*) FILTER (WHERE error <> '')" if "error" in has else "0"
-            # the first question: the turn with the earliest time, ties in file order (one
-            # integer key: time, then row number)
-            ctes.append(
-                "c AS (SELECT conversation_id, count(*) AS turns, min(ts) AS first_ts, max(ts) AS last_ts, "
-                f"{err} AS errors, CAST(min((epoch_us(ts)::HUGEINT << 40) + row) & {(1 << 40) - 1} AS BIGINT) "
-                "AS first_row FROM m GROUP BY conversation_id)")
-            if "source" in has:  # distinct sources: grouped first, far cheaper than string_agg(DISTINCT)
-                ctes.append("s AS (SELECT conversation_id, string_agg(source, ', ' ORDER BY source) AS source FROM "
-                            "(SELECT conversation_id, source FROM m WHERE source <> '' GROUP BY ALL) GROUP BY 1)")
-            else:
-                ctes.append("s AS (SELECT conversation_id, CAST(NULL AS VARCHAR) AS source FROM c WHERE false)")
+            grouped = self._grouped(f) if (f.search or "").strip() else self._grouped_kept(f)
+            self._con.register("grouped", grouped)
             cond = []
             if f.rating == "rated negatively":
                 cond.append("coalesce(r.down, 0) > 0")
@@ -336,13 +374,14 @@ class Questions:
                 raise ValueError(f"unknown rating filter {f.rating!r}")
             if f.ids is not None:
                 self._con.register("picked", pa.table({"conversation_id": pa.array(sorted(f.ids), pa.string())}))
-                cond.append("c.conversation_id IN (SELECT conversation_id FROM picked)")
-            sql = ("WITH " + ", ".join(ctes) + " SELECT c.conversation_id, c.turns, c.first_ts, c.last_ts, "
-                   "epoch_us(c.last_ts - c.first_ts) / 1e6 AS duration_s, s.source, CAST(c.errors AS BIGINT) AS errors, "
-                   "c.first_row, CAST(coalesce(r.up, 0) AS BIGINT) AS up, "
+                cond.append("g.conversation_id IN (SELECT conversation_id FROM picked)")
+            sql = ("SELECT g.conversation_id, g.turns, g.first_ts, g.last_ts, "
+                   "epoch_us(g.last_ts - g.first_ts) / 1e6 AS duration_s, g.source, g.errors, "
+                   "g.first_row, CAST(coalesce(r.up, 0) AS BIGINT) AS up, "
                    "CAST(coalesce(r.down, 0) AS BIGINT) AS down "
-                   "FROM c LEFT JOIN s USING (conversation_id) LEFT JOIN ratings r USING (conversation_id)"
+                   "FROM grouped g LEFT JOIN ratings r USING (conversation_id)"
                    + (" WHERE " + " AND ".join(cond) if cond else ""))
+            params = []
             table = self._with_first_text(_arrow(self._con.execute(sql, params)))
             turns = int(pc.sum(table.column("turns")).as_py() or 0) if table.num_rows else 0
             result = ConversationList(table, turns)
