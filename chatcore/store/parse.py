@@ -390,24 +390,25 @@ def _parse_ids(block: _Block, ids: np.ndarray, bad: Counter, out: list, seed: bo
         limit = len(part) - half
 
 
-def _lines_with(block: _Block, needles: tuple[bytes, ...]) -> np.ndarray:
+def _lines_with(block: _Block, needles: tuple[bytes, ...], anchor: int = 0) -> np.ndarray:
     """Indices of the lines that contain any of ``needles`` (vectorised: candidates are
-    the positions of each needle's first byte, narrowed byte by byte)."""
+    the positions of each needle's byte ``anchor`` (pick a rare one), narrowed byte by byte)."""
     arr, end = block.arr, block.end
     hits = []
-    firsts: dict[int, np.ndarray] = {}
+    found: dict[int, np.ndarray] = {}
     for needle in needles:
         k = len(needle)
         if end < k:
             continue
-        pos = firsts.get(needle[0])
+        pos = found.get(needle[anchor])
         if pos is None:
-            pos = firsts[needle[0]] = np.flatnonzero(arr == needle[0])
-        pos = pos[pos <= end - k]
-        for j in range(1, k):
+            pos = found[needle[anchor]] = np.flatnonzero(arr == needle[anchor])
+        pos = pos[(pos >= anchor) & (pos <= end - k + anchor)] - anchor  # where the needle would start
+        for j in range(k):
             if not len(pos):
                 break
-            pos = pos[arr[pos + j] == needle[j]]
+            if j != anchor:
+                pos = pos[arr[pos + j] == needle[j]]
         if len(pos):
             hits.append(pos)
     if not hits:
@@ -440,7 +441,7 @@ def _parse_lines(block: _Block, bad: Counter) -> list:
         return []
     if n >= MIN_FAST_LINES:
         res = _fast(block, 0, n)
-        if not isinstance(res, tuple) and block.data.find(b'"ts"', 0, block.end) < 0:
+        if not isinstance(res, tuple) and not len(_lines_with(block, (b'"ts"',), anchor=2)):
             res = _fast(block, 0, n, seed=True)  # a block of the seed's shape only
         if isinstance(res, tuple):
             table, mask = res
