@@ -93,7 +93,8 @@ def main() -> None:
         if at.exception:
             raise SystemExit(f"{label}: {at.exception}")
         rows = len(at.dataframe[0].value) if at.dataframe else 0
-        figures.append((label, s, f"{rows} rows in the table" if at.dataframe else ""))
+        note = (f"{rows} rows in the table; " if at.dataframe else "") + f"RSS now {_current_rss_mb():,.0f} MB"
+        figures.append((label, s, note))
         return at
 
     def open_conversations(at):
@@ -102,7 +103,7 @@ def main() -> None:
         return at
 
     base = _current_rss_mb()
-    first = timed("1st session: open Conversations (cold store)", open_conversations,
+    first = timed("1st session: Overview, then Conversations (cold store)", open_conversations,
                   AppTest.from_file(entry, default_timeout=600))
     total = first.metric[0].value if first.metric else "?"
     at = AppTest.from_file(entry, default_timeout=600)
