@@ -390,9 +390,14 @@ def _parse_ids(block: _Block, ids: np.ndarray, bad: Counter, out: list, seed: bo
         limit = len(part) - half
 
 
-def _lines_with(block: _Block, needles: tuple[bytes, ...], anchor: int = 0) -> np.ndarray:
+#: Bytes of JSON log lines from most to least common (a needle is searched by its rarest).
+_COMMON = b'" etaionsrlhdcu:,mpfgywbv{}k0123456789_-.TZx[]jqz'
+
+
+def _lines_with(block: _Block, needles: tuple[bytes, ...], anchor: int | None = None) -> np.ndarray:
     """Indices of the lines that contain any of ``needles`` (vectorised: candidates are
-    the positions of each needle's byte ``anchor`` (pick a rare one), narrowed byte by byte)."""
+    the positions of one byte of the needle, its rarest in JSON text unless ``anchor`` says
+    which, narrowed byte by byte)."""
     arr, end = block.arr, block.end
     hits = []
     found: dict[int, np.ndarray] = {}
@@ -400,14 +405,16 @@ def _lines_with(block: _Block, needles: tuple[bytes, ...], anchor: int = 0) -> n
         k = len(needle)
         if end < k:
             continue
-        pos = found.get(needle[anchor])
+        a = anchor if anchor is not None and anchor < k else \
+            max(range(k), key=lambda j: _COMMON.find(needle[j:j + 1]) % 1000)
+        pos = found.get(needle[a])
         if pos is None:
-            pos = found[needle[anchor]] = np.flatnonzero(arr == needle[anchor])
-        pos = pos[(pos >= anchor) & (pos <= end - k + anchor)] - anchor  # where the needle would start
+            pos = found[needle[a]] = np.flatnonzero(arr == needle[a])
+        pos = pos[(pos >= a) & (pos <= end - k + a)] - a  # where the needle would start
         for j in range(k):
             if not len(pos):
                 break
-            if j != anchor:
+            if j != a:
                 pos = pos[arr[pos + j] == needle[j]]
         if len(pos):
             hits.append(pos)
@@ -464,10 +471,19 @@ def _parse_lines(block: _Block, bad: Counter) -> list:
         keep, t = _slow(block, other, bad)
         if keep:
             out.append((np.asarray(keep), t))
-    # lines of the older shape (response as a list of lines, "timestamp") are read with
-    # that shape's schema; one that also has a "ts" key (which would win) is left to the
-    # reference parser
-    suspects = _lines_with(block, (b'"response":[', b'"response": [', b'"timestamp":', b'"timestamp" :'))
+    # lines of the older shape (response as a list of lines, "timestamp" first, as the seed's
+    # Space wrote them) are read with that shape's schema; one that also has a "ts" key
+    # (which would win) is left to the reference parser. Every other line goes through the
+    # current shape's pass, which hands what it cannot read to the reference parser.
+    suspects = _lines_with(block, (b'"response":[', b'"response": ['))
+    lead = b'{"timestamp":'
+    long_enough = np.flatnonzero(simple & (ends - starts >= len(lead)))
+    first = long_enough
+    for j, byte in enumerate(lead):
+        if not len(first):
+            break
+        first = first[arr[starts[first] + j] == byte]
+    suspects = np.union1d(suspects, first)
     suspects = suspects[simple[suspects]]
     if len(suspects):
         simple[suspects] = False
