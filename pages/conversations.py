@@ -18,6 +18,7 @@ from chatcore.conversations import (DATE_PRESETS, RATING_FILTERS, export_file_na
                                     markdown_transcript, preset_range, rating_counts, ratings_by_turn)
 from chatcore.dashboard import escape_markdown, excerpt, format_ms, format_time, tz_name
 from chatcore.pii import mask_frame, mask_pii
+from chatcore.records import ID_PATTERN
 from chatcore.replay import diff_html, new_replay_id, replay_conversation
 from chatcore.settings import display_url
 from chatcore.store.frames import _to_pandas
@@ -94,7 +95,8 @@ with st.container(border=True):
 
 query = (query or "").strip()
 # a pasted full conversation id opens that conversation
-if query and query != ss.get("conv_query_opened") and questions is not None and questions.has_conversation(query):
+if (query and query != ss.get("conv_query_opened") and questions is not None and ID_PATTERN.match(query)
+        and questions.has_conversation(query)):
     ss.conv_query_opened = query
     ss.conv_selected = query
     ss.conv_force = query
