@@ -132,8 +132,10 @@ with st.container(border=True):
         sort = o1.selectbox("Sort by", list(SORTS), key="conv_sort")
         size = o2.selectbox("Rows per page", PAGE_SIZES, index=1, key="conv_page_size")
         pages = max(1, -(-total // size))
-        if ss.get("conv_page", 1) > pages:
-            ss.conv_page = 1
+        signature = (preset, custom, query, tuple(chosen), rating, tag, note_query, sort, size)
+        if ss.get("conv_page", 1) > pages or ss.get("conv_page_for") != signature:
+            ss.conv_page = 1  # other filters, order or page size: back to the first page
+        ss.conv_page_for = signature
         page = o3.number_input("Page", min_value=1, max_value=pages, step=1, key="conv_page")
         o4.caption(f"{min(total, (page - 1) * size + 1):,}–{min(total, page * size):,} of {total:,} conversations")
         by, descending = SORTS[sort]

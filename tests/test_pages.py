@@ -522,3 +522,48 @@ def test_chat_rejected_and_slow_turns_show_a_message(space, space_factory, tmp_p
     assert not at.exception
     assert at.error and "did not answer in time" in at.error[0].value
     assert at.session_state["chat_pending"] == "a slow answer please"
+
+
+def test_search_by_id_prefix_and_a_pasted_id_opens_it(conv_log):
+    at = open_page("conversations")
+    at.text_input(key="conv_search").input("recent").run()  # the start of an id
+    assert shown_ids(at) == ["recent-1"]
+    at.text_input(key="conv_search").input("ancient-1").run()  # a full id, outside the last 7 days
+    assert at.selectbox(key="conv_pick").value == "ancient-1"
+    assert "old reply" in [t.value for t in at.text]
+    assert any("reply time" in c.value for c in at.caption)  # the Space's per-turn time, named for people
+    assert not any(c.value.startswith("latency") for c in at.caption)
+
+
+def test_exports_are_built_only_when_asked_for(conv_log, media, monkeypatch):
+    """Reruns do not build the exports: the buttons carry a deferred file, built on click."""
+    import chatcore.conversations as conversations_mod
+
+    calls = []
+    real = conversations_mod.export_turns
+    monkeypatch.setattr(conversations_mod, "export_turns", lambda *a, **k: calls.append(1) or real(*a, **k))
+    at = open_page("conversations")
+    at.selectbox(key="conv_preset").select("All time").run()
+    at.run()
+    for key in ("conv_csv", "conv_jsonl", "conv_md"):
+        button = download(at, key)
+        assert button.proto.deferred_file_id and not button.proto.url
+    assert calls == []  # three runs, nothing exported
+    assert "recent-1" in media(download(at, "conv_jsonl"))  # the click builds it
+    assert calls == [1]
+
+
+def test_table_pages_are_sorted_and_counted_by_the_engine(tmp_path, monkeypatch):
+    now = datetime.now(timezone.utc)
+    log = tmp_path / "chat.jsonl"
+    write_log(log, [rec(f"c-{i:03d}", t, now - timedelta(minutes=500 - i, seconds=-t)) for i in range(120)
+                    for t in range(1 + i % 3)])
+    monkeypatch.setenv("CHAT_LOG_PATH", str(log))
+    monkeypatch.setenv("CHAT_SPACE_URL", f"http://127.0.0.1:{free_port()}")
+    at = open_page("conversations")
+    assert metric(at, "Conversations") == "120" and metric(at, "Turns") == "240"
+    assert shown_ids(at) == [f"c-{i:03d}" for i in range(119, 69, -1)]  # only the first page: 50 newest
+    at.number_input(key="conv_page").set_value(3).run()
+    assert shown_ids(at) == [f"c-{i:03d}" for i in range(19, -1, -1)]
+    at.selectbox(key="conv_sort").select("Most turns").run()
+    assert len(shown_ids(at)) == 50 and all(int(c[2:]) % 3 == 2 for c in shown_ids(at)[:40])
