@@ -733,7 +733,7 @@ def test_folder_of_small_shards_is_cached(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("shape", ["v1", "seed", "mixed", "bad", "partial"])
 def test_questions_equal_the_plain_answers_on_every_kind_of_log(tmp_path, shape):
-    from chatcore.conversations import conversation_table
+    from chatcore.conversations import conversation_table, conversations_matching
     from chatcore.store.questions import Filters, Questions
 
     log = tmp_path / "log.jsonl"
@@ -761,6 +761,10 @@ def test_questions_equal_the_plain_answers_on_every_kind_of_log(tmp_path, shape)
         (Filters(since=since, until=until), frame[(frame.ts >= since) & (frame.ts < until)]),
         (Filters(sources=("api",)), frame[frame.source == "api"]),
         (Filters(since=since, sources=("widget", "unknown")), frame[(frame.ts >= since) & frame.source.isin(["widget", "unknown"])]),
+        # a search counts the turns in range of the conversations with a matching turn in range
+        (Filters(since=since, until=until, search="QUESTION 20"),
+         conversations_matching(frame[(frame.ts >= since) & (frame.ts < until)], "QUESTION 20")),
+        (Filters(sources=("api",), search="line two"), conversations_matching(frame[frame.source == "api"], "line two")),
     ]:
         want = conversation_table(view).set_index("conversation_id")
         lst = q.conversations(f)

@@ -277,23 +277,14 @@ class Questions:
         return (" WHERE " + " AND ".join(cond)) if cond else "", params
 
     def _grouped(self, f: Filters, extra: str = "") -> pa.Table:
-        """One row per conversation of the turns in range (and matching the search):
-        conversation_id, turns, first_ts, last_ts, errors, first_row, source."""
+        """One row per conversation of the turns in the date range and sources (the search is
+        applied afterwards): conversation_id, turns, first_ts, last_ts, errors, first_row, source."""
         where, params = self._where(f)
         if extra:
             where = (where + " AND " if where else " WHERE ") + extra
         cols = ", ".join(c for c in ("row", "ts", "conversation_id", "source", "error")
                          if c == "row" or c in self.columns)
-        ctes = [f"v AS (SELECT {cols} FROM turns{where})"]
-        needle = (f.search or "").strip()
-        if needle:
-            # plain-text, case-insensitive search runs on the Arrow columns (a literal
-            # RE2 search, several times faster than ILIKE on this text); the ids found
-            # are joined in SQL
-            self._con.register("hits", self._search_ids(needle))
-            ctes.append("m AS (SELECT * FROM v SEMI JOIN hits USING (conversation_id))")
-        else:
-            ctes.append("m AS (SELECT * FROM v)")
+        ctes = [f"v AS (SELECT {cols} FROM turns{where})", "m AS (SELECT * FROM v)"]
         has = set(self.columns)
         err = "count(*) FILTER (WHERE error <> '')" if "error" in has else "0"
         # the first question: the turn with the earliest time, ties in file order (one
@@ -342,16 +333,29 @@ class Questions:
             self._groups.popitem(last=False)
         return table
 
-    def _search_ids(self, needle: str) -> pa.Table:
-        """Conversation ids that start with ``needle`` or have a question or reply containing it
-        (anywhere in the log; the date and source filters are applied in SQL)."""
+    def _search_ids(self, needle: str, f: Filters) -> pa.Table:
+        """Conversations with a turn in the date range and sources whose question or reply
+        contains ``needle`` (any case), or whose id starts with it. Plain-text search runs on
+        the Arrow columns (a literal search, several times faster than ILIKE on this text)."""
         table = self._table
         cid = table.column("conversation_id")
         hit = pc.starts_with(cid, needle)
         for name in ("user_text", "response"):
             if name in self.columns:
                 hit = pc.or_(hit, pc.match_substring(table.column(name), needle, ignore_case=True))
-        ids = pc.unique(cid.filter(pc.fill_null(hit, False)))
+        hit = pc.fill_null(hit, False)
+        if f.since is not None or f.until is not None:
+            from .schema import UTC_US
+
+            ts = table.column("ts")
+            if f.since is not None:
+                hit = pc.and_(hit, pc.greater_equal(ts, pa.scalar(f.since, UTC_US)))
+            if f.until is not None:
+                hit = pc.and_(hit, pc.less(ts, pa.scalar(f.until, UTC_US)))
+        if f.sources:
+            hit = pc.and_(hit, pc.fill_null(pc.is_in(table.column("source"),
+                                                     value_set=pa.array(list(f.sources), pa.large_string())), False))
+        ids = pc.unique(cid.filter(hit))
         return pa.table({"conversation_id": ids.cast(pa.string())})
 
     def conversations(self, f: Filters = Filters()) -> ConversationList:
@@ -363,9 +367,14 @@ class Questions:
             if hit is not None:
                 self._lists.move_to_end(key)
                 return hit
-            grouped = self._grouped(f) if (f.search or "").strip() else self._grouped_kept(f)
-            self._con.register("grouped", grouped)
+            # a conversation matching the search counts with all its turns in range: the kept
+            # groups of the range, cut down to the conversations the search found
+            self._con.register("grouped", self._grouped_kept(f))
             cond = []
+            needle = (f.search or "").strip()
+            if needle:
+                self._con.register("hits", self._search_ids(needle, f))
+                cond.append("g.conversation_id IN (SELECT conversation_id FROM hits)")
             if f.rating == "rated negatively":
                 cond.append("coalesce(r.down, 0) > 0")
             elif f.rating == "rated positively":
@@ -376,7 +385,7 @@ class Questions:
                 self._con.register("picked", pa.table({"conversation_id": pa.array(sorted(f.ids), pa.string())}))
                 cond.append("g.conversation_id IN (SELECT conversation_id FROM picked)")
             sql = ("SELECT g.conversation_id, g.turns, g.first_ts, g.last_ts, "
-                   "epoch_us(g.last_ts - g.first_ts) / 1e6 AS duration_s, g.source, g.errors, "
+                   "(epoch_us(g.last_ts) - epoch_us(g.first_ts)) / 1e6 AS duration_s, g.source, g.errors, "
                    "g.first_row, CAST(coalesce(r.up, 0) AS BIGINT) AS up, "
                    "CAST(coalesce(r.down, 0) AS BIGINT) AS down "
                    "FROM grouped g LEFT JOIN ratings r USING (conversation_id)"
