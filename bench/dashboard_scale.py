@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--shape", default="v1", choices=["v1", "seed", "mixed"])
     ap.add_argument("--out", default="/tmp/chatcore-bench")
     ap.add_argument("--skip-pandas", action="store_true")
+    ap.add_argument("--skip-polars", action="store_true", help="(needs the whole log in memory)")
     ap.add_argument("--keep-cache", action="store_true", help="do not start from a cold store")
     args = ap.parse_args()
 
@@ -64,7 +65,7 @@ def main() -> None:
     # the references first, while this process is small (a child inherits its peak RSS figure)
     refs = []
     for name in ("duckdb", "polars", "pandas"):
-        if name == "pandas" and args.skip_pandas:
+        if (name == "pandas" and args.skip_pandas) or (name == "polars" and args.skip_polars):
             continue
         r = _try(f"{name}_list", log, args.shape)
         if r:

@@ -382,7 +382,7 @@ def _try(job: str, *args) -> dict | None:
         return None
 
 
-def list_figures(log: Path, shape: str, repeat: int, skip_pandas: bool) -> dict:
+def list_figures(log: Path, shape: str, repeat: int, skip_pandas: bool, skip_polars: bool = False) -> dict:
     """Cold and warm CLI list of one log, and the references on the same file."""
     cache = log.parent / ".chatcore-cache"
     colds = []
@@ -398,7 +398,8 @@ def list_figures(log: Path, shape: str, repeat: int, skip_pandas: bool) -> dict:
     res["duckdb"] = _median([dict(r, s=r["proc_s"]) for r in refs] or
                             [{"s": float("nan"), "rss_mb": float("nan"), "groups": 0}], "s")
     for name in ("polars", "pandas"):
-        r = None if (name == "pandas" and skip_pandas) else _try(f"{name}_list", log, shape)
+        skip = (name == "pandas" and skip_pandas) or (name == "polars" and skip_polars)
+        r = None if skip else _try(f"{name}_list", log, shape)
         res[name] = dict(r, s=r["proc_s"]) if r else None
     return res
 
@@ -447,6 +448,7 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/chatcore-bench")
     ap.add_argument("--shapes", default="v1,seed,mixed", help="log shapes for the conversation list")
     ap.add_argument("--list-only", action="store_true", help="only the conversation list figures")
+    ap.add_argument("--skip-polars", action="store_true", help="skip polars (it needs the whole log in memory)")
     ap.add_argument("--skip-pandas", action="store_true", help="skip the slow pandas baseline")
     ap.add_argument("--repeat", type=int, default=3, help="runs of the cold and warm measures (median judged)")
     ap.add_argument("--job", nargs="+", help=argparse.SUPPRESS)
@@ -469,7 +471,8 @@ def main() -> None:
             print(f"generating {args.turns:,} turns ({shape}) -> {shaped} ...", file=sys.stderr)
             generate(shaped, args.turns, shape=shape)
             print(f"  done in {time.perf_counter() - t:.1f}s", file=sys.stderr)
-        print_list_figures(args.turns, shape, shaped, list_figures(shaped, shape, args.repeat, args.skip_pandas))
+        print_list_figures(args.turns, shape, shaped, list_figures(shaped, shape, args.repeat, args.skip_pandas,
+                                                                      args.skip_polars))
     if args.list_only:
         return
     log = out / f"chat_logs.{args.turns}.jsonl"
