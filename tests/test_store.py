@@ -354,7 +354,7 @@ def reference_list(rows: list[dict], search: str = "") -> dict[str, dict]:
     if search:
         low = search.lower()
         hit = {r["conversation_id"] for r in rows
-               if r["conversation_id"].startswith(search) or low in r["user_text"].lower()
+               if r["conversation_id"].lower().startswith(low) or low in r["user_text"].lower()
                or low in r["response"].lower()}
         rows = [r for r in rows if r["conversation_id"] in hit]
     out: dict[str, dict] = {}

@@ -339,7 +339,7 @@ class Questions:
         the Arrow columns (a literal search, several times faster than ILIKE on this text)."""
         table = self._table
         cid = table.column("conversation_id")
-        hit = pc.starts_with(cid, needle)
+        hit = pc.starts_with(cid, needle, ignore_case=True)  # ids are written in either case
         for name in ("user_text", "response"):
             if name in self.columns:
                 hit = pc.or_(hit, pc.match_substring(table.column(name), needle, ignore_case=True))
