@@ -94,7 +94,7 @@ def _without_pandas() -> None:
 
 def cmd_conversations(args) -> int:
     _without_pandas()
-    from .listing import format_summary
+    from .listing import write_summary
     from .store import LogStore
     from .store.questions import Questions
 
@@ -108,7 +108,7 @@ def cmd_conversations(args) -> int:
     # only the columns the list reads; the SQL engine groups, the Arrow answer is formatted as is
     questions = Questions(LogStore(settings.log_path, columns=("ts", "conversation_id", "turn", "user_text")))
     questions.sync(progress=_progress_to_stderr())
-    sys.stdout.write(format_summary(questions.summary(since, until, iso=True), args.format))
+    write_summary(questions.summary(since, until, iso=True), args.format, sys.stdout)
     stats = questions.store.stats
     if stats.get("bad_total"):
         print(f"note: skipped {stats['bad_total']} bad line(s) in the log", file=sys.stderr)

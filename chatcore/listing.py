@@ -28,12 +28,39 @@ def iso_column(col) -> list:
 
 
 def _iso_array(col):
+    """A timestamp[us, UTC] column as an Arrow string array of ``2026-11-21T05:31:15.123Z``:
+    the digits are computed with integer arithmetic and laid out as one buffer."""
     import numpy as np
     import pyarrow as pa
 
-    us = col.cast(pa.int64()).to_numpy(zero_copy_only=False)
-    text = np.char.add(np.datetime_as_string(us.astype("datetime64[us]").astype("datetime64[ms]"), unit="ms"), "Z")
-    return pa.array(text, pa.string())
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    n = len(col)
+    ms = col.cast(pa.int64()).to_numpy(zero_copy_only=False) // 1000  # floor, like the reference
+    days, rem = np.divmod(ms, 86_400_000)
+    # the civil date of a day count (H. Hinnant's days_from_civil, inverted)
+    z = days + 719_468
+    era = z // 146_097
+    doe = z - era * 146_097
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = np.where(mp < 10, mp + 3, mp - 9)
+    year = yoe + era * 400 + (month <= 2)
+    if n and (year.min() < 0 or year.max() > 9999):
+        text = np.char.add(np.datetime_as_string(ms.astype("datetime64[ms]"), unit="ms"), "Z")
+        return pa.array(text, pa.string())
+    out = np.empty((n, 24), dtype=np.uint8)
+    fields = ((year, 0, 4), (month, 5, 2), (day, 8, 2), (rem // 3_600_000, 11, 2), (rem // 60_000 % 60, 14, 2),
+              (rem // 1000 % 60, 17, 2), (rem % 1000, 20, 3))
+    for value, at, width in fields:
+        for k in range(width):
+            out[:, at + width - 1 - k] = 48 + (value // 10 ** k) % 10
+    for at, ch in ((4, "-"), (7, "-"), (10, "T"), (13, ":"), (16, ":"), (19, "."), (23, "Z")):
+        out[:, at] = ord(ch)
+    offsets = np.arange(0, 24 * n + 1, 24, dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(out))
 
 
 def _times(col) -> list:
@@ -69,13 +96,15 @@ def json_strings(col):
     return pc.binary_join_element_wise(pa.scalar('"'), col, pa.scalar('"'), pa.scalar(""))
 
 
-def summary_json(table) -> str:
-    """The list as a JSON array, one object a line, built column-wise (no Python loop per row)."""
+def summary_json_parts(table) -> list:
+    """The list as a JSON array, one object a line, built column-wise (no Python loop per row):
+    a few byte strings and buffers to write one after the other."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if table.num_rows == 0:
-        return "[]\n"
+        return [b"[]\n"]
 
     def times(name):
         col = table.column(name)
@@ -91,12 +120,25 @@ def summary_json(table) -> str:
     if isinstance(rows, pa.ChunkedArray):
         rows = rows.combine_chunks()
     # the rows, each followed by ",\n", lie back to back in the array's data buffer
-    offsets = rows.buffers()[1]
-    import numpy as np
+    bounds = np.frombuffer(rows.buffers()[1], dtype=np.int32, count=len(rows) + 1, offset=rows.offset * 4)
+    body = memoryview(rows.buffers()[2])[int(bounds[0]):int(bounds[-1]) - 2]
+    return [b"[\n", body, b"\n]\n"]
 
-    bounds = np.frombuffer(offsets, dtype=np.int32, count=len(rows) + 1, offset=rows.offset * 4)
-    data = rows.buffers()[2].to_pybytes()[int(bounds[0]):int(bounds[-1]) - 2]
-    return "[\n" + data.decode("utf-8") + "\n]\n"
+
+def summary_json(table) -> str:
+    return "".join(bytes(p).decode("utf-8") for p in summary_json_parts(table))
+
+
+def write_summary(table, fmt: str, stream) -> None:
+    """:func:`format_summary` written to a text stream (JSON as bytes to its buffer, no copies)."""
+    binary = getattr(stream, "buffer", None)
+    if fmt == "json" and binary is not None:
+        stream.flush()
+        for part in summary_json_parts(table):
+            binary.write(part)
+        binary.flush()
+        return
+    stream.write(format_summary(table, fmt))
 
 
 def format_summary(table, fmt: str) -> str:

@@ -62,7 +62,7 @@ def _arrow(rel) -> pa.Table:
 
 
 _ROW_MASK = (1 << 40) - 1
-_SUMMARY_VERSION = 1
+_SUMMARY_VERSION = 2
 
 
 def _read_summary(path) -> tuple[pa.Table, list] | None:
@@ -75,7 +75,7 @@ def _read_summary(path) -> tuple[pa.Table, list] | None:
         with pa.memory_map(str(path), "r") as src:
             table = ipc.open_file(src).read_all()
         state = json.loads(table.schema.metadata[b"state"])
-        names = ["conversation_id", "turns", "first_ts", "last_ts", "first_row"]
+        names = ["conversation_id", "turns", "first_ts", "last_ts", "first_row", "first_user_text"]
         if table.column_names != names:
             return None
         return table.replace_schema_metadata(None), state
@@ -399,7 +399,7 @@ class Questions:
                 self._lists.popitem(last=False)
             return result
 
-    def _with_first_text(self, table: pa.Table) -> pa.Table:
+    def _with_first_text(self, table: pa.Table, keep_row: bool = False) -> pa.Table:
         """``first_row`` -> ``first_user_text`` (taken from the Arrow column: the engine
         never scans the question text for a list)."""
         i = table.schema.get_field_index("first_row")
@@ -409,6 +409,8 @@ class Questions:
         back = np.empty_like(order)
         back[order] = np.arange(len(order))
         text = text.take(pa.array(back)).cast(pa.string())
+        if keep_row:
+            return table.append_column("first_user_text", text)
         return table.set_column(i, "first_user_text", text)
 
     def summary(self, since: datetime | None = None, until: datetime | None = None, iso: bool = False) -> pa.Table:
@@ -426,8 +428,7 @@ class Questions:
                 sql = ("SELECT conversation_id, count(*) AS turns, min(ts) AS first_ts, max(ts) AS last_ts, "
                        f"CAST(min((epoch_us(ts)::HUGEINT << 40) + row) & {_ROW_MASK} AS BIGINT) AS first_row "
                        f"FROM turns{where} GROUP BY conversation_id ORDER BY max(ts) DESC, conversation_id")
-                table = _arrow(self._con.execute(sql, params))
-            table = self._with_first_text(table)
+                table = self._with_first_text(_arrow(self._con.execute(sql, params)))
             if iso:
                 from ..listing import _iso_array
 
@@ -455,29 +456,33 @@ class Questions:
         path = self._summary_path()
         old = _read_summary(path) if path is not None else None
         if old is not None and old[1] == state:
-            return old[0]
+            return old[0].drop_columns(["first_row"])  # the saved answer: the big columns stay untouched
         base = _appended_rows(old[1], state) if old is not None else None
         group = ("SELECT conversation_id, count(*) AS turns, min(ts) AS first_ts, max(ts) AS last_ts, "
                  f"CAST(min((epoch_us(ts)::HUGEINT << 40) + row) & {_ROW_MASK} AS BIGINT) AS first_row "
                  "FROM turns{} GROUP BY conversation_id")
         if base is None:
-            sql = group.format("") + " ORDER BY last_ts DESC, conversation_id"
+            table = self._with_first_text(_arrow(self._con.execute(
+                group.format("") + " ORDER BY last_ts DESC, conversation_id")), keep_row=True)
         else:  # the log only grew at its end: merge the saved list with the new rows' groups
             self._con.register("saved", old[0])
-            sql = ("SELECT conversation_id, sum(turns)::BIGINT AS turns, min(first_ts) AS first_ts, "
-                   "max(last_ts) AS last_ts, "
-                   f"CAST(min((epoch_us(first_ts)::HUGEINT << 40) + first_row) & {_ROW_MASK} AS BIGINT) AS first_row "
-                   f"FROM (SELECT * FROM saved UNION ALL {group.format(f' WHERE row >= {int(base)}')}) "
-                   "GROUP BY conversation_id ORDER BY last_ts DESC, conversation_id")
-        table = _arrow(self._con.execute(sql))
-        if base is not None:
+            self._con.register("added", self._with_first_text(_arrow(self._con.execute(
+                group.format(f" WHERE row >= {int(base)}"))), keep_row=True))
+            key = "(epoch_us(first_ts)::HUGEINT << 40) + first_row"
+            table = _arrow(self._con.execute(
+                "SELECT conversation_id, sum(turns)::BIGINT AS turns, min(first_ts) AS first_ts, "
+                f"max(last_ts) AS last_ts, CAST(min({key}) & {_ROW_MASK} AS BIGINT) AS first_row, "
+                f"arg_min(first_user_text, {key}) AS first_user_text "
+                "FROM (SELECT * FROM saved UNION ALL SELECT * FROM added) "
+                "GROUP BY conversation_id ORDER BY last_ts DESC, conversation_id"))
             self._con.unregister("saved")
+            self._con.unregister("added")
         if path is not None:
             try:
                 _write_summary(path, table, json.dumps(state))
             except OSError:
                 pass  # a cache that cannot be written is only slower
-        return table
+        return table.drop_columns(["first_row"])
 
     def transcript(self, conversation_id: str) -> pa.Table:
         """Every turn of one conversation, oldest first (the store's columns)."""
