@@ -87,8 +87,12 @@ class _NoPandas:
 def _without_pandas() -> None:
     """The conversation list never builds a pandas frame, but pyarrow imports pandas (a good
     part of a warm run's time) the first time it checks whether a value is a pandas object.
-    In this one-shot process, tell it there is none (unless something imported it already)."""
-    if "pandas" not in sys.modules:
+    In a one-shot ``python -m chatcore`` process, tell it there is none (unless something
+    imported it already); a caller of :func:`main` inside a longer-lived process keeps pandas."""
+    main_module = sys.modules.get("__main__")
+    one_shot = (getattr(main_module, "__spec__", None) is not None
+                and getattr(main_module.__spec__, "name", "") == "chatcore.__main__")
+    if one_shot and "pandas" not in sys.modules:
         sys.meta_path.insert(0, _NoPandas())
 
 
