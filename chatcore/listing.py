@@ -96,33 +96,42 @@ def json_strings(col):
     return pc.binary_join_element_wise(pa.scalar('"'), col, pa.scalar('"'), pa.scalar(""))
 
 
-def summary_json_parts(table) -> list:
-    """The list as a JSON array, one object a line, built column-wise (no Python loop per row):
-    a few byte strings and buffers to write one after the other."""
+#: Rows formatted at once: the JSON is built and written in slices, so memory stays flat.
+JSON_SLICE = 1 << 16
+
+
+def summary_json_parts(table):
+    """The list as a JSON array, one object a line, built column-wise (no Python loop per row),
+    slice by slice: yields byte strings and buffers to write one after the other."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if table.num_rows == 0:
-        return [b"[]\n"]
+        yield b"[]\n"
+        return
 
-    def times(name):
-        col = table.column(name)
+    def times(part, name):
+        col = part.column(name)
         if not pa.types.is_string(col.type):
             col = _iso_array(col)
         return pc.binary_join_element_wise(pa.scalar('"'), col, pa.scalar('"'), pa.scalar(""))
 
-    parts = [pa.scalar('{"conversation_id":'), json_strings(table.column("conversation_id")),
-             pa.scalar(',"turns":'), pc.cast(table.column("turns"), pa.string()),
-             pa.scalar(',"first_ts":'), times("first_ts"), pa.scalar(',"last_ts":'), times("last_ts"),
-             pa.scalar(',"first_user_text":'), json_strings(table.column("first_user_text")), pa.scalar("}")]
-    rows = pc.binary_join_element_wise(*parts, pa.scalar(",\n"), pa.scalar(""))
-    if isinstance(rows, pa.ChunkedArray):
-        rows = rows.combine_chunks()
-    # the rows, each followed by ",\n", lie back to back in the array's data buffer
-    bounds = np.frombuffer(rows.buffers()[1], dtype=np.int32, count=len(rows) + 1, offset=rows.offset * 4)
-    body = memoryview(rows.buffers()[2])[int(bounds[0]):int(bounds[-1]) - 2]
-    return [b"[\n", body, b"\n]\n"]
+    yield b"[\n"
+    for start in range(0, table.num_rows, JSON_SLICE):
+        part = table.slice(start, JSON_SLICE)
+        pieces = [pa.scalar('{"conversation_id":'), json_strings(part.column("conversation_id")),
+                  pa.scalar(',"turns":'), pc.cast(part.column("turns"), pa.string()),
+                  pa.scalar(',"first_ts":'), times(part, "first_ts"), pa.scalar(',"last_ts":'), times(part, "last_ts"),
+                  pa.scalar(',"first_user_text":'), json_strings(part.column("first_user_text")), pa.scalar("}")]
+        rows = pc.binary_join_element_wise(*pieces, pa.scalar(",\n"), pa.scalar(""))
+        if isinstance(rows, pa.ChunkedArray):
+            rows = rows.combine_chunks()
+        # the rows, each followed by ",\n", lie back to back in the array's data buffer
+        bounds = np.frombuffer(rows.buffers()[1], dtype=np.int32, count=len(rows) + 1, offset=rows.offset * 4)
+        last = start + JSON_SLICE >= table.num_rows
+        yield memoryview(rows.buffers()[2])[int(bounds[0]):int(bounds[-1]) - (2 if last else 0)]
+    yield b"\n]\n"
 
 
 def summary_json(table) -> str:
