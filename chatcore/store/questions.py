@@ -276,15 +276,14 @@ class Questions:
             params.extend(str(s) for s in f.sources)
         return (" WHERE " + " AND ".join(cond)) if cond else "", params
 
-    def _grouped(self, f: Filters, extra: str = "") -> pa.Table:
+    def _grouped(self, f: Filters, source: str = "turns") -> pa.Table:
         """One row per conversation of the turns in the date range and sources (the search is
-        applied afterwards): conversation_id, turns, first_ts, last_ts, errors, first_row, source."""
+        applied afterwards): conversation_id, turns, first_ts, last_ts, errors, first_row, source,
+        first_user_text."""
         where, params = self._where(f)
-        if extra:
-            where = (where + " AND " if where else " WHERE ") + extra
         cols = ", ".join(c for c in ("row", "ts", "conversation_id", "source", "error")
                          if c == "row" or c in self.columns)
-        ctes = [f"v AS (SELECT {cols} FROM turns{where})", "m AS (SELECT * FROM v)"]
+        ctes = [f"v AS (SELECT {cols} FROM {source}{where})", "m AS (SELECT * FROM v)"]
         has = set(self.columns)
         err = "count(*) FILTER (WHERE error <> '')" if "error" in has else "0"
         # the first question: the turn with the earliest time, ties in file order (one
@@ -301,7 +300,7 @@ class Questions:
         sql = ("WITH " + ", ".join(ctes) + " SELECT c.conversation_id, c.turns, c.first_ts, c.last_ts, "
                "CAST(c.errors AS BIGINT) AS errors, c.first_row, s.source "
                "FROM c LEFT JOIN s USING (conversation_id)")
-        return _arrow(self._con.execute(sql, params))
+        return self._with_first_text(_arrow(self._con.execute(sql, params)), keep_row=True)
 
     def _grouped_kept(self, f: Filters) -> pa.Table:
         """:meth:`_grouped` without a search, kept per date range and sources: after appends
@@ -317,17 +316,23 @@ class Questions:
         if base is None:
             table = self._grouped(f)
         else:
+            # only the conversations the new rows touch are merged; the others are kept as they are
+            self._con.register("turns_tail", self._table.slice(base))
             self._con.register("kept_old", hit[1])
-            self._con.register("kept_new", self._grouped(f, extra=f"row >= {int(base)}"))
+            self._con.register("kept_new", self._grouped(f, source="turns_tail"))
+            key_sql = "(epoch_us(first_ts)::HUGEINT << 40) + first_row"
             table = _arrow(self._con.execute(
-                "SELECT conversation_id, CAST(sum(turns) AS BIGINT) AS turns, min(first_ts) AS first_ts, "
+                "WITH touched AS (SELECT * FROM kept_old SEMI JOIN kept_new USING (conversation_id)), "
+                "merged AS (SELECT conversation_id, CAST(sum(turns) AS BIGINT) AS turns, min(first_ts) AS first_ts, "
                 "max(last_ts) AS last_ts, CAST(sum(errors) AS BIGINT) AS errors, "
-                f"CAST(min((epoch_us(first_ts)::HUGEINT << 40) + first_row) & {_ROW_MASK} AS BIGINT) AS first_row, "
+                f"CAST(min({key_sql}) & {_ROW_MASK} AS BIGINT) AS first_row, "
                 "nullif(array_to_string(list_sort(list_distinct(flatten(list(string_split(source, ', ')) "
-                "FILTER (WHERE source IS NOT NULL)))), ', '), '') AS source "
-                "FROM (SELECT * FROM kept_old UNION ALL SELECT * FROM kept_new) GROUP BY conversation_id"))
-            self._con.unregister("kept_old")
-            self._con.unregister("kept_new")
+                "FILTER (WHERE source IS NOT NULL)))), ', '), '') AS source, "
+                f"arg_min(first_user_text, {key_sql}) AS first_user_text "
+                "FROM (SELECT * FROM touched UNION ALL SELECT * FROM kept_new) GROUP BY conversation_id) "
+                "SELECT * FROM kept_old ANTI JOIN kept_new USING (conversation_id) UNION ALL SELECT * FROM merged"))
+            for name in ("kept_old", "kept_new", "turns_tail"):
+                self._con.unregister(name)
         self._groups[key] = (state, table)
         while len(self._groups) > LIST_CACHE:
             self._groups.popitem(last=False)
@@ -386,12 +391,12 @@ class Questions:
                 cond.append("g.conversation_id IN (SELECT conversation_id FROM picked)")
             sql = ("SELECT g.conversation_id, g.turns, g.first_ts, g.last_ts, "
                    "(epoch_us(g.last_ts) - epoch_us(g.first_ts)) / 1e6 AS duration_s, g.source, g.errors, "
-                   "g.first_row, CAST(coalesce(r.up, 0) AS BIGINT) AS up, "
+                   "g.first_user_text, CAST(coalesce(r.up, 0) AS BIGINT) AS up, "
                    "CAST(coalesce(r.down, 0) AS BIGINT) AS down "
                    "FROM grouped g LEFT JOIN ratings r USING (conversation_id)"
                    + (" WHERE " + " AND ".join(cond) if cond else ""))
             params = []
-            table = self._with_first_text(_arrow(self._con.execute(sql, params)))
+            table = _arrow(self._con.execute(sql, params))
             turns = int(pc.sum(table.column("turns")).as_py() or 0) if table.num_rows else 0
             result = ConversationList(table, turns)
             self._lists[key] = result
@@ -466,8 +471,10 @@ class Questions:
                 group.format("") + " ORDER BY last_ts DESC, conversation_id")), keep_row=True)
         else:  # the log only grew at its end: merge the saved list with the new rows' groups
             self._con.register("saved", old[0])
+            self._con.register("turns_tail", self._table.slice(base))  # the new rows only
             self._con.register("added", self._with_first_text(_arrow(self._con.execute(
-                group.format(f" WHERE row >= {int(base)}"))), keep_row=True))
+                group.format("").replace("FROM turns", "FROM turns_tail"))), keep_row=True))
+            self._con.unregister("turns_tail")
             key = "(epoch_us(first_ts)::HUGEINT << 40) + first_row"
             table = _arrow(self._con.execute(
                 "SELECT conversation_id, sum(turns)::BIGINT AS turns, min(first_ts) AS first_ts, "
