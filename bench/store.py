@@ -1,9 +1,19 @@
-"""Benchmark of chatcore.store / chatcore.tail against plain pandas.
+"""Benchmark of chatcore.store / chatcore.tail against DuckDB, polars and plain pandas.
 
-    python bench/store.py [--turns 1000000] [--out DIR] [--repeat 3] [--skip-pandas]
+    python bench/store.py [--turns 1000000] [--shapes v1,seed,mixed] [--out DIR] [--repeat 3]
+                          [--skip-pandas] [--list-only]
 
-Generates (or reuses) a realistic log in DIR, then measures, each cold figure in a
-fresh subprocess (time and peak RSS from ru_maxrss):
+Generates (or reuses) realistic logs in DIR (default /tmp/chatcore-bench), one per log
+shape: ``v1`` (what the Space writes), ``seed`` (the seed Space's shape: ``timestamp``,
+the reply as a list of lines) and ``mixed`` (each line one or the other).
+
+First, per shape, the CLI conversation list (``python -m chatcore conversations --format
+json``, a fresh process each time; wall time and the process's peak RSS), cold (no cache)
+and warm (cache present), beside references measured in the same run on the same file:
+DuckDB ``read_json`` + GROUP BY conversation_id, polars ``read_ndjson`` + group_by (if
+installed) and naive ``pandas.read_json(lines=True)`` + groupby.
+
+Then (v1 only, unless --list-only), each cold figure in a fresh subprocess:
 
 * cold open + group by conversation_id: LogStore (all columns, and only the conversation
   list's columns) vs pandas.read_json(lines=True)
@@ -56,7 +66,11 @@ def _text(rng: random.Random, lo: int, hi: int, median: float) -> str:
     return " ".join(out)[:n]
 
 
-def generate(path: Path, turns: int, seed: int = 7, start: datetime | None = None, days: int = 30) -> None:
+def generate(path: Path, turns: int, seed: int = 7, start: datetime | None = None, days: int = 30,
+             shape: str = "v1") -> None:
+    """A log of ``turns`` turns. ``shape``: ``v1`` (what the Space writes), ``seed`` (what the
+    seed's Space wrote: ``timestamp``, ``response`` as a list of lines, ``json.dumps`` spacing)
+    or ``mixed`` (each line one or the other at random)."""
     import orjson
 
     rng = random.Random(seed)
@@ -98,12 +112,23 @@ def generate(path: Path, turns: int, seed: int = 7, start: datetime | None = Non
                 "error": None if rng.random() > 0.01 else "timeout",
                 "session": f"s{i % 5000}",
             }
-            buf.append(orjson.dumps(rec) + b"\n")
+            if shape == "seed" or (shape == "mixed" and rng.random() < 0.5):
+                old = {"timestamp": ts.isoformat(), "conversation_id": rec["conversation_id"],
+                       "user_text": rec["user_text"], "response": _lines(rec["response"])}
+                buf.append(json.dumps(old).encode() + b"\n")
+            else:
+                buf.append(orjson.dumps(rec) + b"\n")
             if len(buf) >= 10000:
                 f.write(b"".join(buf))
                 buf = []
         f.write(b"".join(buf))
     os.replace(tmp, path)
+
+
+def _lines(text: str) -> list[str]:
+    """A reply as the seed's Space logged it: a list of lines."""
+    words = text.split(" ")
+    return [" ".join(words[i:i + 12]) for i in range(0, len(words), 12)] or [""]
 
 
 def split_daily(src: Path, folder: Path) -> None:
@@ -291,12 +316,149 @@ def job_tail(folder: str, burst: int) -> dict:
     return {"sent": burst, "received": len(got), "in_order": in_order, "p50_ms": pct(0.5), "p95_ms": pct(0.95), "max_ms": lat[-1] if lat else float("nan")}
 
 
+def job_duckdb_list(path: str, shape: str) -> dict:
+    """Plain DuckDB over the JSONL: the conversation list's query."""
+    t0 = time.perf_counter()
+    import duckdb
+
+    ts = {"v1": "ts", "seed": "timestamp"}.get(shape, "coalesce(ts, timestamp)")
+    src = f"read_json('{path}', format='newline_delimited')"
+    if shape == "mixed":  # both keys exist somewhere: let DuckDB see the union of the fields
+        src = f"read_json('{path}', format='newline_delimited', union_by_name=true)"
+    rows = duckdb.sql(f"SELECT conversation_id, count(*) AS turns, min({ts}::TIMESTAMPTZ) AS first_ts, "
+                      f"max({ts}::TIMESTAMPTZ) AS last_ts, arg_min(user_text, {ts}::TIMESTAMPTZ) AS first_user_text "
+                      f"FROM {src} GROUP BY conversation_id ORDER BY last_ts DESC").fetchall()
+    return {"s": time.perf_counter() - t0, "groups": len(rows), "rss_mb": _rss_mb()}
+
+
+def job_polars_list(path: str, shape: str) -> dict:
+    t0 = time.perf_counter()
+    import polars as pl
+
+    df = pl.read_ndjson(path, infer_schema_length=None)
+    tcol = pl.col("ts") if "ts" in df.columns else pl.col("timestamp")
+    if shape == "mixed":
+        tcol = pl.coalesce(pl.col("ts"), pl.col("timestamp"))
+    df = df.with_columns(tcol.str.to_datetime(time_zone="UTC", strict=False).alias("_t"))
+    g = df.group_by("conversation_id").agg(pl.len().alias("turns"), pl.col("_t").min().alias("first_ts"),
+                                           pl.col("_t").max().alias("last_ts"),
+                                           pl.col("user_text").sort_by("_t").first().alias("first_user_text"))
+    g = g.sort("last_ts", descending=True)
+    return {"s": time.perf_counter() - t0, "groups": g.height, "rss_mb": _rss_mb()}
+
+
+def job_pandas_list(path: str, shape: str) -> dict:
+    t0 = time.perf_counter()
+    import pandas as pd
+
+    df = pd.read_json(path, lines=True)
+    t = df["ts"] if "ts" in df else df["timestamp"]
+    if "ts" in df and "timestamp" in df:
+        t = df["ts"].fillna(df["timestamp"])
+    df["_t"] = pd.to_datetime(t, utc=True, format="ISO8601")
+    g = df.sort_values("_t").groupby("conversation_id").agg(turns=("_t", "size"), first_ts=("_t", "min"),
+                                                             last_ts=("_t", "max"), first_user_text=("user_text", "first"))
+    return {"s": time.perf_counter() - t0, "groups": len(g), "rss_mb": _rss_mb()}
+
+
+def job_append_list(path: str, cache: str) -> dict:
+    """The dashboard's case: the list is answered, the Space appends 1,000 turns, the page
+    reruns: time to take in the new bytes, and to answer the list again (kept groups merged)."""
+    import orjson
+
+    from chatcore.store import LogStore
+    from chatcore.store.questions import Filters, Questions
+
+    q = Questions(LogStore(path, cache_dir=cache))
+    q.sync()
+    before = q.conversations(Filters()).turns
+    rng = random.Random(2)
+    now = datetime.now(timezone.utc)
+    lines = [orjson.dumps({"v": 1, "ts": now.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "conversation_id": f"bench-{i // 8}",
+                           "turn": i % 8, "user_text": _text(rng, 20, 300, 35), "files": [],
+                           "response": _text(rng, 100, 1500, 110), "latency_ms": 100.0, "source": "widget",
+                           "backend": "echo", "model": None, "error": None, "session": None}) + b"\n"
+             for i in range(1000)]
+    with open(path, "ab") as f:
+        f.write(b"".join(lines))
+    t0 = time.perf_counter()
+    q.sync()
+    t1 = time.perf_counter()
+    after = q.conversations(Filters()).turns
+    t2 = time.perf_counter()
+    return {"sync_ms": (t1 - t0) * 1000, "list_ms": (t2 - t1) * 1000, "added": after - before}
+
+
+def run_cli_list(log: Path, *extra: str) -> dict:
+    """``python -m chatcore conversations --format json`` in a fresh process: wall time and peak RSS."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "chatcore", "conversations", "--log", str(log), "--format", "json",
+                             *extra], cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    s = time.perf_counter() - t0
+    if status != 0:
+        raise SystemExit(f"the CLI failed on {log}")
+    return {"s": s, "rss_mb": usage.ru_maxrss / 1024, "groups": max(0, out.count(b"\n") - 2), "bytes": len(out)}
+
+
+def _try(job: str, *args) -> dict | None:
+    try:
+        return _run(job, *args)
+    except SystemExit as exc:
+        print(f"  ({job} failed: {str(exc).strip().splitlines()[-1][:120]})", file=sys.stderr)
+        return None
+
+
+def list_figures(log: Path, shape: str, repeat: int, skip_pandas: bool, skip_polars: bool = False) -> dict:
+    """Cold and warm CLI list of one log, and the references on the same file."""
+    cache = log.parent / ".chatcore-cache"
+    colds = []
+    for _ in range(repeat):
+        shutil.rmtree(cache, ignore_errors=True)
+        colds.append(run_cli_list(log))
+    warms = [run_cli_list(log) for _ in range(repeat)]
+    res = {"cold": _median(colds, "s"), "warm": _median(warms, "s")}
+    res["cold"]["best_s"] = min(c["s"] for c in colds)
+    res["warm"]["best_s"] = min(w["s"] for w in warms)
+    # the references as whole processes too (start-up and imports included, like the CLI)
+    refs = [r for r in (_try("duckdb_list", log, shape) for _ in range(repeat)) if r]
+    res["duckdb"] = _median([dict(r, s=r["proc_s"]) for r in refs] or
+                            [{"s": float("nan"), "rss_mb": float("nan"), "groups": 0}], "s")
+    for name in ("polars", "pandas"):
+        skip = (name == "pandas" and skip_pandas) or (name == "polars" and skip_polars)
+        r = None if skip else _try(f"{name}_list", log, shape)
+        res[name] = dict(r, s=r["proc_s"]) if r else None
+    return res
+
+
+def print_list_figures(turns: int, shape: str, log: Path, r: dict) -> None:
+    ddb = r["duckdb"]["s"]
+    print(f"\nconversation list, {turns:,} turns, {shape} shape ({log.stat().st_size / 1e6:,.0f} MB): "
+          f"load average {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"  {'':34s} {'wall s':>8s} {'peak RSS MB':>12s} {'x DuckDB':>9s}")
+    for label, fig in (("ours: CLI cold (no cache)", r["cold"]), ("ours: CLI warm (cache)", r["warm"]),
+                       ("DuckDB read_json + GROUP BY", r["duckdb"]), ("polars read_ndjson + group_by", r["polars"]),
+                       ("pandas read_json(lines) + groupby", r["pandas"])):
+        if fig is None:
+            print(f"  {label:34s} {'-':>8s}")
+            continue
+        best = f"  (best {fig['best_s']:.2f} s)" if "best_s" in fig else ""
+        print(f"  {label:34s} {fig['s']:8.2f} {fig['rss_mb']:12.0f} {fig['s'] / ddb:9.2f}{best}")
+    if r["pandas"]:
+        print(f"  ours cold vs pandas: {r['pandas']['s'] / r['cold']['s']:.1f}x faster")
+    print(f"  groups: ours {r['cold']['groups']:,}, DuckDB {r['duckdb']['groups']:,}")
+
+
 def _run(job: str, *args) -> dict:
     cmd = [sys.executable, __file__, "--job", job, *map(str, args)]
+    t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
     if out.returncode != 0:
         raise SystemExit(f"job {job} failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res["proc_s"] = time.perf_counter() - t0  # the whole process, start-up and imports included
+    return res
 
 
 def _median(runs: list[dict], key: str) -> dict:
@@ -311,7 +473,10 @@ def _mark(ok: bool) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--turns", type=int, default=1_000_000)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
+    ap.add_argument("--out", default="/tmp/chatcore-bench")
+    ap.add_argument("--shapes", default="v1,seed,mixed", help="log shapes for the conversation list")
+    ap.add_argument("--list-only", action="store_true", help="only the conversation list figures")
+    ap.add_argument("--skip-polars", action="store_true", help="skip polars (it needs the whole log in memory)")
     ap.add_argument("--skip-pandas", action="store_true", help="skip the slow pandas baseline")
     ap.add_argument("--repeat", type=int, default=3, help="runs of the cold and warm measures (median judged)")
     ap.add_argument("--job", nargs="+", help=argparse.SUPPRESS)
@@ -325,13 +490,31 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    for shape in [s for s in args.shapes.split(",") if s]:
+        folder = out / f"list-{shape}-{args.turns}"  # its own folder: its own cache beside it
+        folder.mkdir(exist_ok=True)
+        shaped = folder / "chat_logs.jsonl"
+        if not shaped.exists():
+            t = time.perf_counter()
+            print(f"generating {args.turns:,} turns ({shape}) -> {shaped} ...", file=sys.stderr)
+            generate(shaped, args.turns, shape=shape)
+            print(f"  done in {time.perf_counter() - t:.1f}s", file=sys.stderr)
+        print_list_figures(args.turns, shape, shaped, list_figures(shaped, shape, args.repeat, args.skip_pandas,
+                                                                      args.skip_polars))
+        if shape == "v1":  # appending to a copy (the log stays reusable)
+            copy = out / f"append-{args.turns}" / "chat_logs.jsonl"
+            copy.parent.mkdir(exist_ok=True)
+            shutil.copyfile(shaped, copy)
+            _run("append_list", copy, copy.parent / ".chatcore-cache")  # a first run builds the cache
+            ap_ = _run("append_list", copy, copy.parent / ".chatcore-cache")
+            print(f"  append 1,000 turns: in the store (SQL engine's view) {ap_['sync_ms']:.1f} ms  <= 50 ms "
+                  f"{_mark(ap_['sync_ms'] <= 50)}; the all-time list again {ap_['list_ms']:.0f} ms "
+                  f"(+{ap_['added']:,} turns)")
+            shutil.rmtree(copy.parent, ignore_errors=True)
+    if args.list_only:
+        return
     log = out / f"chat_logs.{args.turns}.jsonl"
-    if not log.exists():
-        t = time.perf_counter()
-        print(f"generating {args.turns:,} turns -> {log} ...", file=sys.stderr)
-        generate(log, args.turns)
-        print(f"  done in {time.perf_counter() - t:.1f}s", file=sys.stderr)
-    size_mb = log.stat().st_size / 1e6
+    if not log.exists():    size_mb = log.stat().st_size / 1e6
     print(f"log: {log} ({args.turns:,} turns, {size_mb:.0f} MB)")
     work = Path(tempfile.mkdtemp(prefix="chatcore-bench-", dir=out))
     try:

@@ -12,7 +12,9 @@ is read without descending into it.
 """
 from __future__ import annotations
 
+import os
 import re
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -45,23 +47,88 @@ def _append(path: Path, record: dict) -> None:
         raise OSError(f"could not save to {path.name}: {w.last_error}")
 
 
-def _read(path: Path) -> pd.DataFrame:
-    import orjson
+class _Incremental:
+    """The good lines of one append-only JSONL file, read incrementally: each call reads
+    only the bytes appended since the last one (a replaced or truncated file is read again).
+    ``version`` changes whenever the rows do."""
 
-    rows = []
-    try:
-        with open(path, "rb") as f:
-            for line in f:
-                if not line.endswith(b"\n"):
-                    break  # still being written
-                try:
-                    obj = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue
-                if isinstance(obj, dict) and isinstance(obj.get("conversation_id"), str):
-                    rows.append(obj)
-    except FileNotFoundError:
-        pass
+    def __init__(self, path: Path):
+        self.path = path
+        self.dev_ino: tuple[int, int] | None = None
+        self.offset = 0
+        self.rows: list[dict] = []
+        self.version = 0
+        self.lock = threading.Lock()
+
+    def read(self) -> tuple[list[dict], int]:
+        import orjson
+
+        with self.lock:
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                if self.dev_ino is not None:
+                    self._reset()
+                return self.rows, self.version
+            try:
+                st = os.fstat(fd)
+                if self.dev_ino != (st.st_dev, st.st_ino) or st.st_size < self.offset:
+                    self._reset()
+                    self.dev_ino = (st.st_dev, st.st_ino)
+                if st.st_size > self.offset:
+                    data = os.pread(fd, st.st_size - self.offset, self.offset)
+                    cut = data.rfind(b"\n")  # a last line without its newline is still being written
+                    if cut >= 0:
+                        added = 0
+                        for line in data[: cut + 1].splitlines():
+                            try:
+                                obj = orjson.loads(line)
+                            except orjson.JSONDecodeError:
+                                continue
+                            if isinstance(obj, dict) and isinstance(obj.get("conversation_id"), str):
+                                self.rows.append(obj)
+                                added += 1
+                        self.offset += cut + 1
+                        if added:
+                            self.version += 1
+            finally:
+                os.close(fd)
+            return self.rows, self.version
+
+    def _reset(self) -> None:
+        self.dev_ino, self.offset, self.rows = None, 0, []
+        self.version += 1
+
+
+_readers: dict[Path, _Incremental] = {}
+_derived: dict[tuple[Path, str], tuple[int, object]] = {}
+_readers_lock = threading.Lock()
+
+
+def _reader(path: Path) -> _Incremental:
+    key = Path(os.path.abspath(path))
+    with _readers_lock:
+        reader = _readers.get(key)
+        if reader is None:
+            reader = _readers[key] = _Incremental(key)
+        return reader
+
+
+def _derive(path: Path, what: str, build):
+    """``build(rows)`` of ``path``'s rows, computed again only when new lines arrived."""
+    reader = _reader(path)
+    rows, version = reader.read()
+    key = (reader.path, what)
+    hit = _derived.get(key)
+    if hit is not None and hit[0] == version:
+        return hit[1], version
+    value = build(rows)
+    _derived[key] = (version, value)
+    return value, version
+
+
+def _read(path: Path) -> pd.DataFrame:
+    rows, _ = _reader(path).read()
     return pd.DataFrame(rows)
 
 
@@ -85,12 +152,22 @@ def record_feedback(log_path, conversation_id: str, turn: int, rating: str, *, b
 
 def load_feedback(log_path) -> pd.DataFrame:
     """Current ratings: one row per (conversation_id, turn, by), the latest line winning."""
+    return feedback_state(log_path)[0].copy(deep=False)
+
+
+def feedback_state(log_path) -> tuple[pd.DataFrame, int]:
+    """``(load_feedback(log_path), version)``: the file is read incrementally and the frame
+    rebuilt only when ratings were added; ``version`` changes when it is."""
+    return _derive(annotations_dir(log_path) / "feedback.jsonl", "feedback", _feedback_frame)
+
+
+def _feedback_frame(rows: list[dict]) -> pd.DataFrame:
     cols = ["ts", "conversation_id", "turn", "rating", "by", "source"]
-    frame = _read(annotations_dir(log_path) / "feedback.jsonl")
-    if frame.empty:
+    frame = pd.DataFrame(rows)
+    if frame.empty or "rating" not in frame or "turn" not in frame:
         return pd.DataFrame(columns=cols)
     frame = frame[frame["rating"].isin(RATINGS) & frame["turn"].map(lambda t: isinstance(t, int))]
-    frame = frame.assign(ts=pd.to_datetime(frame["ts"], utc=True, errors="coerce")).dropna(subset=["ts"])
+    frame = frame.assign(ts=pd.to_datetime(frame.get("ts"), utc=True, errors="coerce")).dropna(subset=["ts"])
     frame = frame.drop_duplicates(["conversation_id", "turn", "by"], keep="last")
     return frame.reindex(columns=cols).reset_index(drop=True)
 
@@ -145,23 +222,28 @@ def link_replay(log_path, original_id: str, replay_id: str, author: str = "staff
 
 
 def load_annotations(log_path) -> dict[str, dict]:
-    """``{conversation_id: {"tags": set, "notes": [(ts, author, text)], "replays": [ids]}}``."""
-    frame = _read(annotations_dir(log_path) / "notes.jsonl")
+    """``{conversation_id: {"tags": set, "notes": [(ts, author, text)], "replays": [ids]}}``.
+
+    The notes file is read incrementally; the answer is rebuilt only when lines were added
+    (treat it as read-only)."""
+    return _derive(annotations_dir(log_path) / "notes.jsonl", "notes", _annotations)[0]
+
+
+def _annotations(rows: list[dict]) -> dict[str, dict]:
     out: dict[str, dict] = {}
-    if frame.empty:
-        return out
-    for row in frame.itertuples():
-        value = row.value if isinstance(row.value, str) else None
-        if value is None:
+    for row in rows:
+        value = row.get("value")
+        if not isinstance(value, str):
             continue
-        entry = out.setdefault(row.conversation_id, {"tags": set(), "notes": [], "replays": []})
-        if row.kind == "tag":
+        kind = row.get("kind")
+        entry = out.setdefault(row["conversation_id"], {"tags": set(), "notes": [], "replays": []})
+        if kind == "tag":
             entry["tags"].add(value)
-        elif row.kind == "untag":
+        elif kind == "untag":
             entry["tags"].discard(value)
-        elif row.kind == "note":
-            entry["notes"].append((row.ts, getattr(row, "author", "staff"), value))
-        elif row.kind == "replay":
+        elif kind == "note":
+            entry["notes"].append((row.get("ts"), row.get("author", "staff"), value))
+        elif kind == "replay":
             entry["replays"].append(value)
     return out
 

@@ -24,7 +24,7 @@ def _add_dates(p: argparse.ArgumentParser) -> None:
 
 
 def parse_date_arg(value: str | None, *, end: bool = False) -> datetime | None:
-    from .conversations import parse_date
+    from .listing import parse_date
 
     if value is None:
         return None
@@ -75,9 +75,32 @@ def cmd_space(args) -> int:
     return 0
 
 
+class _NoPandas:
+    """An import hook that makes ``import pandas`` fail (see :func:`_without_pandas`)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas" or name.startswith("pandas."):
+            raise ImportError("pandas is not used by this command")
+        return None
+
+
+def _without_pandas() -> None:
+    """The conversation list never builds a pandas frame, but pyarrow imports pandas (a good
+    part of a warm run's time) the first time it checks whether a value is a pandas object.
+    In a one-shot ``python -m chatcore`` process, tell it there is none (unless something
+    imported it already); a caller of :func:`main` inside a longer-lived process keeps pandas."""
+    main_module = sys.modules.get("__main__")
+    one_shot = (getattr(main_module, "__spec__", None) is not None
+                and getattr(main_module.__spec__, "name", "") == "chatcore.__main__")
+    if one_shot and "pandas" not in sys.modules:
+        sys.meta_path.insert(0, _NoPandas())
+
+
 def cmd_conversations(args) -> int:
-    from .conversations import SUMMARY_INPUT_COLUMNS, format_conversations, summarise_conversations
-    from .store import load_log
+    _without_pandas()
+    from .listing import write_summary
+    from .store import LogStore
+    from .store.questions import Questions
 
     settings = Settings.from_env(log_path=args.log)
     since = parse_date_arg(args.since)
@@ -86,10 +109,11 @@ def cmd_conversations(args) -> int:
         raise UsageError("--since must be before --until")
     if not settings.log_path.exists():
         raise UsageError(f"no log at {settings.log_path} (set --log or CHAT_LOG_PATH)")
-    frame, stats = load_log(settings.log_path, since=since, until=until, progress=_progress_to_stderr(),
-                            columns=SUMMARY_INPUT_COLUMNS)
-    summary = summarise_conversations(frame)
-    sys.stdout.write(format_conversations(summary, args.format))
+    # only the columns the list reads; the SQL engine groups, the Arrow answer is formatted as is
+    questions = Questions(LogStore(settings.log_path, columns=("ts", "conversation_id", "turn", "user_text")))
+    questions.sync(progress=_progress_to_stderr())
+    write_summary(questions.summary(since, until, iso=True), args.format, sys.stdout)
+    stats = questions.store.stats
     if stats.get("bad_total"):
         print(f"note: skipped {stats['bad_total']} bad line(s) in the log", file=sys.stderr)
     return 0
@@ -97,17 +121,23 @@ def cmd_conversations(args) -> int:
 
 def cmd_export(args) -> int:
     from .conversations import export_conversation
-    from .store import load_log
+    from .listing import clean
+    from .store import LogStore
+    from .store.frames import _to_pandas
+    from .store.questions import Questions
 
     settings = Settings.from_env(log_path=args.log)
     if not settings.log_path.exists():
         raise UsageError(f"no log at {settings.log_path} (set --log or CHAT_LOG_PATH)")
-    frame, _ = load_log(settings.log_path, progress=_progress_to_stderr())
-    turns = frame[frame["conversation_id"] == args.conversation]
+    questions = Questions(LogStore(settings.log_path))
+    questions.sync(progress=_progress_to_stderr())
+    turns = _to_pandas(questions.transcript(args.conversation))
     if turns.empty:
         print(f"no conversation {args.conversation!r} in {settings.log_path}", file=sys.stderr)
         return 1
-    sys.stdout.write(export_conversation(turns, args.format))
+    text = export_conversation(turns, args.format)
+    # JSONL stays exact; Markdown and CSV are read by people: no terminal controls
+    sys.stdout.write(text if args.format == "jsonl" else clean(text))
     return 0
 
 

@@ -17,31 +17,7 @@ SUMMARY_COLUMNS = ["conversation_id", "turns", "first_ts", "last_ts", "first_use
 #: What summarise_conversations reads: load only these for a conversation list (a 2x faster cold open).
 SUMMARY_INPUT_COLUMNS = ("ts", "conversation_id", "turn", "user_text")
 
-_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def parse_date(value: str, *, end: bool = False, tz: tzinfo = timezone.utc) -> datetime:
-    """``2026-11-21`` or a full ISO time → an aware datetime.
-
-    A bare date means the start of that day in ``tz``; with ``end=True`` the
-    start of the next day, so ``--until 2026-11-21`` includes the whole 21st.
-    """
-    text = (value or "").strip()
-    if _DATE_ONLY.match(text):
-        try:
-            day = date.fromisoformat(text)
-        except ValueError:
-            raise ValueError(f"not a valid date: {value!r} (use a real day, e.g. 2026-11-21)") from None
-        if end:
-            day += timedelta(days=1)
-        return datetime.combine(day, time.min, tzinfo=tz)
-    try:
-        ts = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f"not a date or ISO time: {value!r} (use 2026-11-21 or 2026-11-21T14:30:00Z)"
-        ) from None
-    return ts if ts.tzinfo else ts.replace(tzinfo=tz)
+from .listing import parse_date  # noqa: F401  (kept here for callers; pandas-free, for the CLI)
 
 
 def filter_dates(frame: pd.DataFrame, since: datetime | None = None, until: datetime | None = None) -> pd.DataFrame:

@@ -142,8 +142,32 @@ class SharedStore:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._store = None
+        self._questions = None
         self._lock = threading.Lock()
         self.last_error: str | None = None
+
+    def questions(self, progress=None):
+        """The SQL questions (:mod:`chatcore.store.questions`) over the same store, brought up
+        to date (only new bytes are parsed); None when there is no log yet or it cannot be read."""
+        with self._lock:
+            if not self.path.exists():
+                return None
+            try:
+                if self._store is None:
+                    from .store import LogStore
+
+                    self._store = LogStore(self.path)
+                if self._questions is None or self._questions.store is not self._store:
+                    from .store.questions import Questions
+
+                    self._questions = Questions(self._store)
+                self._questions.sync(progress)
+                self.last_error = None
+                return self._questions
+            except Exception as exc:  # a broken log must not take the dashboard down
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self._store = self._questions = None
+                return None
 
     def snapshot(self, progress=None) -> tuple[pd.DataFrame, dict]:
         """All rows and the reader's stats; ``progress(done_bytes, total_bytes)`` during a long read."""

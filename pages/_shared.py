@@ -86,6 +86,26 @@ def load_frame(path) -> tuple:
     return frame, stats
 
 
+def load_questions(path):
+    """The SQL questions over the log (:mod:`chatcore.store.questions`), brought up to date
+    (only new bytes are parsed); None when there is no log yet. A progress bar shows while
+    a large log is first read."""
+    shown = {}
+
+    def progress(done: int, total: int) -> None:
+        if total < PROGRESS_FROM_BYTES:
+            return
+        if "bar" not in shown:
+            shown["bar"] = st.progress(0.0)
+        shown["bar"].progress(min(1.0, done / total),
+                              text=f"Reading the log: {done / 1e6:,.0f} of {total / 1e6:,.0f} MB")
+
+    questions = shared_store(str(path)).questions(progress=progress)
+    if "bar" in shown:
+        shown["bar"].empty()
+    return questions
+
+
 @st.cache_data(ttl=5, show_spinner=False)
 def health(url: str) -> dict:
     return space_health(url, timeout=2.0)

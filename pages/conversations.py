@@ -1,5 +1,9 @@
-"""Conversations: find conversations by date, text, source, rating and tag; read, annotate,
-replay and export them."""
+"""Conversations: find conversations by date, text, id, source, rating and tag; read, annotate,
+replay and export them.
+
+The list, its totals, the search and every filter are questions to the SQL engine
+(:mod:`chatcore.store.questions`); the browser receives one page of rows. Exports are
+built only when a download is asked for."""
 from __future__ import annotations
 
 import os
@@ -10,29 +14,49 @@ import streamlit as st
 
 from chatcore import annotations
 from chatcore.client import SpaceClient, space_health
-from chatcore.conversations import (DATE_PRESETS, RATING_FILTERS, conversation_table, conversations_matching,
-                                    export_file_name, export_turns, filter_annotated, filter_dates, filter_rated, filter_sources,
-                                    format_duration, markdown_transcript, preset_range, ratings_by_turn,
-                                    with_annotations)
+from chatcore.conversations import (DATE_PRESETS, RATING_FILTERS, export_file_name, export_turns, format_duration,
+                                    markdown_transcript, preset_range, rating_counts, ratings_by_turn)
 from chatcore.dashboard import escape_markdown, excerpt, format_ms, format_time, tz_name
 from chatcore.pii import mask_frame, mask_pii
+from chatcore.records import ID_PATTERN
 from chatcore.replay import diff_html, new_replay_id, replay_conversation
 from chatcore.settings import display_url
-from pages._shared import (PAGES, current_user, header, load_annotations, load_feedback, load_frame, settings,
-                           through_entry, viewer_tz)
+from chatcore.store.frames import _to_pandas
+from chatcore.store.questions import Filters
+from pages._shared import (PAGES, current_user, header, load_annotations, load_questions, settings, through_entry,
+                           viewer_tz)
 
 through_entry()
 
 cfg = settings()
 tz = viewer_tz()
 ss = st.session_state
-now = datetime.now(timezone.utc)
-frame, stats = load_frame(cfg.log_path)
-feedback = load_feedback(cfg.log_path)
+# to the minute: a rolling range ("Last 7 days") then stays the same question for a minute,
+# and the engine's answer is reused by every rerun and session in that minute
+now = datetime.now(timezone.utc).replace(second=0, microsecond=0) + timedelta(minutes=1)
+questions = load_questions(cfg.log_path)
+try:
+    feedback, feedback_version = annotations.feedback_state(cfg.log_path)
+except Exception:  # a broken annotations file must not take the page down
+    feedback, feedback_version = pd.DataFrame(columns=["ts", "conversation_id", "turn", "rating", "by", "source"]), -1
 notes = load_annotations(cfg.log_path)
-rated = ratings_by_turn(feedback)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _ratings(path: str, version: int, _feedback: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
+    """Ratings per turn and per conversation, computed once per version of the feedback file."""
+    return ratings_by_turn(_feedback), rating_counts(_feedback)
+
+
+rated, rated_counts = _ratings(str(cfg.log_path), feedback_version, feedback)
+if questions is not None:
+    questions.set_ratings(rated_counts, feedback_version)
 TAG_SUGGESTIONS = ["escalated", "bug", "resolved"]
 TIMEOUT = float(os.environ.get("CHAT_DASHBOARD_TIMEOUT", "30") or 30)
+PAGE_SIZES = (25, 50, 100, 250)
+SORTS = {"Last turn, newest first": ("last_ts", True), "Last turn, oldest first": ("last_ts", False),
+         "First turn, newest first": ("first_ts", True), "Most turns": ("turns", True),
+         "Longest": ("duration_s", True), "Most errors": ("errors", True), "Most rated down": ("down", True)}
 
 # A conversation picked elsewhere (the Live page) arrives as ?conversation=<id>.
 wanted = st.query_params.get("conversation")
@@ -49,8 +73,11 @@ known_tags = sorted({t for entry in notes.values() for t in entry["tags"]})
 with st.container(border=True):
     c1, c2, c3 = st.columns([1.2, 2, 1.5])
     preset = c1.selectbox("Date range", DATE_PRESETS, index=DATE_PRESETS.index("Last 7 days"), key="conv_preset")
-    query = c2.text_input("Search questions and replies", key="conv_search", placeholder="e.g. password")
-    sources = sorted({str(s) for s in frame["source"].dropna().unique()}) if not frame.empty else []
+    query = c2.text_input("Search questions, replies and ids", key="conv_search",
+                          placeholder="e.g. password, or the start of a conversation id",
+                          help="Text in a question or reply (any case), or the first characters of a "
+                               "conversation id; a full id opens that conversation")
+    sources = questions.sources() if questions is not None else []
     chosen = c3.multiselect("Source", sources, key="conv_sources", placeholder="All sources")
     custom = None
     if preset == "Custom":
@@ -66,52 +93,95 @@ with st.container(border=True):
     note_query = r2.text_input("Search tags and notes", key="conv_note_search", placeholder="e.g. refund")
     tag = r3.selectbox("Tag", known_tags, index=None, key="conv_tag", placeholder="Any tag")
 
-view = filter_sources(filter_dates(frame, since, until), chosen)
-view = conversations_matching(view, query)
-table = with_annotations(conversation_table(view), feedback, notes)
-table = filter_annotated(filter_rated(table, rating), notes, tag=tag, text=note_query)
-view = view[view["conversation_id"].astype(str).isin(set(table["conversation_id"]))]
-if mask:
-    view = mask_frame(view)
-    table = table.assign(first_user_text=table["first_user_text"].map(mask_pii))
+query = (query or "").strip()
+# a pasted full conversation id opens that conversation
+if (query and query != ss.get("conv_query_opened") and questions is not None and ID_PATTERN.match(query)
+        and questions.has_conversation(query)):
+    ss.conv_query_opened = query
+    ss.conv_selected = query
+    ss.conv_force = query
+ids = None
+if tag or (note_query or "").strip():
+    ids = frozenset(annotations.conversations_with(notes, tag=tag or None, text=(note_query or "").strip() or None))
+filters = Filters(since=since, until=until, search=query, sources=tuple(chosen), rating=rating, ids=ids)
+listing = questions.conversations(filters) if questions is not None else None
+total = listing.total if listing is not None else 0
 
 m1, m2, m3 = st.columns(3)
-m1.metric("Conversations", len(table))
-m2.metric("Turns", len(view))
-m3.metric("Errors", int(table["errors"].sum()) if len(table) else 0)
+m1.metric("Conversations", f"{total:,}")
+m2.metric("Turns", f"{listing.turns if listing is not None else 0:,}")
+m3.metric("Errors", f"{listing.errors if listing is not None else 0:,}")
 
+
+def export_view(fmt: str, flt: Filters, masked: bool):
+    """The turns of every listed conversation as CSV or JSONL: a callable, so Streamlit
+    builds the file only when the download is asked for, not on every rerun."""
+    def build() -> str:
+        turns = _to_pandas(questions.turns_of(flt))
+        return export_turns(mask_frame(turns) if masked else turns, fmt)
+    return build
+
+
+page_rows = pd.DataFrame()
 with st.container(border=True):
     st.subheader("Matching conversations", anchor=False)
-    if table.empty:
+    if not total:
         st.info("No conversations match these filters.", icon=":material/search_off:")
     else:
+        o1, o2, o3, o4 = st.columns([2, 1, 1, 2], vertical_alignment="bottom")
+        sort = o1.selectbox("Sort by", list(SORTS), key="conv_sort")
+        size = o2.selectbox("Rows per page", PAGE_SIZES, index=1, key="conv_page_size")
+        pages = max(1, -(-total // size))
+        signature = (preset, custom, query, tuple(chosen), rating, tag, note_query, sort, size)
+        if ss.get("conv_page", 1) > pages or ss.get("conv_page_for") != signature:
+            ss.conv_page = 1  # other filters, order or page size: back to the first page
+        ss.conv_page_for = signature
+        page = o3.number_input("Page", min_value=1, max_value=pages, step=1, key="conv_page")
+        o4.caption(f"{min(total, (page - 1) * size + 1):,}–{min(total, page * size):,} of {total:,} conversations")
+        by, descending = SORTS[sort]
+        page_rows = listing.page((page - 1) * size, size, by=by, descending=descending).to_pandas()
+        questions_text = page_rows["first_user_text"].map(mask_pii) if mask else page_rows["first_user_text"]
+        # the first question and the last turn come first: they fit a 1366 px wide window
         shown = {
-            "conversation_id": list(table["conversation_id"]),
-            "turns": [int(t) for t in table["turns"]],
-            "first": [format_time(t, tz, now) for t in table["first_ts"]],
-            "last": [format_time(t, tz, now) for t in table["last_ts"]],
-            "duration": [format_duration(d) for d in table["duration_s"]],
-            "source": list(table["source"]),
-            "errors": [int(e) for e in table["errors"]],
-            "👎": [int(d) for d in table["down"]],
-            "tags": [", ".join(t) for t in table["tags"]],
-            "first question": [excerpt(t, 90) for t in table["first_user_text"]],
+            "last": [format_time(t, tz, now) for t in page_rows["last_ts"]],
+            "first question": [excerpt(t, 90) for t in questions_text],
+            "turns": [int(t) for t in page_rows["turns"]],
+            "rated down": [int(d) for d in page_rows["down"]],
+            "errors": [int(e) for e in page_rows["errors"]],
+            "source": [s or "" for s in page_rows["source"]],
+            "tags": [", ".join(sorted(notes.get(c, {}).get("tags", ()))) for c in page_rows["conversation_id"]],
+            "duration": [format_duration(d) for d in page_rows["duration_s"]],
+            "first": [format_time(t, tz, now) for t in page_rows["first_ts"]],
+            "conversation_id": list(page_rows["conversation_id"]),
+        }
+        config = {
+            "last": st.column_config.TextColumn("last", width=130),
+            "first question": st.column_config.TextColumn("first question", width=420),
+            "turns": st.column_config.NumberColumn("turns", width=55),
+            "rated down": st.column_config.NumberColumn("rated down", width=85,
+                                                        help="Turns a visitor or staff member rated down"),
+            "errors": st.column_config.NumberColumn("errors", width=55),
+            "source": st.column_config.TextColumn("source", width=90),
+            "tags": st.column_config.TextColumn("tags", width=110),
+            "duration": st.column_config.TextColumn("duration", width=90),
+            "first": st.column_config.TextColumn("first", width=130),
+            "conversation_id": st.column_config.TextColumn("conversation_id", width=130),
         }
         event = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row",
-                             key="conv_table", height=min(420, 38 + 35 * len(table)))
+                             key="conv_table", column_config=config, height=min(420, 38 + 35 * len(page_rows)))
         rows = event.selection.rows if event is not None and hasattr(event, "selection") else []
-        if rows and rows[0] < len(table):
-            picked = table["conversation_id"].iloc[rows[0]]
+        if rows and rows[0] < len(page_rows):
+            picked = page_rows["conversation_id"].iloc[rows[0]]
             if picked != ss.get("conv_table_pick"):
                 ss.conv_table_pick = picked
                 ss.conv_selected = picked
                 ss.conv_force = picked
     d1, d2, _ = st.columns([1, 1, 3])
-    d1.download_button("Export CSV", export_turns(view, "csv"), file_name="conversations.csv",
-                       mime="text/csv", icon=":material/download:", key="conv_csv", disabled=view.empty)
-    d2.download_button("Export JSONL", export_turns(view, "jsonl"), file_name="conversations.jsonl",
+    d1.download_button("Export CSV", export_view("csv", filters, mask), file_name="conversations.csv",
+                       mime="text/csv", icon=":material/download:", key="conv_csv", disabled=not total)
+    d2.download_button("Export JSONL", export_view("jsonl", filters, mask), file_name="conversations.jsonl",
                        mime="application/x-ndjson", icon=":material/download:", key="conv_jsonl",
-                       disabled=view.empty)
+                       disabled=not total)
 
 # ------------------------------------------------------------------ tags and notes
 
@@ -287,22 +357,26 @@ def replay_panel(cid: str, original: pd.DataFrame) -> None:
 
 # ----------------------------------------------------------------------- transcript
 
-ids = list(table["conversation_id"]) if not table.empty else []
+ids = list(page_rows["conversation_id"]) if not page_rows.empty else []
 selected = ss.get("conv_selected")
-if (selected and selected not in ids and selected == ss.get("conv_from_link")
-        and not frame.empty and (frame["conversation_id"] == selected).any()):
-    ids = [selected] + ids  # opened from a link but outside the current filters
+if (selected and selected not in ids and questions is not None
+        and (selected in (ss.get("conv_from_link"), ss.get("conv_query_opened")) or selected == ss.get("conv_force"))
+        and questions.has_conversation(selected)):
+    ids = [selected] + ids  # opened from a link or a pasted id, maybe outside the current filters or page
 if ids:
     force = ss.pop("conv_force", None)
     if force in ids:
         ss.conv_pick = force
     elif ss.get("conv_pick") not in ids:
         ss.conv_pick = selected if selected in ids else ids[0]
-    firsts = dict(zip(table["conversation_id"], table["first_user_text"])) if not table.empty else {}
+    firsts = {}
+    if not page_rows.empty:
+        texts = page_rows["first_user_text"].map(mask_pii) if mask else page_rows["first_user_text"]
+        firsts = dict(zip(page_rows["conversation_id"], texts))
     cid = st.selectbox("Transcript of", ids, key="conv_pick",
                        format_func=lambda c: f"{c}  ·  {excerpt(firsts.get(c), 60)}" if firsts.get(c) else c)
     ss.conv_selected = cid
-    original_turns = frame[frame["conversation_id"] == cid].sort_values("ts", kind="stable")
+    original_turns = _to_pandas(questions.transcript(cid))
     turns = mask_frame(original_turns) if mask else original_turns
     with st.container(border=True):
         top, dl = st.columns([4, 1], vertical_alignment="center")
@@ -312,7 +386,7 @@ if ids:
             first, last = turns["ts"].iloc[0], turns["ts"].iloc[-1]
             st.caption(f"{len(turns)} turn(s) · {format_time(first, tz, now)} – {format_time(last, tz, now)} · "
                        f"{format_duration((last - first).total_seconds())}")
-        dl.download_button("Markdown", markdown_transcript(turns), file_name=export_file_name(cid, "md"),
+        dl.download_button("Markdown", lambda t=turns: markdown_transcript(t), file_name=export_file_name(cid, "md"),
                            mime="text/markdown", icon=":material/download:", key="conv_md")
         for row in turns.itertuples(index=False):
             with st.chat_message("user"):
@@ -323,7 +397,7 @@ if ids:
                 st.text(row.response or "")
                 thumbs = {"up": " · 👍 rated up", "down": " · 👎 rated down"}.get(
                     rated.get((cid, turn)) if turn != "?" else None, "")
-                st.caption(f"latency {format_ms(row.latency_ms)}{thumbs}")
+                st.caption(f"reply time {format_ms(row.latency_ms)}{thumbs}")
                 if isinstance(row.error, str) and row.error:
                     st.error("Error logged for this turn", icon=":material/error:")
                     st.text(row.error)

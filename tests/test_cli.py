@@ -104,3 +104,27 @@ def test_log_path_from_env(log):
 
     out = run_cli("conversations", "--format", "json", env={**os.environ, "CHAT_LOG_PATH": str(log)})
     assert out.returncode == 0 and len(json.loads(out.stdout)) == 4
+
+
+EVIL = "hi \x1b[2J\x1b]0;pwned\x07 there \u202egnp.exe\x9b31m"
+
+
+def test_human_readable_output_replaces_control_characters(tmp_path):
+    """Visitor text with terminal escapes is shown inert by every human-readable output;
+    JSON and JSONL keep it exactly."""
+    path = tmp_path / "log.jsonl"
+    LogWriter(path).append(make_record(conversation_id="c-evil", turn=0, user_text=EVIL, response=EVIL,
+                                       latency_ms=1, source="widget", backend="echo", error=EVIL))
+    for args in (["conversations"], ["conversations", "--format", "csv"],
+                 ["export", "--conversation", "c-evil", "--format", "md"],
+                 ["export", "--conversation", "c-evil", "--format", "csv"]):
+        out = run_cli(*args, "--log", str(path))
+        assert out.returncode == 0, out.stderr
+        assert "pwned" in out.stdout, args  # the text is still there, only its controls are not
+        for ch in ("\x1b", "\x07", "\x9b", "\u202e"):
+            assert ch not in out.stdout, (args, ch)
+    out = run_cli("conversations", "--log", str(path), "--format", "json")
+    assert json.loads(out.stdout)[0]["first_user_text"] == EVIL
+    out = run_cli("export", "--conversation", "c-evil", "--log", str(path))
+    row = json.loads(out.stdout)
+    assert row["user_text"] == EVIL and row["response"] == EVIL and row["error"] == EVIL

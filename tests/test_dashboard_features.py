@@ -103,7 +103,7 @@ def test_conversations_show_and_filter_ratings(pii_log):
     annotations.record_feedback(log, "clean-1", 0, "up", by="visitor", source="widget")
     at = open_page("conversations")
     table = at.dataframe[0].value.set_index("conversation_id")
-    assert table.loc["pii-1", "👎"] == 1 and table.loc["clean-1", "👎"] == 0
+    assert table.loc["pii-1", "rated down"] == 1 and table.loc["clean-1", "rated down"] == 0
     at.selectbox(key="conv_rating").select("rated negatively").run()
     assert shown_ids(at) == ["pii-1"]
     captions = [c.value for c in at.caption]

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import pytest
 import streamlit as st
+from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
@@ -73,8 +74,20 @@ def media(monkeypatch):
         return file_id
 
     monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", spy)
+    deferred: dict[str, object] = {}  # downloads built only when asked for: their builders
+    original_deferred = MediaFileManager.add_deferred
+
+    def spy_deferred(self, data_callable, *args, **kwargs):
+        file_id = original_deferred(self, data_callable, *args, **kwargs)
+        deferred[file_id] = data_callable
+        return file_id
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", spy_deferred)
 
     def content(button) -> str:
+        if not button.proto.url and button.proto.deferred_file_id:  # the click: build it now
+            data = deferred[button.proto.deferred_file_id]()
+            return data.decode("utf-8") if isinstance(data, bytes) else data
         name = button.proto.url.rsplit("/", 1)[-1].split(".")[0]
         return files[name].decode("utf-8")
 
@@ -509,3 +522,48 @@ def test_chat_rejected_and_slow_turns_show_a_message(space, space_factory, tmp_p
     assert not at.exception
     assert at.error and "did not answer in time" in at.error[0].value
     assert at.session_state["chat_pending"] == "a slow answer please"
+
+
+def test_search_by_id_prefix_and_a_pasted_id_opens_it(conv_log):
+    at = open_page("conversations")
+    at.text_input(key="conv_search").input("recent").run()  # the start of an id
+    assert shown_ids(at) == ["recent-1"]
+    at.text_input(key="conv_search").input("ancient-1").run()  # a full id, outside the last 7 days
+    assert at.selectbox(key="conv_pick").value == "ancient-1"
+    assert "old reply" in [t.value for t in at.text]
+    assert any("reply time" in c.value for c in at.caption)  # the Space's per-turn time, named for people
+    assert not any(c.value.startswith("latency") for c in at.caption)
+
+
+def test_exports_are_built_only_when_asked_for(conv_log, media, monkeypatch):
+    """Reruns do not build the exports: the buttons carry a deferred file, built on click."""
+    import chatcore.conversations as conversations_mod
+
+    calls = []
+    real = conversations_mod.export_turns
+    monkeypatch.setattr(conversations_mod, "export_turns", lambda *a, **k: calls.append(1) or real(*a, **k))
+    at = open_page("conversations")
+    at.selectbox(key="conv_preset").select("All time").run()
+    at.run()
+    for key in ("conv_csv", "conv_jsonl", "conv_md"):
+        button = download(at, key)
+        assert button.proto.deferred_file_id and not button.proto.url
+    assert calls == []  # three runs, nothing exported
+    assert "recent-1" in media(download(at, "conv_jsonl"))  # the click builds it
+    assert calls == [1]
+
+
+def test_table_pages_are_sorted_and_counted_by_the_engine(tmp_path, monkeypatch):
+    now = datetime.now(timezone.utc)
+    log = tmp_path / "chat.jsonl"
+    write_log(log, [rec(f"c-{i:03d}", t, now - timedelta(minutes=500 - i, seconds=-t)) for i in range(120)
+                    for t in range(1 + i % 3)])
+    monkeypatch.setenv("CHAT_LOG_PATH", str(log))
+    monkeypatch.setenv("CHAT_SPACE_URL", f"http://127.0.0.1:{free_port()}")
+    at = open_page("conversations")
+    assert metric(at, "Conversations") == "120" and metric(at, "Turns") == "240"
+    assert shown_ids(at) == [f"c-{i:03d}" for i in range(119, 69, -1)]  # only the first page: 50 newest
+    at.number_input(key="conv_page").set_value(3).run()
+    assert shown_ids(at) == [f"c-{i:03d}" for i in range(19, -1, -1)]
+    at.selectbox(key="conv_sort").select("Most turns").run()
+    assert len(shown_ids(at)) == 50 and all(int(c[2:]) % 3 == 2 for c in shown_ids(at)[:40])

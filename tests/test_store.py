@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from chatcore import store as store_mod
+from chatcore.store import ingest as ingest_mod
+from chatcore.store import segments as segments_mod
 from chatcore.records import BAD_REASONS, COLUMNS, BadRecord, make_record
 from chatcore.store import LogStore, load_log, parse_bytes, parse_line
 
@@ -211,7 +213,7 @@ def test_empty_and_missing(tmp_path):
 
 def test_block_fallback_isolates_bad_line(tmp_path, monkeypatch):
     # small blocks: each bad line costs only its own run, neighbours stay fast
-    monkeypatch.setattr(store_mod, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(ingest_mod, "BLOCK_BYTES", 4096)
     log = tmp_path / "log.jsonl"
     lines = [good_line(i) for i in range(500)]
     lines[100] = b'{"conversation_id": "a", "ts": "2026-11-01T00:00:00Z", "turn": "x"}\n'
@@ -336,6 +338,67 @@ def test_truncate_replace_delete_new_shard(tmp_path):
     assert_matches(store, folder)
 
 
+def seed_line(i: int, conv: str | None = None) -> bytes:
+    """A line as the seed's Space wrote it: ``timestamp`` (naive or with a zone), the reply
+    as a list of lines, ``json.dumps`` spacing."""
+    ts = T0 + timedelta(seconds=i)
+    stamp = ts.replace(tzinfo=None).isoformat() if i % 2 else ts.isoformat()
+    return json.dumps({"timestamp": stamp, "conversation_id": conv or f"c{i % 7}",
+                       "user_text": f"seed question {i} ü", "response": [f"hello {i}", "You said: hi"],
+                       "history": [["a", "b"]] if i % 3 else []}).encode() + b"\n"
+
+
+def reference_list(rows: list[dict], search: str = "") -> dict[str, dict]:
+    """The conversation list computed the plain way from reference rows (file order)."""
+    rows = [dict(r, _row=i) for i, r in enumerate(rows)]
+    if search:
+        low = search.lower()
+        hit = {r["conversation_id"] for r in rows
+               if r["conversation_id"].lower().startswith(low) or low in r["user_text"].lower()
+               or low in r["response"].lower()}
+        rows = [r for r in rows if r["conversation_id"] in hit]
+    out: dict[str, dict] = {}
+    for r in sorted(rows, key=lambda r: (r["ts"], r["_row"])):
+        c = out.setdefault(r["conversation_id"], {"turns": 0, "first_ts": r["ts"], "first_user_text": r["user_text"],
+                                                  "sources": set(), "errors": 0})
+        c["turns"] += 1
+        c["last_ts"] = r["ts"]
+        if r["source"]:
+            c["sources"].add(r["source"])
+        c["errors"] += bool(r["error"])
+    for c in out.values():
+        c["source"] = ", ".join(sorted(c.pop("sources"))) or None
+    return out
+
+
+def questions_list(q, **filters) -> dict[str, dict]:
+    from chatcore.store.questions import Filters
+
+    table = q.conversations(Filters(**filters)).table.to_pylist()
+    return {r["conversation_id"]: {"turns": r["turns"], "first_ts": r["first_ts"], "last_ts": r["last_ts"],
+                                   "first_user_text": r["first_user_text"], "source": r["source"],
+                                   "errors": r["errors"]} for r in table}
+
+
+def assert_questions_match(q, path: Path) -> None:
+    """The SQL answers equal the plain computation over the reference rows."""
+    rows, _, _ = reference(path)
+    want = reference_list(rows)
+    assert questions_list(q) == want
+    # the CLI's list (persisted whole-log summary, merged after appends)
+    got = {r["conversation_id"]: (r["turns"], r["first_ts"], r["last_ts"], r["first_user_text"])
+           for r in q.summary().to_pylist()}
+    assert got == {c: (v["turns"], v["first_ts"], v["last_ts"], v["first_user_text"]) for c, v in want.items()}
+    lasts = [r["last_ts"] for r in q.summary().to_pylist()]
+    assert lasts == sorted(lasts, reverse=True)
+    for needle in ("QUESTION 1", "line TWO", "c3", "ü", "zz-none"):
+        assert questions_list(q, search=needle) == reference_list(rows, needle), needle
+    for cid in {r["conversation_id"] for r in rows[:3]}:
+        want = [r for r in sorted(enumerate(rows), key=lambda x: (x[1]["ts"], x[0])) if r[1]["conversation_id"] == cid]
+        got = rows_of(store_mod._to_pandas(q.transcript(cid)))
+        assert got == norm_ref([r for _, r in want]), cid
+
+
 class IncrementalMachine(RuleBasedStateMachine):
     """Random appends, partial lines, truncation, rotation and new shards; after each
     step the incremental store equals a full per-line re-read."""
@@ -349,6 +412,7 @@ class IncrementalMachine(RuleBasedStateMachine):
         self.folder.mkdir()
         self.n = 0
         self.store = LogStore(self.folder, cache_dir=self.dir / "cache")
+        self.questions = None
 
     def teardown(self):
         import shutil
@@ -358,20 +422,23 @@ class IncrementalMachine(RuleBasedStateMachine):
     def _shards(self):
         return sorted(self.folder.glob("*.jsonl"))
 
-    def _lines(self, k, bad_every=0):
+    def _lines(self, k, bad_every=0, shape="v1"):
         out = []
         for _ in range(k):
             self.n += 1
             if bad_every and self.n % bad_every == 0:
                 out.append(random.Random(self.n).choice([b"\n", b"[1]\n", b'{"x": \n', SEED_LINE]))
+            elif shape == "seed" or (shape == "mixed" and self.n % 2):
+                out.append(seed_line(self.n))
             else:
                 out.append(good_line(self.n))
         return b"".join(out)
 
-    @rule(k=st.integers(0, 60), shard=st.integers(0, 2), bad=st.sampled_from([0, 7]), cut=st.integers(0, 30))
-    def append(self, k, shard, bad, cut):
+    @rule(k=st.integers(0, 60), shard=st.integers(0, 2), bad=st.sampled_from([0, 7]), cut=st.integers(0, 30),
+          shape=st.sampled_from(["v1", "seed", "mixed"]))
+    def append(self, k, shard, bad, cut, shape):
         path = self.folder / f"chat_logs.{shard}.jsonl"
-        data = self._lines(k, bad)
+        data = self._lines(k, bad, shape)
         if cut and data:
             data = data[:-cut] if len(data) > cut else data
         with open(path, "ab") as f:
@@ -408,6 +475,17 @@ class IncrementalMachine(RuleBasedStateMachine):
     @rule()
     def reopen(self):
         self.store = LogStore(self.folder, cache_dir=self.dir / "cache")
+        self.questions = None
+
+    @rule()
+    def ask(self):
+        """The SQL questions over the same store (sharing its rows) equal the plain answers."""
+        from chatcore.store.questions import Questions
+
+        if self.questions is None or self.questions.store is not self.store:
+            self.questions = Questions(self.store, threads=1)
+        self.questions.sync()
+        assert_questions_match(self.questions, self.folder)
 
     @rule()
     def refresh(self):
@@ -448,8 +526,8 @@ def test_cache_is_used_on_reopen(tmp_path, monkeypatch):
     st0.wait_cache()
     assert list((tmp_path / ".chatcore-cache").glob("*.arrow"))
     calls = []
-    real = store_mod._parse_data
-    monkeypatch.setattr(store_mod, "_parse_data", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = ingest_mod._parse_data
+    monkeypatch.setattr(ingest_mod, "_parse_data", lambda *a, **k: calls.append(1) or real(*a, **k))
     again = LogStore(log)
     assert rows_of(again.frame) == rows_of(first)
     assert calls == []  # nothing parsed again
@@ -546,7 +624,7 @@ def test_query_and_daily_shards(tmp_path):
 
 
 def test_progress_callback(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_mod, "BLOCK_BYTES", 8192)
+    monkeypatch.setattr(ingest_mod, "BLOCK_BYTES", 8192)
     log = tmp_path / "log.jsonl"
     _big_log(log, 2000)
     seen = []
@@ -572,8 +650,8 @@ def test_values_that_do_not_fit_the_columns(tmp_path):
 
 
 def test_cache_segments_are_merged(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_mod, "CACHE_MIN_BYTES", 1)
-    monkeypatch.setattr(store_mod, "MAX_SEGMENTS", 3)
+    monkeypatch.setattr(segments_mod, "CACHE_MIN_BYTES", 1)
+    monkeypatch.setattr(segments_mod, "MAX_SEGMENTS", 3)
     log = tmp_path / "log.jsonl"
     _big_log(log, 100)
     store = LogStore(log)
@@ -617,7 +695,7 @@ def test_mixed_shapes_take_the_right_paths(tmp_path):
 
 
 def test_refresh_then_frame_after_a_large_first_load(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_mod, "BLOCK_BYTES", 8192)  # several blocks: the parallel path
+    monkeypatch.setattr(ingest_mod, "BLOCK_BYTES", 8192)  # several blocks: the parallel path
     log = tmp_path / "log.jsonl"
     _big_log(log, 1000)
     store = LogStore(log)
@@ -643,8 +721,186 @@ def test_folder_of_small_shards_is_cached(tmp_path, monkeypatch):
     first.refresh()
     first.wait_cache()
     calls = []
-    real = store_mod._parse_data
-    monkeypatch.setattr(store_mod, "_parse_data", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = ingest_mod._parse_data
+    monkeypatch.setattr(ingest_mod, "_parse_data", lambda *a, **k: calls.append(1) or real(*a, **k))
     again = LogStore(folder)
     assert_matches(again, folder)
     assert calls == []
+
+
+# --------------------------------------------------------------------------- SQL questions
+
+
+@pytest.mark.parametrize("shape", ["v1", "seed", "mixed", "bad", "partial"])
+def test_questions_equal_the_plain_answers_on_every_kind_of_log(tmp_path, shape):
+    from chatcore.conversations import conversation_table, conversations_matching
+    from chatcore.store.questions import Filters, Questions
+
+    log = tmp_path / "log.jsonl"
+    lines = []
+    for i in range(3000):
+        if shape == "seed" or (shape == "mixed" and i % 3 == 0):
+            lines.append(seed_line(i))
+        else:
+            lines.append(good_line(i))
+        if shape == "bad" and i % 97 == 0:
+            lines.append(random.Random(i).choice([b"\n", b"[1]\n", b'{"x": \n', b"\xff\xfe\n"] + BAD_LINES["wrong_type"]))
+    data = b"".join(x if x.endswith(b"\n") else x + b"\n" for x in lines)
+    if shape == "partial":
+        data += good_line(99999)[:-9]
+    log.write_bytes(data)
+    store = LogStore(log)
+    q = Questions(store)
+    q.sync()
+    assert_matches(store, log)
+    assert_questions_match(q, log)
+    # date, source and rating filters against the pandas path the page used before
+    frame = store.frame
+    since, until = T0 + timedelta(minutes=10), T0 + timedelta(minutes=40)
+    for f, view in [
+        (Filters(since=since, until=until), frame[(frame.ts >= since) & (frame.ts < until)]),
+        (Filters(sources=("api",)), frame[frame.source == "api"]),
+        (Filters(since=since, sources=("widget", "unknown")), frame[(frame.ts >= since) & frame.source.isin(["widget", "unknown"])]),
+        # a search counts the turns in range of the conversations with a matching turn in range
+        (Filters(since=since, until=until, search="QUESTION 20"),
+         conversations_matching(frame[(frame.ts >= since) & (frame.ts < until)], "QUESTION 20")),
+        (Filters(sources=("api",), search="line two"), conversations_matching(frame[frame.source == "api"], "line two")),
+    ]:
+        want = conversation_table(view).set_index("conversation_id")
+        lst = q.conversations(f)
+        got = lst.table.to_pandas().set_index("conversation_id")
+        assert sorted(got.index) == sorted(want.index)
+        assert (got.loc[want.index, "turns"].to_numpy() == want["turns"].to_numpy()).all()
+        assert (got.loc[want.index, "errors"].to_numpy() == want["errors"].to_numpy()).all()
+        assert lst.turns == len(view)
+    ratings = pd.DataFrame({"conversation_id": ["c1", "c2"], "up": [0, 2], "down": [1, 0]})
+    q.set_ratings(ratings, key=1)
+    assert set(q.conversations(Filters(rating="rated negatively")).ids()) == {"c1"}
+    assert set(q.conversations(Filters(rating="rated positively")).ids()) == {"c2"}
+    assert set(q.conversations(Filters(ids=frozenset({"c3", "nope"}))).ids()) == {"c3"}
+    # pages: sorted by the engine, every row once
+    lst = q.conversations()
+    seen = []
+    for off in range(0, lst.total, 3):
+        seen += lst.page(off, 3, by="turns", descending=True).column("conversation_id").to_pylist()
+    assert sorted(seen) == sorted(lst.ids()) and len(seen) == lst.total
+    turns = [r["turns"] for r in lst.page(0, lst.total, by="turns", descending=True).to_pylist()]
+    assert turns == sorted(turns, reverse=True)
+
+
+def test_questions_follow_appends_and_rotation(tmp_path):
+    from chatcore.store.questions import Questions
+
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"".join(good_line(i) for i in range(50)))
+    q = Questions(LogStore(log))
+    assert q.conversations().turns == 50
+    with open(log, "ab") as f:
+        f.write(b"".join(seed_line(i, conv="new-1") for i in range(50, 60)))
+    q.sync()
+    assert q.conversations().turns == 60 and q.has_conversation("new-1")
+    os.replace(log, tmp_path / "old.jsonl.1")
+    log.write_bytes(good_line(1, conv="after"))
+    q.sync()
+    assert q.conversations().ids() == ["after"]
+    assert_questions_match(q, log)
+
+
+def test_cache_of_an_older_store_version_is_rebuilt(tmp_path, monkeypatch):
+    log = tmp_path / "log.jsonl"
+    _big_log(log)
+    old = LogStore(log)
+    old.refresh()
+    old.wait_cache()
+    manifests = list((tmp_path / ".chatcore-cache").glob("*.json"))
+    assert manifests
+    # a newer store must not trust what an older one wrote: even a manifest that is
+    # found (same name) but says another version is a miss
+    for m in manifests:
+        meta = json.loads(m.read_text())
+        meta["version"] = segments_mod.CACHE_VERSION - 1
+        m.write_text(json.dumps(meta))
+    calls = []
+    real = ingest_mod._parse_data
+    monkeypatch.setattr(ingest_mod, "_parse_data", lambda *a, **k: calls.append(1) or real(*a, **k))
+    store = LogStore(log)
+    assert_matches(store, log)
+    assert calls  # parsed again
+    store.wait_cache()
+    # ... and a store of a newer version does not even look at this version's files
+    monkeypatch.setattr(segments_mod, "CACHE_VERSION", segments_mod.CACHE_VERSION + 1)
+    calls.clear()
+    assert_matches(LogStore(log), log)
+    assert calls
+
+
+READER = r"""
+import json, sys, time
+from chatcore.store import LogStore
+from chatcore.store.questions import Questions
+log, total, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+q = Questions(LogStore(log), threads=1)
+seen = []
+deadline = time.monotonic() + 120
+first = True
+while time.monotonic() < deadline:
+    q.sync()
+    if first:
+        open(out + ".ready", "w").close()  # the writer starts when both readers run
+        first = False
+    lst = q.conversations()
+    seen.append([time.time(), lst.turns, lst.total])
+    if lst.turns >= total:
+        break
+    time.sleep(0.02)
+json.dump({"seen": seen, "ids": sorted(lst.ids()), "stats": q.store.stats}, open(out, "w"))
+"""
+
+WRITER = r"""
+import sys, time
+from chatcore.records import make_record
+from chatcore.writer import LogWriter
+import os
+log, total, ready = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+deadline = time.monotonic() + 120
+while not all(os.path.exists(r) for r in ready) and time.monotonic() < deadline:
+    time.sleep(0.02)
+w = LogWriter(log)
+print(time.time(), flush=True)
+for i in range(total):
+    w.append(make_record(conversation_id=f"w-{i // 10}", turn=i % 10, user_text=f"q{i}", response="r",
+                         latency_ms=1, source="api", backend="echo"))
+    if i % 50 == 49:
+        time.sleep(0.05)
+print(time.time(), flush=True)
+"""
+
+
+def test_two_processes_read_while_one_writes(tmp_path):
+    """Two reader processes (each its own SQL engine over the shared cache folder) follow
+    a log another process is writing: no lock stops either, and both end with every turn."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"".join(good_line(i, conv="start") for i in range(100)))
+    total = 2000
+    readers = [subprocess.Popen([sys.executable, "-c", READER, str(log), str(total + 100), str(tmp_path / f"r{i}.json")],
+                                cwd=ROOT) for i in range(2)]
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(log), str(total),
+                               *(str(tmp_path / f"r{i}.json.ready") for i in range(2))], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    out, _ = writer.communicate(timeout=120)
+    started, ended = map(float, out.split())
+    for r in readers:
+        assert r.wait(timeout=120) == 0
+    rows, _, _ = reference(log)
+    want = sorted({r["conversation_id"] for r in rows})
+    for i in range(2):
+        res = json.loads((tmp_path / f"r{i}.json").read_text())
+        assert res["ids"] == want and res["seen"][-1][1] == total + 100
+        # it read while the writer wrote: a partial count inside the writer's lifetime
+        assert any(started <= t <= ended and 100 <= n < total + 100 for t, n, _ in res["seen"]), res["seen"][:5]
+        assert res["stats"]["bad_total"] == 0

@@ -1,0 +1,543 @@
+"""The named questions the CLI and the dashboard ask of the log, answered by SQL.
+
+Every question is one method of :class:`Questions` with plain arguments (a
+:class:`Filters`, a sort order and page bounds, one id) and a small answer: one page
+of the conversation list with its totals, one transcript, the list of sources. The
+SQL lives in this module only, so the same questions can later run on a server
+engine (ClickHouse, MotherDuck) over the same columns (see docs/scaling.md).
+
+The engine is an in-memory DuckDB connection per process over the store's Arrow
+tables: memory-mapped segments of the persisted form plus the rows parsed since,
+scanned without a copy. There is no database file and no lock between processes:
+the Space appends to the JSONL log; the dashboard, a second dashboard and the CLI
+each ingest only the new bytes and ask their own engine.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+#: Columns of a conversation-list row (a page of :meth:`ConversationList.page`).
+LIST_COLUMNS = ["conversation_id", "turns", "first_ts", "last_ts", "duration_s", "source", "errors",
+                "first_user_text", "up", "down"]
+#: What the conversation list can be sorted by.
+SORT_KEYS = ("last_ts", "first_ts", "turns", "duration_s", "errors", "down", "up", "conversation_id")
+#: Conversation lists kept per process (one per filter set, store version and ratings).
+LIST_CACHE = 8
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which turns and conversations a list is about (all of them by default).
+
+    ``search`` matches a question or a reply (case-insensitive, plain text) or the
+    start of a conversation id; a conversation matches when one of its turns in the
+    date range and sources does, and then all its turns there count. ``rating`` is
+    ``any``, ``rated negatively`` or ``rated positively``; ``ids`` keeps only those
+    conversations (what the tag and note filters found)."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    search: str = ""
+    sources: tuple[str, ...] = ()
+    rating: str = "any"
+    ids: frozenset[str] | None = None
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _arrow(rel) -> pa.Table:
+    if hasattr(rel, "to_arrow_table"):
+        return rel.to_arrow_table()
+    return rel.fetch_arrow_table()  # pragma: no cover - older duckdb
+
+
+_ROW_MASK = (1 << 40) - 1
+_SUMMARY_VERSION = 2
+
+
+def _read_summary(path) -> tuple[pa.Table, list] | None:
+    """A saved whole-log list and the store state it was made from (None if absent or broken)."""
+    import json
+
+    import pyarrow.ipc as ipc
+
+    try:
+        with pa.memory_map(str(path), "r") as src:
+            table = ipc.open_file(src).read_all()
+        state = json.loads(table.schema.metadata[b"state"])
+        names = ["conversation_id", "turns", "first_ts", "last_ts", "first_row", "first_user_text"]
+        if table.column_names != names:
+            return None
+        return table.replace_schema_metadata(None), state
+    except Exception:  # missing, half-written by an older version, corrupt: recompute
+        return None
+
+
+def _write_summary(path, table: pa.Table, state: str) -> None:
+    """Atomically (one file, state in its metadata), so readers in other processes never mix two."""
+    import os
+    import threading
+
+    import pyarrow.ipc as ipc
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.{threading.get_ident()}")
+    table = table.replace_schema_metadata({"state": state})
+    with pa.OSFile(str(tmp), "wb") as sink:
+        with ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+    os.replace(tmp, path)
+
+
+def _appended_rows(old: list, new: list) -> int | None:
+    """If the rows of state ``new`` are those of ``old`` plus rows at the end, the number of
+    old rows (where the new ones start); else None."""
+    import os
+
+    from .segments import _fingerprint
+
+    if not old or len(new) < len(old):
+        return None
+    for i, (o, n) in enumerate(zip(old, new)):
+        if o[:3] != n[:3]:
+            return None  # another shard, or the same name for a new file
+        last = i == len(old) - 1
+        if o[3:] == n[3:]:
+            continue
+        if not last or n[3] < o[3]:
+            return None  # an earlier shard changed: rows moved
+        try:  # the last shard grew: its old bytes must be the same bytes
+            fd = os.open(n[0], os.O_RDONLY)
+            try:
+                if _fingerprint(fd, o[3]) != o[4]:
+                    return None
+            finally:
+                os.close(fd)
+        except OSError:
+            return None
+    return sum(o[5] for o in old)
+
+
+class ConversationList:
+    """One conversation list (all rows as a small Arrow table, one row per conversation),
+    its totals, and pages of it in any order."""
+
+    def __init__(self, table: pa.Table, turns: int):
+        self.table = table
+        self.total = table.num_rows
+        self.turns = turns
+        self.errors = int(pc.sum(table.column("errors")).as_py() or 0) if self.total else 0
+        self._orders: dict[tuple[str, bool], pa.Array] = {}
+        self._lock = threading.Lock()
+
+    def _order(self, by: str, descending: bool) -> pa.Array:
+        if by not in SORT_KEYS:
+            raise ValueError(f"cannot sort by {by!r}")
+        key = (by, descending)
+        with self._lock:
+            idx = self._orders.get(key)
+            if idx is None:
+                keys = [(by, "descending" if descending else "ascending")]
+                if by != "conversation_id":
+                    keys.append(("conversation_id", "ascending"))
+                idx = self._orders[key] = pc.sort_indices(self.table, sort_keys=keys)
+            return idx
+
+    def page(self, offset: int = 0, limit: int = 50, by: str = "last_ts", descending: bool = True) -> pa.Table:
+        """Rows ``offset .. offset+limit-1`` in that order (an Arrow table, LIST_COLUMNS)."""
+        offset = max(0, int(offset))
+        idx = self._order(by, descending).slice(offset, max(0, int(limit)))
+        return self.table.take(idx)
+
+    def ids(self) -> list[str]:
+        return self.table.column("conversation_id").to_pylist()
+
+    def position(self, conversation_id: str, by: str = "last_ts", descending: bool = True) -> int | None:
+        """Where ``conversation_id`` is in that order (for jumping to its page)."""
+        hit = pc.index(self.table.column("conversation_id"), conversation_id).as_py()
+        if hit is None or hit < 0:
+            return None
+        order = self._order(by, descending).to_numpy()
+        return int(np.flatnonzero(order == hit)[0])
+
+
+class Questions:
+    """The questions, over one :class:`chatcore.store.LogStore` (thread-safe).
+
+    Call :meth:`sync` to take in what was appended to the log (only new bytes are
+    parsed); answers are cached per store version."""
+
+    def __init__(self, store, threads: int | None = None, memory_limit: str | None = None):
+        self.store = store
+        store.eager_frame = False  # nobody here needs the pandas form of every row
+        self._threads, self._memory_limit = threads, memory_limit
+        self._connection = None
+        self._lock = threading.RLock()
+        self._version: Any = None
+        self._table: pa.Table | None = None
+        self._lists: OrderedDict = OrderedDict()
+        self._groups: OrderedDict = OrderedDict()
+        self._sources: list[str] | None = None
+        self._ratings_key: Any = None
+        self.columns = tuple(store.columns)
+        self._ratings_table = None
+
+    @property
+    def _con(self):
+        """The engine, started on first use (a list read from the saved summary needs none)."""
+        if self._connection is None:
+            import duckdb
+
+            con = duckdb.connect(":memory:")
+            con.execute("SET TimeZone = 'UTC'")
+            if self._threads:
+                con.execute(f"SET threads = {int(self._threads)}")
+            if self._memory_limit:
+                con.execute("SET memory_limit = ?", [self._memory_limit])
+            self._connection = con
+            if self._table is not None:
+                con.register("turns", self._table)
+            if self._ratings_table is None:
+                self._register_ratings(None, None)
+            else:
+                con.register("ratings", self._ratings_table)
+        return self._connection
+
+    # -- data ------------------------------------------------------------------
+
+    def sync(self, progress=None) -> int:
+        """Read what was appended to the log; returns the store's version."""
+        with self._lock:
+            version = self.store.sync(progress)
+            self._register()
+            return version
+
+    def _register(self) -> None:
+        version = self.store.version
+        if version == self._version:
+            return
+        table = self.store.arrow()
+        # the row number breaks ties of equal times in file order (as the reference does)
+        table = table.append_column("row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+        self._table = table
+        if self._connection is not None:
+            self._connection.register("turns", table)
+        self._version = version
+        self._lists.clear()
+        self._sources = None
+
+    def _ensure(self) -> None:
+        if self._version is None:
+            self.sync()
+
+    def set_ratings(self, counts, key: Any) -> None:
+        """Rated turns per conversation (``conversation_id, up, down`` as from
+        :func:`chatcore.conversations.rating_counts`); ``key`` changes when they do."""
+        with self._lock:
+            if key == self._ratings_key:
+                return
+            self._register_ratings(counts, key)
+            self._lists.clear()
+
+    def _register_ratings(self, counts, key) -> None:
+        if counts is None or len(counts) == 0:
+            table = pa.table({"conversation_id": pa.array([], pa.string()), "up": pa.array([], pa.int64()),
+                              "down": pa.array([], pa.int64())})
+        else:
+            table = pa.table({"conversation_id": pa.array([str(c) for c in counts["conversation_id"]], pa.string()),
+                              "up": pa.array(np.asarray(counts["up"], dtype=np.int64)),
+                              "down": pa.array(np.asarray(counts["down"], dtype=np.int64))})
+        self._ratings_table = table
+        self._ratings_key = key
+        self._con.register("ratings", table)
+
+    # -- questions -------------------------------------------------------------
+
+    def _where(self, f: Filters) -> tuple[str, list]:
+        cond, params = [], []
+        if f.since is not None:
+            cond.append("ts >= ?")
+            params.append(f.since)
+        if f.until is not None:
+            cond.append("ts < ?")
+            params.append(f.until)
+        if f.sources:
+            cond.append("source IN (" + ", ".join("?" for _ in f.sources) + ")")
+            params.extend(str(s) for s in f.sources)
+        return (" WHERE " + " AND ".join(cond)) if cond else "", params
+
+    def _grouped(self, f: Filters, source: str = "turns") -> pa.Table:
+        """One row per conversation of the turns in the date range and sources (the search is
+        applied afterwards): conversation_id, turns, first_ts, last_ts, errors, first_row, source,
+        first_user_text."""
+        where, params = self._where(f)
+        cols = ", ".join(c for c in ("row", "ts", "conversation_id", "source", "error")
+                         if c == "row" or c in self.columns)
+        ctes = [f"v AS (SELECT {cols} FROM {source}{where})", "m AS (SELECT * FROM v)"]
+        has = set(self.columns)
+        err = "count(*) FILTER (WHERE error <> '')" if "error" in has else "0"
+        # the first question: the turn with the earliest time, ties in file order (one
+        # integer key: time, then row number)
+        ctes.append(
+            "c AS (SELECT conversation_id, count(*) AS turns, min(ts) AS first_ts, max(ts) AS last_ts, "
+            f"{err} AS errors, CAST(min((epoch_us(ts)::HUGEINT << 40) + row) & {_ROW_MASK} AS BIGINT) "
+            "AS first_row FROM m GROUP BY conversation_id)")
+        if "source" in has:  # distinct sources: grouped first, far cheaper than string_agg(DISTINCT)
+            ctes.append("s AS (SELECT conversation_id, string_agg(source, ', ' ORDER BY source) AS source FROM "
+                        "(SELECT conversation_id, source FROM m WHERE source <> '' GROUP BY ALL) GROUP BY 1)")
+        else:
+            ctes.append("s AS (SELECT conversation_id, CAST(NULL AS VARCHAR) AS source FROM c WHERE false)")
+        sql = ("WITH " + ", ".join(ctes) + " SELECT c.conversation_id, c.turns, c.first_ts, c.last_ts, "
+               "CAST(c.errors AS BIGINT) AS errors, c.first_row, s.source "
+               "FROM c LEFT JOIN s USING (conversation_id)")
+        return self._with_first_text(_arrow(self._con.execute(sql, params)), keep_row=True)
+
+    def _grouped_kept(self, f: Filters) -> pa.Table:
+        """:meth:`_grouped` without a search, kept per date range and sources: after appends
+        only the new rows are grouped and merged in (a live log does not regroup a million
+        turns on every refresh)."""
+        key = (f.since, f.until, f.sources)
+        state = self.store.state()
+        hit = self._groups.get(key)
+        if hit is not None and hit[0] == state:
+            self._groups.move_to_end(key)
+            return hit[1]
+        base = _appended_rows(hit[0], state) if hit is not None else None
+        if base is None:
+            table = self._grouped(f)
+        else:
+            # only the conversations the new rows touch are merged; the others are kept as they are
+            self._con.register("turns_tail", self._table.slice(base))
+            self._con.register("kept_old", hit[1])
+            self._con.register("kept_new", self._grouped(f, source="turns_tail"))
+            key_sql = "(epoch_us(first_ts)::HUGEINT << 40) + first_row"
+            table = _arrow(self._con.execute(
+                "WITH touched AS (SELECT * FROM kept_old SEMI JOIN kept_new USING (conversation_id)), "
+                "merged AS (SELECT conversation_id, CAST(sum(turns) AS BIGINT) AS turns, min(first_ts) AS first_ts, "
+                "max(last_ts) AS last_ts, CAST(sum(errors) AS BIGINT) AS errors, "
+                f"CAST(min({key_sql}) & {_ROW_MASK} AS BIGINT) AS first_row, "
+                "nullif(array_to_string(list_sort(list_distinct(flatten(list(string_split(source, ', ')) "
+                "FILTER (WHERE source IS NOT NULL)))), ', '), '') AS source, "
+                f"arg_min(first_user_text, {key_sql}) AS first_user_text "
+                "FROM (SELECT * FROM touched UNION ALL SELECT * FROM kept_new) GROUP BY conversation_id) "
+                "SELECT * FROM kept_old ANTI JOIN kept_new USING (conversation_id) UNION ALL SELECT * FROM merged"))
+            for name in ("kept_old", "kept_new", "turns_tail"):
+                self._con.unregister(name)
+        self._groups[key] = (state, table)
+        while len(self._groups) > LIST_CACHE:
+            self._groups.popitem(last=False)
+        return table
+
+    def _search_ids(self, needle: str, f: Filters) -> pa.Table:
+        """Conversations with a turn in the date range and sources whose question or reply
+        contains ``needle`` (any case), or whose id starts with it. Plain-text search runs on
+        the Arrow columns (a literal search, several times faster than ILIKE on this text)."""
+        table = self._table
+        cid = table.column("conversation_id")
+        hit = pc.starts_with(cid, needle, ignore_case=True)  # ids are written in either case
+        for name in ("user_text", "response"):
+            if name in self.columns:
+                hit = pc.or_(hit, pc.match_substring(table.column(name), needle, ignore_case=True))
+        hit = pc.fill_null(hit, False)
+        if f.since is not None or f.until is not None:
+            from .schema import UTC_US
+
+            ts = table.column("ts")
+            if f.since is not None:
+                hit = pc.and_(hit, pc.greater_equal(ts, pa.scalar(f.since, UTC_US)))
+            if f.until is not None:
+                hit = pc.and_(hit, pc.less(ts, pa.scalar(f.until, UTC_US)))
+        if f.sources:
+            hit = pc.and_(hit, pc.fill_null(pc.is_in(table.column("source"),
+                                                     value_set=pa.array(list(f.sources), pa.large_string())), False))
+        ids = pc.unique(cid.filter(hit))
+        return pa.table({"conversation_id": ids.cast(pa.string())})
+
+    def conversations(self, f: Filters = Filters()) -> ConversationList:
+        """The conversation list for these filters (cached until the log or ratings change)."""
+        with self._lock:
+            self._ensure()
+            key = (f, self._ratings_key)
+            hit = self._lists.get(key)
+            if hit is not None:
+                self._lists.move_to_end(key)
+                return hit
+            # a conversation matching the search counts with all its turns in range: the kept
+            # groups of the range, cut down to the conversations the search found
+            self._con.register("grouped", self._grouped_kept(f))
+            cond = []
+            needle = (f.search or "").strip()
+            if needle:
+                self._con.register("hits", self._search_ids(needle, f))
+                cond.append("g.conversation_id IN (SELECT conversation_id FROM hits)")
+            if f.rating == "rated negatively":
+                cond.append("coalesce(r.down, 0) > 0")
+            elif f.rating == "rated positively":
+                cond.append("coalesce(r.up, 0) > 0")
+            elif f.rating not in (None, "", "any"):
+                raise ValueError(f"unknown rating filter {f.rating!r}")
+            if f.ids is not None:
+                self._con.register("picked", pa.table({"conversation_id": pa.array(sorted(f.ids), pa.string())}))
+                cond.append("g.conversation_id IN (SELECT conversation_id FROM picked)")
+            sql = ("SELECT g.conversation_id, g.turns, g.first_ts, g.last_ts, "
+                   "(epoch_us(g.last_ts) - epoch_us(g.first_ts)) / 1e6 AS duration_s, g.source, g.errors, "
+                   "g.first_user_text, CAST(coalesce(r.up, 0) AS BIGINT) AS up, "
+                   "CAST(coalesce(r.down, 0) AS BIGINT) AS down "
+                   "FROM grouped g LEFT JOIN ratings r USING (conversation_id)"
+                   + (" WHERE " + " AND ".join(cond) if cond else ""))
+            params = []
+            table = _arrow(self._con.execute(sql, params))
+            turns = int(pc.sum(table.column("turns")).as_py() or 0) if table.num_rows else 0
+            result = ConversationList(table, turns)
+            self._lists[key] = result
+            while len(self._lists) > LIST_CACHE:
+                self._lists.popitem(last=False)
+            return result
+
+    def _with_first_text(self, table: pa.Table, keep_row: bool = False) -> pa.Table:
+        """``first_row`` -> ``first_user_text`` (taken from the Arrow column: the engine
+        never scans the question text for a list)."""
+        i = table.schema.get_field_index("first_row")
+        rows = table.column(i).to_numpy()
+        order = np.argsort(rows, kind="stable")  # a take in row order is far cheaper over many chunks
+        text = self._table.column("user_text").take(pa.array(rows[order])).combine_chunks()
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        text = text.take(pa.array(back)).cast(pa.string())
+        if keep_row:
+            return table.append_column("first_user_text", text)
+        return table.set_column(i, "first_user_text", text)
+
+    def summary(self, since: datetime | None = None, until: datetime | None = None, iso: bool = False) -> pa.Table:
+        """conversation_id, turns, first_ts, last_ts, first_user_text; newest first (the CLI list).
+        With ``iso`` the times are text, ``2026-11-21T05:31:15.123Z``.
+
+        The whole log's list is persisted beside the store's segments: it is reused as long
+        as the log is unchanged, and after appends only the new rows are grouped and merged."""
+        with self._lock:
+            self._ensure()
+            if since is None and until is None:
+                table = self._summary_all()
+            else:
+                where, params = self._where(Filters(since=since, until=until))
+                sql = ("SELECT conversation_id, count(*) AS turns, min(ts) AS first_ts, max(ts) AS last_ts, "
+                       f"CAST(min((epoch_us(ts)::HUGEINT << 40) + row) & {_ROW_MASK} AS BIGINT) AS first_row "
+                       f"FROM turns{where} GROUP BY conversation_id ORDER BY max(ts) DESC, conversation_id")
+                table = self._with_first_text(_arrow(self._con.execute(sql, params)))
+            if iso:
+                from ..listing import _iso_array
+
+                for name in ("first_ts", "last_ts"):
+                    i = table.schema.get_field_index(name)
+                    table = table.set_column(i, name, _iso_array(table.column(i)))
+            return table
+
+    def _summary_path(self):
+        if self.store.cache_dir is None:
+            return None
+        import hashlib
+        import json
+        import os
+
+        from .segments import CACHE_VERSION
+
+        ident = json.dumps([os.path.abspath(self.store.path), list(self.columns), CACHE_VERSION, _SUMMARY_VERSION])
+        return self.store.cache_dir / f"summary-{hashlib.sha1(ident.encode()).hexdigest()[:20]}.arrow"
+
+    def _summary_all(self) -> pa.Table:
+        import json
+
+        state = self.store.state()
+        path = self._summary_path()
+        old = _read_summary(path) if path is not None else None
+        if old is not None and old[1] == state:
+            return old[0].drop_columns(["first_row"])  # the saved answer: the big columns stay untouched
+        base = _appended_rows(old[1], state) if old is not None else None
+        group = ("SELECT conversation_id, count(*) AS turns, min(ts) AS first_ts, max(ts) AS last_ts, "
+                 f"CAST(min((epoch_us(ts)::HUGEINT << 40) + row) & {_ROW_MASK} AS BIGINT) AS first_row "
+                 "FROM turns{} GROUP BY conversation_id")
+        if base is None:
+            table = self._with_first_text(_arrow(self._con.execute(
+                group.format("") + " ORDER BY last_ts DESC, conversation_id")), keep_row=True)
+        else:  # the log only grew at its end: merge the saved list with the new rows' groups
+            self._con.register("saved", old[0])
+            self._con.register("turns_tail", self._table.slice(base))  # the new rows only
+            self._con.register("added", self._with_first_text(_arrow(self._con.execute(
+                group.format("").replace("FROM turns", "FROM turns_tail"))), keep_row=True))
+            self._con.unregister("turns_tail")
+            key = "(epoch_us(first_ts)::HUGEINT << 40) + first_row"
+            table = _arrow(self._con.execute(
+                "SELECT conversation_id, sum(turns)::BIGINT AS turns, min(first_ts) AS first_ts, "
+                f"max(last_ts) AS last_ts, CAST(min({key}) & {_ROW_MASK} AS BIGINT) AS first_row, "
+                f"arg_min(first_user_text, {key}) AS first_user_text "
+                "FROM (SELECT * FROM saved UNION ALL SELECT * FROM added) "
+                "GROUP BY conversation_id ORDER BY last_ts DESC, conversation_id"))
+            self._con.unregister("saved")
+            self._con.unregister("added")
+        if path is not None:
+            try:
+                _write_summary(path, table, json.dumps(state))
+            except OSError:
+                pass  # a cache that cannot be written is only slower
+        return table.drop_columns(["first_row"])
+
+    def transcript(self, conversation_id: str) -> pa.Table:
+        """Every turn of one conversation, oldest first (the store's columns)."""
+        with self._lock:
+            self._ensure()
+            cols = ", ".join(self.columns)
+            return _arrow(self._con.execute(
+                f"SELECT {cols} FROM turns WHERE conversation_id = ? ORDER BY ts, row", [conversation_id]))
+
+    def has_conversation(self, conversation_id: str) -> bool:
+        with self._lock:
+            self._ensure()
+            return self._con.execute("SELECT count(*) FROM turns WHERE conversation_id = ? LIMIT 1",
+                                     [conversation_id]).fetchone()[0] > 0
+
+    def turns_of(self, f: Filters = Filters(), ids: list[str] | None = None) -> pa.Table:
+        """Every turn of the conversations in the list for ``f`` (or of ``ids``), in time
+        order: what an export of the filtered view holds."""
+        with self._lock:
+            lst = self.conversations(f) if ids is None else None
+            chosen = lst.ids() if ids is None else list(ids)
+            self._con.register("chosen", pa.table({"conversation_id": pa.array(chosen, pa.string())}))
+            where, params = self._where(f)
+            cols = ", ".join(self.columns)
+            sql = (f"SELECT {cols} FROM (SELECT * FROM turns{where}) "
+                   "SEMI JOIN chosen USING (conversation_id) ORDER BY ts, row")
+            return _arrow(self._con.execute(sql, params))
+
+    def sources(self) -> list[str]:
+        with self._lock:
+            self._ensure()
+            if self._sources is None:
+                if "source" not in self.columns:
+                    return []
+                rows = self._con.execute("SELECT DISTINCT source FROM turns WHERE source IS NOT NULL "
+                                         "ORDER BY source").fetchall()
+                self._sources = [r[0] for r in rows]
+            return list(self._sources)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+
+def open_questions(path, columns=None, cache_dir=None, **kw) -> Questions:
+    """A :class:`Questions` over a new :class:`chatcore.store.LogStore` of ``path``."""
+    from .ingest import LogStore
+
+    return Questions(LogStore(path, cache_dir=cache_dir, columns=columns), **kw)
