@@ -158,11 +158,11 @@ def run(args) -> int:
               f"{s['conversations_passed']}/{s['conversations']} conversations); "
               f"changed {s['changed']}, worse {s['worse']}, better {s['better']}, "
               f"not answered {s['errors']}" + (f", judge errors {s['judge_errors']}" if s["judge_errors"] else ""))
-        if s["errors"]:
-            print(f"{s['errors']} turn(s) were not answered by the Space at {where} (down, timed out or "
-                  "refused): counted as failed", file=sys.stderr)
         print(f"run {report['run_id']}" + (f", report {saved}" if saved else "")
               + f"; gate {report['gate']} (min pass {_pct(args.min_pass)})")
+    if s["errors"]:
+        print(f"{s['errors']} turn(s) were not answered by the Space at {where} (down, timed out or "
+              "refused): counted as failed", file=sys.stderr)
     return 0 if report["gate"] == "pass" else 1
 
 

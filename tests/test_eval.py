@@ -1,0 +1,425 @@
+"""Regression gate: suites from the log, eval runs against real Spaces, a real judge server.
+
+Everything runs on 127.0.0.1: the Spaces (``python -m chatcore space``), an OpenAI-compatible
+model server the Spaces' ``openai`` responder talks to, and an OpenAI-compatible judge that
+speaks both the streaming (SSE) and the plain JSON protocol.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from chatcore import annotations
+from chatcore.client import SpaceClient
+from chatcore.evaluate import Judge, parse_verdict, run_suite
+from chatcore.suites import get_suite, load_suites
+from conftest import ROOT, SpaceProcess
+
+TOKEN = "staff-token-of-the-eval-tests"
+REFUSAL = "Sorry, I cannot help with refunds."
+
+
+class _OpenAIServer:
+    """``/v1/chat/completions`` on a free loopback port.
+
+    role ``model``: replies like the echo responder (``You said: …``, numbered after the first
+    message) unless the system prompt says ``Refuse refunds`` and the message is about a refund.
+    role ``judge``: reads the new reply out of the prompt and fails a refusal, with a reason.
+    """
+
+    def __init__(self, role: str, delay: float = 0.0):
+        self.role = role
+        self.delay = delay
+        self.requests: list[dict] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+        lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with lock:
+                    server.requests.append({"body": body, "auth": self.headers.get("Authorization")})
+                    server.in_flight += 1
+                    server.most_in_flight = max(server.most_in_flight, server.in_flight)
+                try:
+                    if server.delay:
+                        time.sleep(server.delay)
+                    text = server.answer(body["messages"])
+                    self.respond(text, bool(body.get("stream")))
+                except OSError:  # the caller went away (a Space stopped mid-reply)
+                    pass
+                finally:
+                    with lock:
+                        server.in_flight -= 1
+
+            def respond(self, text: str, stream: bool):
+                if not stream:
+                    data = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                                    "finish_reason": "stop"}]}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                words = text.split(" ")
+                for i, w in enumerate(words):
+                    piece = w if i == 0 else " " + w
+                    chunk = {"choices": [{"index": 0, "delta": {"content": piece}}]}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.flush()
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+                self.close_connection = True
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def answer(self, messages: list[dict]) -> str:
+        if self.role == "judge":
+            prompt = messages[-1]["content"]
+            reply = prompt.rsplit("New reply:\n", 1)[1].strip()
+            if "cannot help" in reply:
+                return 'Verdict: {"pass": false, "reason": "The new reply refuses the refund\\nthe visitor asked for."}'
+            return '{"pass": true, "reason": "Same substance as the reference."}'
+        system = " ".join(m["content"] for m in messages if m["role"] == "system")
+        text = messages[-1]["content"]
+        if "Refuse refunds" in system and "refund" in text.lower():
+            return REFUSAL
+        n = sum(m["role"] == "user" for m in messages)
+        return f"You said: {text}" + (f" (message {n} in this conversation)" if n > 1 else "")
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+CONVERSATIONS = {
+    "c-refund": (["I want a refund", "order 42 please"], (0, "down")),
+    "c-parcel": (["hello", "where is my parcel"], (1, "down")),
+    "c-thanks": (["thanks a lot"], (0, "up")),
+    "c-refund-unrated": (["refund for order 7"], None),
+}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A production log with rated conversations, and Spaces: as before, and with a new prompt."""
+    base = tmp_path_factory.mktemp("eval")
+    model = _OpenAIServer("model")
+    judge = _OpenAIServer("judge")
+    env = {"CHAT_RESPONDER": "openai", "OPENAI_BASE_URL": model.url, "CHAT_OPERATOR_TOKEN": TOKEN}
+    prod = SpaceProcess(base / "prod" / "chat_logs.jsonl", env=env)
+    changed = SpaceProcess(base / "staging" / "chat_logs.jsonl", env={**env, "CHAT_SYSTEM_PROMPT": "Refuse refunds."})
+    started = []
+    try:
+        for sp in (prod, changed):
+            sp.start()
+            started.append(sp)
+        client = SpaceClient(prod.url, operator_token=TOKEN)
+        for cid, (texts, rating) in CONVERSATIONS.items():
+            client.reset()
+            for text in texts:
+                client.send(text, cid, source="api")
+            if rating:
+                annotations.record_feedback(prod.log_path, cid, rating[0], rating[1])
+        client.close()
+        yield {"log": prod.log_path, "prod": prod, "changed": changed, "model": model, "judge": judge,
+               "base": base}
+    finally:
+        for sp in started:
+            sp.stop()
+        model.stop()
+        judge.stop()
+
+
+def cli(*args, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "CHAT_OPERATOR_TOKEN": TOKEN, "NO_COLOR": "1", **(env or {})}
+    full_env.pop("CHAT_LOG_PATH", None)
+    return subprocess.run([sys.executable, "-m", "chatcore", *args], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _suite(world, name: str, *extra: str) -> None:
+    if name not in load_suites(world["log"]):
+        r = cli("suite", "add", name, "--rated", "down", "--log", str(world["log"]), *extra)
+        assert r.returncode == 0, r.stderr
+
+
+def _failing(report: dict) -> dict[tuple[str, int], dict]:
+    return {(c["conversation_id"], t["turn"]): t for c in report["conversations"] for t in c["turns"]
+            if not t["passed"]}
+
+
+# ------------------------------------------------------------------------------- suites
+
+
+def test_suite_from_thumbs_down_conversations(world):
+    log = str(world["log"])
+    r = cli("suite", "add", "thumbs-down", "--rated", "down", "--since", "2020-01-01", "--log", log)
+    assert r.returncode == 0, r.stderr
+    assert "2 conversation(s) added" in r.stdout
+    suite = get_suite(log, "thumbs-down")
+    assert list(suite.conversations) == ["c-refund", "c-parcel"]  # order of the log
+    refund = suite.conversations["c-refund"]
+    assert [t.user_text for t in refund.turns] == ["I want a refund", "order 42 please"]
+    assert refund.turns[1].reference == "You said: order 42 please (message 2 in this conversation)"
+    assert "rated down" in refund.filter
+
+    # a date range that ends before the log adds nothing
+    r = cli("suite", "add", "empty", "--rated", "down", "--until", "2020-01-01", "--log", log)
+    assert r.returncode == 0 and "0 conversation(s)" in r.stdout
+
+    # pick by hand, an unknown id is named and skipped
+    r = cli("suite", "pick", "thumbs-down", "c-thanks", "no-such-id", "--log", log)
+    assert r.returncode == 0 and "no-such-id" in r.stderr
+    assert "c-thanks" in get_suite(log, "thumbs-down").conversations
+
+    # remove a conversation (append-only: the file only grows)
+    size = (Path(log).parent / "annotations" / "suites.jsonl").stat().st_size
+    r = cli("suite", "remove", "thumbs-down", "c-thanks", "--log", log)
+    assert r.returncode == 0, r.stderr
+    assert "c-thanks" not in get_suite(log, "thumbs-down").conversations
+    assert (Path(log).parent / "annotations" / "suites.jsonl").stat().st_size > size
+    assert cli("suite", "remove", "thumbs-down", "c-thanks", "--log", log).returncode == 1
+
+    # an ideal answer on the transcript shows in every suite holding the conversation
+    r = cli("suite", "ideal", "c-parcel", "1", "Your parcel is on its way.", "--log", log)
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(cli("suite", "show", "thumbs-down", "--format", "json", "--log", log).stdout)
+    parcel = next(c for c in shown["conversations"] if c["conversation_id"] == "c-parcel")
+    assert parcel["turns"][1]["ideal"] == "Your parcel is on its way."
+    assert cli("suite", "ideal", "c-parcel", "1", "--clear", "--log", log).returncode == 0
+    assert get_suite(log, "thumbs-down").conversations["c-parcel"].turns[1].ideal is None
+
+    listed = json.loads(cli("suite", "list", "--format", "json", "--log", log).stdout)
+    assert {"suite": "thumbs-down", "conversations": 2, "turns": 4} == {k: listed[0][k] for k in
+                                                                        ("suite", "conversations", "turns")}
+    # hostile names and ids are refused as usage errors
+    assert cli("suite", "add", "../etc", "--rated", "down", "--log", log).returncode == 2
+    assert cli("suite", "ideal", "bad id!", "0", "x", "--log", log).returncode == 2
+    assert cli("suite", "add", "nofilter", "--log", log).returncode == 2
+
+
+# --------------------------------------------------------------------------------- runs
+
+
+def test_unchanged_space_passes_with_similarity_and_with_judge(world):
+    _suite(world, "gate")
+    log = str(world["log"])
+    report_path = world["base"] / "unchanged.json"
+    r = cli("eval", "gate", "--space", world["prod"].url, "--log", log, "--report", str(report_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(report_path.read_text())
+    assert report["summary"]["pass_rate"] == 1.0
+    assert report["summary"]["changed"] == 0 and report["summary"]["errors"] == 0
+    assert report["summary"]["turns"] == 4 and report["gate"] == "pass"
+    assert "pass rate 100.0%" in r.stdout
+    # replayed as source=replay, with the staff token, in turn order within each conversation
+    replays = [rec for rec in world["prod"].records() if rec["source"] == "replay"]
+    assert len(replays) == 4
+    by_conv: dict[str, list[str]] = {}
+    for rec in replays:
+        by_conv.setdefault(rec["conversation_id"], []).append(rec["user_text"])
+    assert sorted(by_conv.values()) == [["I want a refund", "order 42 please"], ["hello", "where is my parcel"]]
+
+    before = len(world["judge"].requests)
+    r = cli("eval", "gate", "--space", world["prod"].url, "--judge", world["judge"].url, "--log", log,
+            "--format", "json", env={"CHAT_JUDGE_API_KEY": "judge-secret-key"})
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    asked = world["judge"].requests[before:]
+    assert len(asked) == 4 and not any(q["body"]["stream"] for q in asked)
+    assert all(q["auth"] == "Bearer judge-secret-key" for q in asked)
+    assert "judge-secret-key" not in r.stdout + r.stderr
+    assert {t["reason"] for c in report["conversations"] for t in c["turns"]} == {"Same substance as the reference."}
+
+
+def test_changed_space_fails_on_the_expected_turns_with_reasons(world):
+    _suite(world, "gate")
+    log = str(world["log"])
+    url = world["changed"].url
+    r = cli("eval", "gate", "--space", url, "--log", log, "--format", "json")
+    assert r.returncode == 1, r.stderr
+    plain = json.loads(r.stdout)
+    assert set(_failing(plain)) == {("c-refund", 0)}
+    assert plain["summary"]["changed"] == 1 and plain["summary"]["worse"] == 1
+    assert plain["summary"]["pass_rate"] == 0.75 and plain["gate"] == "fail"
+    failing = _failing(plain)[("c-refund", 0)]
+    assert failing["reply"] == REFUSAL and failing["status"] == "fail"
+
+    before = len(world["judge"].requests)
+    r = cli("eval", "gate", "--space", url, "--log", log, "--judge", world["judge"].url, "--judge-stream")
+    assert r.returncode == 1
+    assert all(q["body"]["stream"] for q in world["judge"].requests[before:])
+    # the judge's reason, on one line, for the failing turn only
+    fail_lines = [line for line in r.stdout.splitlines() if line.startswith("FAIL")]
+    assert fail_lines == ["FAIL c-refund turn 0 [fail]: The new reply refuses the refund the visitor asked for."]
+    assert "pass rate 75.0%" in r.stdout and "gate fail" in r.stdout
+
+    # a lower bar lets the same Space through
+    assert cli("eval", "gate", "--space", url, "--log", log, "--min-pass", "0.7").returncode == 0
+
+    # compare the unchanged run with the changed one
+    runs = json.loads(cli("eval", "--history", "gate", "--format", "json", "--log", log).stdout)
+    assert len(runs) >= 3
+    ok = next(x["run_id"] for x in runs if x["pass_rate"] == 1.0)
+    bad = next(x["run_id"] for x in runs if x["pass_rate"] == 0.75)
+    r = cli("eval", "--compare", ok, bad, "--log", log, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    diff = json.loads(r.stdout)
+    assert diff["worse"] == 1 and diff["better"] == 0
+    assert [(t["conversation_id"], t["turn"]) for t in diff["turns"] if t["movement"]] == [("c-refund", 0)]
+    text = cli("eval", "--compare", ok, bad, "--log", log).stdout
+    assert "c-refund turn 0: pass -> fail (worse)" in text and "[-You said:" in text
+    assert cli("eval", "--compare", ok, "no-such-run", "--log", log).returncode == 1
+
+
+def test_an_ideal_answer_makes_a_turn_better(world, tmp_path):
+    """The ideal answer is a second way to pass, and a turn that reaches it counts as better."""
+    log = str(world["log"])
+    r = cli("suite", "pick", "ideal", "c-refund-unrated", "--log", log)
+    assert r.returncode == 0
+    # the logged reply is far from what staff wanted; the new prompt gives the ideal answer
+    assert cli("suite", "ideal", "c-refund-unrated", "0", REFUSAL, "--log", log).returncode == 0
+    report = json.loads(cli("eval", "ideal", "--space", world["changed"].url, "--log", log,
+                            "--format", "json").stdout)
+    turn = report["conversations"][0]["turns"][0]
+    assert turn["passed"] and turn["movement"] == "better" and turn["similarity_ideal"] == 1.0
+    assert report["summary"]["better"] == 1 and report["summary"]["changed"] == 1
+
+
+def test_exit_codes_and_usage_errors(world, tmp_path):
+    _suite(world, "gate")
+    log = str(world["log"])
+    assert cli("eval", "no-such-suite", "--space", world["prod"].url, "--log", log).returncode == 2
+    assert cli("eval", "gate", "--space", world["prod"].url, "--min-pass", "1.5", "--log", log).returncode == 2
+    assert cli("eval", "gate", "--space", world["prod"].url, "--judge", "ftp://x", "--log", log).returncode == 2
+    assert cli("eval", "gate", "--space", world["prod"].url, "--parallel", "0", "--log", log).returncode == 2
+    # nothing listens on this port: nothing replayed, exit 1, the URL named
+    from conftest import free_port
+
+    down = f"http://127.0.0.1:{free_port()}"
+    r = cli("eval", "gate", "--space", down, "--log", log)
+    assert r.returncode == 1 and "cannot reach the Space" in r.stderr and "nothing was replayed" in r.stderr
+    # a judge that is down: every turn is a judge error, counted as failed
+    r = cli("eval", "gate", "--space", world["prod"].url, "--judge", down + "/v1", "--log", log,
+            "--format", "json", "--timeout", "10")
+    assert r.returncode == 1
+    report = json.loads(r.stdout)
+    assert report["summary"]["judge_errors"] == 4 and report["summary"]["passed"] == 0
+
+
+def test_space_down_mid_run_counts_failed_not_changed(world, tmp_path):
+    """The Space is stopped once the run is under way: turns it never answered are failed and
+    reported as not answered, never as changed."""
+    log = str(world["log"])
+    _suite(world, "gate")
+    slow_model = _OpenAIServer("model", delay=1.0)
+    slow = SpaceProcess(tmp_path / "slow" / "chat_logs.jsonl",
+                        env={"CHAT_RESPONDER": "openai", "OPENAI_BASE_URL": slow_model.url,
+                             "CHAT_OPERATOR_TOKEN": TOKEN})
+    slow.start()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chatcore", "eval", "gate", "--space", slow.url, "--log", log,
+             "--parallel", "1", "--format", "json", "--timeout", "20"],
+            cwd=ROOT, env={**os.environ, "CHAT_OPERATOR_TOKEN": TOKEN}, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not slow_model.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert slow_model.requests, "the run never reached the Space"
+        slow.stop()  # mid-run: the first reply is still being written
+        out, err = proc.communicate(timeout=120)
+    finally:
+        slow.stop()
+        slow_model.stop()
+    assert proc.returncode == 1
+    report = json.loads(out)
+    s = report["summary"]
+    assert s["errors"] >= 3 and s["changed"] == 0 and s["worse"] == 0
+    assert s["failed"] == s["turns"] - s["passed"]
+    errors = [t for c in report["conversations"] for t in c["turns"] if t["status"] == "error"]
+    assert all(t["reason"].startswith("not answered") and t["reply"] == "" for t in errors)
+    assert "not answered by the Space" in err
+
+
+def test_conversations_replay_in_parallel_with_turns_in_order(world):
+    """8 conversations through a model server that takes 0.3 s a reply: with parallel=4 the
+    server sees several at once (overlap), and each conversation's replies keep their numbering."""
+    log = world["log"]
+    slow_model = _OpenAIServer("model", delay=0.3)
+    slow = SpaceProcess(world["base"] / "par" / "chat_logs.jsonl",
+                        env={"CHAT_RESPONDER": "openai", "OPENAI_BASE_URL": slow_model.url,
+                             "CHAT_OPERATOR_TOKEN": TOKEN}).start()
+    try:
+        from chatcore.suites import Suite, SuiteConversation, SuiteTurn
+
+        suite = Suite("par")
+        for i in range(8):
+            cid = f"p-{i}"
+            texts = [f"q{i} a", f"q{i} b", f"q{i} c"]
+            turns = [SuiteTurn(k, t, f"You said: {t}" + (f" (message {k + 1} in this conversation)" if k else ""))
+                     for k, t in enumerate(texts)]
+            suite.conversations[cid] = SuiteConversation(cid, turns)
+        seen = []
+        report = run_suite(suite, slow.url, parallel=4, operator_token=TOKEN, token_log_path=log,
+                           on_conversation=lambda d, n, c: seen.append((d, n)))
+        assert slow_model.most_in_flight >= 2
+        assert slow_model.most_in_flight <= 4
+        assert report["summary"]["pass_rate"] == 1.0 and report["summary"]["changed"] == 0
+        assert sorted(seen) == [(d, 8) for d in range(1, 9)]
+    finally:
+        slow.stop()
+        slow_model.stop()
+
+
+# --------------------------------------------------------------------------------- judge
+
+
+def test_judge_prompt_values_are_not_read_as_placeholders():
+    judge = Judge("http://127.0.0.1:9/v1", prompt="U={user_text} R={reference} I={ideal} N={reply}")
+    try:
+        text = judge.render("say {reply} and {ideal}", "ref", None, "new")
+    finally:
+        judge.close()
+    assert text == "U=say {reply} and {ideal} R=ref I=(none) N=new"
+
+
+@pytest.mark.parametrize("content, verdict", [
+    ('{"pass": true, "reason": "fine"}', (True, "fine")),
+    ('Here you go:\n```json\n{"pass": false, "reason": "wrong\\u001b[31m order"}\n```', (False, "wrong\ufffd[31m order")),
+    ("FAIL: makes up a tracking number", (False, "makes up a tracking number")),
+])
+def test_parse_verdict(content, verdict):
+    assert parse_verdict(content) == verdict
+
+
+def test_parse_verdict_without_a_verdict_is_an_error():
+    from chatcore.evaluate import JudgeError
+
+    with pytest.raises(JudgeError):
+        parse_verdict("I think it is mostly fine")
