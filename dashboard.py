@@ -36,6 +36,7 @@ def page_list() -> list:
         st.Page(PAGES["chat"], title="Chat", icon=":material/chat:"),
         st.Page(PAGES["live"], title="Live", icon=":material/sensors:"),
         st.Page(PAGES["conversations"], title="Conversations", icon=":material/forum:"),
+        st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
     ]
 
 

@@ -131,6 +131,13 @@ class Judge:
         return parse_verdict(content)
 
 
+def judge_from_env(url: str, **kwargs) -> Judge:
+    """A :class:`Judge` at ``url`` with ``CHAT_JUDGE_MODEL`` and ``CHAT_JUDGE_API_KEY`` (a secret)."""
+    kwargs.setdefault("model", os.environ.get("CHAT_JUDGE_MODEL") or "default")
+    kwargs.setdefault("api_key", os.environ.get("CHAT_JUDGE_API_KEY") or None)
+    return Judge(url, **kwargs)
+
+
 def parse_verdict(content: str) -> tuple[bool, str]:
     """``{"pass": bool, "reason": str}`` somewhere in ``content``; else a leading PASS/FAIL."""
     text = (content or "").strip()

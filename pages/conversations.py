@@ -404,3 +404,5 @@ if ids:
 
     annotate(cid)
     replay_panel(cid, original_turns)
+    from pages._suites import suite_panel  # the regression-suite block (add to a suite, ideal answers)
+    suite_panel(cid, original_turns, cfg.log_path, current_user())

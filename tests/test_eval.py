@@ -423,3 +423,96 @@ def test_parse_verdict_without_a_verdict_is_an_error():
 
     with pytest.raises(JudgeError):
         parse_verdict("I think it is mostly fine")
+
+
+# ------------------------------------------------------------------------------ dashboard
+
+
+@pytest.fixture
+def dashboard_env(world, monkeypatch):
+    from conftest import apptest_knows_the_entry_navigates
+
+    monkeypatch.setenv("CHAT_LOG_PATH", str(world["log"]))
+    monkeypatch.setenv("CHAT_SPACE_URL", world["prod"].url)
+    monkeypatch.setenv("CHAT_OPERATOR_TOKEN", TOKEN)
+    monkeypatch.setenv("CHAT_TIMEZONE", "UTC")
+    monkeypatch.delenv("CHAT_DASHBOARD_PASSWORD_HASH", raising=False)
+    apptest_knows_the_entry_navigates(monkeypatch)
+    yield world
+    import streamlit as st
+
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def _open(page: str):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_evaluate_page_runs_a_suite_and_shows_turns_reasons_and_history(dashboard_env):
+    world = dashboard_env
+    _suite(world, "gate")
+    at = _open("pages/evaluate.py")
+    at.selectbox(key="eval_suite").select("gate").run()
+    at.text_input(key="eval_space").set_value(world["changed"].url)
+    submit = next(b for b in at.button if "eval_form" in (b.key or ""))
+    submit.click().run()
+    assert not at.exception, at.exception
+    report = at.session_state["eval_last"]
+    assert report["suite"] == "gate" and report["summary"]["pass_rate"] == 0.75
+    assert set(_failing(report)) == {("c-refund", 0)}
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Pass rate"] == "75%" and metrics["Turns passed"] == "3 / 4" and metrics["Changed"] == "1"
+    assert any("Gate fail" in e.value for e in at.error)
+    # the failing conversation is open with the word diff, escaped, and the reason
+    html = "".join(h.proto.body for h in at.main.get("html"))
+    assert "<del" in html and "<ins" in html and "refunds.</ins>" in html
+    assert any(m.value.startswith("**Reason:**") for m in at.markdown)
+    # the run is saved beside the log and listed in the history
+    assert any(r["run_id"] == report["run_id"] for r in __import__("chatcore.evaluate").evaluate.list_runs(world["log"], "gate"))
+    assert report["run_id"] in at.selectbox(key="eval_pick").options
+
+    # a second run against the unchanged Space: the history has both, with a chart of the pass rate
+    at.text_input(key="eval_space").set_value(world["prod"].url)
+    next(b for b in at.button if "eval_form" in (b.key or "")).click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["eval_last"]["summary"]["pass_rate"] == 1.0
+    assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart"), [type(e).__name__ for e in at.main]
+    assert any("Gate pass" in s.value for s in at.success)
+
+
+def test_evaluate_page_with_the_space_down_runs_nothing(dashboard_env):
+    from conftest import free_port
+
+    _suite(dashboard_env, "gate")
+    at = _open("pages/evaluate.py")
+    at.text_input(key="eval_space").set_value(f"http://127.0.0.1:{free_port()}")
+    next(b for b in at.button if "eval_form" in (b.key or "")).click().run()
+    assert not at.exception
+    assert any("Cannot reach the Space" in e.value and "nothing was replayed" in e.value for e in at.error)
+
+
+def test_conversations_page_adds_to_a_suite_and_saves_an_ideal_answer(dashboard_env):
+    log = dashboard_env["log"]
+    at = _open("pages/conversations.py")
+    at.selectbox(key="conv_pick").select("c-thanks").run()
+    at.text_input(key="suite_name").set_value("from-page").run()
+    next(b for b in at.button if b.key == "suite_add_btn").click().run()
+    assert not at.exception, at.exception
+    suite = get_suite(log, "from-page")
+    assert list(suite.conversations) == ["c-thanks"]
+    assert suite.conversations["c-thanks"].turns[0].reference == "You said: thanks a lot"
+    at.text_area(key="suite_ideal_text_c-thanks_0").set_value("You're welcome!").run()
+    next(b for b in at.button if b.key == "suite_ideal_btn").click().run()
+    assert not at.exception, at.exception
+    assert get_suite(log, "from-page").conversations["c-thanks"].turns[0].ideal == "You're welcome!"
+    # a bad suite name is an error on the page, nothing written
+    at.text_input(key="suite_name").set_value("../../x").run()
+    next(b for b in at.button if b.key == "suite_add_btn").click().run()
+    assert any("suite name" in e.value for e in at.error)

@@ -71,7 +71,7 @@ def history(args, log_path) -> int:
 def run(args) -> int:
     from ..cli import UsageError
     from ..client import space_health
-    from ..evaluate import DEFAULT_PARALLEL, Judge, latest_run, save_report
+    from ..evaluate import judge_from_env, latest_run, save_report
     from ..replay import strip_controls
     from ..settings import Settings, display_url, operator_token
     from ..suites import get_suite
@@ -107,9 +107,8 @@ def run(args) -> int:
             except OSError as exc:
                 raise UsageError(f"cannot read --judge-prompt: {exc.strerror}") from None
         try:
-            judge = Judge(args.judge, model=args.judge_model or os.environ.get("CHAT_JUDGE_MODEL") or "default",
-                          api_key=os.environ.get("CHAT_JUDGE_API_KEY") or None, stream=args.judge_stream,
-                          timeout=args.timeout, prompt=prompt)
+            judge = judge_from_env(args.judge, stream=args.judge_stream, timeout=args.timeout, prompt=prompt,
+                                   **({"model": args.judge_model} if args.judge_model else {}))
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     token = operator_token(log_path)

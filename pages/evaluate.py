@@ -1,0 +1,198 @@
+"""Evaluate: replay a regression suite against a Space, score it, and follow the pass rate over time."""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import streamlit as st
+
+from chatcore import evaluate as ev
+from chatcore.client import space_health
+from chatcore.dashboard import escape_markdown
+from chatcore.replay import diff_html
+from chatcore.settings import display_url, operator_token
+from chatcore.suites import load_suites
+from pages._shared import header, settings, through_entry
+
+through_entry()
+
+cfg = settings()
+ss = st.session_state
+
+header("Evaluate", ":material/fact_check:",
+       "Replay a suite of logged conversations against a Space (e.g. a staging Space with a new prompt) "
+       "and score every turn against the logged reply and the ideal answer, or with a judge model.")
+
+try:
+    suites = {name: s for name, s in load_suites(cfg.log_path).items() if s.conversations}
+except Exception as exc:  # a broken suites file: say so, no traceback
+    st.error(f"The suites could not be read: {exc}", icon=":material/error:")
+    st.stop()
+
+if not suites:
+    st.info("No suites yet. Add conversations to a suite from a transcript on the Conversations page, "
+            "or with `python -m chatcore suite add NAME --rated down`.", icon=":material/info:")
+    st.stop()
+
+names = sorted(suites)
+suite_name = st.selectbox("Suite", names, key="eval_suite",
+                          format_func=lambda n: f"{n} · {len(suites[n].conversations)} conversation(s), "
+                                                f"{suites[n].turn_count} turn(s)")
+suite = suites[suite_name]
+
+with st.form("eval_form", border=True):
+    a, b = st.columns(2)
+    space_url = a.text_input("Space URL", value=cfg.space_url, key="eval_space",
+                             help="The Space to test; replays are sent as source = replay with the staff token.")
+    judge_url = b.text_input("Judge (optional)", key="eval_judge", placeholder="http://127.0.0.1:8080/v1",
+                             help="An OpenAI-compatible server that judges each turn (prompt: "
+                                  "chatcore/eval_judge_prompt.md). Empty: score by similarity.")
+    c, d, e = st.columns(3)
+    min_pass = c.number_input("Pass rate needed", 0.0, 1.0, 1.0, 0.05, key="eval_min_pass")
+    threshold = d.number_input("Similarity to pass", 0.05, 1.0, ev.DEFAULT_SIMILARITY, 0.05, key="eval_similarity")
+    parallel = e.number_input("In parallel", 1, ev.MAX_PARALLEL, ev.DEFAULT_PARALLEL, 1, key="eval_parallel")
+    run = st.form_submit_button("Run the suite", icon=":material/play_arrow:", type="primary")
+
+
+def _run() -> None:
+    url = (space_url or "").strip()
+    if not url.startswith(("http://", "https://")):
+        ss.eval_error = "The Space URL must start with http:// or https://."
+        return
+    if space_health(url, timeout=3.0).get("status") not in ("ok", "degraded"):
+        ss.eval_error = f"Cannot reach the Space at {display_url(url)}; nothing was replayed."
+        return
+    judge = None
+    if (judge_url or "").strip():
+        try:
+            judge = ev.judge_from_env(judge_url.strip())
+        except ValueError as exc:
+            ss.eval_error = str(exc)
+            return
+    events: queue.Queue = queue.Queue()
+    box: dict = {}
+    previous = ev.latest_run(cfg.log_path, suite.name)
+
+    def work() -> None:
+        try:
+            box["report"] = ev.run_suite(
+                suite, url, judge=judge, parallel=int(parallel), threshold=float(threshold),
+                operator_token=operator_token(cfg.log_path), token_log_path=cfg.log_path, previous=previous,
+                on_conversation=lambda done, total, conv: events.put((done, total, conv["conversation_id"])))
+        except Exception as exc:  # shown as a message
+            box["error"] = f"The run failed: {exc}"
+
+    total = len(suite.conversations)
+    with st.status(f"Replaying {total} conversation(s) against {display_url(url)} …", expanded=True) as status:
+        bar = st.progress(0.0, text=f"0 of {total} conversations")
+        worker = threading.Thread(target=work, name="eval-run", daemon=True)
+        worker.start()
+        while worker.is_alive() or not events.empty():
+            try:
+                done, total, cid = events.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            bar.progress(done / max(total, 1), text=f"{done} of {total} conversations · {cid}")
+        worker.join()
+        if judge:
+            judge.close()
+        if "error" in box:
+            status.update(label="Run failed", state="error", expanded=False)
+            ss.eval_error = box["error"]
+            return
+        report = box["report"]
+        report["min_pass"] = float(min_pass)
+        report["gate"] = "pass" if report["summary"]["pass_rate"] >= float(min_pass) else "fail"
+        try:
+            ev.save_report(cfg.log_path, report)
+        except OSError as exc:
+            ss.eval_error = f"The run finished but its report could not be saved ({exc.strerror})."
+        ss.eval_shown = report["run_id"]
+        ss.eval_last = report
+        s = report["summary"]
+        status.update(label=f"Done: pass rate {s['pass_rate']:.0%}", state="complete" if report["gate"] == "pass"
+                      else "error", expanded=False)
+
+
+if run:
+    ss.pop("eval_error", None)
+    _run()
+if ss.get("eval_error"):
+    st.error(ss.eval_error, icon=":material/error:")
+
+# ----------------------------------------------------------------------------- history
+
+runs = ev.list_runs(cfg.log_path, suite.name)
+last = ss.get("eval_last")
+if last and last.get("suite") == suite.name and all(r["run_id"] != last["run_id"] for r in runs):
+    runs.append(last)  # not saved (read-only folder): still shown
+if not runs:
+    st.caption("No runs of this suite yet.")
+    st.stop()
+
+st.subheader("Pass rate over time", anchor=False)
+hist = ev.history_frame(runs)
+if len(hist) > 1:
+    st.line_chart(hist.set_index("started")[["pass_rate"]], y_label="pass rate", height=220)
+st.dataframe(hist.sort_values("started", ascending=False), hide_index=True, width="stretch",
+             column_config={"pass_rate": st.column_config.NumberColumn("pass rate", format="percent")})
+
+ids = [r["run_id"] for r in reversed(runs)]
+if ss.get("eval_shown") in ids and ss.get("eval_pick") != ss.eval_shown and run:
+    ss.eval_pick = ss.eval_shown
+shown_id = st.selectbox("Results of run", ids, key="eval_pick")
+report = next(r for r in runs if r["run_id"] == shown_id)
+s = report["summary"]
+
+st.subheader("Results", anchor=False)
+m = st.columns(6)
+m[0].metric("Pass rate", f"{s['pass_rate']:.0%}")
+m[1].metric("Turns passed", f"{s['passed']} / {s['turns']}")
+m[2].metric("Changed", s["changed"])
+m[3].metric("Worse", s["worse"])
+m[4].metric("Better", s["better"])
+m[5].metric("Not answered", s["errors"])
+gate = report.get("gate")
+if gate:
+    (st.success if gate == "pass" else st.error)(
+        f"Gate {gate}: pass rate {s['pass_rate']:.1%} against {report.get('min_pass', 1.0):.0%} needed "
+        f"· Space {report.get('space')}" + (f" · judge {report['judge']['url']}" if report.get("judge") else ""))
+if s["errors"]:
+    st.warning(f"{s['errors']} turn(s) were not answered by the Space (down, timed out or refused): "
+               "counted as failed.", icon=":material/warning:")
+
+_DEL = '<del style="background:#fee4e2;color:#b42318;text-decoration:line-through">'
+_INS = '<ins style="background:#dcfae6;color:#067647;text-decoration:none">'
+_BOX = '<div class="eval-diff" style="white-space:pre-wrap;font-size:0.95rem;line-height:1.5">{}</div>'
+ICON = {"pass": "✅", "fail": "❌", "error": "⚠️", "judge_error": "⚠️"}
+
+only_failing = st.toggle("Only conversations with failing turns", value=True, key="eval_only_failing")
+for conv in report["conversations"]:
+    bad = sum(not t["passed"] for t in conv["turns"])
+    if only_failing and not bad:
+        continue
+    label = f"{conv['conversation_id']} · " + (f"{bad} of {len(conv['turns'])} turn(s) failing" if bad
+                                               else "all turns pass")
+    with st.expander(label, expanded=bool(bad)):
+        for t in conv["turns"]:
+            with st.container(border=True):
+                move = f" · {t['movement']}" if t.get("movement") else ""
+                st.caption(f"Turn {t['turn']} · {ICON.get(t['status'], '')} {t['status']}{move}")
+                st.text(t["user_text"])
+                if t.get("reason"):
+                    st.markdown(f"**Reason:** {escape_markdown(t['reason'])}")
+                if t["status"] == "error":
+                    continue
+                left, right = diff_html(t["reference"] or "", t["reply"] or "")
+                paint = lambda h: _BOX.format(h.replace("<del>", _DEL).replace("<ins>", _INS))  # noqa: E731
+                lc, rc = st.columns(2)
+                with lc:
+                    st.caption("Logged reply (reference)")
+                    st.html(paint(left))
+                with rc:
+                    st.caption("Reply now")
+                    st.html(paint(right))
+                if t.get("ideal"):
+                    st.caption("Ideal answer")
+                    st.text(t["ideal"])
