@@ -223,6 +223,37 @@ def test_suite_from_thumbs_down_conversations(world):
     assert cli("suite", "add", "nofilter", "--log", log).returncode == 2
 
 
+def test_suite_filters_tags_handoff_and_picked_ids(tmp_path):
+    """Filters combine (every one must match); ids picked by hand are added; order is the log's."""
+    from datetime import datetime, timezone
+
+    from chatcore.records import make_record
+    from chatcore.store import load_log
+    from chatcore.suites import select_conversations
+
+    log = tmp_path / "chat_logs.jsonl"
+    rows = [("a", "widget", "2026-11-01T10:00:00.000Z"), ("b", "widget", "2026-11-02T10:00:00.000Z"),
+            ("b", "operator", "2026-11-02T10:01:00.000Z"), ("c", "widget", "2026-11-03T10:00:00.000Z"),
+            ("d", "widget", "2026-10-01T10:00:00.000Z")]
+    with open(log, "w") as f:
+        for i, (cid, source, ts) in enumerate(rows):
+            f.write(json.dumps(make_record(conversation_id=cid, turn=0, user_text=f"q{i}", response=f"r{i}",
+                                           latency_ms=1, source=source, backend="echo", ts=ts)) + "\n")
+    for cid in ("a", "b", "d"):
+        annotations.add_tag(log, cid, "escalated")
+    annotations.add_tag(log, "a", "bug")
+    frame, _ = load_log(log)
+    assert select_conversations(frame, log, tags=["escalated"]) == ["d", "a", "b"]
+    assert select_conversations(frame, log, tags=["Escalated", "bug"]) == ["a"]
+    assert select_conversations(frame, log, handed_off=True) == ["b"]
+    since = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    assert select_conversations(frame, log, tags=["escalated"], since=since) == ["a", "b"]
+    assert select_conversations(frame, log, handed_off=True, ids=["c"]) == ["b", "c"]
+    assert select_conversations(frame, log) == []  # no filter chooses nothing
+    with pytest.raises(ValueError):
+        select_conversations(frame, log, ids=["<script>"])
+
+
 # --------------------------------------------------------------------------------- runs
 
 
@@ -516,3 +547,20 @@ def test_conversations_page_adds_to_a_suite_and_saves_an_ideal_answer(dashboard_
     at.text_input(key="suite_name").set_value("../../x").run()
     next(b for b in at.button if b.key == "suite_add_btn").click().run()
     assert any("suite name" in e.value for e in at.error)
+
+
+@pytest.mark.skipif(not hasattr(__import__("chatcore.settings").settings, "ensure_operator_token"),
+                    reason="this Space does not check the staff token yet")
+def test_a_run_without_the_staff_token_replays_nothing(world, tmp_path):
+    """source=replay is a staff source: with a wrong token every turn is refused by the Space,
+    reported as not answered, and the gate fails."""
+    _suite(world, "gate")
+    replays_before = sum(rec["source"] == "replay" for rec in world["prod"].records())
+    r = cli("eval", "gate", "--space", world["prod"].url, "--log", str(world["log"]), "--format", "json",
+            env={"CHAT_OPERATOR_TOKEN": "not-the-token"})
+    assert r.returncode == 1
+    report = json.loads(r.stdout)
+    assert report["summary"]["errors"] == report["summary"]["turns"] == 4
+    assert report["summary"]["changed"] == 0
+    assert "not-the-token" not in r.stdout + r.stderr
+    assert sum(rec["source"] == "replay" for rec in world["prod"].records()) == replays_before
