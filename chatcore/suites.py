@@ -20,7 +20,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from .annotations import _append, _read, annotations_dir, feedback_by_turn, load_annotations, normalise_tag
+from .annotations import _read, _writer, annotations_dir, feedback_by_turn, load_annotations, normalise_tag
 from .records import check_conversation_id, utc_now_iso
 
 SUITE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
@@ -31,6 +31,13 @@ HANDOFF_SOURCES = ("operator",)
 
 def suites_file(log_path):
     return annotations_dir(log_path) / "suites.jsonl"
+
+
+def _append(path, record: dict) -> None:
+    """Append one line to ``path`` (a local file: suites are kept where the CLI or dashboard runs)."""
+    w = _writer(path)
+    if not w.append(record):
+        raise OSError(f"could not save to {path.name}: {w.last_error}")
 
 
 def check_suite_name(name) -> str:
