@@ -106,6 +106,8 @@ class _OpenAIServer:
             return '{"pass": true, "reason": "Same substance as the reference."}'
         system = " ".join(m["content"] for m in messages if m["role"] == "system")
         text = messages[-1]["content"]
+        if "take your time" in text:
+            time.sleep(4)  # longer than the run's timeout in test_a_turn_that_times_out…
         if "Refuse refunds" in system and "refund" in text.lower():
             return REFUSAL
         n = sum(m["role"] == "user" for m in messages)
@@ -396,6 +398,26 @@ def test_space_down_mid_run_counts_failed_not_changed(world, tmp_path):
     errors = [t for c in report["conversations"] for t in c["turns"] if t["status"] == "error"]
     assert all(t["reason"].startswith("not answered") and t["reply"] == "" for t in errors)
     assert "not answered by the Space" in err
+
+
+def test_a_turn_that_times_out_is_failed_and_the_run_goes_on(world):
+    """One turn slower than the timeout: that turn is not answered (failed, not changed); the
+    turns before it pass and the other conversations are replayed as usual."""
+    from chatcore.suites import Suite, SuiteConversation, SuiteTurn
+
+    suite = Suite("timeouts")
+    suite.conversations["t-slow"] = SuiteConversation("t-slow", [
+        SuiteTurn(0, "hello", "You said: hello"),
+        SuiteTurn(1, "take your time", "You said: take your time (message 2 in this conversation)")])
+    suite.conversations["t-fast"] = SuiteConversation("t-fast", [SuiteTurn(0, "quick one", "You said: quick one")])
+    report = run_suite(suite, world["prod"].url, parallel=2, timeout=1.5, operator_token=TOKEN,
+                       token_log_path=world["log"])
+    turns = {(c["conversation_id"], t["turn"]): t for c in report["conversations"] for t in c["turns"]}
+    assert turns[("t-slow", 0)]["passed"] and turns[("t-fast", 0)]["passed"]
+    slow = turns[("t-slow", 1)]
+    assert slow["status"] == "error" and "in time" in slow["reason"] and not slow["same"]
+    s = report["summary"]
+    assert (s["errors"], s["changed"], s["passed"], s["pass_rate"]) == (1, 0, 2, round(2 / 3, 4))
 
 
 def test_conversations_replay_in_parallel_with_turns_in_order(world):
