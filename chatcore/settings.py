@@ -19,9 +19,12 @@ def display_url(url: str) -> str:
 
     try:
         parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
         return "(invalid URL)"
     host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
     if parts.port:
         host += f":{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
