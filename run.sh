@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Chat Operator launcher.
-#   ./run.sh              set up on first use, then run the Space and the dashboard on embedded defaults
+#   ./run.sh [FLAGS]      set up on first use, then run the Space and the dashboard on embedded defaults
+#                         (FLAGS go to `python -m chatcore dashboard`: --port 8502 --space-port 7870 --log PATH ...)
 #   ./run.sh test [ARGS]  set up, then run the tests (ARGS go to pytest)
 #   ./run.sh setup        only set up (.venv, Python packages, test tools)
 # Environment: see README.md (CHAT_LOG_PATH, CHAT_SPACE_URL, CHAT_RESPONDER, ...).
@@ -47,6 +48,11 @@ setup_test_tools() {
 
 cmd=${1:-run}
 case "$cmd" in
+  -*)
+    # ./run.sh --port 8502 ...: flags for the launcher
+    setup_python
+    exec "$VENV/bin/python" -m chatcore dashboard "$@"
+    ;;
   setup)
     setup_python
     setup_test_tools
@@ -63,7 +69,7 @@ case "$cmd" in
     exec "$VENV/bin/python" -m chatcore dashboard "$@"
     ;;
   *)
-    echo "usage: ./run.sh [run|test|setup] [ARGS]" >&2
+    echo "usage: ./run.sh [run|test|setup] [ARGS]   (./run.sh --port 8502 --space-port 7870 moves both ports)" >&2
     exit 2
     ;;
 esac

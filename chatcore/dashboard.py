@@ -105,6 +105,70 @@ def is_local_url(url: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1", "0.0.0.0")
 
 
+@dataclass(frozen=True)
+class LogCheck:
+    """Whether the Space writes the log this dashboard reads.
+
+    ``status``: ``same``, ``different``, ``unknown`` (the Space could not tell:
+    no staff token, an older Space, no answer) or ``remote`` (the Space is on
+    another machine; its paths mean nothing here). ``reason`` says why, in plain words.
+    """
+
+    status: str
+    reason: str
+    space_log: str | None = None
+
+    @property
+    def differs(self) -> bool:
+        return self.status == "different"
+
+
+def same_log(ours: str | os.PathLike, space_log: str | os.PathLike) -> bool:
+    """True when reading ``ours`` (a file, or a folder of shards) includes what the Space writes to ``space_log``."""
+    mine, theirs = Path(ours).resolve(), Path(space_log).resolve()
+    if mine == theirs:
+        return True
+    try:
+        if mine.exists() and theirs.exists() and os.path.samefile(mine, theirs):
+            return True
+    except OSError:
+        pass
+    if mine.is_dir() or not mine.suffix:  # a folder of shards
+        try:
+            return theirs.parent == mine or (theirs.parent.exists() and os.path.samefile(theirs.parent, mine))
+        except OSError:
+            return False
+    return False
+
+
+def check_space_log(url: str, log_path: str | os.PathLike, timeout: float = 3.0) -> LogCheck:
+    """Ask the Space (``GET /healthz`` with the staff token) which log it writes and compare it with ``log_path``."""
+    import httpx
+
+    from .settings import OPERATOR_TOKEN_HEADER, display_url, operator_token
+
+    if not is_local_url(url):
+        return LogCheck("remote", f"the Space at {display_url(url)} runs on another machine; "
+                                  f"the dashboard reads {log_path}")
+    token = operator_token(log_path)
+    if not token:
+        return LogCheck("unknown", "there is no staff token to ask the Space with (CHAT_OPERATOR_TOKEN is not set "
+                                   f"and there is no token file in {Path(log_path).resolve()})")
+    try:
+        resp = httpx.get(url.rstrip("/") + "/healthz", headers={OPERATOR_TOKEN_HEADER: token}, timeout=timeout)
+        body = resp.json() if resp.status_code == 200 else {}
+    except (httpx.HTTPError, ValueError):
+        return LogCheck("unknown", f"the Space at {display_url(url)} did not answer")
+    space_log = body.get("log_path") if isinstance(body, dict) else None
+    if not space_log or not isinstance(space_log, str):
+        return LogCheck("unknown", f"the Space at {display_url(url)} did not say which log it writes "
+                                   "(it did not accept the staff token from this log's folder, or it is an older version)")
+    if same_log(log_path, space_log):
+        return LogCheck("same", f"the Space writes {space_log}", space_log)
+    return LogCheck("different", f"the Space at {display_url(url)} writes {space_log}, "
+                                 f"but the dashboard reads {Path(log_path).resolve()}", space_log)
+
+
 def health_summary(health: dict) -> dict:
     """What the pages show about the Space from its ``/healthz`` answer."""
     ok = health.get("status") in ("ok", "degraded")  # degraded: answering, but log writes fail

@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from chatcore.client import space_health
-from chatcore.dashboard import LiveFeed, SharedStore, resolve_timezone
+from chatcore.dashboard import LiveFeed, SharedStore, check_space_log, resolve_timezone
 from chatcore.settings import Settings
 
 PAGES = {
@@ -109,6 +109,13 @@ def load_questions(path):
 @st.cache_data(ttl=5, show_spinner=False)
 def health(url: str) -> dict:
     return space_health(url, timeout=2.0)
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def log_check(url: str, log_path: str) -> dict:
+    """Does the Space write the log the dashboard reads? (:func:`chatcore.dashboard.check_space_log`)"""
+    check = check_space_log(url, log_path, timeout=2.0)
+    return {"status": check.status, "reason": check.reason}
 
 
 def header(title: str, icon: str, caption: str | None = None) -> None:

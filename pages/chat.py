@@ -12,7 +12,7 @@ from chatcore.annotations import record_feedback
 from chatcore.client import SpaceClient, SpaceError
 from chatcore.dashboard import escaped_stream, format_ms, format_time, health_summary
 from chatcore.settings import display_url
-from pages._shared import through_entry, header, health, settings, viewer_tz
+from pages._shared import through_entry, header, health, log_check, settings, viewer_tz
 
 through_entry()
 
@@ -89,6 +89,14 @@ with st.container(border=True):
         st.caption(f":green[●] Space reachable at {display_url(cfg.space_url)} · {h['detail']}")
     else:
         st.caption(f":red[●] Space not reachable at {display_url(cfg.space_url)}")
+
+logs = log_check(cfg.space_url, str(cfg.log_path)) if h["ok"] else {"status": "down"}
+if logs["status"] == "different":
+    st.warning(f"The Space writes a different log from the one this dashboard reads: {logs['reason']}. "
+               "Prompts sent here will not appear on Live or Conversations.", icon=":material/warning:")
+elif logs["status"] == "unknown":
+    st.warning(f"The logs could not be compared: {logs['reason']}. If the Space writes another log, prompts "
+               "sent here will not appear on Live or Conversations.", icon=":material/help:")
 
 for msg in ss.chat_history:
     with st.chat_message(msg["role"]):

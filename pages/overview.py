@@ -8,6 +8,7 @@ import streamlit as st
 
 from chatcore.dashboard import (error_turns, excerpt, format_ms, format_time, health_summary,
                                 negative_share_by_day, overview_figures, ratings_today, turns_per_hour, tz_name)
+from chatcore.settings import display_url
 from pages._shared import through_entry, PAGES, header, health, load_feedback, load_frame, settings, viewer_tz
 
 through_entry()
@@ -78,7 +79,7 @@ def overview() -> None:
             else:
                 st.badge("unreachable", icon=":material/error:", color="red")
                 st.text(h["detail"])
-            st.caption(f"URL: {cfg.space_url}")
+            st.caption(f"URL: {display_url(cfg.space_url)}")
         with st.container(border=True):
             st.subheader("Log", anchor=False)
             a, b = st.columns(2)

@@ -22,7 +22,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..cli import UsageError
     from ..client import space_health
-    from ..settings import Settings
+    from ..settings import Settings, display_url
     from ..records import ID_PATTERN
     from ..simulate import SIMULATED_SOURCE, simulate
 
@@ -36,8 +36,8 @@ def run(args) -> int:
     url = args.space or Settings.from_env().space_url
     health = space_health(url)
     if health.get("status") not in ("ok", "degraded"):
-        raise UsageError(f"the Space at {url} is not reachable: {health.get('error')}")
-    print(f"simulating {args.visitors} visitor(s) x {args.turns} turn(s) against {url} (source={source})",
+        raise UsageError(f"the Space at {display_url(url)} is not reachable: {health.get('error')}")
+    print(f"simulating {args.visitors} visitor(s) x {args.turns} turn(s) against {display_url(url)} (source={source})",
           flush=True)
     progress = None if args.quiet else (lambda line: print(line, flush=True))
     result = simulate(url, visitors=args.visitors, turns=args.turns, delay=args.delay,
