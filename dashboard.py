@@ -6,15 +6,20 @@ Run with ``python -m chatcore dashboard`` (starts a local Space too) or
 from __future__ import annotations
 
 import html
-import time
+import math
 from pathlib import Path
 
 import streamlit as st
 
-from chatcore.auth import login_config, verify_password
+from chatcore.auth import LOGIN_THROTTLE, login_config, verify_password
 from chatcore.dashboard import health_summary, tz_name
 from chatcore.settings import display_url
+from pages import _guard
 from pages._shared import PAGES, health, settings, viewer_tz
+
+# Before anything is cached: sessions that have not logged in cannot clear the shared
+# caches or fetch exports (see pages/_guard.py).
+_guard.install()
 
 # A file of ours, not an emoji or ":material/…:" icon: Streamlit fetches those favicons from a CDN,
 # and the dashboard must work with no request leaving the machine.
@@ -60,6 +65,16 @@ def sidebar_value(text: str, breaks: bool) -> str:
 def _log_out() -> None:
     for key in ("dashboard_login", "dashboard_user"):
         st.session_state.pop(key, None)
+    _guard.set_authenticated(False)
+
+
+def client_address() -> str:
+    """The viewer's address for the login throttle (``local`` for loopback)."""
+    try:
+        ip = st.context.ip_address
+    except Exception:  # no browser context
+        ip = None
+    return ip[:64] if isinstance(ip, str) and ip else "local"
 
 
 def require_login() -> bool:
@@ -72,6 +87,12 @@ def require_login() -> bool:
     Viewers who are not signed in see the login screen and nothing else.
     """
     ss = st.session_state
+    allowed = _login_gate(ss)
+    _guard.set_authenticated(allowed)
+    return allowed
+
+
+def _login_gate(ss) -> bool:
     try:
         config = login_config(secrets=_secrets())
     except ValueError as exc:
@@ -84,6 +105,7 @@ def require_login() -> bool:
 
     if config.mode == "oidc":
         if not st.user.get("is_logged_in", False):
+            ss.pop("dashboard_user", None)
             _login_screen()
             st.caption("Sign in with your organisation's account.")
             st.button("Log in", icon=":material/login:", on_click=st.login, key="login_oidc", type="primary")
@@ -105,10 +127,16 @@ def require_login() -> bool:
         password = st.text_input("Password", type="password", key="login_password")
         submitted = st.form_submit_button("Log in", icon=":material/login:", type="primary")
     if submitted:
+        address = client_address()
+        wait = LOGIN_THROTTLE.attempt(address)  # shared by every session of this server
+        if wait:
+            st.error(f"Too many login attempts. Try again in {math.ceil(wait)} s.", icon=":material/lock_clock:")
+            return False
         if password and verify_password(password, config.password_hash):
+            LOGIN_THROTTLE.succeeded(address)
             ss.dashboard_login = True
+            _guard.set_authenticated(True)
             st.rerun()
-        time.sleep(1.0)  # slows down guessing
         st.error("Wrong password.", icon=":material/lock:")
     return False
 

@@ -19,6 +19,9 @@ import hmac
 import ipaddress
 import os
 import secrets as _secrets
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -112,3 +115,72 @@ def check_bind_address(host: str, config: LoginConfig) -> None:
         raise PermissionError(
             f"refusing to serve the dashboard on {host}: no login is configured. " + HOW_TO_CONFIGURE
         )
+
+
+# ---------------------------------------------------------------------- guessing
+
+
+class LoginThrottle:
+    """Password attempts allowed per client address and overall, in a sliding window.
+
+    Shared by every browser session of the process (a class instance at module
+    level, not session state): parallel websockets from one address share its
+    allowance, and many addresses together share the overall one. An attempt is
+    counted when it starts (so parallel attempts cannot all slip through before
+    the first one fails); a successful login takes that address's attempts back.
+    A refused attempt does not verify the password and is not counted.
+    """
+
+    def __init__(self, per_address: int = 5, overall: int = 20, window: float = 60.0, clock=time.monotonic):
+        self.per_address = per_address
+        self.overall = overall
+        self.window = window
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._by_address: dict[str, deque[float]] = {}
+        self._all: deque[tuple[float, str]] = deque()
+        self.refused = 0
+
+    def _expire(self, now: float) -> None:
+        cutoff = now - self.window
+        while self._all and self._all[0][0] <= cutoff:
+            _, address = self._all.popleft()
+            times = self._by_address.get(address)
+            if times:
+                times.popleft()
+                if not times:
+                    del self._by_address[address]
+
+    def attempt(self, address: str | None) -> float:
+        """Start one attempt from ``address``: 0 when it may go ahead, else the seconds to wait."""
+        address = address or "local"
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            times = self._by_address.get(address)
+            if times is not None and len(times) >= self.per_address:
+                self.refused += 1
+                return max(0.1, times[0] + self.window - now)
+            if len(self._all) >= self.overall:
+                self.refused += 1
+                return max(0.1, self._all[0][0] + self.window - now)
+            self._by_address.setdefault(address, deque()).append(now)
+            self._all.append((now, address))
+            return 0.0
+
+    def succeeded(self, address: str | None) -> None:
+        """A right password from ``address``: its attempts no longer count."""
+        address = address or "local"
+        with self._lock:
+            self._by_address.pop(address, None)
+            self._all = deque(item for item in self._all if item[1] != address)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._by_address.clear()
+            self._all.clear()
+            self.refused = 0
+
+
+#: The dashboard process's throttle (5 attempts a minute per address, 20 overall).
+LOGIN_THROTTLE = LoginThrottle()

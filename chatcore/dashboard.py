@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
@@ -270,6 +271,8 @@ class LiveFeed:
 
             tail = LogTail(str(path), poll_interval=poll_interval, from_start=False)
         self.path = Path(path)
+        #: Changes when the feed is rebuilt (a cleared cache): viewers then catch up from the log.
+        self.epoch = uuid.uuid4().hex
         self._tail = tail
         self._tail.start()
         self._buffer: deque[tuple[int, dict]] = deque(maxlen=capacity)
@@ -365,6 +368,25 @@ def conversation_matches(conversation_id: str | None, query: str | None) -> bool
     if not prefix:
         return True
     return str(conversation_id or "").lower().startswith(prefix.lower())
+
+
+def catch_up(rows: list[dict], frame: pd.DataFrame, limit: int = 500) -> tuple[list[dict], int]:
+    """``rows`` (newest first) with the log's turns from the newest shown on, for a viewer whose
+    feed was rebuilt: nothing written meanwhile is lost. Returns the rows and how many were added."""
+    newest = None
+    for r in rows:
+        try:
+            ts = pd.Timestamp(r.get("ts"))
+        except (TypeError, ValueError):
+            continue
+        if pd.isna(ts):
+            continue
+        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts
+        newest = ts if newest is None or ts > newest else newest
+    recent = frame if newest is None or frame.empty else frame[frame["ts"] >= newest]
+    before = {record_key(r) for r in rows}
+    merged = merge_live(rows, frame_records(recent, last=limit), limit)
+    return merged, sum(1 for r in merged if record_key(r) not in before)
 
 
 def filter_live(rows: list[dict], conversation_id: str | None = None, source: str | None = None) -> list[dict]:

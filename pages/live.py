@@ -5,7 +5,7 @@ import os
 
 import streamlit as st
 
-from chatcore.dashboard import escape_markdown, filter_live, frame_records, id_prefix, live_table, merge_live, short_id, tz_name
+from chatcore.dashboard import catch_up, escape_markdown, filter_live, frame_records, id_prefix, live_table, merge_live, short_id, tz_name
 from pages._shared import through_entry, PAGES, header, live_feed, load_frame, settings, viewer_tz
 
 through_entry()
@@ -23,6 +23,7 @@ if ss.get("live_path") != path:
     cursor = feed.seq
     frame, _ = load_frame(path)
     ss.live_path = path
+    ss.live_epoch = feed.epoch
     ss.live_cursor = cursor
     ss.live_count = 0
     ss.live_dropped = 0
@@ -56,6 +57,14 @@ with st.container(border=True):
 @st.fragment(run_every=None if paused else REFRESH)
 def live_view() -> None:
     waiting = 0
+    if "live_rows" not in ss:  # this session's state was cleared: start the page again
+        st.rerun()
+    feed = live_feed(path)  # the shared feed may have been rebuilt since the page ran (a cleared cache)
+    if ss.get("live_epoch") != feed.epoch and not ss.get("live_paused"):
+        cursor = feed.seq  # as on first load: the cursor first, then the log
+        ss.live_rows, added = catch_up(ss.live_rows, load_frame(path)[0])
+        ss.live_count += added
+        ss.live_cursor, ss.live_epoch = cursor, feed.epoch
     if not ss.get("live_paused"):
         new, ss.live_cursor, dropped = feed.poll(ss.live_cursor)
         ss.live_count += len(new)

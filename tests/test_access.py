@@ -10,7 +10,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from chatcore.auth import HOW_TO_CONFIGURE, hash_password
+from chatcore.auth import HOW_TO_CONFIGURE, LOGIN_THROTTLE, hash_password
 from chatcore.commands.dashboard import check_access, read_secrets
 
 from conftest import PYTHON, ROOT, apptest_knows_the_entry_navigates, free_port
@@ -27,7 +27,9 @@ def _env(monkeypatch, tmp_path):
     monkeypatch.setenv("CHAT_LOG_PATH", str(tmp_path / "chat.jsonl"))
     monkeypatch.setenv("CHAT_SPACE_URL", f"http://127.0.0.1:{free_port()}")
     apptest_knows_the_entry_navigates(monkeypatch)
+    LOGIN_THROTTLE.reset()
     yield
+    LOGIN_THROTTLE.reset()
     st.cache_resource.clear()
     st.cache_data.clear()
 
@@ -55,12 +57,7 @@ def test_password_gate(monkeypatch):
     assert os.environ["CHAT_LOG_PATH"] not in text and os.environ["CHAT_SPACE_URL"] not in text
     assert not at.sidebar.code and not at.sidebar.get("html")
 
-    slept: list[float] = []  # the pause a wrong password costs, as asked of time.sleep (no clock read)
-    real_sleep = time.sleep
-    monkeypatch.setattr(time, "sleep", lambda s: (slept.append(s), real_sleep(s))[1])
     login(at, "hunter2-guess")
-    monkeypatch.setattr(time, "sleep", real_sleep)
-    assert slept and max(slept) >= 1.0  # slowed down
     assert not at.exception
     assert [e.value for e in at.error] == ["Wrong password."]
     assert not at.metric
@@ -77,6 +74,23 @@ def test_password_gate(monkeypatch):
 
     next(b for b in at.sidebar.button if b.label == "Log out").click().run()
     assert not at.metric and "Log in to the operator dashboard" in page_text(at)
+
+
+def test_wrong_passwords_are_throttled_then_even_the_right_one_waits(monkeypatch):
+    """Five attempts a minute from one address; the sixth is refused without checking the password."""
+    monkeypatch.setenv("CHAT_DASHBOARD_PASSWORD_HASH", hash_password(PASSWORD))
+    now = [1000.0]
+    monkeypatch.setattr(LOGIN_THROTTLE, "_clock", lambda: now[0])
+    at = AppTest.from_file(ENTRY, default_timeout=30).run()
+    for i in range(5):
+        login(at, f"guess-{i}")
+        assert [e.value for e in at.error] == ["Wrong password."], i
+    login(at, PASSWORD)  # right, but too soon
+    assert [e.value for e in at.error] == ["Too many login attempts. Try again in 60 s."]
+    assert not at.metric
+    now[0] += 61
+    login(at, PASSWORD)
+    assert not at.error and any(m.label == "Conversations today" for m in at.metric)
 
 
 def test_plain_password_env_also_works(monkeypatch):
