@@ -182,5 +182,21 @@ class LoginThrottle:
             self.refused = 0
 
 
-#: The dashboard process's throttle (5 attempts a minute per address, 20 overall).
-LOGIN_THROTTLE = LoginThrottle()
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "LoginThrottle":
+        """``CHAT_LOGIN_PER_ADDRESS`` (5), ``CHAT_LOGIN_OVERALL`` (20), ``CHAT_LOGIN_WINDOW`` seconds (60)."""
+        env = os.environ if env is None else env
+
+        def number(name: str, default: float) -> float:
+            try:
+                value = float(env.get(name) or default)
+            except ValueError:
+                return default
+            return value if value > 0 else default
+
+        return cls(per_address=int(number("CHAT_LOGIN_PER_ADDRESS", 5)), overall=int(number("CHAT_LOGIN_OVERALL", 20)),
+                   window=number("CHAT_LOGIN_WINDOW", 60.0))
+
+
+#: The dashboard process's throttle (by default 5 attempts a minute per address, 20 overall).
+LOGIN_THROTTLE = LoginThrottle.from_env()

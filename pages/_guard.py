@@ -8,8 +8,9 @@ serves ``/media/…`` to anyone holding the URL. :func:`install` (called by
   for every session) is ignored from a session that has not logged in.
 * A deferred download (``st.download_button`` with a callable) is generated only
   for the session that showed the button, and only once that session has logged in.
-* A download is served once: the ``/media/…`` URL a click produced does not work
-  a second time, so a copied or leaked export link gives nothing.
+* A download is served only right after the click that made it (Streamlit's page
+  fetches it twice: a check, then the file; within a minute): a copied or leaked
+  ``/media/…`` export link gives nothing afterwards.
 
 The login gate calls :func:`set_authenticated` on every run. Patches are made
 once per process and only on the classes and the storage object they name.
@@ -115,20 +116,58 @@ def _guard_deferred_downloads() -> None:
     DeferredFileHandler.handle = handle
 
 
+#: Streamlit's page fetches a download's URL twice (a check, then the download itself) ...
+DOWNLOAD_FETCHES = 2
+#: ... right after the click; a download link older than this is gone.
+DOWNLOAD_SECONDS = 60.0
+
+
 def _serve_downloads_once() -> None:
+    import time
+
     from streamlit import runtime
-    from streamlit.runtime.media_file_storage import MediaFileKind
+    from streamlit.runtime.media_file_storage import MediaFileKind, MediaFileStorageError
 
     storage = runtime.get_instance().media_file_mgr._storage
-    original = storage.get_file
+    original_add, original_get_file, original_get_url = storage.load_and_get_id, storage.get_file, storage.get_url
+    making_url = threading.local()  # get_url looks the file up too: that is not a download
+    issued: dict[str, list] = {}  # file id -> [fetches so far, when it was made]
+    lock = threading.Lock()
+
+    def load_and_get_id(path_or_data, mimetype, kind, filename=None):
+        file_id = original_add(path_or_data, mimetype, kind, filename)
+        if kind == MediaFileKind.DOWNLOADABLE:
+            with lock:
+                issued[file_id] = [0, time.monotonic()]
+        return file_id
 
     def get_file(filename: str):
-        file = original(filename)
-        if getattr(file, "kind", None) == MediaFileKind.DOWNLOADABLE:
-            storage.delete_file(os.path.splitext(filename)[0])
+        file = original_get_file(filename)
+        if getattr(file, "kind", None) != MediaFileKind.DOWNLOADABLE or getattr(making_url, "on", False):
+            return file
+        file_id = os.path.splitext(filename)[0]
+        with lock:
+            entry = issued.get(file_id)
+            fresh = entry is not None and time.monotonic() - entry[1] <= DOWNLOAD_SECONDS
+            if fresh:
+                entry[0] += 1
+            if not fresh or entry[0] >= DOWNLOAD_FETCHES:
+                issued.pop(file_id, None)
+                storage.delete_file(file_id)
+        if not fresh:
+            raise MediaFileStorageError(f"download {file_id} has expired")
         return file
 
+    def get_url(file_id: str) -> str:
+        making_url.on = True
+        try:
+            return original_get_url(file_id)
+        finally:
+            making_url.on = False
+
+    storage.load_and_get_id = load_and_get_id
     storage.get_file = get_file
+    storage.get_url = get_url
 
 
 def install() -> None:

@@ -1,0 +1,125 @@
+"""A raw Streamlit websocket client (the browser's protocol: protobuf BackMsg/ForwardMsg on
+``/_stcore/stream``), for tests that act as a hostile or scripted browser session."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass, field
+
+import websockets
+from streamlit.proto.BackMsg_pb2 import BackMsg
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+_request_ids = itertools.count(1)
+
+
+@dataclass
+class Run:
+    """What one script run sent: alerts, widgets by label, metrics, download buttons."""
+
+    alerts: list[str] = field(default_factory=list)
+    widgets: dict[str, object] = field(default_factory=dict)  # label -> element proto (text_input, button, …)
+    metrics: dict[str, str] = field(default_factory=dict)
+    downloads: dict[str, object] = field(default_factory=dict)  # label -> DownloadButton proto
+    markdown: list[str] = field(default_factory=list)
+    status: str = ""
+
+
+class StreamlitSession:
+    def __init__(self, url: str, headers: dict | None = None):
+        self.ws_url = url.replace("http://", "ws://").rstrip("/") + "/_stcore/stream"
+        self.headers = headers or {}
+        self.ws = None
+        self.session_id: str | None = None
+        self.pages: dict[str, str] = {}  # url path name ("", "live", …) -> page_script_hash
+        self.backend_responses: list = []
+
+    async def __aenter__(self) -> "StreamlitSession":
+        self.ws = await websockets.connect(self.ws_url, subprotocols=["streamlit"],
+                                           additional_headers=self.headers, max_size=2**24)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.ws.close()
+
+    async def send(self, msg: BackMsg) -> None:
+        await self.ws.send(msg.SerializeToString())
+
+    async def run(self, widgets: list[WidgetState] | None = None, page: str = "", timeout: float = 60.0) -> Run:
+        """Ask for a script run (with these widget values) and collect what it sends until it finishes.
+
+        Runs that end early for a rerun (``st.rerun``) are followed into the next run.
+        """
+        msg = BackMsg()
+        msg.rerun_script.query_string = ""
+        msg.rerun_script.page_script_hash = self.pages.get(page, "")
+        if widgets:
+            msg.rerun_script.widget_states.widgets.extend(widgets)
+        await self.send(msg)
+        return await self.collect(timeout)
+
+    async def collect(self, timeout: float = 60.0) -> Run:
+        run = Run()
+        async with asyncio.timeout(timeout):
+            while True:
+                fwd = ForwardMsg()
+                fwd.ParseFromString(await self.ws.recv())
+                kind = fwd.WhichOneof("type")
+                if kind == "new_session":
+                    self.session_id = fwd.new_session.initialize.session_id or self.session_id
+                    run = Run()  # a fresh run: earlier elements were replaced
+                elif kind == "navigation":
+                    for p in fwd.navigation.app_pages:
+                        self.pages[p.url_pathname] = p.page_script_hash
+                elif kind == "delta" and fwd.delta.WhichOneof("type") == "new_element":
+                    el = fwd.delta.new_element
+                    which = el.WhichOneof("type")
+                    inner = getattr(el, which) if which else None
+                    if which == "alert":
+                        run.alerts.append(inner.body)
+                    elif which == "metric":
+                        run.metrics[inner.label] = inner.body
+                    elif which == "markdown":
+                        run.markdown.append(inner.body)
+                    elif which == "download_button":
+                        run.downloads[inner.label] = inner
+                    elif inner is not None and hasattr(inner, "label") and hasattr(inner, "id"):
+                        run.widgets[inner.label] = inner
+                elif kind == "backend_operation_response":
+                    self.backend_responses.append(fwd.backend_operation_response)
+                elif kind == "script_finished":
+                    status = ForwardMsg.ScriptFinishedStatus.Name(fwd.script_finished)
+                    if status != "FINISHED_EARLY_FOR_RERUN":
+                        run.status = status
+                        return run
+
+    async def login(self, password: str) -> Run:
+        """Fill in the login form and press its button, as the browser does."""
+        first = await self.run()
+        box, button = first.widgets["Password"], first.widgets["Log in"]
+        return await self.run([WidgetState(id=box.id, string_value=password),
+                               WidgetState(id=button.id, trigger_value=True)])
+
+    async def clear_cache(self) -> None:
+        msg = BackMsg()
+        msg.clear_cache = True
+        await self.send(msg)
+
+    async def deferred_download(self, file_id: str, timeout: float = 30.0):
+        """Ask for a deferred download's file (as a click on the button does); the response."""
+        request_id = f"req-{next(_request_ids)}"
+        msg = BackMsg()
+        msg.backend_operation_request.request_id = request_id
+        msg.backend_operation_request.session_id = self.session_id or ""
+        msg.backend_operation_request.deferred_file.file_id = file_id
+        await self.send(msg)
+        async with asyncio.timeout(timeout):
+            while True:
+                for resp in self.backend_responses:
+                    if resp.request_id == request_id:
+                        return resp
+                fwd = ForwardMsg()
+                fwd.ParseFromString(await self.ws.recv())
+                if fwd.WhichOneof("type") == "backend_operation_response":
+                    self.backend_responses.append(fwd.backend_operation_response)

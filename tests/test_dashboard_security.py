@@ -1,0 +1,277 @@
+"""What a browser session that never logged in can do to the dashboard, over Streamlit's own
+websocket protocol (tests/st_ws.py), with a logged-in page in headless Chromium watching.
+
+The dashboard runs as ``python -m chatcore dashboard`` (Space + Streamlit) with a password.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+from chatcore.auth import LoginThrottle, hash_password
+from st_ws import StreamlitSession
+from test_dashboard_e2e import ARGS, CHROMIUM, stack, wait_page  # noqa: F401  (stack is a fixture)
+
+sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
+
+PASSWORD = "security-test-password"
+TOO_MANY = "Too many login attempts"
+WRONG = "Wrong password."
+
+
+@pytest.fixture
+def stack_env():
+    # A long window so that the counts below do not depend on how fast this machine is.
+    return {"CHAT_DASHBOARD_PASSWORD_HASH": hash_password(PASSWORD), "CHAT_LOGIN_WINDOW": "3600"}
+
+
+def run_async(coro):
+    """Run a coroutine to the end in its own thread (Playwright's sync API owns this thread's loop)."""
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:  # re-raised in the test
+            box["error"] = exc
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join(180)
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def write_turns(log: Path, markers: list[str]) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        for marker in markers:
+            f.write(json.dumps({"v": 1, "ts": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+                                "conversation_id": f"conv-{marker}", "turn": 0, "user_text": marker,
+                                "files": [], "response": f"reply to {marker}", "latency_ms": 5.0,
+                                "source": "api", "backend": "echo", "model": None, "error": None,
+                                "session": None}) + "\n")
+            f.flush()
+
+
+METRIC_JS = """(label) => {
+  for (const m of document.querySelectorAll('[data-testid="stMetric"]')) {
+    const l = m.querySelector('[data-testid="stMetricLabel"]');
+    if (l && l.innerText.trim() === label) return m.querySelector('[data-testid="stMetricValue"]').innerText.trim();
+  }
+  return null;
+}"""
+
+
+def wait_metric(page, label: str, value: str, timeout: float = 20_000) -> None:
+    page.wait_for_function(f"(v) => ({METRIC_JS})({json.dumps(label)}) === v", arg=value, timeout=timeout)
+
+
+def browser_login(page, url: str, path: str = "") -> None:
+    page.goto(url + "/" + path)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("button", name="Log out").wait_for(timeout=30_000)
+
+
+def open_live(page) -> None:
+    page.locator('[data-testid="stSidebarNav"] a', has_text="Live").click()
+    page.locator('[data-testid="stDataFrame"]').wait_for(timeout=30_000)
+    wait_metric(page, "New turns since opening", "0")
+
+
+# ------------------------------------------------------------------------ clear_cache
+
+
+def test_clear_cache_from_a_session_that_never_logged_in_changes_nothing(stack):
+    """Streamlit clears every session's caches on a clear_cache message; from a session that has
+    not logged in it is ignored, and a logged-in Live page goes on showing new turns."""
+    write_turns(stack["log"], ["before-1", "before-2"])
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1300, "height": 900}, timezone_id="UTC").new_page()
+            browser_login(page, stack["url"])
+            open_live(page)
+
+            async def attack() -> list[str]:
+                async with StreamlitSession(stack["url"]) as s:
+                    first = await s.run()
+                    for _ in range(3):
+                        await s.clear_cache()
+                    after = await s.run()  # messages are handled in order: the clears are done
+                    return first.alerts + after.alerts + list(first.widgets)
+
+            seen = run_async(attack())
+            assert "Password" in seen  # it only ever saw the login form
+            markers = [f"after-clear-{i}" for i in range(15)]
+            write_turns(stack["log"], markers)
+            wait_metric(page, "New turns since opening", "15")
+            page.locator('[data-testid="stDataFrame"] [role="gridcell"]', has_text=markers[-1]).first.wait_for(
+                state="attached", timeout=10_000)
+        finally:
+            browser.close()
+    assert "ignored clear_cache from a session that has not logged in" in stack["output"].read_text()
+
+
+def test_clear_cache_from_a_logged_in_session_loses_no_live_turn(stack):
+    """A logged-in session may clear the caches; the Live page rebuilds its feed from the log and
+    counts every turn, including those written while the feed was being rebuilt."""
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1300, "height": 900}, timezone_id="UTC").new_page()
+            browser_login(page, stack["url"])
+            open_live(page)
+            write_turns(stack["log"], [f"first-{i}" for i in range(5)])
+            wait_metric(page, "New turns since opening", "5")
+
+            async def clear_while_writing() -> None:
+                async with StreamlitSession(stack["url"]) as s:
+                    run = await s.login(PASSWORD)
+                    assert "Conversations today" in run.metrics  # logged in
+                    await s.clear_cache()
+                    write_turns(stack["log"], [f"during-{i}" for i in range(5)])
+                    await s.run()
+                    write_turns(stack["log"], [f"after-{i}" for i in range(5)])
+
+            run_async(clear_while_writing())
+            wait_metric(page, "New turns since opening", "15")
+            page.locator('[data-testid="stDataFrame"] [role="gridcell"]', has_text="after-4").first.wait_for(
+                state="attached", timeout=10_000)
+        finally:
+            browser.close()
+    assert "ignored clear_cache" not in stack["output"].read_text()  # this one was allowed
+
+
+# ------------------------------------------------------------------------ guessing
+
+
+def _outcome(alerts: list[str]) -> str:
+    if any(a.startswith(TOO_MANY) for a in alerts):
+        return "refused"
+    if WRONG in alerts:
+        return "checked"
+    return "other: " + " | ".join(alerts)
+
+
+async def _guess(url: str, sessions: int, tries: int, headers_for) -> list[str]:
+    async def one(i: int) -> list[str]:
+        async with StreamlitSession(url, headers=headers_for(i)) as s:
+            form = await s.run()
+            box, button = form.widgets["Password"], form.widgets["Log in"]
+            out = []
+            for t in range(tries):
+                run = await s.run([WidgetState(id=box.id, string_value=f"guess-{i}-{t}"),
+                                   WidgetState(id=button.id, trigger_value=True)])
+                out.append(_outcome(run.alerts))
+            return out
+
+    results = await asyncio.gather(*(one(i) for i in range(sessions)))
+    return [o for r in results for o in r]
+
+
+def test_password_guessing_is_throttled_across_sessions_per_address_and_overall(stack):
+    url = stack["url"]
+    # 30 parallel websockets from one address, 2 guesses each: the address gets 5 checks in all.
+    same_address = run_async(_guess(url, 30, 2, lambda i: {}))
+    assert len(same_address) == 60
+    assert same_address.count("checked") == 5, same_address
+    assert same_address.count("refused") == 55, same_address
+
+    # 30 addresses (a proxy on loopback says who is behind it), 2 guesses each: nobody reaches the
+    # per-address limit, but only 20 checks happen overall (5 of them were spent above).
+    many = run_async(_guess(url, 30, 2, lambda i: {"X-Forwarded-For": f"198.51.100.{i + 1}"}))
+    assert many.count("checked") == 15, many
+    assert many.count("refused") == 45, many
+
+    # While the overall allowance is used up, even the right password from a new address waits.
+    async def right_password() -> list[str]:
+        async with StreamlitSession(url, headers={"X-Forwarded-For": "192.0.2.7"}) as s:
+            run = await s.login(PASSWORD)
+            return run.alerts + list(run.metrics)
+
+    shown = run_async(right_password())
+    assert any(a.startswith(TOO_MANY) for a in shown) and "Conversations today" not in shown
+
+
+def test_login_throttle_counts_parallel_attempts_before_they_finish():
+    """Attempts are counted when they start: 40 threads at once from one address get exactly 5."""
+    throttle = LoginThrottle(per_address=5, overall=20, window=3600)
+    barrier = threading.Barrier(40)
+    allowed = []
+
+    def attempt():
+        barrier.wait()
+        allowed.append(throttle.attempt("203.0.113.5") == 0)
+
+    threads = [threading.Thread(target=attempt) for _ in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert allowed.count(True) == 5 and throttle.refused == 35
+    throttle.succeeded("203.0.113.5")  # a right password gives the address its allowance back
+    assert throttle.attempt("203.0.113.5") == 0
+    assert sum(throttle.attempt(f"198.51.100.{i}") == 0 for i in range(30)) == 19  # 20 overall
+
+
+# ------------------------------------------------------------------------ exports
+
+
+def test_exports_are_generated_for_the_logged_in_session_only_and_served_only_at_the_click(stack):
+    write_turns(stack["log"], [f"export-{i}" for i in range(3)])
+
+    async def protocol() -> None:
+        async with StreamlitSession(stack["url"]) as owner, StreamlitSession(stack["url"]) as stranger, \
+                StreamlitSession(stack["url"]) as colleague:
+            await owner.login(PASSWORD)
+            conv = await owner.run(page="conversations")
+            button = conv.downloads["Export CSV"]
+            assert button.deferred_file_id and not button.url  # nothing in /media until a click
+
+            await stranger.run()  # never logs in
+            refused = await stranger.deferred_download(button.deferred_file_id)
+            assert refused.error_msg and not refused.deferred_file.url
+
+            await colleague.login(PASSWORD)  # logged in, but the button is not on its page
+            refused = await colleague.deferred_download(button.deferred_file_id)
+            assert refused.error_msg and not refused.deferred_file.url
+
+            ok = await owner.deferred_download(button.deferred_file_id)
+            assert not ok.error_msg and ok.deferred_file.url.startswith("/media/")
+            media = stack["url"] + ok.deferred_file.url
+            # Streamlit's page fetches it twice (a check, then the file); then it is gone.
+            fetched = [httpx.get(media, timeout=10) for _ in range(3)]
+            assert [r.status_code for r in fetched] == [200, 200, 404]
+            assert "export-2" in fetched[0].text
+
+    run_async(protocol())
+
+    # In the browser: the click downloads the file; the URL it used does not work again.
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            ctx = browser.new_context(viewport={"width": 1300, "height": 900}, timezone_id="UTC", accept_downloads=True)
+            page = ctx.new_page()
+            browser_login(page, stack["url"], "conversations")
+            page.get_by_text("Matching conversations").wait_for(timeout=30_000)
+            wait_page(page)
+            assert page.locator('a[href*="/media/"]').count() == 0
+            with page.expect_download(timeout=30_000) as info:
+                page.get_by_role("button", name="Export CSV").click()
+            download = info.value
+            assert "export-1" in Path(download.path()).read_text()
+            assert "/media/" in download.url
+            assert httpx.get(download.url, timeout=10).status_code == 404
+        finally:
+            browser.close()
