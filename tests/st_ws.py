@@ -82,6 +82,8 @@ class StreamlitSession:
                         run.metrics[inner.label] = inner.body
                     elif which == "markdown":
                         run.markdown.append(inner.body)
+                    elif which == "code":
+                        run.markdown.append(inner.code_text)
                     elif which == "download_button":
                         run.downloads[inner.label] = inner
                     elif inner is not None and hasattr(inner, "label") and hasattr(inner, "id"):
