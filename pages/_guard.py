@@ -8,6 +8,7 @@ serves ``/media/…`` to anyone holding the URL. :func:`install` (called by
   for every session) is ignored from a session that has not logged in.
 * A deferred download (``st.download_button`` with a callable) is generated only
   for the session that showed the button, and only once that session has logged in.
+* Files uploaded (``/_stcore/upload_file``) by a session that has not logged in are refused.
 * A download is served only right after the click that made it (Streamlit's page
   fetches it twice: a check, then the file; within a minute): a copied or leaked
   ``/media/…`` export link gives nothing afterwards.
@@ -170,6 +171,23 @@ def _serve_downloads_once() -> None:
     storage.get_url = get_url
 
 
+def _guard_uploads() -> None:
+    """The dashboard has no upload widgets; a session that has not logged in may not store files either."""
+    from starlette.exceptions import HTTPException
+    from streamlit import runtime
+
+    manager = runtime.get_instance().uploaded_file_mgr
+    original = manager.add_file
+
+    def add_file(session_id, file):
+        if not is_authenticated(session_id):
+            log.warning("refused an upload from a session that has not logged in")
+            raise HTTPException(status_code=403, detail="log in first")
+        return original(session_id, file)
+
+    manager.add_file = add_file
+
+
 def install() -> None:
     """Apply the guards (idempotent). Needs a running Streamlit server for the download part."""
     if _once("clear_cache"):
@@ -185,3 +203,5 @@ def install() -> None:
         return
     if _once("media"):
         _serve_downloads_once()
+    if _once("uploads"):
+        _guard_uploads()

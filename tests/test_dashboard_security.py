@@ -275,3 +275,28 @@ def test_exports_are_generated_for_the_logged_in_session_only_and_served_only_at
             assert httpx.get(download.url, timeout=10).status_code == 404
         finally:
             browser.close()
+
+
+# ------------------------------------------------------------------------ uploads
+
+
+def test_uploads_from_a_session_that_never_logged_in_are_refused(stack):
+    url = stack["url"]
+    page = httpx.get(url + "/_stcore/health", timeout=10)  # as the browser does: it sets the XSRF cookie
+    xsrf = page.cookies.get("_streamlit_xsrf")
+
+    def put(session_id: str) -> int:
+        r = httpx.put(f"{url}/_stcore/upload_file/{session_id}/file-1", timeout=10,
+                         headers={"X-Xsrftoken": xsrf or ""}, cookies=page.cookies,
+                         files={"file": ("x.bin", b"x" * 1000, "application/octet-stream")})
+        return r.status_code
+
+    async def sessions() -> tuple[int, int]:
+        async with StreamlitSession(url) as stranger, StreamlitSession(url) as staff:
+            await stranger.run()
+            await staff.login(PASSWORD)
+            return put(stranger.session_id), put(staff.session_id)
+
+    stranger, staff = run_async(sessions())
+    assert staff == 204  # the request itself is well formed
+    assert stranger == 403  # "log in first"

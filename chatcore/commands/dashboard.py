@@ -317,7 +317,8 @@ def run(args) -> int:
         dash = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(ENTRY),
              "--server.address", args.host, "--server.port", str(args.port),
-             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+             "--server.headless", "true", "--browser.gatherUsageStats", "false",
+             "--server.maxUploadSize", "1"],  # MB; the dashboard takes no uploads
             cwd=ROOT, env=child_env("dashboard", CHAT_LOG_PATH=str(log_path), CHAT_SPACE_URL=space_url),
             start_new_session=True,
         )
