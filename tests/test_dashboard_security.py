@@ -286,10 +286,9 @@ def test_uploads_from_a_session_that_never_logged_in_are_refused(stack):
     xsrf = page.cookies.get("_streamlit_xsrf")
 
     def put(session_id: str) -> int:
-        r = httpx.put(f"{url}/_stcore/upload_file/{session_id}/file-1", timeout=10,
+        return httpx.put(f"{url}/_stcore/upload_file/{session_id}/file-1", timeout=10,
                          headers={"X-Xsrftoken": xsrf or ""}, cookies=page.cookies,
-                         files={"file": ("x.bin", b"x" * 1000, "application/octet-stream")})
-        return r.status_code
+                         files={"file": ("x.bin", b"x" * 1000, "application/octet-stream")}).status_code
 
     async def sessions() -> tuple[int, int]:
         async with StreamlitSession(url) as stranger, StreamlitSession(url) as staff:
