@@ -160,6 +160,11 @@ def _stop(proc: subprocess.Popen | None, name: str) -> None:
         proc.wait(5)
 
 
+def _answers(health: dict) -> bool:
+    """A Space answers (``degraded`` is a Space whose log writes fail: still a Space)."""
+    return health.get("status") in ("ok", "degraded")
+
+
 def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> bool:
     from ..client import space_health
 
@@ -167,7 +172,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> bo
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
-        if space_health(url, timeout=1.0).get("status") == "ok":
+        if _answers(space_health(url, timeout=1.0)):
             return True
         time.sleep(0.3)
     return False
@@ -263,7 +268,7 @@ def run(args) -> int:
         local = is_local_url(space_url)
         space_port = parsed.port or (443 if parsed.scheme == "https" else 80)
         space_host = parsed.hostname if parsed.hostname not in ("localhost", "0.0.0.0") else "127.0.0.1"
-        answering = local and space_health(space_url, timeout=1.0).get("status") == "ok"
+        answering = local and _answers(space_health(space_url, timeout=1.0))
         start_space = not args.no_space and local and not answering
 
         if answering:
