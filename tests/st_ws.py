@@ -84,6 +84,8 @@ class StreamlitSession:
                         run.markdown.append(inner.body)
                     elif which == "code":
                         run.markdown.append(inner.code_text)
+                    elif which == "html":
+                        run.markdown.append(inner.body)
                     elif which == "download_button":
                         run.downloads[inner.label] = inner
                     elif inner is not None and hasattr(inner, "label") and hasattr(inner, "id"):
