@@ -180,6 +180,15 @@ async def _guess(url: str, sessions: int, tries: int, headers_for) -> list[str]:
     return [o for r in results for o in r]
 
 
+def test_a_forged_forwarded_for_gets_no_fresh_allowance(stack):
+    """Without CHAT_TRUSTED_PROXIES, X-Forwarded-For is ignored: 8 sessions naming 8 addresses are one address."""
+    outcomes = run_async(_guess(stack["url"], 8, 1, lambda i: {"X-Forwarded-For": f"203.0.113.{i + 1}"}))
+    assert outcomes.count("checked") == 5 and outcomes.count("refused") == 3, outcomes
+
+
+@pytest.mark.parametrize("stack_env", [{"CHAT_DASHBOARD_PASSWORD_HASH": hash_password(PASSWORD),
+                                        "CHAT_LOGIN_WINDOW": "3600", "CHAT_TRUSTED_PROXIES": "127.0.0.1"}],
+                         ids=["proxy-on-loopback"])
 def test_password_guessing_is_throttled_across_sessions_per_address_and_overall(stack):
     url = stack["url"]
     # 30 parallel websockets from one address, 2 guesses each: the address gets 5 checks in all.
@@ -188,7 +197,7 @@ def test_password_guessing_is_throttled_across_sessions_per_address_and_overall(
     assert same_address.count("checked") == 5, same_address
     assert same_address.count("refused") == 55, same_address
 
-    # 30 addresses (a proxy on loopback says who is behind it), 2 guesses each: nobody reaches the
+    # 30 addresses (a trusted proxy on loopback says who is behind it), 2 guesses each: nobody reaches the
     # per-address limit, but only 20 checks happen overall (5 of them were spent above).
     many = run_async(_guess(url, 30, 2, lambda i: {"X-Forwarded-For": f"198.51.100.{i + 1}"}))
     assert many.count("checked") == 15, many

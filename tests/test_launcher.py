@@ -147,6 +147,8 @@ def test_child_environments_come_from_allow_lists():
                  "DATABASE_URL"):
         assert name not in dash, name
     assert dash["CHAT_SPACE_URL"] == "http://127.0.0.1:7860"
+    assert dash["FORWARDED_ALLOW_IPS"] == ""  # X-Forwarded-For believed from nobody ...
+    assert child_env("dashboard", {**environ, "CHAT_TRUSTED_PROXIES": "10.0.0.0/8"})["FORWARDED_ALLOW_IPS"] == "10.0.0.0/8"
 
     # A plain password is hashed by the launcher: the dashboard gets only the hash, the Space nothing.
     plain = {"PATH": "/usr/bin", "CHAT_DASHBOARD_PASSWORD": PASSWORD}

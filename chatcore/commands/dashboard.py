@@ -81,6 +81,9 @@ def child_env(kind: str, environ: Mapping[str, str] | None = None, **extra: str)
         env = {k: v for k, v in environ.items() if _allowed(k, _SPACE_PREFIXES, _SPACE_NEVER)}
     elif kind == "dashboard":
         env = {k: v for k, v in environ.items() if _allowed(k, _DASHBOARD_PREFIXES, _DASHBOARD_NEVER, exact_never=True)}
+        # Streamlit's uvicorn believes X-Forwarded-For from loopback peers unless told otherwise;
+        # like the Space, believe it only from CHAT_TRUSTED_PROXIES (the login throttle counts by address).
+        env["FORWARDED_ALLOW_IPS"] = environ.get("CHAT_TRUSTED_PROXIES", "").strip()
         plain = environ.get("CHAT_DASHBOARD_PASSWORD")
         if plain and not environ.get("CHAT_DASHBOARD_PASSWORD_HASH"):
             from ..auth import hash_password
