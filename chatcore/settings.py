@@ -80,6 +80,10 @@ class Settings:
     trusted_proxies: list[str] = field(default_factory=list)
     #: Ratings one client may send to /feedback per minute.
     feedback_per_minute: int = 60
+    #: ``daily``: write one shard per UTC day (``<stem>.<YYYY-MM-DD>[.<replica>].jsonl``).
+    rotate: str = ""
+    #: Delete shards older than this many days (0: keep everything); see ``retention``.
+    retention_days: int = 0
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -98,6 +102,8 @@ class Settings:
             client_concurrency=_env_int("CHAT_CLIENT_CONCURRENCY", 32),
             trusted_proxies=_env_list("CHAT_TRUSTED_PROXIES", []),
             feedback_per_minute=_env_int("CHAT_FEEDBACK_PER_MINUTE", 60),
+            rotate=(os.environ.get("CHAT_ROTATE") or "").strip().lower(),
+            retention_days=_env_int("CHAT_RETENTION_DAYS", 0),
         )
         known = {f.name for f in fields(cls)}
         values.update({k: v for k, v in overrides.items() if k in known and v is not None})
@@ -115,6 +121,20 @@ class Settings:
             return self.log_path
         p = self.log_path
         return p.with_name(f"{p.stem}.{self.replica}{p.suffix or '.jsonl'}")
+
+    def shard_path_on(self, day) -> Path:
+        """The daily shard for ``day`` (a date): ``<stem>.<YYYY-MM-DD>[.<replica>].jsonl``."""
+        p = self.log_path
+        replica = f".{self.replica}" if self.replica else ""
+        return p.with_name(f"{p.stem}.{day.isoformat()}{replica}{p.suffix or '.jsonl'}")
+
+    def current_shard_path(self) -> Path:
+        """The file to write now: today's (UTC) shard with ``rotate=daily``, else :attr:`shard_path`."""
+        if self.rotate != "daily":
+            return self.shard_path
+        from datetime import datetime, timezone
+
+        return self.shard_path_on(datetime.now(timezone.utc).date())
 
 
 # ------------------------------------------------------------------------ staff token

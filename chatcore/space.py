@@ -687,7 +687,14 @@ def _static_allowed(path: str) -> bool:
 
 def build_app(settings: Settings, responder: Responder | None = None) -> tuple[FastAPI, ChatService]:
     responder = responder or make_responder(settings.responder)
-    writer = LogWriter(settings.shard_path)
+    if settings.rotate not in ("", "daily"):
+        raise SystemExit(f"CHAT_ROTATE must be 'daily' or empty, got {settings.rotate!r}")
+    writer = LogWriter(settings.current_shard_path(),
+                       path_for=settings.current_shard_path if settings.rotate == "daily" else None)
+    if settings.retention_days > 0:
+        from .retention import start_schedule
+
+        start_schedule(settings.log_path, settings.retention_days)
     try:
         token = ensure_operator_token(settings.log_path)
     except OSError as exc:

@@ -213,6 +213,8 @@ class LogTail:
             if f.fd is not None:
                 _close(f.fd)
             if st is not None:
+                if self._continue_rewritten(f, path, st):
+                    continue
                 self._rotations += 1
 
         # 2. new shards (or the new file after a rotation)
@@ -248,6 +250,28 @@ class LogTail:
                 f.fd = fd
             self._read(f)
         self._limit_open_files()
+
+    def _continue_rewritten(self, f: _Follow, path: str, st: os.stat_result) -> bool:
+        """A shard rewritten without some lines (``forget``): follow the new file from
+        the place matching where we were, instead of reading it again from the start."""
+        from .retention import rewrite_map
+
+        seen = rewrite_map(self.path).get((st.st_dev, st.st_ino))
+        if seen is None or tuple(seen[0]) != f.dev_ino:
+            return False
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fst = os.fstat(fd)
+        except OSError:
+            return False
+        if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
+            _close(fd)
+            return False
+        gone = sum(max(0, min(n, f.offset - start)) for start, n in seen[1])
+        g = _Follow(path=path, fd=fd, dev_ino=(fst.st_dev, fst.st_ino), offset=max(0, f.offset - gone))
+        g.guard = _pread(fd, max(0, g.offset - _GUARD), min(_GUARD, g.offset))
+        self._follows[path] = g
+        return True
 
     def _limit_open_files(self) -> None:
         """Keep at most MAX_OPEN shards open (a folder may hold years of daily

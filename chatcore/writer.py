@@ -43,8 +43,11 @@ def encode_line(record: dict) -> bytes:
 class LogWriter:
     """Appends records to one JSONL file. One instance per file per process."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, path_for=None):
+        """``path_for``: a callable giving the file to write now (daily rotation); it
+        is asked before each append and the writer moves on when the answer changes."""
         self.path = Path(path)
+        self._path_for = path_for
         self.written = 0
         self.errors = 0
         self.last_error: str | None = None
@@ -58,6 +61,11 @@ class LogWriter:
 
     def _open(self) -> int:
         """The fd for ``self.path``, reopened if the file was rotated or deleted."""
+        if self._path_for is not None:
+            want = Path(self._path_for())
+            if want != self.path:
+                self._close()
+                self.path = want
         if self._fd is not None:
             try:
                 st = os.stat(self.path)
@@ -107,8 +115,7 @@ class LogWriter:
             return False
         with self._lock:
             try:
-                fd = self._open()
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                fd = self._locked_fd()
                 try:
                     self._write_whole(fd, line)
                 finally:
@@ -120,6 +127,27 @@ class LogWriter:
             self.written += 1
             self.last_ok = True
             return True
+
+    def _locked_fd(self) -> int:
+        """The fd of the current file at ``self.path``, under an exclusive flock.
+
+        A shard rewritten in place (``forget``: copy without some lines, rename over
+        the old name while holding the old file's flock) gets a new inode. A writer
+        that opened the old file before the rename waits for that flock; once it has
+        it, it checks the path still names its file and otherwise reopens, so no line
+        lands in the replaced (unlinked) file."""
+        for _ in range(100):
+            fd = self._open()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                st = os.stat(self.path)
+                if (st.st_dev, st.st_ino) == self._ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            self._close()
+        raise OSError(errno.EAGAIN, "the log file keeps being replaced")
 
     @staticmethod
     def _write_whole(fd: int, line: bytes) -> None:

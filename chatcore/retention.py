@@ -1,0 +1,519 @@
+"""Deleting from the log: forgetting one conversation, and retention by age.
+
+Both work on the live log folder while Spaces append and dashboards read.
+
+*Forget* rewrites every shard holding a line of the conversation: under the exclusive
+``flock`` that :class:`chatcore.writer.LogWriter` takes for each append, the shard is
+copied without those lines to a temporary file that is renamed over it. A writer that
+opened the old file waits for that lock and then finds the path names a new file, so
+it reopens (see ``LogWriter._locked_fd``); no line of another conversation is lost or
+torn. The annotations of the conversation go the same way, the store's persisted cache
+drops every file holding the conversation, and an audit line (who, what, when, how
+many lines; never the content) goes to ``annotations/audit.jsonl``. Each rewrite is
+noted (file identities and removed byte ranges only) in ``.chatcore-cache/rewrites.jsonl``
+so a running :class:`chatcore.tail.LogTail` continues where it was instead of reading
+the shard again.
+
+*Retention* deletes whole daily shards (a ``YYYY-MM-DD`` in the file name) older than
+``keep_days``, then the annotations of conversations left in no shard, and the cache
+entries of the deleted shards.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable
+
+from .records import check_conversation_id, utc_now_iso
+from .settings import log_folder
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = ".chatcore-cache"
+REWRITES_FILE = "rewrites.jsonl"
+AUDIT_FILE = "audit.jsonl"
+ANNOTATION_FILES = ("feedback.jsonl", "notes.jsonl")
+_BLOCK = 8 << 20
+_DAY_RE = re.compile(r"(\d{4}-\d{2}-\d{2})")
+
+
+def shard_files(log_path) -> list[Path]:
+    """Every shard of the log: the ``*.jsonl`` files of its folder."""
+    folder = log_folder(log_path)
+    try:
+        return sorted(p for p in folder.glob("*.jsonl") if p.is_file())
+    except OSError:
+        return []
+
+
+def _annotation_files(log_path) -> list[Path]:
+    from .annotations import annotations_dir
+
+    d = annotations_dir(log_path)
+    return [d / name for name in ANNOTATION_FILES if (d / name).is_file()]
+
+
+# ------------------------------------------------------------------ locked rewrite
+
+
+@dataclass
+class Rewrite:
+    path: Path
+    removed: int = 0
+    #: ``[offset, length]`` of each removed line in the old file
+    ranges: list = field(default_factory=list)
+    old: tuple = ()
+    new: tuple = ()
+
+
+def _open_locked(path: Path) -> int | None:
+    """``path`` opened and under an exclusive flock, checked to still be the file at
+    ``path`` once locked (it may have been replaced while we waited)."""
+    for _ in range(100):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            st = os.stat(path)
+            fst = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == (fst.st_dev, fst.st_ino):
+                return fd
+        except FileNotFoundError:
+            pass
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    raise OSError(errno.EAGAIN, f"{path} keeps being replaced")
+
+
+def _lines(fd: int, size: int):
+    """``(offset, line)`` for each line of the file up to ``size`` (the last one may
+    lack its newline)."""
+    pos, carry, carry_at = 0, b"", 0
+    while pos < size:
+        data = os.pread(fd, min(_BLOCK, size - pos), pos)
+        if not data:
+            break
+        buf = carry + data
+        start = 0
+        while True:
+            i = buf.find(b"\n", start)
+            if i < 0:
+                break
+            yield carry_at + start, buf[start:i + 1]
+            start = i + 1
+        carry, carry_at = buf[start:], carry_at + start
+        pos += len(data)
+    if carry:
+        yield carry_at, carry
+
+
+def rewrite_without(path: Path, drop: Callable[[bytes], bool], needle: bytes, *, dry_run: bool = False) -> Rewrite:
+    """Remove the lines for which ``drop(line)`` is true (only lines containing
+    ``needle`` are asked). The file is untouched when nothing is dropped."""
+    out = Rewrite(path=Path(path))
+    fd = _open_locked(out.path)
+    if fd is None:
+        return out
+    try:
+        fst = os.fstat(fd)
+        size = fst.st_size
+        out.old = (fst.st_dev, fst.st_ino)
+        for off, line in _lines(fd, size):
+            if needle in line and drop(line):
+                out.removed += 1
+                out.ranges.append([off, len(line)])
+        if dry_run or not out.removed:
+            return out
+        tmp = out.path.with_name(f".{out.path.name}.rewrite.{os.getpid()}.{threading.get_ident()}.tmp")
+        tfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, fst.st_mode & 0o777)
+        try:
+            cuts = iter(out.ranges)
+            nxt = next(cuts, None)
+            buf, pending = [], 0
+            for off, line in _lines(fd, size):
+                if nxt is not None and off == nxt[0]:
+                    nxt = next(cuts, None)
+                    continue
+                buf.append(line)
+                pending += len(line)
+                if pending >= _BLOCK:
+                    _write_all(tfd, b"".join(buf))
+                    buf, pending = [], 0
+            if buf:
+                _write_all(tfd, b"".join(buf))
+            os.fsync(tfd)
+            nst = os.fstat(tfd)
+            out.new = (nst.st_dev, nst.st_ino)
+        except BaseException:
+            os.close(tfd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(tfd)
+        os.rename(tmp, out.path)  # still under the old file's flock: no append is lost
+        _fsync_dir(out.path.parent)
+        return out
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        dfd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def _note_rewrite(log_path, rw: Rewrite) -> None:
+    """Tell running tails how the replaced shard maps to the new one (no content)."""
+    from .writer import LogWriter
+
+    folder = log_folder(log_path) / CACHE_DIR
+    rec = {"ts": utc_now_iso(), "name": rw.path.name, "old": list(rw.old), "new": list(rw.new),
+           "removed": rw.ranges}
+    LogWriter(folder / REWRITES_FILE).append(rec)
+
+
+def rewrite_map(log_path) -> dict[tuple, tuple[tuple, list]]:
+    """``{new (dev, ino): (old (dev, ino), removed ranges)}`` from the rewrite notes."""
+    import orjson
+
+    out = {}
+    try:
+        with open(log_folder(log_path) / CACHE_DIR / REWRITES_FILE, "rb") as f:
+            for line in f:
+                try:
+                    rec = orjson.loads(line)
+                    out[tuple(rec["new"])] = (tuple(rec["old"]), rec["removed"])
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    continue
+    except OSError:
+        pass
+    return out
+
+
+# ------------------------------------------------------------------------ caches
+
+
+def purge_cache(log_path, needles: list[bytes], shards: list[Path] = ()) -> int:
+    """Delete cache files holding any of ``needles``, and the cache entries of
+    ``shards``. A cache is rebuilt from the log, so deleting is always safe."""
+    import orjson
+
+    cache = log_folder(log_path) / CACHE_DIR
+    if not cache.is_dir():
+        return 0
+    names = {os.path.abspath(p) for p in shards}
+    removed = 0
+    for q in sorted(cache.rglob("*")):
+        if not q.is_file() or q.name == REWRITES_FILE:
+            continue
+        hit = _contains(q, needles)
+        if not hit and names and q.suffix == ".json":
+            try:
+                hit = orjson.loads(q.read_bytes()).get("path") in names
+            except (OSError, orjson.JSONDecodeError, AttributeError):
+                pass
+        if hit:
+            q.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _contains(path: Path, needles: list[bytes]) -> bool:
+    """Whether the file's bytes hold any needle (read in blocks)."""
+    keep = max((len(n) for n in needles), default=1) - 1
+    tail = b""
+    try:
+        with open(path, "rb") as f:
+            while True:
+                block = f.read(_BLOCK)
+                if not block:
+                    return False
+                data = tail + block
+                if any(n in data for n in needles):
+                    return True
+                tail = data[-keep:] if keep else b""
+    except OSError:
+        return False
+
+
+def drop_cache_of_deleted(log_path) -> int:
+    """Cache entries (manifest and segments) of shards that no longer exist, and the
+    saved summaries built from all shards."""
+    import orjson
+
+    cache = log_folder(log_path) / CACHE_DIR
+    removed = 0
+    if not cache.is_dir():
+        return 0
+    for manifest in cache.glob("*.json"):
+        try:
+            path = orjson.loads(manifest.read_bytes()).get("path")
+        except (OSError, orjson.JSONDecodeError, AttributeError):
+            continue
+        if path and not os.path.exists(path):
+            key = manifest.stem
+            for seg in cache.glob(f"{key}.*"):
+                seg.unlink(missing_ok=True)
+                removed += 1
+    for summary in cache.glob("summary-*"):
+        summary.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+# ------------------------------------------------------------------------- forget
+
+
+def _quoted(cid: str) -> bytes:
+    return b'"' + cid.encode("utf-8") + b'"'
+
+
+def _drop_conversation(cid: str) -> Callable[[bytes], bool]:
+    import orjson
+
+    quoted = _quoted(cid)
+
+    def drop(line: bytes) -> bool:
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            # a torn fragment: drop it when it may be this conversation's
+            return quoted in line
+        return isinstance(obj, dict) and obj.get("conversation_id") == cid
+
+    return drop
+
+
+def forget(log_path, conversation_id: str, *, by: str, dry_run: bool = False) -> dict:
+    """Remove every line of ``conversation_id`` from every shard, its annotations and
+    cached copies; append an audit line. Returns counts (and the shard names)."""
+    check_conversation_id(conversation_id)
+    drop = _drop_conversation(conversation_id)
+    needle = _quoted(conversation_id)
+    shards, lines, rewritten = [], 0, []
+    for p in shard_files(log_path):
+        rw = rewrite_without(p, drop, needle, dry_run=dry_run)
+        if rw.removed:
+            shards.append(p.name)
+            lines += rw.removed
+            if not dry_run:
+                rewritten.append(rw)
+                _note_rewrite(log_path, rw)
+    notes = 0
+    for p in _annotation_files(log_path):
+        notes += rewrite_without(p, drop, needle, dry_run=dry_run).removed
+    result = {"conversation_id": conversation_id, "lines": lines, "shards": shards, "annotations": notes,
+              "dry_run": dry_run}
+    if dry_run:
+        return result
+    cached = purge_cache(log_path, [conversation_id.encode("utf-8")], [rw.path for rw in rewritten])
+    # a dashboard may have been writing a cache segment of the old shard meanwhile
+    time.sleep(0.2)
+    cached += purge_cache(log_path, [conversation_id.encode("utf-8")])
+    result["cache_files"] = cached
+    audit(log_path, {"action": "forget", "conversation_id": conversation_id, "by": by,
+                     "lines": lines, "shards": shards, "annotations": notes})
+    return result
+
+
+def audit(log_path, record: dict) -> None:
+    from .annotations import annotations_dir
+    from .writer import LogWriter
+
+    w = LogWriter(annotations_dir(log_path) / AUDIT_FILE)
+    if not w.append({"ts": utc_now_iso(), **record}):
+        raise OSError(f"could not write the audit line: {w.last_error}")
+    w.close()
+
+
+def matcher(text: str) -> Callable[[str], bool]:
+    """A test for an e-mail (any case) or a phone number (digits, any separators)."""
+    text = (text or "").strip()
+    if not text:
+        raise ValueError("give the e-mail or phone number to look for")
+    digits = re.sub(r"\D", "", text)
+    if "@" not in text and len(digits) >= 5 and re.fullmatch(r"[\d\s().+-]+", text):
+        pattern = re.compile(r"(?<!\d)" + r"[\s().-]{0,3}".join(digits) + r"(?!\d)")
+        return lambda s: bool(pattern.search(s))
+    low = text.lower()
+    return lambda s: low in s.lower()
+
+
+def find_matching(log_path, text: str) -> dict[str, int]:
+    """``{conversation_id: turns}`` of conversations whose visitor text or replies
+    contain ``text`` (an e-mail or phone number)."""
+    from .records import BadRecord
+    from .store import parse_line
+
+    hit = matcher(text)
+    out: dict[str, int] = {}
+    for p in shard_files(log_path):
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            for _, line in _lines(fd, os.fstat(fd).st_size):
+                try:
+                    rec = parse_line(line.rstrip(b"\n"))
+                except BadRecord:
+                    continue
+                texts = [rec.get("user_text") or "", rec.get("response") or ""]
+                if any(isinstance(t, str) and hit(t) for t in texts):
+                    cid = rec["conversation_id"]
+                    out[cid] = out.get(cid, 0) + 1
+        finally:
+            os.close(fd)
+    return out
+
+
+# ---------------------------------------------------------------------- retention
+
+
+def shard_day(path) -> date | None:
+    m = _DAY_RE.search(os.path.basename(str(path)))
+    if not m:
+        return None
+    try:
+        return date.fromisoformat(m.group(1))
+    except ValueError:
+        return None
+
+
+def retention(log_path, keep_days: int, *, today: date | None = None, dry_run: bool = False,
+              by: str = "retention") -> dict:
+    """Delete the daily shards older than ``keep_days`` days, then the annotations of
+    conversations in no shard any more, and the cache entries of deleted shards."""
+    if keep_days < 1:
+        raise ValueError("keep at least 1 day")
+    today = today or datetime.now(timezone.utc).date()
+    cutoff = today - timedelta(days=keep_days)
+    old, undated = [], []
+    for p in shard_files(log_path):
+        day = shard_day(p)
+        if day is None:
+            undated.append(p.name)
+        elif day < cutoff:
+            old.append(p)
+    result = {"cutoff": cutoff.isoformat(), "deleted": [p.name for p in old], "undated": undated,
+              "annotations": 0, "dry_run": dry_run}
+    if dry_run or not old:
+        return result
+    for p in old:
+        fd = _open_locked(p)  # a writer mid-append finishes its line first
+        if fd is None:
+            continue
+        try:
+            p.unlink(missing_ok=True)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+    _fsync_dir(log_folder(log_path))
+    started = datetime.now(timezone.utc)
+    live = _live_ids(log_path)
+    result["annotations"] = _drop_orphan_annotations(log_path, live, started)
+    result["cache_files"] = drop_cache_of_deleted(log_path)
+    audit(log_path, {"action": "retention", "by": by, "keep_days": keep_days, "deleted": result["deleted"],
+                     "annotations": result["annotations"]})
+    return result
+
+
+def _live_ids(log_path) -> set[str]:
+    import orjson
+
+    ids = set()
+    for p in shard_files(log_path):
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            for _, line in _lines(fd, os.fstat(fd).st_size):
+                if b"conversation_id" not in line:
+                    continue
+                try:
+                    cid = orjson.loads(line).get("conversation_id")
+                except (orjson.JSONDecodeError, AttributeError):
+                    continue
+                if isinstance(cid, str):
+                    ids.add(cid)
+        finally:
+            os.close(fd)
+    return ids
+
+
+def _drop_orphan_annotations(log_path, live: set[str], before: datetime) -> int:
+    """Annotations of conversations not in ``live``, written before ``before`` (a
+    conversation started after the scan keeps its fresh annotations)."""
+    import orjson
+
+    def drop(line: bytes) -> bool:
+        try:
+            obj = orjson.loads(line)
+            cid, ts = obj.get("conversation_id"), obj.get("ts")
+        except (orjson.JSONDecodeError, AttributeError):
+            return False
+        if not isinstance(cid, str) or cid in live or not isinstance(ts, str):
+            return False
+        try:
+            when = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        except ValueError:
+            return False
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return when < before
+
+    return sum(rewrite_without(p, drop, b"conversation_id").removed for p in _annotation_files(log_path))
+
+
+def start_schedule(log_path, keep_days: int, every_s: float = 3600.0) -> threading.Thread:
+    """Run :func:`retention` now and then every ``every_s`` seconds in a daemon thread.
+    Replicas sharing the folder take turns through a lock file."""
+
+    def loop() -> None:
+        lock_path = log_folder(log_path) / ".chatcore-retention.lock"
+        while True:
+            try:
+                lock_path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    res = retention(log_path, keep_days, by="schedule")
+                    if res["deleted"]:
+                        log.info("retention: deleted %d shard(s) older than %s", len(res["deleted"]), res["cutoff"])
+                except BlockingIOError:
+                    pass
+                finally:
+                    os.close(fd)
+            except Exception as exc:  # never let the thread die
+                log.warning("retention failed: %s", exc)
+            time.sleep(every_s)
+
+    th = threading.Thread(target=loop, name="chatcore-retention", daemon=True)
+    th.start()
+    return th
