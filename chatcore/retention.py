@@ -117,9 +117,11 @@ def _lines(fd: int, size: int):
         yield carry_at, carry
 
 
-def rewrite_without(path: Path, drop: Callable[[bytes], bool], needle: bytes, *, dry_run: bool = False) -> Rewrite:
+def rewrite_without(path: Path, drop: Callable[[bytes], bool], needle: bytes, *, dry_run: bool = False,
+                    before_rename: Callable[[Rewrite], None] | None = None) -> Rewrite:
     """Remove the lines for which ``drop(line)`` is true (only lines containing
-    ``needle`` are asked). The file is untouched when nothing is dropped."""
+    ``needle`` are asked). The file is untouched when nothing is dropped.
+    ``before_rename`` runs once the new file is complete, before it takes the name."""
     out = Rewrite(path=Path(path))
     fd = _open_locked(out.path)
     if fd is None:
@@ -159,6 +161,12 @@ def rewrite_without(path: Path, drop: Callable[[bytes], bool], needle: bytes, *,
             tmp.unlink(missing_ok=True)
             raise
         os.close(tfd)
+        try:
+            if before_rename is not None:
+                before_rename(out)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         os.rename(tmp, out.path)  # still under the old file's flock: no append is lost
         _fsync_dir(out.path.parent)
         return out
@@ -194,7 +202,11 @@ def _note_rewrite(log_path, rw: Rewrite) -> None:
     folder = log_folder(log_path) / CACHE_DIR
     rec = {"ts": utc_now_iso(), "name": rw.path.name, "old": list(rw.old), "new": list(rw.new),
            "removed": rw.ranges}
-    LogWriter(folder / REWRITES_FILE).append(rec)
+    w = LogWriter(folder / REWRITES_FILE)
+    ok = w.append(rec)
+    w.close()
+    if not ok:
+        raise OSError(f"could not note the rewrite: {w.last_error}")
 
 
 def rewrite_map(log_path) -> dict[tuple, tuple[tuple, list]]:
@@ -317,13 +329,13 @@ def forget(log_path, conversation_id: str, *, by: str, dry_run: bool = False) ->
     needle = _quoted(conversation_id)
     shards, lines, rewritten = [], 0, []
     for p in shard_files(log_path):
-        rw = rewrite_without(p, drop, needle, dry_run=dry_run)
+        # the note comes first, so a tail that sees the new file already knows it
+        rw = rewrite_without(p, drop, needle, dry_run=dry_run, before_rename=lambda r: _note_rewrite(log_path, r))
         if rw.removed:
             shards.append(p.name)
             lines += rw.removed
             if not dry_run:
                 rewritten.append(rw)
-                _note_rewrite(log_path, rw)
     notes = 0
     for p in _annotation_files(log_path):
         notes += rewrite_without(p, drop, needle, dry_run=dry_run).removed
@@ -358,7 +370,8 @@ def matcher(text: str) -> Callable[[str], bool]:
         raise ValueError("give the e-mail or phone number to look for")
     digits = re.sub(r"\D", "", text)
     if "@" not in text and len(digits) >= 5 and re.fullmatch(r"[\d\s().+-]+", text):
-        pattern = re.compile(r"(?<!\d)" + r"[\s().-]{0,3}".join(digits) + r"(?!\d)")
+        # the number as given, or after a country code of 1-3 digits
+        pattern = re.compile(r"(?<!\d)(?:\d{1,3}[\s().-]{0,3})?" + r"[\s().-]{0,3}".join(digits) + r"(?!\d)")
         return lambda s: bool(pattern.search(s))
     low = text.lower()
     return lambda s: low in s.lower()
