@@ -355,7 +355,38 @@ def replay_panel(cid: str, original: pd.DataFrame) -> None:
                     st.html(right_html)
 
 
+# --------------------------------------------------------------------------- forget
+
+
+def _forget(cid: str) -> None:
+    from chatcore.retention import forget
+
+    ss.conv_forget_confirm = ""
+    try:
+        res = forget(cfg.log_path, cid, by=current_user())
+    except (ValueError, OSError) as exc:
+        ss.conv_forget_error = f"Nothing was forgotten: {exc}"
+        return
+    ss.conv_forget_done = (f"Forgot {cid}: {res['lines']} turn(s) from {len(res['shards'])} shard(s), "
+                           f"{res['annotations']} annotation(s).")
+    ss.conv_selected = None
+
+
+def forget_panel(cid: str) -> None:
+    with st.expander("Forget this conversation", icon=":material/delete_forever:"):
+        st.caption("Deletes every turn, rating and note of this conversation from the log folder and its "
+                   "caches, for good. An audit line keeps who did it and when, not the content.")
+        if ss.get("conv_forget_error"):
+            st.error(ss.pop("conv_forget_error"))
+        typed = st.text_input("Type the conversation id to confirm", key="conv_forget_confirm")
+        st.button("Forget for good", type="primary", icon=":material/delete_forever:", key="conv_forget_btn",
+                  disabled=(typed or "").strip() != cid, on_click=_forget, args=(cid,))
+
+
 # ----------------------------------------------------------------------- transcript
+
+if ss.get("conv_forget_done"):
+    st.success(ss.pop("conv_forget_done"), icon=":material/delete_forever:")
 
 ids = list(page_rows["conversation_id"]) if not page_rows.empty else []
 selected = ss.get("conv_selected")
@@ -406,3 +437,4 @@ if ids:
     replay_panel(cid, original_turns)
     from pages._suites import suite_panel  # the regression-suite block (add to a suite, ideal answers)
     suite_panel(cid, original_turns, cfg.log_path, current_user())
+    forget_panel(cid)

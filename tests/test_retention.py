@@ -21,6 +21,8 @@ from chatcore.store import LogStore
 from chatcore.tail import LogTail
 from chatcore.writer import LogWriter
 
+from test_pages import _env  # noqa: F401  (AppTest runs the dashboard's entry script)
+
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "SECRET-FORGET-ME-7731"
 TARGET = "forget-target-1"
@@ -276,3 +278,30 @@ def test_writer_moves_to_the_next_day(tmp_path):
     assert w.append(_rec("c", 1, "two"))
     assert (tmp_path / "a.2026-01-01.jsonl").read_text().count("\n") == 1
     assert (tmp_path / "a.2026-01-02.jsonl").read_text().count("\n") == 1
+
+
+def test_dashboard_forget_button_asks_for_the_id(tmp_path, monkeypatch, _env):
+    from conftest import free_port
+    from test_pages import button, open_page, rec, shown_ids, write_log
+
+    now = datetime.now(timezone.utc)
+    log = tmp_path / "chat.jsonl"
+    write_log(log, [
+        rec("drop-me", 0, now - timedelta(minutes=5), f"{SECRET} mail jane@example.com", "Noted."),
+        rec("keep-me", 0, now - timedelta(minutes=3), "Where is my order?", "It ships tomorrow."),
+    ])
+    monkeypatch.setenv("CHAT_LOG_PATH", str(log))
+    monkeypatch.setenv("CHAT_SPACE_URL", f"http://127.0.0.1:{free_port()}")
+    at = open_page("conversations")
+    at.selectbox(key="conv_pick").select("drop-me").run()
+    assert button(at, "conv_forget_btn").disabled  # not before the id is typed
+    at.text_input(key="conv_forget_confirm").input("keep-me").run()
+    assert button(at, "conv_forget_btn").disabled
+    at.text_input(key="conv_forget_confirm").input("drop-me").run()
+    button(at, "conv_forget_btn").click().run()
+    assert not at.exception and not at.error
+    assert any("Forgot drop-me" in s.value for s in at.success), (list(at.success), list(at.exception), log.read_text())
+    assert shown_ids(at) == ["keep-me"]
+    assert SECRET.encode() not in log.read_bytes()
+    audit = json.loads((tmp_path / "annotations" / "audit.jsonl").read_text().splitlines()[-1])
+    assert audit["by"] == "staff" and audit["conversation_id"] == "drop-me"
