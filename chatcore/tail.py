@@ -47,12 +47,18 @@ class _Follow:
 class LogTail:
     """Follows a log and queues the normalised records of new lines."""
 
-    def __init__(self, path, poll_interval: float = 0.25, from_start: bool = False, max_queue: int = 1_000_000):
+    def __init__(self, path, poll_interval: float = 0.25, from_start: bool = False, max_queue: int = 1_000_000,
+                 parse=None, resume: dict | None = None):
         """``from_start=True`` delivers the lines already in the log too (meant for
         small logs: every record becomes a dict; use LogStore for history).
         ``max_queue`` bounds memory if nobody drains: the oldest records are dropped
-        and counted in ``stats["dropped"]``."""
+        and counted in ``stats["dropped"]``. ``parse`` turns a line (bytes) into a dict
+        or raises BadRecord (default: the store's :func:`parse_line`). ``resume`` is a
+        :meth:`positions` result: the shards it names are read on from there, the
+        others from their start (they appeared meanwhile)."""
         self.path = Path(path)
+        self._parse = parse or parse_line
+        self.resume = resume
         self.poll_interval = float(poll_interval)
         self.from_start = from_start
         self.max_queue = max_queue
@@ -227,7 +233,12 @@ class LogTail:
                 continue
             fst = os.fstat(fd)
             f = _Follow(path=path, fd=fd, dev_ino=(fst.st_dev, fst.st_ino))
-            if initial and not self.from_start:
+            if initial and self.resume is not None:
+                saved = self.resume.get(os.path.basename(path))
+                if saved and tuple(saved[:2]) == f.dev_ino and 0 <= saved[2] <= fst.st_size:
+                    f.offset = int(saved[2])
+                    f.guard = _pread(fd, max(0, f.offset - _GUARD), min(_GUARD, f.offset))
+            elif initial and not self.from_start:
                 f.offset = _last_line_end(fd, fst.st_size)
                 f.guard = _pread(fd, max(0, f.offset - _GUARD), min(_GUARD, f.offset))
             self._follows[path] = f
@@ -323,7 +334,7 @@ class LogTail:
         bad = self._bad
         for line in chunk.split(b"\n")[:-1]:
             try:
-                rec = parse_line(line)
+                rec = self._parse(line)
             except BadRecord as exc:
                 bad[exc.reason] += 1
                 continue
@@ -350,6 +361,12 @@ class LogTail:
                 self._queue.clear()
                 return out
             return [self._queue.popleft() for _ in range(max(0, max_items))]
+
+    def positions(self) -> dict[str, list[int]]:
+        """``{shard name: [dev, ino, offset]}``: where reading stopped (for ``resume``).
+        Consistent with what was drained when called between :meth:`poll` calls."""
+        with self._scan_lock:
+            return {os.path.basename(p): [f.dev_ino[0], f.dev_ino[1], f.offset] for p, f in self._follows.items()}
 
     @property
     def stats(self) -> dict:

@@ -1,0 +1,39 @@
+"""``python -m chatcore alerts``: follow the log and post alerts to webhooks."""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+
+def run(args) -> int:
+    from ..alerts import Config, Watcher, hook_name
+    from ..cli import UsageError
+    from ..settings import Settings
+
+    settings = Settings.from_env(log_path=args.log)
+    try:
+        config = Config.from_env(settings.log_path, space_url=args.space)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not config.hooks:
+        raise UsageError("no webhook: set CHAT_ALERT_WEBHOOKS (comma-separated; slack:URL for Slack)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s alerts %(levelname)s %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"alerts: following {settings.log_path}, posting to "
+          + ", ".join(hook_name(h.url) for h in config.hooks), file=sys.stderr, flush=True)
+    Watcher(config).run(stop)
+    return 0
+
+
+def register(sub) -> None:
+    from ..cli import _add_log
+
+    p = sub.add_parser("alerts", help="follow the log and post alerts to webhooks (CHAT_ALERT_WEBHOOKS)")
+    _add_log(p)
+    p.add_argument("--space", metavar="URL", default=None,
+                   help="the Space whose /healthz reports failing log writes (default $CHAT_SPACE_URL)")
+    p.set_defaults(func=run)
