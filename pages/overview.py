@@ -21,6 +21,35 @@ REFRESH = float(os.environ.get("CHAT_OVERVIEW_REFRESH", "5") or 5)
 header("Overview", ":material/dashboard:")
 
 
+def alerts_box(now) -> None:
+    """The alerts watcher's last alerts and whether delivery fails (when it ever ran)."""
+    from chatcore.alerts import read_status
+
+    status = read_status(cfg.log_path)
+    if not status:
+        return
+    with st.container(border=True, key="overview_alerts"):
+        st.subheader("Alerts", anchor=False)
+        for hook in status.get("hooks") or []:
+            if hook.get("failing"):
+                st.warning(f"Delivery to {hook.get('name')} is failing ({hook.get('last_error')}); "
+                           f"{hook.get('queued', 0)} alert(s) waiting, retrying.", icon=":material/warning:")
+        recent = list(reversed(status.get("recent") or []))[:10]
+        if recent:
+            def when(value):
+                try:
+                    return format_time(value, tz, now)
+                except (ValueError, TypeError):
+                    return str(value or "")
+
+            st.dataframe({"time": [when(a.get("time")) for a in recent],
+                          "event": [a.get("event") for a in recent],
+                          "conversation_id": [a.get("conversation_id") or "" for a in recent],
+                          "detail": [a.get("detail") or "" for a in recent]}, hide_index=True)
+        else:
+            st.caption("No alerts yet.")
+
+
 @st.fragment(run_every=REFRESH)
 def overview() -> None:
     """Every figure of the page, read afresh (only new log bytes are parsed) on each run."""
@@ -105,6 +134,8 @@ def overview() -> None:
                  "error": [excerpt(e, 80) for e in errors["error"]]},
                 hide_index=True,
             )
+
+    alerts_box(now)
 
     if fig.turns_total == 0:
         st.info("No turns logged yet. Send a prompt on the Chat page or run "

@@ -14,7 +14,7 @@ def run(args) -> int:
 
     settings = Settings.from_env(log_path=args.log)
     try:
-        config = Config.from_env(settings.log_path, space_url=args.space)
+        config = Config.from_env(settings.log_path, space_url=args.space, health_s=args.health_every)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if not config.hooks:
@@ -36,4 +36,6 @@ def register(sub) -> None:
     _add_log(p)
     p.add_argument("--space", metavar="URL", default=None,
                    help="the Space whose /healthz reports failing log writes (default $CHAT_SPACE_URL)")
+    p.add_argument("--health-every", type=float, default=None, metavar="SECONDS",
+                   help="how often to ask the Space's /healthz about failing log writes (default 10)")
     p.set_defaults(func=run)

@@ -1,0 +1,273 @@
+"""The alerts watcher as its own process, posting to a receiver the test starts on 127.0.0.1,
+with a real Space writing the log."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+
+from chatcore import annotations
+from chatcore.alerts import EVENTS, read_status
+from chatcore.writer import LogWriter
+
+from conftest import ROOT, free_port
+from test_pages import _env  # noqa: F401  (AppTest runs the dashboard's entry script)
+
+DASH = "http://dash.example.test:8501"
+
+
+class Receiver:
+    """A webhook receiver: records each POST (path, JSON body); ``hang`` holds requests unanswered."""
+
+    def __init__(self, port: int | None = None, hang: bool = False):
+        self.port = port or free_port()
+        self.hang = hang
+        self.got: list[tuple[str, dict]] = []
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.arrived.set()
+                if outer.hang:
+                    outer.release.wait(120)
+                    return
+                outer.got.append((self.path, json.loads(body)))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stop(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def events(self, path: str) -> list[dict]:
+        return [b for p, b in self.got if p == path]
+
+
+class Watcher:
+    """``python -m chatcore alerts`` in a subprocess."""
+
+    def __init__(self, log: Path, hooks: str, space: str, env: dict | None = None):
+        self.log = log
+        self.out = log.parent / f"alerts-{time.monotonic_ns()}.out"
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "CHAT_ALERT_WEBHOOKS": hooks,
+                    "CHAT_DASHBOARD_URL": DASH, **(env or {})}
+        self.space = space
+        self.proc = None
+
+    def start(self) -> "Watcher":
+        status = self.log.parent / ".chatcore-alerts" / "status.json"
+        before = status.stat().st_mtime_ns if status.exists() else None
+        with open(self.out, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "chatcore", "alerts", "--log", str(self.log), "--space", self.space,
+                 "--health-every", "0.5"],
+                cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        # ready once it saved its state (its reading position is taken)
+        wait_for(lambda: status.exists() and status.stat().st_mtime_ns != before, 60, self)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+    def output(self) -> str:
+        return self.out.read_text(errors="replace")[-3000:]
+
+
+def wait_for(cond, timeout: float, watcher: Watcher | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        if watcher is not None and watcher.proc is not None and watcher.proc.poll() is not None:
+            raise AssertionError(f"the watcher exited:\n{watcher.output()}")
+        time.sleep(0.1)
+    raise AssertionError("timed out" + (f"\n{watcher.output()}" if watcher else ""))
+
+
+@pytest.fixture
+def receivers():
+    made = []
+
+    def make(**kw) -> Receiver:
+        r = Receiver(**kw)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.stop()
+
+
+@pytest.fixture
+def watchers():
+    made = []
+
+    def make(*args, **kw) -> Watcher:
+        w = Watcher(*args, **kw)
+        made.append(w)
+        return w.start()
+
+    yield make
+    for w in made:
+        w.stop()
+
+
+def _chat(url: str, text: str, cid: str) -> str:
+    client = Client(url, verbose=False)
+    try:
+        return client.predict(message={"text": text, "files": []}, conversation_id=cid, api_name="/chat")
+    finally:
+        client.close()
+
+
+def test_each_event_kind_once_slack_and_json(tmp_path, receivers, watchers, space_factory):
+    rx = receivers()
+    log = tmp_path / "logs" / "chat_logs.jsonl"
+    # every reply fails: the model server is a closed loopback port
+    space = space_factory(log, env={"CHAT_RESPONDER": "openai",
+                                    "OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1"})
+    watchers(log, f"json:{rx.url('/json')},slack:{rx.url('/slack')}", space.url,
+             env={"CHAT_ALERT_KEYWORDS": "refund,re:law(yer|suit)", "CHAT_ALERT_ERRORS": "3/5"})
+
+    _chat(space.url, "I want a REFUND for order 12", "alert-kw")
+    _chat(space.url, "Can I talk to a person please?", "alert-person")
+    _chat(space.url, "hello again", "alert-plain")
+    annotations.record_feedback(log, "alert-plain", 0, "down")
+    annotations.record_feedback(log, "alert-plain", 0, "up")
+    wait_for(lambda: {b["event"] for b in rx.events("/json")} >= {"keyword", "person_requested", "error_burst",
+                                                                 "thumbs_down"}, 60)
+    # failing log writes: the log file becomes a folder, the Space counts a failed write
+    os.rename(log, log.with_name("moved.jsonl"))
+    log.mkdir()
+    _chat(space.url, "this turn cannot be logged", "alert-nolog")
+    wait_for(lambda: space.health()["write_errors"] >= 1, 30)
+    wait_for(lambda: len(rx.events("/json")) >= 5 and len(rx.events("/slack")) >= 5, 60)
+    time.sleep(2)  # anything sent twice would arrive meanwhile
+
+    got = rx.events("/json")
+    assert sorted(b["event"] for b in got) == sorted(EVENTS), got
+    by_event = {b["event"]: b for b in got}
+    assert by_event["keyword"]["conversation_id"] == "alert-kw" and by_event["keyword"]["detail"] == "keyword: refund"
+    assert by_event["person_requested"]["conversation_id"] == "alert-person"
+    assert by_event["thumbs_down"]["conversation_id"] == "alert-plain" and by_event["thumbs_down"]["turn"] == 0
+    assert by_event["error_burst"]["conversation_id"] == "alert-plain"
+    assert by_event["log_write_failed"]["conversation_id"] is None
+    for b in got:
+        assert set(b) >= {"id", "event", "conversation_id", "turn", "time", "link"}
+        if b["conversation_id"]:
+            assert b["link"] == f"{DASH}/conversations?conversation={b['conversation_id']}"
+    slack = rx.events("/slack")
+    assert len(slack) == 5 and all(list(b) == ["text"] for b in slack)
+    assert any("Thumbs down" in b["text"] and "alert-plain" in b["text"] for b in slack)
+    everything = json.dumps(rx.got)
+    assert "order 12" not in everything and "talk to a person please" not in everything  # no visitor text
+    status = read_status(log.with_name("moved.jsonl"))
+    assert {a["event"] for a in status["recent"]} == set(EVENTS)
+    assert all(not h["failing"] and h["queued"] == 0 for h in status["hooks"])
+    assert "127.0.0.1" in status["hooks"][0]["name"] and "/json" not in json.dumps(status["hooks"])
+
+
+def test_receiver_down_then_up_each_alert_once_across_a_restart(tmp_path, receivers, watchers):
+    port = free_port()
+    log = tmp_path / "logs" / "chat_logs.jsonl"
+    w = LogWriter(log)
+    for i in range(3):
+        assert w.append({"ts": "2026-11-21T10:00:00Z", "conversation_id": f"c{i}", "turn": 0,
+                         "user_text": "hi", "response": ["hello"], "history": []})
+    down_space = f"http://127.0.0.1:{free_port()}"
+    watcher = watchers(log, f"http://127.0.0.1:{port}/hook", down_space)
+    for i in range(3):
+        annotations.record_feedback(log, f"c{i}", 0, "down")
+    status_of = lambda: read_status(log) or {}  # noqa: E731
+    wait_for(lambda: any(h.get("failing") and h.get("queued") == 3 for h in status_of().get("hooks", [])), 60,
+             watcher)
+    rx = receivers(port=port)
+    wait_for(lambda: len(rx.got) >= 3, 90, watcher)
+    wait_for(lambda: not status_of()["hooks"][0]["failing"], 30, watcher)
+
+    # stopped, one more rating meanwhile, started again: only the new one is sent
+    watcher.stop()
+    annotations.record_feedback(log, "c1", 0, "up")
+    annotations.record_feedback(log, "c0", 0, "down")  # the same again: a new line, a new alert
+    w.append({"ts": "2026-11-21T10:05:00Z", "conversation_id": "c9", "turn": 0,
+              "user_text": "get me a live agent", "response": ["ok"], "history": []})
+    watchers(log, f"http://127.0.0.1:{port}/hook", down_space)
+    wait_for(lambda: len(rx.got) >= 5, 60)
+    time.sleep(2)
+    events = [(b["event"], b["conversation_id"]) for _, b in rx.got]
+    assert sorted(events) == sorted([("thumbs_down", "c0"), ("thumbs_down", "c1"), ("thumbs_down", "c2"),
+                                     ("thumbs_down", "c0"), ("person_requested", "c9")])
+    ids = [b["id"] for _, b in rx.got]
+    assert len(ids) == len(set(ids))
+
+
+def test_overview_shows_alerts_and_failing_delivery(tmp_path, monkeypatch):
+    from test_pages import open_page
+
+    from chatcore.alerts import STATE_DIR
+
+    log = tmp_path / "chat.jsonl"
+    log.write_text("")
+    d = tmp_path / STATE_DIR
+    d.mkdir()
+    (d / "status.json").write_text(json.dumps({
+        "recent": [{"id": "a1", "event": "thumbs_down", "conversation_id": "conv-7", "turn": 2,
+                    "time": "2026-11-21T10:00:00Z", "detail": "by visitor"}],
+        "hooks": [{"name": "https://hooks.example/…#abcd", "failing": True, "last_error": "ConnectError",
+                   "queued": 4}]}))
+    monkeypatch.setenv("CHAT_LOG_PATH", str(log))
+    monkeypatch.setenv("CHAT_SPACE_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("CHAT_TIMEZONE", "UTC")
+    at = open_page("overview")
+    assert not at.exception
+    assert any("is failing (ConnectError); 4 alert(s) waiting" in w.value for w in at.warning)
+    table = next(f.value for f in at.dataframe if "event" in f.value.columns)
+    assert list(table["conversation_id"]) == ["conv-7"] and list(table["event"]) == ["thumbs_down"]
+
+
+def test_a_chat_turn_is_answered_and_logged_while_the_receiver_hangs(tmp_path, receivers, watchers,
+                                                                     space_factory):
+    rx = receivers(hang=True)
+    log = tmp_path / "logs" / "chat_logs.jsonl"
+    space = space_factory(log)
+    watchers(log, rx.url("/hook"), space.url, env={"CHAT_ALERT_KEYWORDS": "refund"})
+    annotations.record_feedback(log, "hang-0", 0, "down")
+    assert rx.arrived.wait(60), "the watcher never posted"  # a delivery is now hanging
+    reply = _chat(space.url, "a refund please", "hang-1")
+    assert "a refund please" in reply
+    assert [r["conversation_id"] for r in space.records()] == ["hang-1"]
+    assert not rx.got  # still hanging
