@@ -2,6 +2,7 @@
 # Chat Operator launcher.
 #   ./run.sh [FLAGS]      set up on first use, then run the Space and the dashboard on embedded defaults
 #                         (FLAGS go to `python -m chatcore dashboard`: --port 8502 --space-port 7870 --log PATH ...)
+#                         and the alerts watcher when CHAT_ALERT_WEBHOOKS is set
 #   ./run.sh test [ARGS]  set up, then run the tests (ARGS go to pytest)
 #   ./run.sh setup        only set up (.venv, Python packages, test tools)
 # Environment: see README.md (CHAT_LOG_PATH, CHAT_SPACE_URL, CHAT_RESPONDER, ...).
@@ -46,12 +47,25 @@ setup_test_tools() {
   fi
 }
 
+run_dashboard() {
+  if [ -n "${CHAT_ALERT_WEBHOOKS:-}" ]; then
+    # The alerts watcher runs beside the dashboard, as its own process (never in a chat turn's way).
+    "$VENV/bin/python" -m chatcore alerts &
+    local alerts_pid=$!
+    trap "kill $alerts_pid 2>/dev/null; wait $alerts_pid 2>/dev/null" EXIT
+    # The webhook URLs are secrets: only the watcher gets them.
+    env -u CHAT_ALERT_WEBHOOKS "$VENV/bin/python" -m chatcore dashboard "$@"
+    exit $?
+  fi
+  exec "$VENV/bin/python" -m chatcore dashboard "$@"
+}
+
 cmd=${1:-run}
 case "$cmd" in
   -*)
     # ./run.sh --port 8502 ...: flags for the launcher
     setup_python
-    exec "$VENV/bin/python" -m chatcore dashboard "$@"
+    run_dashboard "$@"
     ;;
   setup)
     setup_python
@@ -66,7 +80,7 @@ case "$cmd" in
   run)
     [ $# -gt 0 ] && shift
     setup_python
-    exec "$VENV/bin/python" -m chatcore dashboard "$@"
+    run_dashboard "$@"
     ;;
   *)
     echo "usage: ./run.sh [run|test|setup] [ARGS]   (./run.sh --port 8502 --space-port 7870 moves both ports)" >&2
