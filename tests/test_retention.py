@@ -305,3 +305,32 @@ def test_dashboard_forget_button_asks_for_the_id(tmp_path, monkeypatch, _env):
     assert SECRET.encode() not in log.read_bytes()
     audit = json.loads((tmp_path / "annotations" / "audit.jsonl").read_text().splitlines()[-1])
     assert audit["by"] == "staff" and audit["conversation_id"] == "drop-me"
+
+
+def test_space_writes_daily_shards_and_runs_retention_itself(tmp_path, space_factory):
+    from gradio_client import Client
+
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    log = folder / "chat_logs.jsonl"
+    today = datetime.now(timezone.utc).date()
+    old = folder / f"chat_logs.{(today - timedelta(days=5)).isoformat()}.r1.jsonl"
+    recent = folder / f"chat_logs.{(today - timedelta(days=1)).isoformat()}.r1.jsonl"
+    for p in (old, recent):
+        LogWriter(p).append(_rec("earlier-" + p.name[10:20], 0, "earlier"))
+    space = space_factory(log, env={"CHAT_ROTATE": "daily", "CHAT_REPLICA_ID": "r1", "CHAT_RETENTION_DAYS": "2"})
+    client = Client(space.url, verbose=False)
+    try:
+        reply = client.predict(message={"text": "daily hello", "files": []}, conversation_id="daily-1",
+                               api_name="/chat")
+    finally:
+        client.close()
+    assert "daily hello" in reply
+    shard = folder / f"chat_logs.{today.isoformat()}.r1.jsonl"
+    assert [json.loads(x)["conversation_id"] for x in shard.read_text().splitlines()] == ["daily-1"]
+    assert not log.exists()
+    deadline = time.monotonic() + 30
+    while old.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not old.exists() and recent.exists()
+    assert space.health()["log_path"] == str(shard.resolve())
