@@ -283,6 +283,19 @@ class LiveFeed:
         for rec in self._tail.drain():
             self._seq += 1
             self._buffer.append((self._seq, rec))
+        forgotten = getattr(self._tail, "forgotten", None)
+        if forgotten and len(forgotten) != getattr(self, "_forgotten_seen", 0):
+            from .tail import _is_forgotten
+
+            self._forgotten_seen = len(forgotten)
+            kept = [(seq, rec) for seq, rec in self._buffer if not _is_forgotten(rec, set(forgotten))]
+            self._buffer = deque(kept, maxlen=self._buffer.maxlen)
+
+    def drop_forgotten(self, rows: list[dict]) -> list[dict]:
+        """``rows`` (a viewer's copy) without conversations forgotten meanwhile."""
+        from .tail import drop_forgotten
+
+        return drop_forgotten(rows, self._tail) if hasattr(self._tail, "forgotten") else rows
 
     @property
     def seq(self) -> int:

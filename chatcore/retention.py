@@ -195,13 +195,21 @@ def _fsync_dir(folder: Path) -> None:
         os.close(dfd)
 
 
-def _note_rewrite(log_path, rw: Rewrite) -> None:
-    """Tell running tails how the replaced shard maps to the new one (no content)."""
+def forgotten_hash(conversation_id: str) -> str:
+    """How rewrite notes name a forgotten conversation (the id itself must not stay)."""
+    import hashlib
+
+    return hashlib.sha256(b"chatcore-forget:" + conversation_id.encode("utf-8")).hexdigest()
+
+
+def _note_rewrite(log_path, rw: Rewrite, conversation_id: str) -> None:
+    """Tell running tails how the replaced shard maps to the new one, and which
+    conversation (by hash) went, so they can drop what they hold of it."""
     from .writer import LogWriter
 
     folder = log_folder(log_path) / CACHE_DIR
     rec = {"ts": utc_now_iso(), "name": rw.path.name, "old": list(rw.old), "new": list(rw.new),
-           "removed": rw.ranges}
+           "removed": rw.ranges, "forgot": forgotten_hash(conversation_id)}
     w = LogWriter(folder / REWRITES_FILE)
     ok = w.append(rec)
     w.close()
@@ -209,8 +217,8 @@ def _note_rewrite(log_path, rw: Rewrite) -> None:
         raise OSError(f"could not note the rewrite: {w.last_error}")
 
 
-def rewrite_map(log_path) -> dict[tuple, tuple[tuple, list]]:
-    """``{new (dev, ino): (old (dev, ino), removed ranges)}`` from the rewrite notes."""
+def rewrite_map(log_path) -> dict[tuple, tuple[tuple, list, str | None]]:
+    """``{new (dev, ino): (old (dev, ino), removed ranges, forgotten id hash)}`` from the rewrite notes."""
     import orjson
 
     out = {}
@@ -219,7 +227,7 @@ def rewrite_map(log_path) -> dict[tuple, tuple[tuple, list]]:
             for line in f:
                 try:
                     rec = orjson.loads(line)
-                    out[tuple(rec["new"])] = (tuple(rec["old"]), rec["removed"])
+                    out[tuple(rec["new"])] = (tuple(rec["old"]), rec["removed"], rec.get("forgot"))
                 except (orjson.JSONDecodeError, KeyError, TypeError):
                     continue
     except OSError:
@@ -330,7 +338,7 @@ def forget(log_path, conversation_id: str, *, by: str, dry_run: bool = False) ->
     shards, lines, rewritten = [], 0, []
     for p in shard_files(log_path):
         # the note comes first, so a tail that sees the new file already knows it
-        rw = rewrite_without(p, drop, needle, dry_run=dry_run, before_rename=lambda r: _note_rewrite(log_path, r))
+        rw = rewrite_without(p, drop, needle, dry_run=dry_run, before_rename=lambda r: _note_rewrite(log_path, r, conversation_id))
         if rw.removed:
             shards.append(p.name)
             lines += rw.removed

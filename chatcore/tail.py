@@ -79,6 +79,9 @@ class LogTail:
         self._observer = None
         self._observer_failed = False
         self.observer_kind: str | None = None
+        #: hashes (:func:`chatcore.retention.forgotten_hash`) of conversations forgotten
+        #: while following; holders of delivered records drop theirs
+        self.forgotten: set[str] = set()
 
     # -- life cycle -----------------------------------------------------------------
 
@@ -282,6 +285,10 @@ class LogTail:
         g = _Follow(path=path, fd=fd, dev_ino=(fst.st_dev, fst.st_ino), offset=max(0, f.offset - gone))
         g.guard = _pread(fd, max(0, g.offset - _GUARD), min(_GUARD, g.offset))
         self._follows[path] = g
+        if seen[2]:
+            self.forgotten.add(seen[2])
+            with self._qlock:  # not handed out yet: drop now
+                self._queue = deque(r for r in self._queue if not _is_forgotten(r, self.forgotten))
         return True
 
     def _limit_open_files(self) -> None:
@@ -395,6 +402,21 @@ class LogTail:
             "observer": self.observer_kind,
             "running": self._thread is not None,
         }
+
+
+def _is_forgotten(rec: dict, hashes: set[str]) -> bool:
+    from .retention import forgotten_hash
+
+    cid = rec.get("conversation_id")
+    return isinstance(cid, str) and forgotten_hash(cid) in hashes
+
+
+def drop_forgotten(records: list[dict], tail: "LogTail") -> list[dict]:
+    """``records`` without those of conversations forgotten since the tail started."""
+    if not tail.forgotten:
+        return records
+    hashes = set(tail.forgotten)
+    return [r for r in records if not _is_forgotten(r, hashes)]
 
 
 def _pread(fd: int, offset: int, n: int) -> bytes:

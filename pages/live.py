@@ -69,7 +69,7 @@ def live_view() -> None:
         new, ss.live_cursor, dropped = feed.poll(ss.live_cursor)
         ss.live_count += len(new)
         ss.live_dropped += dropped
-        ss.live_rows = merge_live(ss.live_rows, new)
+        ss.live_rows = merge_live(feed.drop_forgotten(ss.live_rows), new)
     else:
         waiting = max(0, feed.seq - ss.live_cursor)
     conv_filter = (ss.get("live_conv") or "").strip() or None

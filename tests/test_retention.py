@@ -18,7 +18,7 @@ from chatcore.records import make_record
 from chatcore.retention import find_matching, forget, retention
 from chatcore.settings import Settings
 from chatcore.store import LogStore
-from chatcore.tail import LogTail
+from chatcore.dashboard import LiveFeed
 from chatcore.writer import LogWriter
 
 from test_pages import _env  # noqa: F401  (AppTest runs the dashboard's entry script)
@@ -87,7 +87,18 @@ def test_forget_while_four_writer_processes_append(tmp_path):
     assert any(SECRET.encode() in p.read_bytes() for p in _all_files(folder / ".chatcore-cache")), \
         "precondition: the cache holds the text"
 
-    tail = LogTail(folder, poll_interval=0.05).start()
+    # the Live page's feed: a running tail, and a viewer's copy of what it showed
+    feed = LiveFeed(folder, capacity=1_000_000, poll_interval=0.05)
+    tail = feed._tail
+    late = LogWriter(shards[0])
+    assert late.append(_rec(TARGET, 999, f"{SECRET} once more"))
+    late.close()
+    deadline = time.monotonic() + 30
+    viewer: list[dict] = []
+    while not viewer and time.monotonic() < deadline:
+        viewer, cursor, _ = feed.poll(0)
+        time.sleep(0.05)
+    assert [r["conversation_id"] for r in viewer] == [TARGET]
     ctx = mp.get_context("spawn")
     counter, stop = ctx.Value("i", 0), ctx.Event()
     procs = [ctx.Process(target=_writer_process, args=([str(s) for s in shards], p, counter, stop))
@@ -109,7 +120,7 @@ def test_forget_while_four_writer_processes_append(tmp_path):
             pr.join(60)
     assert all(pr.exitcode == 0 for pr in procs)
     assert at_forget >= 400 and after_forget > at_forget  # the writers were appending around the rewrite
-    assert result["lines"] == 20 and sorted(result["shards"]) == ["chat_logs.a.jsonl", "chat_logs.b.jsonl"]
+    assert result["lines"] == 21 and sorted(result["shards"]) == ["chat_logs.a.jsonl", "chat_logs.b.jsonl"]
     assert result["annotations"] == 2
 
     # the text is nowhere under the log folder (shards, annotations, caches, notes)
@@ -136,20 +147,21 @@ def test_forget_while_four_writer_processes_append(tmp_path):
     assert annotations.load_feedback(folder).empty
     audit = [json.loads(x) for x in (folder / "annotations" / "audit.jsonl").read_text().splitlines()]
     assert audit[-1]["action"] == "forget" and audit[-1]["by"] == "tester"
-    assert audit[-1]["conversation_id"] == TARGET and audit[-1]["lines"] == 20
+    assert audit[-1]["conversation_id"] == TARGET and audit[-1]["lines"] == 21
 
     # the running tail kept going: every line written after it started, once, none of the target
     deadline = time.monotonic() + 30
     seen = []
     while time.monotonic() < deadline:
-        seen += tail.drain()
+        seen, _, _ = feed.poll(0)
         if len([r for r in seen if r["conversation_id"].startswith("writer-")]) >= total:
             break
         time.sleep(0.05)
-    tail.stop()
+    feed.close()
     got = [(r["conversation_id"], r["turn"]) for r in seen]
     assert len(got) == len(set(got)), "a line was delivered twice"
     assert sorted(got) == sorted(written)
+    assert feed.drop_forgotten(viewer) == []  # the viewer's copy drops it too
 
     # the store that was reading drops the conversation; a fresh one agrees
     store.refresh()
