@@ -234,6 +234,7 @@ class Watcher:
         self._wake = {h.key: threading.Event() for h in config.hooks}
         self._threads: list[threading.Thread] = []
         self._dirty = True
+        self._forgotten_seen = 0
         #: where reading stopped, taken after the drained records were handled
         self._positions = (state.get("log") or {}, state.get("feedback") or {})
 
@@ -282,7 +283,7 @@ class Watcher:
                 q.append(alert)
                 self._wake[key].set()
             self._dirty = True
-        log.info("alert %s %s", event, conversation_id or "")
+        log.info("alert: %s", event)
         return alert
 
     def check_turn(self, rec: dict) -> None:
@@ -362,12 +363,26 @@ class Watcher:
         for rec in self.fb_tail.drain():
             self.check_feedback(rec)
             n += 1
+        if len(self.log_tail.forgotten) != self._forgotten_seen:
+            self._forgotten_seen = len(self.log_tail.forgotten)
+            self.drop_conversations(lambda cid: _forgotten(cid, self.log_tail.forgotten))
         positions = (self.log_tail.positions(), self.fb_tail.positions())
         with self._lock:
             if positions != self._positions:
                 self._positions = positions
                 self._dirty = True
         return n
+
+    def drop_conversations(self, gone) -> None:
+        """Forget alerts about conversations for which ``gone(id)`` is true (listed and unsent)."""
+        with self._lock:
+            self.recent = deque((a for a in self.recent if not gone(a.get("conversation_id"))), maxlen=RECENT)
+            for key, q in self.queues.items():
+                kept = [a for a in q if not gone(a.get("conversation_id"))]
+                if len(kept) != len(q):
+                    q.clear()
+                    q.extend(kept)
+            self._dirty = True
 
     # -- delivering ------------------------------------------------------------------
 
@@ -435,6 +450,40 @@ class Watcher:
         for th in self._threads:
             th.join(self.config.timeout_s + 2)
         self.save()
+
+
+def _forgotten(cid, hashes: set[str]) -> bool:
+    from .retention import forgotten_hash
+
+    return isinstance(cid, str) and forgotten_hash(cid) in hashes
+
+
+def forget_in_state(log_path, conversation_id: str) -> int:
+    """Drop a forgotten conversation from the watcher's files (a running watcher
+    drops it from memory itself when it sees the rewritten shard)."""
+    d = log_folder(log_path) / STATE_DIR
+    removed = 0
+    for name, lists in (("status.json", ("recent",)), ("state.json", ())):
+        path = d / name
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        for key in lists:
+            items = data.get(key) or []
+            data[key] = [a for a in items if a.get("conversation_id") != conversation_id]
+            removed += len(items) - len(data[key])
+        if name == "state.json":
+            for hook, items in (data.get("outbox") or {}).items():
+                kept = [a for a in items if a.get("conversation_id") != conversation_id]
+                removed += len(items) - len(kept)
+                data["outbox"][hook] = kept
+        tmp = d / f".{name}.forget.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    return removed
 
 
 def read_status(log_path) -> dict | None:

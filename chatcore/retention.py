@@ -202,14 +202,14 @@ def forgotten_hash(conversation_id: str) -> str:
     return hashlib.sha256(b"chatcore-forget:" + conversation_id.encode("utf-8")).hexdigest()
 
 
-def _note_rewrite(log_path, rw: Rewrite, conversation_id: str) -> None:
+def _note_rewrite(rw: Rewrite, conversation_id: str | None) -> None:
     """Tell running tails how the replaced shard maps to the new one, and which
     conversation (by hash) went, so they can drop what they hold of it."""
     from .writer import LogWriter
 
-    folder = log_folder(log_path) / CACHE_DIR
+    folder = rw.path.parent / CACHE_DIR  # where a tail of this file looks (see rewrite_map)
     rec = {"ts": utc_now_iso(), "name": rw.path.name, "old": list(rw.old), "new": list(rw.new),
-           "removed": rw.ranges, "forgot": forgotten_hash(conversation_id)}
+           "removed": rw.ranges, "forgot": forgotten_hash(conversation_id) if conversation_id else None}
     w = LogWriter(folder / REWRITES_FILE)
     ok = w.append(rec)
     w.close()
@@ -218,7 +218,8 @@ def _note_rewrite(log_path, rw: Rewrite, conversation_id: str) -> None:
 
 
 def rewrite_map(log_path) -> dict[tuple, tuple[tuple, list, str | None]]:
-    """``{new (dev, ino): (old (dev, ino), removed ranges, forgotten id hash)}`` from the rewrite notes."""
+    """``{new (dev, ino): (old (dev, ino), removed ranges, forgotten id hash)}`` from the rewrite
+    notes of the log's folder (for a file: its own folder)."""
     import orjson
 
     out = {}
@@ -338,7 +339,8 @@ def forget(log_path, conversation_id: str, *, by: str, dry_run: bool = False) ->
     shards, lines, rewritten = [], 0, []
     for p in shard_files(log_path):
         # the note comes first, so a tail that sees the new file already knows it
-        rw = rewrite_without(p, drop, needle, dry_run=dry_run, before_rename=lambda r: _note_rewrite(log_path, r, conversation_id))
+        rw = rewrite_without(p, drop, needle, dry_run=dry_run,
+                             before_rename=lambda r: _note_rewrite(r, conversation_id))
         if rw.removed:
             shards.append(p.name)
             lines += rw.removed
@@ -346,7 +348,8 @@ def forget(log_path, conversation_id: str, *, by: str, dry_run: bool = False) ->
                 rewritten.append(rw)
     notes = 0
     for p in _annotation_files(log_path):
-        notes += rewrite_without(p, drop, needle, dry_run=dry_run).removed
+        notes += rewrite_without(p, drop, needle, dry_run=dry_run,
+                                 before_rename=lambda r: _note_rewrite(r, conversation_id)).removed
     result = {"conversation_id": conversation_id, "lines": lines, "shards": shards, "annotations": notes,
               "dry_run": dry_run}
     if dry_run:
@@ -356,6 +359,9 @@ def forget(log_path, conversation_id: str, *, by: str, dry_run: bool = False) ->
     time.sleep(0.2)
     cached += purge_cache(log_path, [conversation_id.encode("utf-8")])
     result["cache_files"] = cached
+    from .alerts import forget_in_state
+
+    forget_in_state(log_path, conversation_id)
     audit(log_path, {"action": "forget", "conversation_id": conversation_id, "by": by,
                      "lines": lines, "shards": shards, "annotations": notes})
     return result
@@ -509,7 +515,8 @@ def _drop_orphan_annotations(log_path, live: set[str], before: datetime) -> int:
             when = when.replace(tzinfo=timezone.utc)
         return when < before
 
-    return sum(rewrite_without(p, drop, b"conversation_id").removed for p in _annotation_files(log_path))
+    return sum(rewrite_without(p, drop, b"conversation_id", before_rename=lambda r: _note_rewrite(r, None)).removed
+               for p in _annotation_files(log_path))
 
 
 def start_schedule(log_path, keep_days: int, every_s: float = 3600.0) -> threading.Thread:

@@ -76,7 +76,7 @@ class Watcher:
 
     def __init__(self, log: Path, hooks: str, space: str, env: dict | None = None):
         self.log = log
-        self.out = log.parent / f"alerts-{time.monotonic_ns()}.out"
+        self.out = log.parent.parent / f"alerts-{time.monotonic_ns()}.out"
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "CHAT_ALERT_WEBHOOKS": hooks,
                     "CHAT_DASHBOARD_URL": DASH, **(env or {})}
         self.space = space
@@ -271,3 +271,39 @@ def test_a_chat_turn_is_answered_and_logged_while_the_receiver_hangs(tmp_path, r
     assert "a refund please" in reply
     assert [r["conversation_id"] for r in space.records()] == ["hang-1"]
     assert not rx.got  # still hanging
+
+
+def test_forget_reaches_the_watcher_and_old_ratings_are_not_sent_again(tmp_path, receivers, watchers):
+    from chatcore.retention import forget
+
+    rx = receivers()
+    log = tmp_path / "logs" / "chat_logs.jsonl"
+    w = LogWriter(log)
+    w.append({"ts": "2026-11-21T10:00:00Z", "conversation_id": "keep-1", "turn": 0, "user_text": "hi",
+              "response": "hello"})
+    watcher = watchers(log, rx.url("/hook"), f"http://127.0.0.1:{free_port()}",
+                       env={"CHAT_ALERT_KEYWORDS": "lawyer"})
+    w.append({"ts": "2026-11-21T10:01:00Z", "conversation_id": "gone-1", "turn": 0,
+              "user_text": "my lawyer will call", "response": "ok"})
+    annotations.record_feedback(log, "keep-1", 0, "down")
+    annotations.record_feedback(log, "gone-1", 0, "down")
+    wait_for(lambda: len(rx.got) >= 3, 60, watcher)
+    status = log.parent / ".chatcore-alerts" / "status.json"
+    wait_for(lambda: b"gone-1" in status.read_bytes(), 30, watcher)
+
+    forget(log, "gone-1", by="tester")
+    # the watcher drops it from what it keeps, and sends nothing again
+    wait_for(lambda: b"gone-1" not in status.read_bytes() and b"keep-1" in status.read_bytes(), 30, watcher)
+    w.append({"ts": "2026-11-21T10:02:00Z", "conversation_id": "keep-1", "turn": 1,
+              "user_text": "a lawyer again", "response": "ok"})
+    wait_for(lambda: len(rx.got) >= 4, 60, watcher)
+    time.sleep(2)
+    assert sorted((b["event"], b["conversation_id"]) for _, b in rx.got) == sorted([
+        ("keyword", "gone-1"), ("thumbs_down", "keep-1"), ("thumbs_down", "gone-1"), ("keyword", "keep-1")])
+    watcher.stop()
+    for p in log.parent.rglob("*"):
+        if p.is_file() and p.name != "audit.jsonl":
+            assert b"gone-1" not in p.read_bytes(), p
+    state = (log.parent / ".chatcore-alerts" / "state.json").read_text()
+    assert "/hook" not in state and "127.0.0.1" not in state  # webhooks by hash only
+    assert "/hook" not in watcher.output()  # nor in what it prints

@@ -20,6 +20,8 @@ def run(args) -> int:
     if not config.hooks:
         raise UsageError("no webhook: set CHAT_ALERT_WEBHOOKS (comma-separated; slack:URL for Slack)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s alerts %(levelname)s %(message)s")
+    for noisy in ("httpx", "httpcore"):  # they would print each webhook's full URL (a secret)
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
