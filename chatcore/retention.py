@@ -95,84 +95,138 @@ def _open_locked(path: Path) -> int | None:
     raise OSError(errno.EAGAIN, f"{path} keeps being replaced")
 
 
-def _lines(fd: int, size: int):
-    """``(offset, line)`` for each line of the file up to ``size`` (the last one may
-    lack its newline)."""
-    pos, carry, carry_at = 0, b"", 0
+def _lines(fd: int, size: int, start: int = 0):
+    """``(offset, line)`` for each line of the file from ``start`` up to ``size`` (the
+    last one may lack its newline)."""
+    pos, carry, carry_at = start, b"", start
     while pos < size:
         data = os.pread(fd, min(_BLOCK, size - pos), pos)
         if not data:
             break
         buf = carry + data
-        start = 0
+        i0 = 0
         while True:
-            i = buf.find(b"\n", start)
+            i = buf.find(b"\n", i0)
             if i < 0:
                 break
-            yield carry_at + start, buf[start:i + 1]
-            start = i + 1
-        carry, carry_at = buf[start:], carry_at + start
+            yield carry_at + i0, buf[i0:i + 1]
+            i0 = i + 1
+        carry, carry_at = buf[i0:], carry_at + i0
         pos += len(data)
     if carry:
         yield carry_at, carry
+
+
+def _last_line_end(fd: int, size: int) -> int:
+    pos = size
+    while pos > 0:
+        lo = max(0, pos - (64 << 10))
+        data = os.pread(fd, pos - lo, lo)
+        i = data.rfind(b"\n")
+        if i >= 0:
+            return lo + i + 1
+        pos = lo
+    return 0
+
+
+def _copy_without(src: int, dst: int, start: int, end: int, ranges: list) -> None:
+    """Append the lines of ``src`` in ``[start, end)`` to ``dst``, except those at ``ranges``."""
+    cuts = {r[0] for r in ranges}
+    buf, pending = [], 0
+    for off, line in _lines(src, end, start):
+        if off in cuts:
+            continue
+        buf.append(line)
+        pending += len(line)
+        if pending >= _BLOCK:
+            _write_all(dst, b"".join(buf))
+            buf, pending = [], 0
+    if buf:
+        _write_all(dst, b"".join(buf))
 
 
 def rewrite_without(path: Path, drop: Callable[[bytes], bool], needle: bytes, *, dry_run: bool = False,
                     before_rename: Callable[[Rewrite], None] | None = None) -> Rewrite:
     """Remove the lines for which ``drop(line)`` is true (only lines containing
     ``needle`` are asked). The file is untouched when nothing is dropped.
-    ``before_rename`` runs once the new file is complete, before it takes the name."""
-    out = Rewrite(path=Path(path))
-    fd = _open_locked(out.path)
-    if fd is None:
-        return out
-    try:
-        fst = os.fstat(fd)
-        size = fst.st_size
-        out.old = (fst.st_dev, fst.st_ino)
-        for off, line in _lines(fd, size):
-            if needle in line and drop(line):
-                out.removed += 1
-                out.ranges.append([off, len(line)])
-        if dry_run or not out.removed:
+    ``before_rename`` runs once the new file is complete, before it takes the name.
+
+    The complete lines present at the start are scanned and copied without the lock
+    (writers only append after them); the writers' flock is held only to copy what was
+    appended meanwhile and to rename, so appends wait for the tail end, not the file."""
+    for _ in range(5):
+        out = _rewrite_once(Path(path), drop, needle, dry_run, before_rename)
+        if out is not None:
             return out
-        tmp = out.path.with_name(f".{out.path.name}.rewrite.{os.getpid()}.{threading.get_ident()}.tmp")
-        tfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, fst.st_mode & 0o777)
+    raise OSError(errno.EAGAIN, f"{path} keeps being replaced")
+
+
+def _rewrite_once(path: Path, drop, needle: bytes, dry_run: bool, before_rename) -> Rewrite | None:
+    out = Rewrite(path=path)
+    try:
+        rfd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return out
+    tmp, tfd = None, None
+    try:
+        fst = os.fstat(rfd)
+        out.old = (fst.st_dev, fst.st_ino)
+
+        def scan(start: int, end: int) -> None:
+            for off, line in _lines(rfd, end, start):
+                if needle in line and drop(line):
+                    out.removed += 1
+                    out.ranges.append([off, len(line)])
+
+        if dry_run:
+            scan(0, fst.st_size)
+            return out
+        s0 = _last_line_end(rfd, fst.st_size)
+        scan(0, s0)
+
+        def start_copy() -> None:
+            nonlocal tmp, tfd
+            tmp = path.with_name(f".{path.name}.rewrite.{os.getpid()}.{threading.get_ident()}.tmp")
+            tfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, fst.st_mode & 0o777)
+            _copy_without(rfd, tfd, 0, s0, out.ranges)
+
+        if out.ranges:
+            start_copy()  # the bulk, unlocked
+        lfd = _open_locked(path)
+        if lfd is None:
+            return out if not out.ranges else None
         try:
-            cuts = iter(out.ranges)
-            nxt = next(cuts, None)
-            buf, pending = [], 0
-            for off, line in _lines(fd, size):
-                if nxt is not None and off == nxt[0]:
-                    nxt = next(cuts, None)
-                    continue
-                buf.append(line)
-                pending += len(line)
-                if pending >= _BLOCK:
-                    _write_all(tfd, b"".join(buf))
-                    buf, pending = [], 0
-            if buf:
-                _write_all(tfd, b"".join(buf))
+            lst = os.fstat(lfd)
+            if (lst.st_dev, lst.st_ino) != out.old or lst.st_size < s0:
+                return None  # replaced or truncated meanwhile: start again
+            s1 = lst.st_size
+            head = len(out.ranges)
+            scan(s0, s1)
+            if not out.ranges:
+                return out
+            if tfd is None:
+                start_copy()
+            _copy_without(rfd, tfd, s0, s1, out.ranges[head:])
             os.fsync(tfd)
             nst = os.fstat(tfd)
             out.new = (nst.st_dev, nst.st_ino)
-        except BaseException:
             os.close(tfd)
-            tmp.unlink(missing_ok=True)
-            raise
-        os.close(tfd)
-        try:
+            tfd = None
             if before_rename is not None:
                 before_rename(out)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.rename(tmp, out.path)  # still under the old file's flock: no append is lost
-        _fsync_dir(out.path.parent)
-        return out
+            os.rename(tmp, path)  # still under the old file's flock: no append is lost
+            tmp = None
+            _fsync_dir(path.parent)
+            return out
+        finally:
+            fcntl.flock(lfd, fcntl.LOCK_UN)
+            os.close(lfd)
     finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        if tfd is not None:
+            os.close(tfd)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        os.close(rfd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
