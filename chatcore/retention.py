@@ -192,6 +192,7 @@ def _rewrite_once(path: Path, drop, needle: bytes, dry_run: bool, before_rename)
 
         if out.ranges:
             start_copy()  # the bulk, unlocked
+            os.fsync(tfd)  # so the fsync under the lock has only the tail end to flush
         lfd = _open_locked(path)
         if lfd is None:
             return out if not out.ranges else None
