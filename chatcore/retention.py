@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 CACHE_DIR = ".chatcore-cache"
 REWRITES_FILE = "rewrites.jsonl"
 AUDIT_FILE = "audit.jsonl"
-ANNOTATION_FILES = ("feedback.jsonl", "notes.jsonl")
+ANNOTATION_FILES = ("feedback.jsonl", "notes.jsonl", "suites.jsonl")
+EVAL_RUNS = "eval-runs"
 _BLOCK = 8 << 20
 _DAY_RE = re.compile(r"(\d{4}-\d{2}-\d{2})")
 
@@ -385,10 +386,90 @@ def _drop_conversation(cid: str) -> Callable[[bytes], bool]:
     return drop
 
 
-def forget(log_path, conversation_id: str, *, by: str, dry_run: bool = False) -> dict:
-    """Remove every line of ``conversation_id`` from every shard, its annotations and
-    cached copies; append an audit line. Returns counts (and the shard names)."""
+def linked_replays(log_path, conversation_id: str) -> list[str]:
+    """Ids of the replays of a conversation (replay links in the notes, eval run reports):
+    they repeat its visitor's questions, so forgetting it forgets them too."""
+    import orjson
+
+    from .annotations import annotations_dir
+
+    found: list[str] = []
+    needle = _quoted(conversation_id)
+    try:
+        with open(annotations_dir(log_path) / "notes.jsonl", "rb") as f:
+            for line in f:
+                if needle not in line:
+                    continue
+                try:
+                    obj = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if obj.get("kind") == "replay" and obj.get("conversation_id") == conversation_id \
+                        and isinstance(obj.get("value"), str):
+                    found.append(obj["value"])
+    except OSError:
+        pass
+    for report in sorted((annotations_dir(log_path) / EVAL_RUNS).glob("*.json")):
+        if not _contains(report, [needle]):
+            continue
+        try:
+            data = orjson.loads(report.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        for conv in (data.get("conversations") or []) if isinstance(data, dict) else []:
+            if isinstance(conv, dict) and conv.get("conversation_id") == conversation_id \
+                    and isinstance(conv.get("replay_id"), str):
+                found.append(conv["replay_id"])
+    out = []
+    for rid in found:
+        try:
+            check_conversation_id(rid)
+        except ValueError:
+            continue
+        if rid != conversation_id and rid not in out:
+            out.append(rid)
+    return out
+
+
+def _forget_in_reports(log_path, conversation_id: str, dry_run: bool) -> int:
+    """Drop the conversation from eval run reports (they hold its questions and replies)."""
+    import json
+
+    from .annotations import annotations_dir
+
+    needle = _quoted(conversation_id)
+    changed = 0
+    for report in sorted((annotations_dir(log_path) / EVAL_RUNS).glob("*.json")):
+        if not _contains(report, [needle]):
+            continue
+        try:
+            data = json.loads(report.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict) or not isinstance(data.get("conversations"), list):
+            continue
+        kept = [c for c in data["conversations"]
+                if not (isinstance(c, dict) and conversation_id in (c.get("conversation_id"), c.get("replay_id")))]
+        if len(kept) == len(data["conversations"]):
+            continue
+        changed += 1
+        if dry_run:
+            continue
+        data["conversations"] = kept
+        tmp = report.with_name(report.name + f".{os.getpid()}.forget.tmp")
+        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+        os.replace(tmp, report)
+    return changed
+
+
+def forget(log_path, conversation_id: str, *, by: str, dry_run: bool = False, _seen: set | None = None) -> dict:
+    """Remove every line of ``conversation_id`` from every shard, its annotations, eval
+    reports and cached copies, and the same for its replays; append an audit line.
+    Returns counts (and the shard names)."""
     check_conversation_id(conversation_id)
+    seen = _seen if _seen is not None else set()
+    seen.add(conversation_id)
+    replays = [r for r in linked_replays(log_path, conversation_id) if r not in seen]
     drop = _drop_conversation(conversation_id)
     needle = _quoted(conversation_id)
     shards, lines, rewritten = [], 0, []
@@ -405,8 +486,13 @@ def forget(log_path, conversation_id: str, *, by: str, dry_run: bool = False) ->
     for p in _annotation_files(log_path):
         notes += rewrite_without(p, drop, needle, dry_run=dry_run,
                                  before_rename=lambda r: _note_rewrite(r, conversation_id)).removed
+    reports = _forget_in_reports(log_path, conversation_id, dry_run)
     result = {"conversation_id": conversation_id, "lines": lines, "shards": shards, "annotations": notes,
-              "dry_run": dry_run}
+              "eval_reports": reports, "replays": [], "dry_run": dry_run}
+    for rid in replays:
+        sub = forget(log_path, rid, by=by, dry_run=dry_run, _seen=seen)
+        if sub["lines"] or sub["annotations"]:
+            result["replays"].append({"conversation_id": rid, "lines": sub["lines"]})
     if dry_run:
         return result
     cached = purge_cache(log_path, [conversation_id.encode("utf-8")], [rw.path for rw in rewritten])
@@ -418,7 +504,8 @@ def forget(log_path, conversation_id: str, *, by: str, dry_run: bool = False) ->
 
     forget_in_state(log_path, conversation_id)
     audit(log_path, {"action": "forget", "conversation_id": conversation_id, "by": by,
-                     "lines": lines, "shards": shards, "annotations": notes})
+                     "lines": lines, "shards": shards, "annotations": notes, "eval_reports": reports,
+                     "replays": [r["conversation_id"] for r in result["replays"]]})
     return result
 
 

@@ -368,7 +368,7 @@ def _forget(cid: str) -> None:
         ss.conv_forget_error = f"Nothing was forgotten: {exc}"
         return
     ss.conv_forget_done = (f"Forgot {cid}: {res['lines']} turn(s) from {len(res['shards'])} shard(s), "
-                           f"{res['annotations']} annotation(s).")
+                           f"{res['annotations']} annotation(s), {len(res['replays'])} replay(s).")
     ss.conv_selected = None
 
 

@@ -346,3 +346,42 @@ def test_space_writes_daily_shards_and_runs_retention_itself(tmp_path, space_fac
         time.sleep(0.1)
     assert not old.exists() and recent.exists()
     assert space.health()["log_path"] == str(shard.resolve())
+
+
+def test_forget_takes_its_replays_suites_and_eval_reports(tmp_path):
+    folder = tmp_path / "logs"
+    log = folder / "chat_logs.jsonl"
+    w = LogWriter(log)
+    for cid in ("orig-1", "orig-1-replay", "eval-replay-1"):
+        assert w.append(_rec(cid, 0, f"{SECRET} where is my parcel"))
+    assert w.append(_rec("other-1", 0, "unrelated question"))
+    w.close()
+    annotations.link_replay(log, "orig-1", "orig-1-replay")
+    annotations.add_note(log, "orig-1-replay", f"replayed {SECRET}")
+    suites = LogWriter(folder / "annotations" / "suites.jsonl")
+    suites.append({"v": 1, "ts": "2026-11-21T10:00:00Z", "kind": "add", "suite": "s", "conversation_id": "orig-1",
+                   "turns": [{"turn": 0, "user_text": f"{SECRET} where is my parcel", "reference": "r"}]})
+    suites.append({"v": 1, "ts": "2026-11-21T10:00:00Z", "kind": "add", "suite": "s", "conversation_id": "other-1",
+                   "turns": [{"turn": 0, "user_text": "unrelated question", "reference": "r"}]})
+    suites.close()
+    runs = folder / "annotations" / "eval-runs"
+    runs.mkdir()
+    (runs / "run-1.json").write_text(json.dumps({"run_id": "run-1", "conversations": [
+        {"conversation_id": "orig-1", "replay_id": "eval-replay-1",
+         "turns": [{"turn": 0, "user_text": f"{SECRET} where is my parcel", "passed": True}]},
+        {"conversation_id": "other-1", "replay_id": None, "turns": [{"turn": 0, "user_text": "unrelated question"}]},
+    ]}))
+
+    dry = forget(log, "orig-1", by="t", dry_run=True)
+    assert dry["lines"] == 1 and dry["eval_reports"] == 1
+    assert sorted(r["conversation_id"] for r in dry["replays"]) == ["eval-replay-1", "orig-1-replay"]
+    assert SECRET.encode() in log.read_bytes()
+
+    res = forget(log, "orig-1", by="t")
+    assert sorted(r["conversation_id"] for r in res["replays"]) == ["eval-replay-1", "orig-1-replay"]
+    for p in _all_files(folder):
+        assert SECRET.encode() not in p.read_bytes(), p
+    assert [r["conversation_id"] for r in _records(folder)] == ["other-1"]
+    report = json.loads((runs / "run-1.json").read_text())
+    assert [c["conversation_id"] for c in report["conversations"]] == ["other-1"]
+    assert b"other-1" in (folder / "annotations" / "suites.jsonl").read_bytes()

@@ -46,6 +46,10 @@ def run(args) -> int:
         verb = "would remove" if args.dry_run else "removed"
         print(f"{verb} {result['lines']} line(s) from {len(result['shards'])} shard(s) "
               f"and {result['annotations']} annotation(s) of {args.conversation_id}")
+        for sub in result["replays"]:
+            print(f"{verb} its replay {sub['conversation_id']} ({sub['lines']} line(s))")
+        if result["eval_reports"]:
+            print(f"{verb} it from {result['eval_reports']} eval run report(s)")
     if not result["lines"] and not result["annotations"]:
         print(f"no conversation {args.conversation_id!r} in {settings.log_path}", file=sys.stderr)
         return 1
