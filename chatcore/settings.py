@@ -123,8 +123,11 @@ class Settings:
         return p.with_name(f"{p.stem}.{self.replica}{p.suffix or '.jsonl'}")
 
     def shard_path_on(self, day) -> Path:
-        """The daily shard for ``day`` (a date): ``<stem>.<YYYY-MM-DD>[.<replica>].jsonl``."""
+        """The daily shard for ``day`` (a date): ``<stem>.<YYYY-MM-DD>[.<replica>].jsonl``;
+        for a log path that is a folder, ``chat_logs.<YYYY-MM-DD>[.<replica>].jsonl`` in it."""
         p = self.log_path
+        if p.is_dir() or not p.suffix:
+            p = p / Path(DEFAULT_LOG_PATH).name
         replica = f".{self.replica}" if self.replica else ""
         return p.with_name(f"{p.stem}.{day.isoformat()}{replica}{p.suffix or '.jsonl'}")
 

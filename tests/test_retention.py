@@ -290,6 +290,11 @@ def test_writer_moves_to_the_next_day(tmp_path):
     assert w.append(_rec("c", 1, "two"))
     assert (tmp_path / "a.2026-01-01.jsonl").read_text().count("\n") == 1
     assert (tmp_path / "a.2026-01-02.jsonl").read_text().count("\n") == 1
+    # a log path that is a folder: the daily shards go inside it
+    day = date(2026, 11, 21)
+    assert Settings(log_path=tmp_path, rotate="daily").shard_path_on(day) == tmp_path / "chat_logs.2026-11-21.jsonl"
+    assert Settings(log_path=tmp_path, rotate="daily", replica="r2").shard_path_on(day) == \
+        tmp_path / "chat_logs.2026-11-21.r2.jsonl"
 
 
 def test_dashboard_forget_button_asks_for_the_id(tmp_path, monkeypatch, _env):
