@@ -756,6 +756,10 @@ def build_app(settings: Settings, responder: Responder | None = None) -> tuple[F
     if widget_routes is not None:
         widget_routes.register(app, settings)
 
+    from . import staff_routes
+
+    staff_routes.register(app, settings, service)
+
     demo = build_demo(service)
     from gradio.utils import get_upload_folder, is_in_or_equal
 
