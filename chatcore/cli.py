@@ -14,8 +14,9 @@ class UsageError(Exception):
 
 def _add_log(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log", metavar="PATH",
-                   help="JSONL log file or folder of *.jsonl shards "
-                        "(default: $CHAT_LOG_PATH or ./data/chat_logs.jsonl)")
+                   help="JSONL log file or folder of *.jsonl shards, or a Space's https:// URL "
+                        "(comma-separated for several; needs $CHAT_OPERATOR_TOKEN) "
+                        "(default: $CHAT_LOG_URL, $CHAT_LOG_PATH or ./data/chat_logs.jsonl)")
 
 
 def _add_dates(p: argparse.ArgumentParser) -> None:
@@ -65,8 +66,10 @@ def _progress_to_stderr():
 def cmd_space(args) -> int:
     from .space import serve
 
+    if args.log and args.log.strip().lower().startswith(("http://", "https://")):
+        raise UsageError("the Space writes a local log: --log must be a path")
     settings = Settings.from_env(
-        host=args.host, port=args.port, log_path=args.log, responder=args.responder,
+        remote=False, host=args.host, port=args.port, log_path=args.log, responder=args.responder,
         replica=args.replica,
     )
     if args.allow_origin:
@@ -195,6 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        from .mirror import MirrorError
+
+        if not isinstance(exc, MirrorError):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -47,6 +47,38 @@ def _env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def _is_url(value) -> bool:
+    return isinstance(value, str) and value.strip().lower().startswith(("http://", "https://"))
+
+
+def remote_log_spec(override=None) -> str | None:
+    """The Space URL(s) whose log to read, or None for a local log.
+
+    ``--log URL`` (``override``), else ``CHAT_LOG_URL``, else ``CHAT_LOG_PATH`` when it is a
+    URL, else ``CHAT_SPACE_URL`` of another machine when ``CHAT_OPERATOR_TOKEN`` is set and
+    no local log is named. Several URLs (replicas) are separated by commas.
+    """
+    if override is not None:
+        return str(override) if _is_url(str(override)) else None
+    url = os.environ.get("CHAT_LOG_URL", "").strip()
+    if url:
+        return url
+    path = os.environ.get("CHAT_LOG_PATH", "").strip()
+    if path:
+        return path if _is_url(path) else None
+    space = os.environ.get("CHAT_SPACE_URL", "").strip()
+    if space and os.environ.get("CHAT_OPERATOR_TOKEN", "").strip():
+        from urllib.parse import urlsplit
+
+        try:
+            host = urlsplit(space).hostname or ""
+        except ValueError:
+            return None
+        if host not in ("127.0.0.1", "localhost", "::1", "0.0.0.0"):  # a local Space: read its file
+            return space
+    return None
+
+
 @dataclass(frozen=True)
 class Settings:
     #: The JSONL log file (or a folder of ``*.jsonl`` shards, for readers).
@@ -84,9 +116,13 @@ class Settings:
     rotate: str = ""
     #: Delete shards older than this many days (0: keep everything); see ``retention``.
     retention_days: int = 0
+    #: The Space(s) whose log ``log_path`` mirrors (shown without credentials); None for a local log.
+    log_url: str | None = None
 
     @classmethod
-    def from_env(cls, **overrides) -> "Settings":
+    def from_env(cls, remote: bool = True, **overrides) -> "Settings":
+        """Settings from the environment and ``overrides``. With ``remote`` (not for the Space
+        itself), a log URL is mirrored first (:mod:`chatcore.mirror`) and ``log_path`` is the copy."""
         values = dict(
             log_path=Path(os.environ.get("CHAT_LOG_PATH") or DEFAULT_LOG_PATH),
             responder=os.environ.get("CHAT_RESPONDER") or "echo",
@@ -109,6 +145,15 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if k in known and v is not None})
         if "log_path" in overrides and overrides["log_path"] is not None:
             values["log_path"] = Path(overrides["log_path"])
+        spec = remote_log_spec(overrides.get("log_path")) if remote else None
+        if spec:
+            from .mirror import attach
+
+            mirror = attach(spec)
+            values["log_path"] = mirror.folder
+            values["log_url"] = ", ".join(display_url(u) for u in mirror.urls)
+            if not os.environ.get("CHAT_SPACE_URL") and not overrides.get("space_url"):
+                values["space_url"] = mirror.urls[0]
         return cls(**values)
 
     def with_(self, **changes) -> "Settings":
