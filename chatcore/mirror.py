@@ -260,8 +260,9 @@ class Mirror:
                     wanted.append((url, kind, name, size, ident))
 
         # Files gone from a Space that answered: a rotation (same id under a new name) is a rename.
-        keep = {self._local(u, k, n) for u, k, n, _s, _i in wanted}
-        gone = {rel: e for rel, e in files.items() if e.get("url") in listings and rel not in keep}
+        listed = {self._local(u, k, n): i for u, k, n, _s, i in wanted}
+        gone = {rel: e for rel, e in files.items()
+                if e.get("url") in listings and listed.get(rel) != e.get("id")}
         for url, kind, name, size, ident in wanted:
             rel = self._local(url, kind, name)
             entry = files.get(rel)
@@ -281,8 +282,9 @@ class Mirror:
                     del gone[old_rel]
                     break
         for rel in gone:
-            files.pop(rel, None)
-            self._remove(rel)
+            if rel not in listed:
+                files.pop(rel, None)
+                self._remove(rel)
 
         todo = 0
         for url, kind, name, size, ident in wanted:
@@ -294,7 +296,8 @@ class Mirror:
             rel = self._local(url, kind, name)
             for _attempt in range(3):
                 try:
-                    n = self._sync_file(url, kind, name, size, ident, rel, files, report)
+                    n = self._sync_file(url, kind, name, size, ident, rel, files, report,
+                                        lambda: self._save_state(state))
                     break
                 except _Reset:
                     self.resets += 1
@@ -334,7 +337,7 @@ class Mirror:
         except OSError:
             pass
 
-    def _sync_file(self, url, kind, name, size, ident, rel, files, report) -> int:
+    def _sync_file(self, url, kind, name, size, ident, rel, files, report, save) -> int:
         path = self.folder / rel
         entry = files.get(rel)
         have = self._size(rel)
@@ -343,7 +346,10 @@ class Mirror:
                 self.resets += entry is not None
                 path.unlink(missing_ok=True)
             have = 0
-        files[rel] = {"url": url, "kind": kind, "name": name, "id": ident}
+        new_entry = {"url": url, "kind": kind, "name": name, "id": ident}
+        if files.get(rel) != new_entry:
+            files[rel] = new_entry
+            save()  # an interrupted download resumes from the local size next time
         if size is not None and size <= have:
             return 0
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -37,8 +37,14 @@ def through_entry() -> None:
 
 
 def settings() -> Settings:
-    """Settings from the environment (``CHAT_LOG_PATH``, ``CHAT_SPACE_URL``, …)."""
-    return Settings.from_env()
+    """Settings from the environment (``CHAT_LOG_PATH`` or ``CHAT_LOG_URL``, ``CHAT_SPACE_URL``, …)."""
+    from chatcore.mirror import MirrorError
+
+    try:
+        return Settings.from_env()
+    except MirrorError as exc:  # a remote log that cannot be read: say why, show nothing else
+        st.error(f"The log cannot be read: {exc}", icon=":material/cloud_off:")
+        st.stop()
 
 
 def viewer_tz():

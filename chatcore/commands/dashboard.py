@@ -128,7 +128,8 @@ def register(sub) -> None:
                    help="dashboard port (default 8501); it is an error when the port is taken")
     p.add_argument("--host", default="127.0.0.1", help="dashboard address to bind (default 127.0.0.1)")
     p.add_argument("--log", metavar="PATH",
-                   help="JSONL log file or folder of shards (default: $CHAT_LOG_PATH or ./data/chat_logs.jsonl)")
+                   help="JSONL log file or folder of shards, or a Space's https:// URL (with $CHAT_OPERATOR_TOKEN) "
+                        "(default: $CHAT_LOG_URL, $CHAT_LOG_PATH or ./data/chat_logs.jsonl)")
     p.add_argument("--space-url", metavar="URL", default=None,
                    help="the Space to talk to (default: $CHAT_SPACE_URL or http://127.0.0.1:7860)")
     p.add_argument("--space-port", type=int, default=None, metavar="PORT",
@@ -253,6 +254,12 @@ def run(args) -> int:
     if not 0 < args.port < 65536:
         raise UsageError(f"--port must be a port number (1-65535), got {args.port}")
     log_path = settings.log_path.resolve()
+    remote = settings.log_url is not None
+    if remote:  # the first copy is made (with progress here); the dashboard process follows the Space
+        from ..mirror import close_all
+
+        close_all()
+        print(f"reading the log of {settings.log_url} (copy in {log_path})", flush=True)
 
     # The dashboard's port first: nothing is started when it is taken.
     if port_in_use(args.host, args.port):
@@ -268,7 +275,7 @@ def run(args) -> int:
     previous = signal.signal(signal.SIGTERM, on_signal)
     try:
         space_proc = None
-        local = is_local_url(space_url)
+        local = is_local_url(space_url) and not remote  # a remote log's Space is not started here
         space_port = parsed.port or (443 if parsed.scheme == "https" else 80)
         space_host = parsed.hostname if parsed.hostname not in ("localhost", "0.0.0.0") else "127.0.0.1"
         answering = local and _answers(space_health(space_url, timeout=1.0))
@@ -327,7 +334,8 @@ def run(args) -> int:
              "--server.address", args.host, "--server.port", str(args.port),
              "--server.headless", "true", "--browser.gatherUsageStats", "false",
              "--server.maxUploadSize", "1"],  # MB; the dashboard takes no uploads
-            cwd=ROOT, env=child_env("dashboard", CHAT_LOG_PATH=str(log_path), CHAT_SPACE_URL=space_url),
+            cwd=ROOT, env=child_env("dashboard", CHAT_SPACE_URL=space_url,
+                          **({"CHAT_LOG_URL": settings.log_url} if remote else {"CHAT_LOG_PATH": str(log_path)})),
             start_new_session=True,
         )
         children.append(("dashboard", dash))

@@ -1,0 +1,465 @@
+"""A deployed Space watched from elsewhere: the Space serves its log to token holders, the
+dashboard and the CLI read it through a local mirror, staff actions go back to the Space.
+
+Real processes on 127.0.0.1; the Space's data folder is never the dashboard's.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client
+
+from chatcore import annotations, mirror
+from chatcore.records import make_record
+from chatcore.writer import LogWriter
+from conftest import PYTHON, ROOT, SpaceProcess, free_port, wait_http
+
+TOKEN = "staff-" + uuid.uuid4().hex
+HEADER = "X-Chat-Operator-Token"
+
+
+def staff_space(space_factory, tmp_path, **kwargs) -> SpaceProcess:
+    return space_factory(tmp_path / "space-data" / "chat_logs.jsonl",
+                         env={"CHAT_OPERATOR_TOKEN": TOKEN, **kwargs.pop("env", {})}, **kwargs)
+
+
+def chat(url: str, text: str, cid: str | None = None) -> str:
+    cid = cid or str(uuid.uuid4())
+    Client(url, verbose=False).predict(message={"text": text, "files": []}, conversation_id=cid,
+                                       api_name="/chat")
+    return cid
+
+
+def cli(*args, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("CHAT_OPERATOR_TOKEN", "CHAT_LOG_PATH", "CHAT_LOG_URL", "CHAT_SPACE_URL")}
+    return subprocess.run([PYTHON, "-m", "chatcore", *args], cwd=ROOT, env={**base, **env},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def shard_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.jsonl"))}
+
+
+def turn(i: int, text: str = "question") -> dict:
+    return make_record(conversation_id=f"bulk-{i % 50}", turn=i, user_text=f"{text} {i}",
+                       response=f"answer {i}", latency_ms=3, source="api", backend="echo")
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+def test_cli_conversations_over_the_url(space_factory, tmp_path):
+    sp = staff_space(space_factory, tmp_path)
+    ids = [chat(sp.url, f"hello remote {i}") for i in range(3)]
+    mirror_dir = tmp_path / "laptop-cache"
+
+    ok = cli("conversations", "--log", sp.url + "/", "--format", "json",
+             env={"CHAT_OPERATOR_TOKEN": TOKEN, "CHAT_MIRROR_DIR": str(mirror_dir)})
+    assert ok.returncode == 0, ok.stderr
+    listed = {row["conversation_id"] for row in json.loads(ok.stdout)}
+    assert listed == set(ids)
+    # The copy is in the dashboard's cache folder, not in the Space's data folder.
+    copies = list(mirror_dir.glob("*/chat_logs.jsonl"))
+    assert len(copies) == 1 and copies[0].read_bytes() == sp.log_path.read_bytes()
+
+    missing = cli("conversations", "--log", sp.url + "/", env={"CHAT_MIRROR_DIR": str(mirror_dir)})
+    assert missing.returncode != 0
+    assert "CHAT_OPERATOR_TOKEN" in missing.stderr and "Traceback" not in missing.stderr
+    assert missing.stdout == ""
+
+    wrong = cli("conversations", "--log", sp.url + "/",
+                env={"CHAT_OPERATOR_TOKEN": "not-the-token", "CHAT_MIRROR_DIR": str(mirror_dir)})
+    assert wrong.returncode != 0
+    assert "401" in wrong.stderr and "Traceback" not in wrong.stderr
+    assert "not-the-token" not in wrong.stderr
+
+    # Our header works beside an Authorization header (a private Space's HF token).
+    both = httpx.get(sp.url + "/staff/v1/log", headers={HEADER: TOKEN, "Authorization": "Bearer hf_other"})
+    assert both.status_code == 200 and both.json()["shards"][0]["name"] == "chat_logs.jsonl"
+    only_auth = httpx.get(sp.url + "/staff/v1/log", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert only_auth.status_code == 401 and only_auth.content == b""
+
+
+def test_export_and_tail_over_the_url(space_factory, tmp_path):
+    sp = staff_space(space_factory, tmp_path)
+    cid = chat(sp.url, "export me please")
+    env = {"CHAT_OPERATOR_TOKEN": TOKEN, "CHAT_MIRROR_DIR": str(tmp_path / "cache"), "CHAT_LOG_URL": sp.url}
+    out = cli("export", "--conversation", cid, "--format", "jsonl", env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[0])["user_text"] == "export me please"
+
+    # tail follows the Space: a turn sent after it started shows up.
+    proc = subprocess.Popen([PYTHON, "-m", "chatcore", "tail", "-n", "0", "--max", "1", "--seconds", "60",
+                             "--colour", "never"], cwd=ROOT, env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        marker = f"tail-{uuid.uuid4().hex[:8]}"
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:  # until tail has attached and prints it
+            chat(sp.url, marker)
+            try:
+                proc.wait(2)
+            except subprocess.TimeoutExpired:
+                pass
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert marker in out
+
+
+# ------------------------------------------------------------------------ incremental
+
+
+def test_mirror_is_incremental_and_survives_truncation_rotation_and_restart(space_factory, tmp_path):
+    port = free_port()
+    sp = staff_space(space_factory, tmp_path, port=port)
+    chat(sp.url, "first turn through the Space")
+    folder = sp.log_path.parent
+    m = mirror.Mirror([sp.url], TOKEN, tmp_path / "laptop" / "mirror")
+    try:
+        m.sync()
+        assert shard_bytes(m.folder) == shard_bytes(folder)
+
+        # 1,000 more turns: only the new bytes travel (plus the few compared at the seam).
+        writer = LogWriter(sp.log_path)  # the same writer the Space uses, in another process
+        before_size = sp.log_path.stat().st_size
+        for i in range(1000):
+            assert writer.append(turn(i))
+        received, requests = m.bytes_received, m.requests
+        m.sync()
+        grown = sp.log_path.stat().st_size - before_size
+        assert m.bytes_received - received == grown + mirror.OVERLAP
+        assert m.requests - requests == 2  # the listing and one range
+        assert shard_bytes(m.folder) == shard_bytes(folder)
+
+        # Nothing new: a listing only, no bytes.
+        received = m.bytes_received
+        m.sync()
+        assert m.bytes_received == received
+
+        # Truncated to fewer lines on the Space.
+        lines = sp.log_path.read_bytes().splitlines(keepends=True)
+        os.truncate(sp.log_path, sum(len(x) for x in lines[:10]))
+        m.sync()
+        assert shard_bytes(m.folder) == shard_bytes(folder)
+
+        # Truncated and grown past the old size in place (same file): the seam check notices.
+        os.truncate(sp.log_path, 0)
+        for i in range(40):
+            writer.append(turn(i, "rewritten"))
+        assert sp.log_path.stat().st_size > sum(len(x) for x in lines[:10])
+        m.sync()
+        assert shard_bytes(m.folder) == shard_bytes(folder)
+        assert b"rewritten 0" in (m.folder / "chat_logs.jsonl").read_bytes()
+
+        # Replaced by another file.
+        tmp = folder / "replacement.tmp"
+        tmp.write_bytes(b"".join(json.dumps(turn(i, "replaced")).encode() + b"\n" for i in range(60)))
+        os.replace(tmp, sp.log_path)
+        m.sync()
+        assert shard_bytes(m.folder) == shard_bytes(folder)
+
+        # Rotated: renamed aside (still a shard), a new file takes its place. The rotated
+        # shard is renamed in the copy, not fetched again.
+        copied = (m.folder / "chat_logs.jsonl").stat().st_size
+        chat(sp.url, "before the rotation")
+        rotated = folder / "chat_logs.2026-01-01.jsonl"
+        os.rename(sp.log_path, rotated)
+        chat(sp.url, "after the rotation")
+        received, renames = m.bytes_received, m.renames
+        m.sync()
+        assert shard_bytes(m.folder) == shard_bytes(folder)
+        assert m.renames == renames + 1
+        expected = (rotated.stat().st_size - copied + mirror.OVERLAP) + sp.log_path.stat().st_size
+        assert m.bytes_received - received == expected
+
+        # The Space stops (the network drops for the mirror), more is written, it comes back.
+        sp.stop()
+        with pytest.raises(mirror.MirrorError) as down:
+            m.sync()
+        assert down.value.kind == "unreachable"
+        for i in range(100):
+            writer.append(turn(i, "while down"))
+        sp.start()
+        chat(sp.url, "after the restart")
+        received = m.bytes_received
+        size_before = (m.folder / "chat_logs.jsonl").stat().st_size
+        m.sync()
+        assert shard_bytes(m.folder) == shard_bytes(folder)
+        new_bytes = sp.log_path.stat().st_size - size_before
+        assert m.bytes_received - received == new_bytes + mirror.OVERLAP
+    finally:
+        m.close()
+
+
+def test_interrupted_first_sync_resumes(space_factory, tmp_path, monkeypatch):
+    sp = staff_space(space_factory, tmp_path)
+    writer = LogWriter(sp.log_path)
+    for i in range(2000):
+        writer.append(turn(i, "x" * 200))
+    monkeypatch.setattr(mirror, "CHUNK", 64 * 1024)  # several requests for this shard
+    m = mirror.Mirror([sp.url], TOKEN, tmp_path / "laptop" / "mirror")
+    seen = []
+
+    def drop_after_two_chunks(done, total):
+        seen.append(done)
+        if len(seen) == 2:
+            raise ConnectionError("network dropped")
+
+    try:
+        with pytest.raises(ConnectionError):
+            m.sync(progress=drop_after_two_chunks)
+        have = (m.folder / "chat_logs.jsonl").stat().st_size
+        total = sp.log_path.stat().st_size
+        assert 0 < have < total
+        received, requests = m.bytes_received, m.requests
+        m.sync()
+        assert shard_bytes(m.folder) == shard_bytes(sp.log_path.parent)
+        # Only the rest travelled: per request at most the seam and one unfinished line again.
+        again = m.bytes_received - received - (total - have)
+        assert 0 <= again <= (m.requests - requests) * (mirror.OVERLAP + 600)
+        assert m.bytes_received - received < total - have // 2
+    finally:
+        m.close()
+
+
+def test_several_replicas_read_as_one_log(space_factory, tmp_path):
+    a = space_factory(tmp_path / "a" / "chat_logs.jsonl", env={"CHAT_OPERATOR_TOKEN": TOKEN},
+                      args=["--replica", "a"])
+    b = space_factory(tmp_path / "b" / "chat_logs.jsonl", env={"CHAT_OPERATOR_TOKEN": TOKEN},
+                      args=["--replica", "b"])
+    ca, cb = chat(a.url, "to replica a"), chat(b.url, "to replica b")
+    out = cli("conversations", "--log", f"{a.url},{b.url}", "--format", "json",
+              env={"CHAT_OPERATOR_TOKEN": TOKEN, "CHAT_MIRROR_DIR": str(tmp_path / "cache")})
+    assert out.returncode == 0, out.stderr
+    assert {r["conversation_id"] for r in json.loads(out.stdout)} == {ca, cb}
+
+
+# ---------------------------------------------------------------- staff actions, dashboards
+
+
+def test_two_dashboards_on_one_space_share_a_note(space_factory, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import apptest_knows_the_entry_navigates
+
+    sp = staff_space(space_factory, tmp_path)
+    cid = chat(sp.url, "a question staff will annotate")
+    apptest_knows_the_entry_navigates(monkeypatch)
+    monkeypatch.setenv("CHAT_TIMEZONE", "UTC")
+    monkeypatch.setenv("CHAT_OPERATOR_TOKEN", TOKEN)
+    monkeypatch.setenv("CHAT_LOG_URL", sp.url)
+    monkeypatch.delenv("CHAT_LOG_PATH", raising=False)
+    monkeypatch.setenv("CHAT_SPACE_URL", sp.url)
+    entry = str(ROOT / "dashboard.py")
+
+    def dashboard(name: str) -> AppTest:
+        monkeypatch.setenv("CHAT_MIRROR_DIR", str(tmp_path / name))  # each dashboard its own copy
+        at = AppTest.from_file(entry, default_timeout=60)
+        at.query_params["conversation"] = cid
+        at.run()
+        assert not at.exception, at.exception
+        at.switch_page("pages/conversations.py").run()
+        assert not at.exception, at.exception
+        return at
+
+    try:
+        one = dashboard("one")
+        note = f"called back {uuid.uuid4().hex[:6]}"
+        one.text_area(key="conv_note_text").input(note)
+        next(b for b in one.button if b.label == "Save note").click().run()
+        assert not one.exception and not one.error, (one.exception, [e.value for e in one.error])
+        # Written by the Space, in the Space's folder; the copy of dashboard one has it too.
+        assert annotations.load_annotations(sp.log_path)[cid]["notes"][0][2] == note
+        assert note in [t.value for t in one.text]
+
+        two = dashboard("two")
+        assert not (tmp_path / "two").samefile(tmp_path / "one")
+        deadline = time.monotonic() + 10
+        while note not in [t.value for t in two.text] and time.monotonic() < deadline:
+            time.sleep(0.3)
+            two.run()
+        assert note in [t.value for t in two.text]
+        # Nothing was written into either dashboard's copy by hand: they hold the Space's file.
+        space_notes = (sp.log_path.parent / "annotations" / "notes.jsonl").read_bytes()
+        for name in ("one", "two"):
+            (copy,) = (tmp_path / name).glob("*/annotations/notes.jsonl")
+            assert copy.read_bytes() == space_notes
+    finally:
+        mirror.close_all()
+        import streamlit as st
+
+        st.cache_resource.clear()
+        st.cache_data.clear()
+
+
+def test_staff_action_needs_the_token_and_is_checked(space_factory, tmp_path):
+    sp = staff_space(space_factory, tmp_path)
+    cid = chat(sp.url, "hello")
+    url = sp.url + "/staff/v1/annotations"
+    assert httpx.post(url, json={"action": "tag", "conversation_id": cid, "value": "x"}).status_code == 401
+    bad = httpx.post(url, headers={HEADER: TOKEN}, json={"action": "tag", "conversation_id": "../x", "value": "x"})
+    assert bad.status_code == 400
+    bad = httpx.post(url, headers={HEADER: TOKEN}, json={"action": "rm -rf", "conversation_id": cid})
+    assert bad.status_code == 400
+    ok = httpx.post(url, headers={HEADER: TOKEN}, json={"action": "tag", "conversation_id": cid,
+                                                         "value": "Escalated", "author": "ann"})
+    assert ok.status_code == 200
+    assert annotations.load_annotations(sp.log_path)[cid]["tags"] == {"escalated"}
+
+
+# ---------------------------------------------------------------------------- security
+
+
+def _space_app(log_path: Path, monkeypatch):
+    """The app the Space process builds, in this process, to list its routes."""
+    from chatcore.responders import make_responder
+    from chatcore.settings import Settings
+    from chatcore.space import build_app
+
+    monkeypatch.setenv("CHAT_OPERATOR_TOKEN", TOKEN)
+    app, _service = build_app(Settings.from_env(remote=False, log_path=log_path), make_responder("echo"))
+    return app
+
+
+def _all_routes(routes, prefix=""):
+    from starlette.routing import Mount
+
+    for r in routes:
+        if isinstance(r, Mount):
+            yield from _all_routes(r.routes, prefix + r.path)
+        elif hasattr(r, "path"):
+            yield prefix + r.path, sorted(getattr(r, "methods", None) or {"GET"})
+
+
+def test_no_route_reveals_the_log_without_the_token(space_factory, tmp_path, monkeypatch):
+    secret = f"secret-{uuid.uuid4().hex}"
+    sp = staff_space(space_factory, tmp_path)
+    chat(sp.url, secret)
+    annotations.add_note(sp.log_path, "some-conversation", f"note {secret}")
+    assert secret.encode() in sp.log_path.read_bytes()
+
+    routes = list(_all_routes(_space_app(tmp_path / "elsewhere" / "chat_logs.jsonl", monkeypatch).routes))
+    staff = [p for p, _m in routes if p.startswith("/staff/")]
+    assert len(staff) >= 4
+    fill = {"name": "chat_logs.jsonl", "path": str(sp.log_path), "file_path": str(sp.log_path),
+            "filename": "chat_logs.jsonl"}
+    checked = 0
+    for path, methods in routes:
+        concrete = path
+        for key, value in fill.items():
+            concrete = concrete.replace("{" + key + "}", value).replace("{" + key + ":path}", value)
+        if "{" in concrete:
+            concrete = concrete.split("{")[0] + "chat_logs.jsonl"
+        for method in methods:
+            if method in ("HEAD", "OPTIONS"):
+                continue
+            for headers in ({}, {HEADER: "wrong"}, {"Authorization": f"Bearer {TOKEN}"}):
+                try:
+                    resp = httpx.request(method, sp.url + concrete, headers=headers, timeout=5,
+                                         params={"offset": "0"})
+                    body = resp.content
+                except httpx.ReadTimeout:
+                    continue  # a stream that never sends anything reveals nothing either
+                assert secret.encode() not in body, (method, concrete, headers)
+                assert b"some-conversation" not in body, (method, concrete, headers)
+                if concrete.startswith("/staff/"):
+                    assert resp.status_code == 401 and body == b"", (method, concrete, resp.status_code)
+                checked += 1
+    assert checked > 20
+    # The file route of the UI does not hand the log out either.
+    for probe in (f"/gradio_api/file={sp.log_path}", f"/file={sp.log_path}"):
+        assert secret.encode() not in httpx.get(sp.url + probe, timeout=5).content
+
+
+def test_without_the_env_token_the_routes_do_not_exist(space_factory, tmp_path):
+    log = tmp_path / "space-data" / "chat_logs.jsonl"
+    log.parent.mkdir(parents=True)
+    (log.parent / ".chatcore-operator-token").write_text("file-token\n")  # the file does not enable them
+    env = {k: v for k, v in os.environ.items() if k != "CHAT_OPERATOR_TOKEN"}
+    sp = SpaceProcess(log, env=env)
+    sp.env.pop("CHAT_OPERATOR_TOKEN", None)
+    sp.start()
+    try:
+        chat(sp.url, "hello")
+        for token in ("file-token", TOKEN):
+            resp = httpx.get(sp.url + "/staff/v1/log", headers={HEADER: token})
+            assert resp.status_code != 200 or "shards" not in resp.text
+            resp = httpx.get(sp.url + "/staff/v1/shards/chat_logs.jsonl", headers={HEADER: token})
+            assert b"hello" not in resp.content
+    finally:
+        sp.stop()
+
+
+def test_names_from_the_caller_never_reach_the_filesystem(space_factory, tmp_path):
+    sp = staff_space(space_factory, tmp_path)
+    chat(sp.url, "hello")
+    outside = tmp_path / "space-data" / "outside.txt"
+    outside.write_text("not a shard")
+    (sp.log_path.parent / "link.jsonl").symlink_to(outside)
+    (sp.log_path.parent / ".chatcore-operator-token").write_text("x\n")
+    listing = httpx.get(sp.url + "/staff/v1/log", headers={HEADER: TOKEN}).json()
+    assert [s["name"] for s in listing["shards"]] == ["chat_logs.jsonl"]
+    for name in ("link.jsonl", "outside.txt", ".chatcore-operator-token", "..%2Fchat_logs.jsonl",
+                 "%2E%2E%2Fspace-data%2Foutside.txt", "chat_logs.jsonl%00"):
+        for kind in ("shards", "annotations"):
+            resp = httpx.get(f"{sp.url}/staff/v1/{kind}/{name}", headers={HEADER: TOKEN})
+            assert resp.status_code == 404, (kind, name)
+            assert b"not a shard" not in resp.content
+
+
+def test_plain_http_to_another_machine_is_refused():
+    with pytest.raises(mirror.MirrorError) as err:
+        mirror.parse_urls("http://space.example.org")
+    assert "https" in str(err.value)
+    assert mirror.parse_urls("https://a.hf.space/, http://127.0.0.1:7860") == [
+        "https://a.hf.space", "http://127.0.0.1:7860"]
+
+
+# ------------------------------------------------------------------------ live, browser
+
+
+def test_live_page_in_chromium_over_the_remote_path(space_factory, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    sp = staff_space(space_factory, tmp_path)
+    chat(sp.url, "warm up remote")
+    port = free_port()
+    env = {**os.environ, "CHAT_OPERATOR_TOKEN": TOKEN, "CHAT_MIRROR_DIR": str(tmp_path / "laptop"),
+           "CHAT_TIMEZONE": "UTC", "CHAT_LIVE_REFRESH": "0.3"}
+    env.pop("CHAT_LOG_PATH", None)
+    out = open(tmp_path / "dashboard.out", "wb")
+    proc = subprocess.Popen([PYTHON, "-m", "chatcore", "dashboard", "--port", str(port), "--log", sp.url],
+                            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/_stcore/health", timeout=90, proc=proc)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/live")
+            page.wait_for_function("() => document.body.textContent.includes('warm up remote')", timeout=90_000)
+            marker = f"remote-live-{uuid.uuid4().hex[:8]}"
+            chat(sp.url, marker)
+            page.wait_for_function("m => document.body.textContent.includes(m)", arg=marker, timeout=30_000)
+            browser.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        out.close()
+    # The dashboard's copy is its own: nothing of it is in the Space's folder, and vice versa.
+    assert not list(sp.log_path.parent.glob(".mirror*"))
+    assert list((tmp_path / "laptop").glob("*/chat_logs.jsonl"))
