@@ -104,12 +104,15 @@ def event_delays(url: str, token: str, log: Path, n: int = 40) -> list[float]:
     sizes: queue.Queue = queue.Queue()
 
     def listen():
-        with httpx.stream("GET", url + "/staff/v1/events", headers={"X-Chat-Operator-Token": token},
-                          timeout=httpx.Timeout(5, read=60)) as resp:
-            for line in resp.iter_lines():
-                if line.startswith("data:"):
-                    listing = json.loads(line[5:])
-                    sizes.put((time.perf_counter(), {s["name"]: s["size"] for s in listing["shards"]}))
+        try:
+            with httpx.stream("GET", url + "/staff/v1/events", headers={"X-Chat-Operator-Token": token},
+                              timeout=httpx.Timeout(5, read=60)) as resp:
+                for line in resp.iter_lines():
+                    if line.startswith("data:"):
+                        listing = json.loads(line[5:])
+                        sizes.put((time.perf_counter(), {s["name"]: s["size"] for s in listing["shards"]}))
+        except httpx.HTTPError:  # the Space stopped at the end of the run
+            pass
 
     threading.Thread(target=listen, daemon=True).start()
     sizes.get(timeout=10)

@@ -119,6 +119,49 @@ def test_export_and_tail_over_the_url(space_factory, tmp_path):
     assert marker in out
 
 
+def test_first_sync_of_a_large_log_shows_progress(space_factory, tmp_path):
+    sp = staff_space(space_factory, tmp_path)
+    writer = LogWriter(sp.log_path)
+    for i in range(12_000):
+        writer.append(turn(i, "y" * 400))
+    assert sp.log_path.stat().st_size > mirror.PROGRESS_FROM_BYTES
+    env = {"CHAT_OPERATOR_TOKEN": TOKEN, "CHAT_MIRROR_DIR": str(tmp_path / "cache")}
+    first = cli("conversations", "--log", sp.url, "--format", "json", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "mirroring http://127.0.0.1" in first.stderr and "(100%)" in first.stderr
+    assert len(json.loads(first.stdout)) == 50
+    again = cli("conversations", "--log", sp.url, "--format", "json", env=env)  # nothing new: no progress
+    assert again.returncode == 0 and "mirroring" not in again.stderr
+
+
+def test_which_log_the_settings_read(monkeypatch, tmp_path):
+    from chatcore.settings import remote_log_spec
+
+    for name in ("CHAT_LOG_URL", "CHAT_LOG_PATH", "CHAT_SPACE_URL", "CHAT_OPERATOR_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    assert remote_log_spec() is None
+    assert remote_log_spec("https://a.hf.space") == "https://a.hf.space"
+    assert remote_log_spec(str(tmp_path / "x.jsonl")) is None
+    monkeypatch.setenv("CHAT_SPACE_URL", "https://a.hf.space")
+    assert remote_log_spec() is None  # no token: the Space is only for chat and health
+    monkeypatch.setenv("CHAT_OPERATOR_TOKEN", TOKEN)
+    assert remote_log_spec() == "https://a.hf.space"  # CHAT_SPACE_URL alone implies the log
+    assert remote_log_spec(str(tmp_path / "x.jsonl")) is None  # a named local log wins
+    monkeypatch.setenv("CHAT_LOG_PATH", str(tmp_path / "x.jsonl"))
+    assert remote_log_spec() is None
+    monkeypatch.setenv("CHAT_LOG_URL", "https://b.hf.space,https://c.hf.space")
+    assert remote_log_spec() == "https://b.hf.space,https://c.hf.space"
+    monkeypatch.delenv("CHAT_LOG_URL")
+    monkeypatch.delenv("CHAT_LOG_PATH")
+    monkeypatch.setenv("CHAT_SPACE_URL", "http://127.0.0.1:7860")
+    assert remote_log_spec() is None  # a Space on this machine: its log file is read
+
+
+def test_space_command_never_takes_a_url(tmp_path):
+    out = cli("space", "--log", "https://a.hf.space", "--port", str(free_port()), env={}, timeout=60)
+    assert out.returncode == 2 and "path" in out.stderr
+
+
 # ------------------------------------------------------------------------ incremental
 
 
