@@ -184,6 +184,24 @@ class Mirror:
         self._check(url, resp)
         return resp
 
+    def _get_range(self, url: str, path: str, offset: int, limit: int) -> tuple[httpx.Response, bytes]:
+        """One byte range; never more than ``limit`` bytes are accepted, whatever the server sends."""
+        self.requests += 1
+        body = bytearray()
+        try:
+            with self._client.stream("GET", url + PREFIX + path, params={"offset": offset, "limit": limit},
+                                     headers=self._headers(url)) as resp:
+                self._check(url, resp)
+                if resp.status_code == 200:
+                    for chunk in resp.iter_bytes():
+                        body += chunk
+                        if len(body) > limit:
+                            raise MirrorError("protocol", f"{_display(url)} sent more than was asked for")
+        except httpx.HTTPError as exc:
+            raise MirrorError("unreachable", f"cannot reach {_display(url)} ({type(exc).__name__})") from None
+        self.bytes_received += len(body)
+        return resp, bytes(body)
+
     @staticmethod
     def _check(url: str, resp: httpx.Response) -> None:
         if resp.status_code == 401:
@@ -359,7 +377,7 @@ class Mirror:
             offset = have
             while True:
                 back = min(OVERLAP, offset)
-                resp = self._get(url, route, offset=offset - back, limit=CHUNK)
+                resp, body = self._get_range(url, route, offset - back, CHUNK)
                 if resp.status_code in (404, 416):
                     raise _Reset
                 if resp.status_code != 200:
@@ -368,8 +386,6 @@ class Mirror:
                     files[rel]["id"] = ident = resp.headers.get("X-Chat-Id") or ""
                     if offset:
                         raise _Reset
-                body = resp.content
-                self.bytes_received += len(body)
                 if back:
                     with open(path, "rb") as f:
                         f.seek(offset - back)
@@ -503,7 +519,7 @@ class Mirror:
                 log.debug("event stream of %s: %s", _display(url), exc)
             if self._stop.wait(backoff):
                 return
-            backoff = min(backoff * 2, 15.0)
+            backoff = min(backoff * 2, 5.0)
 
     def close(self) -> None:
         self._stop.set()

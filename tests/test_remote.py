@@ -98,6 +98,16 @@ def test_export_and_tail_over_the_url(space_factory, tmp_path):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[0])["user_text"] == "export me please"
 
+    stats = cli("stats", "--no-health", "--format", "json", env=env)
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["turns"] == 1
+
+    # replay re-runs it against the Space; the link to the original is written by the Space.
+    replay = cli("replay", cid, "--format", "json", env={**env, "CHAT_SPACE_URL": sp.url})
+    assert replay.returncode == 0, replay.stderr
+    replay_id = json.loads(replay.stdout)["replay_id"]
+    assert annotations.load_annotations(sp.log_path)[cid]["replays"] == [replay_id]
+
     # tail follows the Space: a turn sent after it started shows up.
     proc = subprocess.Popen([PYTHON, "-m", "chatcore", "tail", "-n", "0", "--max", "1", "--seconds", "60",
                              "--colour", "never"], cwd=ROOT, env={**os.environ, **env},
@@ -506,3 +516,45 @@ def test_live_page_in_chromium_over_the_remote_path(space_factory, tmp_path):
     # The dashboard's copy is its own: nothing of it is in the Space's folder, and vice versa.
     assert not list(sp.log_path.parent.glob(".mirror*"))
     assert list((tmp_path / "laptop").glob("*/chat_logs.jsonl"))
+
+
+def test_a_space_sending_more_than_asked_is_cut_off(tmp_path, monkeypatch):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    line = b'{"conversation_id":"c","turn":0,"user_text":"x","response":["y"],"ts":"2026-01-01T00:00:00Z"}\n'
+
+    class Flood(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if self.headers.get(HEADER) != TOKEN:
+                self.send_response(401)
+                self.end_headers()
+                return
+            if self.path.startswith("/staff/v1/log"):
+                body = json.dumps({"shards": [{"name": "chat_logs.jsonl", "size": len(line) * 5000, "id": "a"}],
+                                   "annotations": []}).encode()
+            else:  # asked for at most CHUNK bytes, sends far more
+                body = line * 5000
+            self.send_response(200)
+            self.send_header("X-Chat-Size", str(len(line) * 5000))
+            self.send_header("X-Chat-Id", "a")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flood)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(mirror, "CHUNK", 4096)
+    m = mirror.Mirror([f"http://127.0.0.1:{server.server_port}"], TOKEN, tmp_path / "mirror")
+    try:
+        m.sync()  # the flooded file is skipped (an error of that Space), nothing of it kept
+        assert "more than was asked" in (m.last_error or "")
+        assert m.bytes_received <= 4096 + 65536
+        assert not (m.folder / "chat_logs.jsonl").exists() or (m.folder / "chat_logs.jsonl").stat().st_size == 0
+    finally:
+        m.close()
+        server.shutdown()
+        server.server_close()
