@@ -170,7 +170,7 @@ class Mirror:
     def _headers(self, url: str) -> dict:
         headers = {HEADER: self._token}
         host = (urlsplit(url).hostname or "").lower()
-        hf = os.environ.get("HF_TOKEN", "").strip()
+        hf = (os.environ.get("CHAT_SPACE_HF_TOKEN") or os.environ.get("HF_TOKEN") or "").strip()
         if hf and host.endswith(".hf.space") and url.startswith("https://"):
             headers["Authorization"] = f"Bearer {hf}"  # a private Space: the HF token opens its door
         return headers
