@@ -299,6 +299,21 @@ def test_several_replicas_read_as_one_log(space_factory, tmp_path):
     assert out.returncode == 0, out.stderr
     assert {r["conversation_id"] for r in json.loads(out.stdout)} == {ca, cb}
 
+    # Annotations of both are read as one; a staff action goes to the first Space.
+    httpx.post(b.url + "/staff/v1/annotations", headers={HEADER: TOKEN},
+               json={"action": "note", "conversation_id": cb, "value": "noted on b"}).raise_for_status()
+    m = mirror.attach(f"{a.url},{b.url}", token=TOKEN, folder=tmp_path / "one-log", follow=False)
+    try:
+        assert sorted(p.name for p in m.folder.glob("*.jsonl")) == sorted(
+            f"{mirror._tag(u)}.chat_logs.{r}.jsonl" for u, r in ((a.url, "a"), (b.url, "b")))
+        annotations.add_tag(m.folder, ca, "escalated", author="ann")
+        assert annotations.load_annotations(a.log_path)[ca]["tags"] == {"escalated"}
+        assert not (b.log_path.parent / "annotations" / "notes.jsonl").read_bytes().count(b"escalated")
+        merged = annotations.load_annotations(m.folder)
+        assert merged[ca]["tags"] == {"escalated"} and merged[cb]["notes"][0][2] == "noted on b"
+    finally:
+        mirror.close_all()
+
 
 # ---------------------------------------------------------------- staff actions, dashboards
 
