@@ -164,6 +164,7 @@ class Mirror:
         self.last_sync: float | None = None
         self.last_error: str | None = None
         self.events = 0
+        self._seen: dict[str, dict] = {}  # the last listing synced, per Space
 
     # -- HTTP --------------------------------------------------------------------------
 
@@ -255,6 +256,7 @@ class Mirror:
                 if not isinstance(listing, dict):
                     raise ValueError
                 listings[url] = listing
+                self._seen[url] = listing
             except MirrorError as exc:
                 if exc.kind in ("auth", "protocol", "config"):
                     raise
@@ -508,13 +510,19 @@ class Mirror:
                     if resp.status_code != 200:
                         raise MirrorError("protocol", f"events: HTTP {resp.status_code}")
                     backoff = 0.5
-                    self._wake.set()  # catch up on anything written while disconnected
+                    # The first event is the listing as it is now: a sync catches up on anything
+                    # written while disconnected. Listings already synced wake nobody.
                     for line in resp.iter_lines():
                         if self._stop.is_set():
                             return
                         if line.startswith("data:"):
                             self.events += 1
-                            self._wake.set()
+                            try:
+                                listing = json.loads(line[5:])
+                            except ValueError:
+                                listing = None
+                            if listing is None or listing != self._seen.get(url):
+                                self._wake.set()
             except Exception as exc:  # dropped, refused, restarting: try again
                 log.debug("event stream of %s: %s", _display(url), exc)
             if self._stop.wait(backoff):

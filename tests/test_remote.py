@@ -373,6 +373,38 @@ def test_two_dashboards_on_one_space_share_a_note(space_factory, tmp_path, monke
         st.cache_data.clear()
 
 
+def test_chat_page_of_a_remote_dashboard_sends_operator_turns(space_factory, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import apptest_knows_the_entry_navigates
+
+    sp = staff_space(space_factory, tmp_path)
+    apptest_knows_the_entry_navigates(monkeypatch)
+    monkeypatch.setenv("CHAT_TIMEZONE", "UTC")
+    monkeypatch.setenv("CHAT_OPERATOR_TOKEN", TOKEN)
+    monkeypatch.setenv("CHAT_LOG_URL", sp.url)  # and no CHAT_SPACE_URL: the log's Space is the chat's
+    monkeypatch.delenv("CHAT_LOG_PATH", raising=False)
+    monkeypatch.delenv("CHAT_SPACE_URL", raising=False)
+    monkeypatch.setenv("CHAT_MIRROR_DIR", str(tmp_path / "laptop"))
+    try:
+        at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60).run()
+        assert not at.exception, at.exception
+        at.switch_page("pages/chat.py").run()
+        cid = at.session_state["chat_cid"]
+        at.chat_input(key="chat_prompt").set_value("from a laptop").run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        mine = [r for r in sp.records() if r["conversation_id"] == cid]
+        assert [(r["user_text"], r["source"]) for r in mine] == [("from a laptop", "operator")]
+        # The sidebar names the Space as the log, not the cache folder.
+        assert sp.url in [c.value for c in at.sidebar.code]
+    finally:
+        mirror.close_all()
+        import streamlit as st
+
+        st.cache_resource.clear()
+        st.cache_data.clear()
+
+
 def test_staff_action_needs_the_token_and_is_checked(space_factory, tmp_path):
     sp = staff_space(space_factory, tmp_path)
     cid = chat(sp.url, "hello")
