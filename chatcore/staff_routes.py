@@ -149,7 +149,7 @@ def _int_param(request: Request, name: str, default: int, high: int) -> int | No
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or len(raw) > 19:
+    if not re.fullmatch(r"[0-9]{1,18}", raw):  # ASCII digits only ("²".isdigit() is True)
         return None
     return min(int(raw), high)
 

@@ -510,6 +510,10 @@ def test_names_from_the_caller_never_reach_the_filesystem(space_factory, tmp_pat
     outside.write_text("not a shard")
     (sp.log_path.parent / "link.jsonl").symlink_to(outside)
     (sp.log_path.parent / ".chatcore-operator-token").write_text("x\n")
+    for bad in ("²", "-1", "1e9", "99999999999999999999999", ""):
+        resp = httpx.get(sp.url + "/staff/v1/shards/chat_logs.jsonl", params={"offset": bad},
+                         headers={HEADER: TOKEN})
+        assert resp.status_code == 400, bad
     listing = httpx.get(sp.url + "/staff/v1/log", headers={HEADER: TOKEN}).json()
     assert [s["name"] for s in listing["shards"]] == ["chat_logs.jsonl"]
     for name in ("link.jsonl", "outside.txt", ".chatcore-operator-token", "..%2Fchat_logs.jsonl",
