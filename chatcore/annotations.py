@@ -46,19 +46,11 @@ def _append(path: Path, record: dict) -> None:
 
     remote = mirror_for_path(path)
     if remote is not None:  # a mirrored log: the Space writes it, every dashboard sees it
-        remote.send_action(_as_action(path.name, record))
+        remote.send_record(path.name, record)
         return
     w = _writer(path)
     if not w.append(record):
         raise OSError(f"could not save to {path.name}: {w.last_error}")
-
-
-def _as_action(file_name: str, record: dict) -> dict:
-    """The staff action a record stands for, as the Space's ``POST /staff/v1/annotations`` takes it."""
-    if file_name == "feedback.jsonl":
-        return {"action": "feedback", **{k: record.get(k) for k in ("conversation_id", "turn", "rating", "by",
-                                                                     "source")}}
-    return {"action": record.get("kind"), **{k: record.get(k) for k in ("conversation_id", "value", "author")}}
 
 
 class _Incremental:

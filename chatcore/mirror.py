@@ -446,6 +446,15 @@ class Mirror:
 
     # -- staff actions ----------------------------------------------------------------
 
+    def send_record(self, file_name: str, record: dict) -> dict:
+        """Send the staff action an annotation record stands for (``feedback.jsonl`` or ``notes.jsonl``)."""
+        if file_name == "feedback.jsonl":
+            keys = ("conversation_id", "turn", "rating", "by", "source")
+            action = {"action": "feedback", **{k: record.get(k) for k in keys}}
+        else:
+            action = {"action": record.get("kind"), **{k: record.get(k) for k in ("conversation_id", "value", "author")}}
+        return self.send_action(action)
+
     def send_action(self, action: dict) -> dict:
         """POST a staff action to the (first) Space, then sync so this process sees it at once."""
         url = self.urls[0]
