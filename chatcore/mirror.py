@@ -270,7 +270,10 @@ class Mirror:
         wanted: list[tuple[str, str, str, int, str]] = []  # url, kind, name, size, id
         for url, listing in listings.items():
             for kind, key in (("shard", "shards"), ("annotation", "annotations")):
-                for item in listing.get(key) or []:
+                items = listing.get(key)
+                for item in items if isinstance(items, list) else []:
+                    if not isinstance(item, dict):
+                        continue
                     name, size, ident = item.get("name"), item.get("size"), item.get("id")
                     if not (isinstance(name, str) and NAME_PATTERN.match(name) and isinstance(size, int)
                             and size >= 0 and isinstance(ident, str)):
