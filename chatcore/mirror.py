@@ -439,10 +439,15 @@ class Mirror:
                 lines.sort(key=_line_ts)
                 data = b"".join(lines)
             try:
-                if target.read_bytes() == data:
-                    continue
+                current = target.read_bytes()
             except OSError:
-                pass
+                current = None
+            if current == data:
+                continue
+            if current and data.startswith(current):  # only new lines: append, readers keep their place
+                with open(target, "ab") as f:
+                    f.write(data[len(current):])
+                continue
             tmp = target_dir / f".{name}.{os.getpid()}.tmp"
             tmp.write_bytes(data)
             os.replace(tmp, target)

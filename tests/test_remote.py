@@ -311,6 +311,12 @@ def test_several_replicas_read_as_one_log(space_factory, tmp_path):
         assert not (b.log_path.parent / "annotations" / "notes.jsonl").read_bytes().count(b"escalated")
         merged = annotations.load_annotations(m.folder)
         assert merged[ca]["tags"] == {"escalated"} and merged[cb]["notes"][0][2] == "noted on b"
+        # New lines are appended to the merged copy (readers keep their place), not a new file.
+        notes = m.folder / "annotations" / "notes.jsonl"
+        inode = notes.stat().st_ino
+        annotations.add_tag(m.folder, cb, "bug", author="ann")
+        assert notes.stat().st_ino == inode
+        assert annotations.load_annotations(m.folder)[cb]["tags"] == {"bug"}
     finally:
         mirror.close_all()
 
