@@ -409,6 +409,44 @@ def test_chat_page_of_a_remote_dashboard_sends_operator_turns(space_factory, tmp
         st.cache_data.clear()
 
 
+def test_event_stream_announces_each_write(space_factory, tmp_path):
+    import queue
+    import threading
+
+    sp = staff_space(space_factory, tmp_path)
+    chat(sp.url, "before listening")
+    events: queue.Queue = queue.Queue()
+
+    def listen():
+        try:
+            with httpx.stream("GET", sp.url + "/staff/v1/events", headers={HEADER: TOKEN},
+                              timeout=httpx.Timeout(5, read=60)) as resp:
+                events.put(resp.status_code)
+                for line in resp.iter_lines():
+                    if line.startswith("data:"):
+                        events.put(json.loads(line[5:]))
+        except httpx.HTTPError:
+            pass
+
+    threading.Thread(target=listen, daemon=True).start()
+    assert events.get(timeout=10) == 200
+    first = events.get(timeout=10)  # the listing as it is when the stream opens
+    assert first["shards"][0]["size"] == sp.log_path.stat().st_size
+    for text in ("one", "two"):
+        chat(sp.url, text)
+        want = sp.log_path.stat().st_size
+        while True:
+            listing = events.get(timeout=10)
+            if listing["shards"][0]["size"] >= want:
+                break
+    # A staff note is announced too.
+    httpx.post(sp.url + "/staff/v1/annotations", headers={HEADER: TOKEN},
+               json={"action": "note", "conversation_id": "c-1", "value": "v"}).raise_for_status()
+    while not events.get(timeout=10)["annotations"]:
+        pass
+    assert httpx.get(sp.url + "/staff/v1/events").status_code == 401
+
+
 def test_staff_action_needs_the_token_and_is_checked(space_factory, tmp_path):
     sp = staff_space(space_factory, tmp_path)
     cid = chat(sp.url, "hello")
