@@ -70,8 +70,9 @@ class LogFolder:
         log_path = Path(log_path)
         self.folder = (log_path if log_path.is_dir() else log_path.parent).resolve()
         self.annotations = annotations.annotations_dir(log_path).resolve()
-        # With a replica id, only this replica's shards: <stem>.<replica>.jsonl and its rotations.
-        self.prefix = f"{Path(shard_path).stem}." if replica else None
+        # With a replica id, only this replica's shards: <stem>.<replica>.jsonl and its daily
+        # shards <stem>.<YYYY-MM-DD>.<replica>.jsonl.
+        self.suffix = f".{replica}.jsonl" if replica else None
         self.own = Path(shard_path).name
 
     @staticmethod
@@ -94,9 +95,9 @@ class LogFolder:
         return out
 
     def shards(self) -> dict[str, tuple[Path, os.stat_result]]:
-        if self.prefix is None:
+        if self.suffix is None:
             return self._scan(self.folder, lambda n: True)
-        return self._scan(self.folder, lambda n: n == self.own or n.startswith(self.prefix))
+        return self._scan(self.folder, lambda n: n == self.own or n.endswith(self.suffix))
 
     def annotation_files(self) -> dict[str, tuple[Path, os.stat_result]]:
         return self._scan(self.annotations, lambda n: n in ANNOTATION_FILES)
