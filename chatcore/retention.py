@@ -34,6 +34,7 @@ from typing import Callable
 
 from .records import check_conversation_id, utc_now_iso
 from .settings import log_folder
+from .store.ingest import shard_day
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,6 @@ AUDIT_FILE = "audit.jsonl"
 ANNOTATION_FILES = ("feedback.jsonl", "notes.jsonl", "suites.jsonl")
 EVAL_RUNS = "eval-runs"
 _BLOCK = 8 << 20
-_DAY_RE = re.compile(r"(\d{4}-\d{2}-\d{2})")
 
 
 def shard_files(log_path) -> list[Path]:
@@ -562,16 +562,6 @@ def find_matching(log_path, text: str) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------------- retention
-
-
-def shard_day(path) -> date | None:
-    m = _DAY_RE.search(os.path.basename(str(path)))
-    if not m:
-        return None
-    try:
-        return date.fromisoformat(m.group(1))
-    except ValueError:
-        return None
 
 
 def retention(log_path, keep_days: int, *, today: date | None = None, dry_run: bool = False,

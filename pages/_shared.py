@@ -70,25 +70,34 @@ def live_feed(path: str) -> LiveFeed:
 PROGRESS_FROM_BYTES = 20_000_000
 
 
+class _ReadingProgress:
+    """A progress bar shown only while a large part of the log is being read."""
+
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if total < PROGRESS_FROM_BYTES:
+            return
+        if self.bar is None:
+            self.bar = st.progress(0.0)
+        self.bar.progress(min(1.0, done / total),
+                          text=f"Reading the log: {done / 1e6:,.0f} of {total / 1e6:,.0f} MB")
+
+    def done(self) -> None:
+        if self.bar is not None:
+            self.bar.empty()
+
+
 def load_frame(path) -> tuple:
     """All turns of the log and the reader's stats (only new bytes are parsed).
 
     The first read of a large log shows a progress bar; later refreshes read only
     what was appended and show nothing.
     """
-    shown = {}
-
-    def progress(done: int, total: int) -> None:
-        if total < PROGRESS_FROM_BYTES:
-            return
-        if "bar" not in shown:
-            shown["bar"] = st.progress(0.0)
-        shown["bar"].progress(min(1.0, done / total),
-                              text=f"Reading the log: {done / 1e6:,.0f} of {total / 1e6:,.0f} MB")
-
+    progress = _ReadingProgress()
     frame, stats = shared_store(str(path)).snapshot(progress=progress)
-    if "bar" in shown:
-        shown["bar"].empty()
+    progress.done()
     return frame, stats
 
 
@@ -96,19 +105,9 @@ def load_questions(path):
     """The SQL questions over the log (:mod:`chatcore.store.questions`), brought up to date
     (only new bytes are parsed); None when there is no log yet. A progress bar shows while
     a large log is first read."""
-    shown = {}
-
-    def progress(done: int, total: int) -> None:
-        if total < PROGRESS_FROM_BYTES:
-            return
-        if "bar" not in shown:
-            shown["bar"] = st.progress(0.0)
-        shown["bar"].progress(min(1.0, done / total),
-                              text=f"Reading the log: {done / 1e6:,.0f} of {total / 1e6:,.0f} MB")
-
+    progress = _ReadingProgress()
     questions = shared_store(str(path)).questions(progress=progress)
-    if "bar" in shown:
-        shown["bar"].empty()
+    progress.done()
     return questions
 
 

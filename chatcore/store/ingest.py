@@ -124,8 +124,9 @@ class _Shard:
         return pa.concat_tables(tables).select(columns)
 
 
-def _shard_day(path: str) -> date | None:
-    m = _DAY_RE.search(os.path.basename(path))
+def shard_day(path) -> date | None:
+    """The day in a daily shard's name (``chat_logs.2026-11-21.jsonl``), else None."""
+    m = _DAY_RE.search(os.path.basename(str(path)))
     if not m:
         return None
     try:
@@ -492,7 +493,7 @@ class LogStore(SegmentCache):
 
 def _day_may_match(path: str, since: pd.Timestamp | None, until: pd.Timestamp | None) -> bool:
     import pandas as pd
-    day = _shard_day(path)
+    day = shard_day(path)
     if day is None:
         return True
     # a daily shard may hold a few turns of the neighbouring days (time zones, late rotation)
