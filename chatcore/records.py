@@ -10,6 +10,23 @@ Space's page): it holds the turn number it replaces, which is also the line's ow
 ``turn``. The earlier answer stays in the log; the Space rebuilds a conversation's
 context from the latest line per (conversation_id, turn).
 
+Schema v2 adds event lines beside the turns, in the same log and with the same
+``conversation_id``: a line with a ``kind`` other than ``"turn"`` is an event, never a
+turn (it has no ``turn`` number and is not counted as one)::
+
+    v=2, ts, conversation_id, kind, id, at_turn, staff, text[, requested_at]
+
+``kind`` is one of :data:`EVENT_KINDS`: ``handoff_requested`` (the visitor asked for a
+person), ``handoff_taken`` / ``handoff_returned`` (``staff`` took the conversation / gave it
+back to the bot), ``handoff_timeout`` (nobody took it in time; ``text`` is the fallback the
+visitor saw), ``staff_message`` (``text`` written by ``staff``) and ``visitor_message`` (the
+visitor wrote while staff held the conversation: the bot did not answer). ``at_turn`` is
+the number of turns the conversation had when the event happened, which places it in the
+transcript; ``id`` is unique per event. Turn lines of v2 are v1 lines with ``"v": 2`` (a
+``kind`` of ``"turn"`` may be present). :func:`normalise` refuses an event line with the
+reason ``event`` (so turn tables and counts never include it); :func:`is_event` tells them
+apart, and :mod:`chatcore.handoff` reads them.
+
 Text a caller sends is logged as received, except that characters UTF-8 cannot
 encode (lone surrogates) become U+FFFD. ``session`` is at most 64 characters and
 each file name at most 255, so no caller-controlled field makes a line much longer
@@ -29,6 +46,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 SCHEMA_VERSION = 1
+#: The version of event lines (:func:`make_event`).
+EVENT_SCHEMA_VERSION = 2
+#: Kinds of event lines (schema v2).
+EVENT_KINDS = frozenset({"handoff_requested", "handoff_taken", "handoff_returned", "handoff_timeout",
+                         "staff_message", "visitor_message"})
 
 #: Columns of the normalised record, in display order.
 COLUMNS = (
@@ -87,6 +109,7 @@ BAD_REASONS = (
     "not_object",
     "wrong_type",
     "truncated",
+    "event",
 )
 
 
@@ -163,6 +186,30 @@ def make_record(
     return record
 
 
+def is_event(obj: Any) -> bool:
+    """Is this decoded line an event (schema v2), not a turn?"""
+    return isinstance(obj, dict) and obj.get("kind") not in (None, "turn")
+
+
+def make_event(*, conversation_id: str, kind: str, at_turn: int, staff: str | None = None,
+               text: str | None = None, ts: str | None = None, **extra: Any) -> dict:
+    """Build a v2 event line (see the module docs)."""
+    if kind not in EVENT_KINDS:
+        raise ValueError(f"unknown event kind {kind!r}")
+    record = {
+        "v": EVENT_SCHEMA_VERSION,
+        "ts": ts or utc_now_iso(),
+        "conversation_id": conversation_id,
+        "kind": kind,
+        "id": uuid.uuid4().hex[:16],
+        "at_turn": int(at_turn),
+        "staff": staff,
+        "text": text,
+    }
+    record.update(extra)
+    return record
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -217,6 +264,8 @@ def normalise(obj: Any) -> dict:
     """Map one decoded JSON value onto the normalised columns, or raise BadRecord."""
     if not isinstance(obj, dict):
         raise BadRecord("not_object", "line is not a JSON object")
+    if is_event(obj):
+        raise BadRecord("event", "an event line (handoff or staff message), not a turn")
     cid = obj.get("conversation_id")
     if not isinstance(cid, str) or not cid:
         raise BadRecord("wrong_type", "conversation_id is missing or not a string")

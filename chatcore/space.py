@@ -144,6 +144,10 @@ class Conversations:
         self.log_path = Path(log_path) if log_path else None
         self._offsets: dict[Path, int] = {}
         self._follow_lock = threading.Lock()
+        #: Called with each event line (schema v2) found in the folder, in order.
+        self.on_event = None
+        #: ``weave(cid, [(turn, user, reply)], turn) -> context``: events placed among the turns.
+        self.weave = None
 
     # -- memory --------------------------------------------------------------------------
 
@@ -232,11 +236,13 @@ class Conversations:
                 replaces = True
             state.next_turn = max(state.next_turn, turn + 1)
             earlier = sorted(t for t in state.turns if t < turn)[-self._max_turns:]
-            context = []
-            for t in earlier:
-                user, reply = state.turns[t]
-                context += [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
-            return turn, context, replaces
+            pairs = [(t, *state.turns[t]) for t in earlier]
+        if self.weave is not None:
+            return turn, self.weave(conversation_id, pairs, turn), replaces
+        context = []
+        for _, user, reply in pairs:
+            context += [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
+        return turn, context, replaces
 
     def remember(self, conversation_id: str, turn: int, user_text: str, reply: str) -> None:
         with self._lock:
@@ -273,7 +279,8 @@ class Conversations:
             return []
 
     @staticmethod
-    def _lines(raw: bytes):
+    def _lines(raw: bytes, on_event=None):
+        """Turn lines of ``raw``; event lines (schema v2) go to ``on_event`` instead."""
         import orjson
 
         for line in raw.split(b"\n"):
@@ -284,6 +291,10 @@ class Conversations:
             except orjson.JSONDecodeError:
                 continue
             if isinstance(obj, dict) and isinstance(obj.get("conversation_id"), str):
+                if records.is_event(obj):
+                    if on_event is not None:
+                        on_event(obj)
+                    continue
                 yield obj
 
     @staticmethod
@@ -322,7 +333,7 @@ class Conversations:
                             end = block.rfind(b"\n") + 1
                             rest = block[end:]
                             done += end
-                            for obj in self._lines(block[:end]):
+                            for obj in self._lines(block[:end], self.on_event):
                                 lines += 1
                                 self._turn_of(obj, counts)
                 except OSError as exc:
@@ -355,7 +366,7 @@ class Conversations:
                 end = raw.rfind(b"\n") + 1
                 self._offsets[shard] = start + end
                 counts: dict[str, int] = {}
-                for obj in self._lines(raw[:end]):
+                for obj in self._lines(raw[:end], self.on_event):
                     turn = obj.get("turn")
                     if isinstance(turn, bool) or not isinstance(turn, int) or not 0 <= turn < 2**31:
                         continue
@@ -438,6 +449,8 @@ class ChatService:
         self.responder_errors = 0
         self.refused_staff = 0
         self._lock = threading.Lock()
+        #: :class:`chatcore.handoff.Handoff` once registered: staff takeover of conversations.
+        self.handoff = None
 
     def is_staff(self, headers: Any) -> bool:
         try:
@@ -540,13 +553,21 @@ class ChatService:
             # The page's history says which turn this is: fewer user messages than turns
             # served means a Retry (or a message sent after Undo) replacing that turn.
             position = sum(1 for m in normalise_history(history) if m["role"] == "user")
+        notice = None
+        handoff = self.handoff
+        if handoff is not None:
+            action, notice = handoff.intercept(conversation_id, text, source)
+            if action == "held":  # staff hold this conversation: no bot answer
+                yield ""
+                return
         turn, context, replaces = self.conversations.start_turn(conversation_id, position)
         started = time.perf_counter()
         reply, error = "", None
         done = False
         try:
             try:
-                for piece in self.responder.stream(text, context):
+                pieces = iter([notice]) if notice is not None else self.responder.stream(text, context)
+                for piece in pieces:
                     reply += piece
                     yield reply
             except ResponderError as exc:
@@ -575,14 +596,16 @@ class ChatService:
                     response=logged_reply,
                     latency_ms=(time.perf_counter() - started) * 1000,
                     source=source,
-                    backend=self.responder.name,
-                    model=self.responder.model,
+                    backend=self.responder.name if notice is None else "handoff",
+                    model=self.responder.model if notice is None else None,
                     error=error,
                     files=self.describe_files(files),
                     session=session,
                     retry_of=turn if replaces else None,
                 )
             )
+            if notice is not None and done:
+                handoff.requested(conversation_id, turn + 1, by="visitor")
 
     def rate_from_ui(self, session: str | None, history: Any, index: Any, liked: Any) -> bool:
         with self._lock:
@@ -703,10 +726,13 @@ def build_app(settings: Settings, responder: Responder | None = None) -> tuple[F
                     type(exc).__name__)
         token = None
     service = ChatService(settings, responder, writer, operator_token=token)
-    seed_turns(service.conversations)
     feedback_limit = RateLimit(settings.feedback_per_minute)
 
     app = FastAPI(title="Chat Operator Space", docs_url=None, redoc_url=None)
+    from . import handoff
+
+    handoff.register(app, settings, service)  # before seeding: it reads the log's events too
+    seed_turns(service.conversations)
 
     @app.get("/healthz")
     def healthz(request: Request):
