@@ -182,7 +182,8 @@ class Handoff:
             if not effective:
                 return
             st.events.append({"id": str(obj.get("id") or ""), "kind": kind, "text": text, "staff": staff,
-                              "ts": obj.get("ts"), "at_turn": at_turn, "status": st.status})
+                              "ts": obj.get("ts"), "at_turn": at_turn, "status": st.status,
+                              "via": obj.get("via") if obj.get("via") in ("chat", "button") else None})
             if len(st.events) > MAX_EVENTS:
                 del st.events[: len(st.events) - MAX_EVENTS]
             self.version += 1
@@ -203,7 +204,7 @@ class Handoff:
             if e["kind"] == "handoff_requested":
                 text = self.config.notice if e["staff"] is None else text
             shown = self.config.display_name or e["staff"]
-            out.append({"id": e["id"], "kind": e["kind"], "text": text,
+            out.append({"id": e["id"], "kind": e["kind"], "text": text, "via": e["via"],
                         "staff": shown if e["staff"] else None, "ts": e["ts"], "status": e["status"]})
         return out
 
@@ -238,12 +239,12 @@ class Handoff:
             return st.next_turn if st is not None else 0
 
     def _write(self, cid: str, kind: str, *, staff: str | None = None, text: str | None = None,
-               at_turn: int | None = None) -> bool:
+               at_turn: int | None = None, **extra: Any) -> bool:
         if text is not None and self.service.settings.redact_pii:
             text = mask_pii(text)
         record = records.make_event(conversation_id=cid, kind=kind,
                                     at_turn=self._next_turn(cid) if at_turn is None else at_turn,
-                                    staff=staff, text=text)
+                                    staff=staff, text=text, **extra)
         ok = self.writer.append(record)
         self.conversations.follow()  # apply it (and anything other replicas wrote first)
         return ok
@@ -262,11 +263,13 @@ class Handoff:
             return "notice", self.config.notice
         return None, None
 
-    def requested(self, cid: str, at_turn: int | None = None, by: str = "visitor") -> ConversationState:
+    def requested(self, cid: str, at_turn: int | None = None, via: str = "button") -> ConversationState:
+        """The visitor asked for a person: with the widget's control (``button``) or in a
+        message (``chat``: the notice was that turn's reply)."""
         with self._act:
             self.conversations.follow()
             if self.state(cid).status == "bot":
-                self._write(cid, "handoff_requested", at_turn=at_turn)
+                self._write(cid, "handoff_requested", at_turn=at_turn, via=via)
             return self.state(cid)
 
     def take(self, cid: str, staff: str) -> tuple[bool, ConversationState]:

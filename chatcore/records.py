@@ -14,10 +14,10 @@ Schema v2 adds event lines beside the turns, in the same log and with the same
 ``conversation_id``: a line with a ``kind`` other than ``"turn"`` is an event, never a
 turn (it has no ``turn`` number and is not counted as one)::
 
-    v=2, ts, conversation_id, kind, id, at_turn, staff, text[, requested_at]
+    v=2, ts, conversation_id, kind, id, at_turn, staff, text[, via]
 
 ``kind`` is one of :data:`EVENT_KINDS`: ``handoff_requested`` (the visitor asked for a
-person), ``handoff_taken`` / ``handoff_returned`` (``staff`` took the conversation / gave it
+person; ``via`` is ``button`` or ``chat``), ``handoff_taken`` / ``handoff_returned`` (``staff`` took the conversation / gave it
 back to the bot), ``handoff_timeout`` (nobody took it in time; ``text`` is the fallback the
 visitor saw), ``staff_message`` (``text`` written by ``staff``) and ``visitor_message`` (the
 visitor wrote while staff held the conversation: the bot did not answer). ``at_turn`` is

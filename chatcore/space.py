@@ -605,7 +605,7 @@ class ChatService:
                 )
             )
             if notice is not None and done:
-                handoff.requested(conversation_id, turn + 1, by="visitor")
+                handoff.requested(conversation_id, turn + 1, via="chat")
 
     def rate_from_ui(self, session: str | None, history: Any, index: Any, liked: Any) -> bool:
         with self._lock:

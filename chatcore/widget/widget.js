@@ -13,6 +13,8 @@
  *                  (default: where this script was loaded from)
  *   data-timeout   seconds without any news from the Space before a reply
  *                  is given up as timed out                  (default 90)
+ *   data-handoff   "on": show a "Talk to a person" control   (default off)
+ *   data-handoff-label  text of that control       (default "Talk to a person")
  *
  * Talks to the Space's Gradio HTTP API directly:
  *   POST <space>/gradio_api/call/chat  {"data": [{text, files: []}, conversation_id, "widget"]}
@@ -21,6 +23,11 @@
  *     -> text/event-stream; "event: generating|complete|error", "data: <json>"
  *   POST <space>/feedback  {conversation_id, turn, rating: "up"|"down", source: "widget"}
  *     -> {"ok": true, "rating": "..."}  (thumbs on a reply; reply k of a conversation is turn k)
+ *   POST <space>/handoff/request  {conversation_id}        (the visitor asks for a person)
+ *   GET  <space>/handoff/events?conversation_id=ID  -> text/event-stream, "event: handoff",
+ *        data {id, kind, text, staff, status}: this conversation's channel (staff joined,
+ *        staff messages, hand-back, no one free). Fallback: GET <space>/handoff/poll?conversation_id=ID
+ * While staff hold the conversation the Space answers /chat with an empty reply (no bot).
  * No dependencies, no build step. All visitor and assistant text is inserted
  * with textContent, never as HTML.
  */
@@ -56,6 +63,9 @@
   var POSITION = attr("position", "right") === "left" ? "left" : "right";
   var COLOR = attr("color", "#4f46e5");
   var SOURCE = "widget";
+  var HANDOFF = /^(on|true|1|yes)$/i.test(attr("handoff", ""));
+  var HANDOFF_LABEL = attr("handoff-label", "Talk to a person");
+  var POLL_MS = 1000;             // the channel's fallback when EventSource is missing or refused
   var IDLE_TIMEOUT_MS = 1000 * (parseFloat(attr("timeout", "")) || 90); // silence allowed in a reply
   var START_TIMEOUT_MS = Math.min(20000, IDLE_TIMEOUT_MS);               // to get an event id back
   var FEEDBACK_TIMEOUT_MS = 10000;
@@ -111,8 +121,12 @@
     if (!Array.isArray(t)) return [];
     var k = 0;
     return t.filter(function (m) {
-      return m && (m.role === "user" || m.role === "assistant") && typeof m.text === "string";
+      return m && (m.role === "user" || m.role === "assistant" || m.role === "staff" || m.role === "note") &&
+        typeof m.text === "string";
     }).map(function (m) {
+      if (m.role === "staff" || m.role === "note") {
+        return { role: m.role, text: m.text, who: typeof m.who === "string" ? m.who : "", eid: String(m.eid || "") };
+      }
       if (m.role !== "assistant") return { role: "user", text: m.text };
       var r = { role: "assistant", text: m.text, turn: isTurn(m.turn) ? m.turn : k };
       if (m.rating === "up" || m.rating === "down") r.rating = m.rating;
@@ -194,6 +208,13 @@
     "cursor:pointer;display:flex;align-items:center;justify-content:center;flex:none}",
     ".send:disabled{opacity:.45;cursor:default}",
     ".send svg{width:18px;height:18px}",
+    ".msg.staff{align-self:flex-start;background:#ecfdf5;border:1px solid #a7f3d0;border-bottom-left-radius:4px}",
+    ".msg.staff .who{display:block;font-size:12px;font-weight:600;color:#047857;margin-bottom:2px}",
+    ".msg.note{align-self:center;max-width:95%;background:transparent;color:#6b7280;font-size:13px;padding:2px 6px;text-align:center}",
+    ".handoff{border:1px solid #d1d5db;background:#fff;border-radius:999px;padding:4px 12px;margin:0 12px 8px;",
+    "align-self:flex-start;cursor:pointer;font-size:13px}",
+    ".handoff[hidden]{display:none}",
+    ".handoff:hover{background:#f1f5f9}",
     ".foot{font-size:11px;color:#6b7280;text-align:center;padding:0 0 8px;background:#fff}",
     "@media (max-width:480px){",
     ":host(.open){inset:0;bottom:0;left:0;right:0}",
@@ -226,6 +247,7 @@
       '<div class="log" id="log" role="log" aria-live="polite" aria-relevant="additions" aria-label="Messages"></div>' +
       '<div class="error" role="alert" hidden><span class="error-text"></span>' +
         '<button type="button" class="retry" data-act="retry">Retry</button></div>' +
+      '<button type="button" class="handoff" data-act="handoff" hidden></button>' +
       '<form novalidate><label class="sr-only" for="input">Your message</label>' +
         '<textarea id="input" rows="1" placeholder="Type your message…" autocomplete="off"></textarea>' +
         '<button type="submit" class="send" aria-label="Send message" title="Send">' + ICON_SEND + '</button>' +
@@ -273,6 +295,9 @@
     var panel = $(".panel"), launcher = $(".launcher"), log = $(".log"), form = $("form");
     var input = $("textarea"), sendBtn = $(".send"), errorBox = $(".error"), errorText = $(".error-text");
     $("#title").textContent = TITLE;
+    var handoffBtn = $(".handoff");
+    handoffBtn.textContent = HANDOFF_LABEL;
+    handoffBtn.hidden = !HANDOFF;
     launcher.setAttribute("aria-label", "Open chat: " + TITLE);
 
     var state = {
@@ -281,7 +306,9 @@
       skipped: 0,
       busy: false,
       controller: null,
-      lastText: ""
+      lastText: "",
+      held: false,
+      channel: null
     };
 
     function scrollDown() { log.scrollTop = log.scrollHeight; }
@@ -291,7 +318,7 @@
       el.className = "msg " + role + (extra ? " " + extra : "");
       var who = document.createElement("span");
       who.className = "sr-only";
-      who.textContent = role === "user" ? "You said: " : TITLE + " said: ";
+      who.textContent = role === "user" ? "You said: " : role === "note" ? "" : TITLE + " said: ";
       var body = document.createElement("span");
       body.className = "text";
       body.textContent = text;
@@ -323,9 +350,111 @@
       state.skipped = loadSkipped(state.cid);
       if (GREETING) bubble("assistant", GREETING, "greeting");
       state.transcript.forEach(function (m) {
+        if (m.role === "staff") { staffBubble(m.who, m.text); return; }
         var el = bubble(m.role, m.text);
         if (m.role === "assistant") addRating(el, m.turn, m.rating);
       });
+    }
+
+    function staffBubble(who, text) {
+      var el = document.createElement("div");
+      el.className = "msg staff";
+      var name = document.createElement("span");
+      name.className = "who";
+      name.textContent = who || "Staff";
+      var body = document.createElement("span");
+      body.className = "text";
+      body.textContent = text;
+      el.appendChild(name);
+      el.appendChild(body);
+      log.appendChild(el);
+      scrollDown();
+      return el;
+    }
+
+    // ------------------------------------------------- the person channel
+    function seen(eid) {
+      return state.transcript.some(function (m) { return m.eid === eid; });
+    }
+
+    function onHandoff(ev) {
+      if (!ev || typeof ev.id !== "string" || !ev.id || seen(ev.id)) return;
+      var who = typeof ev.staff === "string" && ev.staff ? ev.staff : "A member of our team";
+      var text = typeof ev.text === "string" ? ev.text : "";
+      var entry = null;
+      if (ev.kind === "staff_message" && text) {
+        entry = { role: "staff", text: text, who: who, eid: ev.id };
+        staffBubble(who, text);
+      } else {
+        if (ev.kind === "handoff_taken") text = who + " joined the chat.";
+        else if (ev.kind === "handoff_returned") text = who + " left the chat. " + TITLE + " is back to help.";
+        else if (ev.kind === "handoff_requested" && ev.via === "chat") text = ""; // already the reply
+        if (text) {
+          entry = { role: "note", text: text, who: "", eid: ev.id };
+          bubble("note", text);
+        } else entry = { role: "note", text: "", who: "", eid: ev.id };
+      }
+      if (ev.status === "staff" || ev.status === "bot" || ev.status === "waiting") {
+        state.held = ev.status === "staff";
+        handoffBtn.hidden = !HANDOFF || ev.status !== "bot";
+      }
+      state.transcript.push(entry);
+      persist();
+    }
+
+    function closeChannel() {
+      var ch = state.channel;
+      state.channel = null;
+      if (!ch) return;
+      if (ch.source) ch.source.close();
+      if (ch.timer) clearTimeout(ch.timer);
+    }
+
+    function poll(ch) {
+      if (state.channel !== ch) return;
+      fetch(SPACE + "/handoff/poll?conversation_id=" + encodeURIComponent(ch.cid),
+            { credentials: "omit", mode: "cors", cache: "no-store" })
+        .then(function (res) { return res.ok ? res.json() : null; })
+        .then(function (body) {
+          if (state.channel === ch && ch.cid === state.cid && body && Array.isArray(body.events)) {
+            body.events.forEach(onHandoff);
+          }
+        }, function () { /* try again */ })
+        .then(function () { if (state.channel === ch) ch.timer = setTimeout(function () { poll(ch); }, POLL_MS); });
+    }
+
+    // One channel, for this conversation only, opened once the conversation has started.
+    function openChannel() {
+      if (state.channel && state.channel.cid === state.cid) return;
+      closeChannel();
+      var ch = { cid: state.cid, source: null, timer: null, failures: 0 };
+      state.channel = ch;
+      if (typeof window.EventSource !== "function" || window.__chatOperatorPoll) { poll(ch); return; }
+      var src = new EventSource(SPACE + "/handoff/events?conversation_id=" + encodeURIComponent(ch.cid));
+      ch.source = src;
+      src.addEventListener("handoff", function (e) {
+        ch.failures = 0;
+        if (state.channel !== ch || ch.cid !== state.cid) return;
+        try { onHandoff(JSON.parse(e.data)); } catch (err) { /* not ours */ }
+      });
+      src.onerror = function () {
+        ch.failures += 1;
+        if (src.readyState === 2 || ch.failures > 3) { src.close(); ch.source = null; poll(ch); }
+      };
+    }
+
+    function askForPerson() {
+      var cid = state.cid;
+      openChannel();
+      handoffBtn.disabled = true;
+      fetch(SPACE + "/handoff/request", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ conversation_id: cid }), credentials: "omit", mode: "cors"
+      }).then(function (res) {
+        if (!res.ok) throw SpaceError("http", "HTTP " + res.status);
+      }).catch(function (err) {
+        if (cid === state.cid) showError(friendly(err));
+      }).then(function () { handoffBtn.disabled = false; });
     }
 
     // ----------------------------------------------------------- ratings
@@ -434,6 +563,9 @@
       if (state.controller) state.controller.abort();
       state.cid = conversationId(true);
       state.transcript = [];
+      closeChannel();
+      state.held = false;
+      handoffBtn.hidden = !HANDOFF;
       save("localStorage", "next_turn", null);
       persist();
       clearError();
@@ -455,11 +587,20 @@
       var turn = nextTurn();
       var controller = new AbortController();
       state.controller = controller;
+      openChannel();
 
       callChat(text, cid, controller, function (partial) {
         replyEl.classList.remove("pending");
         setBubbleText(replyEl, partial);
       }).then(function (reply) {
+        if (reply === "") { // staff hold the conversation: the bot does not answer
+          replyEl.remove();
+          if (cid === state.cid) {
+            state.transcript.push({ role: "user", text: text });
+            persist();
+          }
+          return;
+        }
         replyEl.classList.remove("pending");
         setBubbleText(replyEl, reply);
         if (cid === state.cid) {
@@ -497,6 +638,7 @@
       else if (act === "new") newConversation();
       else if (act === "retry") send(input.value || state.lastText);
       else if (act === "rate") rate(t.closest(".msg"), t.getAttribute("data-rating"));
+      else if (act === "handoff") askForPerson();
     });
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
@@ -522,9 +664,11 @@
       state.cid = conversationId(false);
       state.transcript = loadTranscript();
       render();
+      if (state.channel && state.channel.cid !== state.cid) closeChannel();
     });
 
     render();
+    if (state.transcript.length) openChannel();
     if (load("sessionStorage", "open")) open(false);
 
     // A small handle for the host page (and tests).
@@ -533,6 +677,7 @@
       close: close,
       newConversation: newConversation,
       get conversationId() { return state.cid; },
+      get withStaff() { return state.held; },
       space: SPACE
     };
   }
