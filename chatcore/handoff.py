@@ -161,24 +161,12 @@ class Handoff:
             if st is None:
                 st = self._state[cid] = ConversationState()
             effective = True
-            if kind == "handoff_requested":
-                effective = st.status == "bot"
-                if effective:
-                    st.status, st.requested_at, st.since = "waiting", ts, ts
-            elif kind == "handoff_taken":
-                effective = st.status in ("bot", "waiting")
-                if effective:
-                    st.status, st.staff, st.since = "staff", staff, ts
-            elif kind == "handoff_returned":
-                effective = st.status == "staff" and staff == st.staff
-                if effective:
-                    st.status, st.staff, st.since, st.requested_at = "bot", None, ts, None
-            elif kind == "handoff_timeout":
-                effective = st.status == "waiting"
-                if effective:
-                    st.status, st.since, st.requested_at = "bot", ts, None
-            elif kind == "staff_message":
+            if kind == "staff_message":
                 effective = st.status == "staff" and staff == st.staff and bool(text)
+            elif kind != "visitor_message":
+                before = (st.status, st.staff)
+                _apply_state(st, obj, ts)
+                effective = (st.status, st.staff) != before
             if not effective:
                 return
             st.events.append({"id": str(obj.get("id") or ""), "kind": kind, "text": text, "staff": staff,
@@ -487,3 +475,218 @@ def register(app, settings, service) -> Handoff:
 
     handoff.start()
     return handoff
+
+
+# ----------------------------------------------------------------- the dashboard's view
+
+
+@dataclass
+class LiveConversation:
+    conversation_id: str
+    last_ts: float = 0.0
+    last_message: str = ""
+    source: str = ""
+    turns: int = 0
+    messages: list[dict] = field(default_factory=list)  # {ts, role: visitor|bot|staff|event, who, text}
+
+
+class LiveConversations:
+    """Conversations active now, followed from the log folder (for the Live page).
+
+    Reads only what was appended since the last look (at first the last ``tail_bytes`` of
+    each shard), applies the same handoff events as the Space, and keeps the recent
+    messages of each conversation so an open transcript grows as lines are written.
+    """
+
+    def __init__(self, log_path, tail_bytes: int = 8 * 1024 * 1024, max_messages: int = 200,
+                 timeout: float | None = None):
+        from pathlib import Path
+
+        from .settings import log_folder
+
+        self.folder = log_folder(log_path)
+        self.tail_bytes = tail_bytes
+        self.max_messages = max_messages
+        self._offsets: dict[Any, int] = {}
+        self._convs: dict[str, LiveConversation] = {}
+        self._ratings: dict[tuple, str] = {}
+        self._lock = threading.Lock()
+        self.timeout = timeout if timeout is not None else HandoffConfig.from_env().timeout
+        self._states: dict[str, ConversationState] = {}
+        self._feedback = Path(self.folder) / "annotations" / "feedback.jsonl"
+
+    def _read_new(self, path) -> list[dict]:
+        import orjson
+
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return []
+        start = self._offsets.get(path)
+        skip_partial = False
+        if start is None or size < start:
+            start = max(0, size - self.tail_bytes)
+            skip_partial = start > 0
+        if size == start:
+            self._offsets[path] = start
+            return []
+        try:
+            with open(path, "rb") as f:
+                f.seek(start)
+                raw = f.read(size - start)
+        except OSError:
+            return []
+        end = raw.rfind(b"\n") + 1
+        self._offsets[path] = start + end
+        raw = raw[:end]
+        if skip_partial:
+            raw = raw[raw.find(b"\n") + 1:]
+        out = []
+        for line in raw.split(b"\n"):
+            if not line.strip():
+                continue
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(obj, dict) and isinstance(obj.get("conversation_id"), str):
+                out.append(obj)
+        return out
+
+    def _add(self, conv: LiveConversation, ts: float, role: str, who: str, text: str) -> None:
+        conv.messages.append({"ts": ts, "role": role, "who": who, "text": text})
+        if len(conv.messages) > self.max_messages:
+            del conv.messages[: len(conv.messages) - self.max_messages]
+
+    def _apply(self, obj: dict) -> None:
+        cid = obj["conversation_id"]
+        conv = self._convs.get(cid)
+        if conv is None:
+            conv = self._convs[cid] = LiveConversation(cid)
+        ts = _epoch(obj.get("ts", obj.get("timestamp")))
+        conv.last_ts = max(conv.last_ts, ts)
+        if records.is_event(obj):
+            st = self._states.setdefault(cid, ConversationState())
+            before = (st.status, st.staff)
+            _apply_state(st, obj, ts)
+            kind, text, staff = obj.get("kind"), obj.get("text"), obj.get("staff")
+            text = text if isinstance(text, str) else ""
+            if kind == "staff_message" and text:
+                self._add(conv, ts, "staff", str(staff or ""), text)
+                conv.last_message = text
+            elif kind == "visitor_message" and text:
+                self._add(conv, ts, "visitor", "", text)
+                conv.last_message = text
+            elif (st.status, st.staff) != before:
+                label = {"handoff_requested": "asked for a person",
+                         "handoff_taken": f"{staff} took over",
+                         "handoff_returned": f"{staff} handed back to the bot",
+                         "handoff_timeout": "nobody took it in time: the bot carries on"}.get(kind, kind)
+                self._add(conv, ts, "event", str(staff or ""), label)
+            return
+        user, reply = obj.get("user_text"), obj.get("response")
+        if isinstance(reply, list):
+            reply = "\n".join(x for x in reply if isinstance(x, str))
+        conv.turns += 1
+        conv.source = obj.get("source") if isinstance(obj.get("source"), str) else conv.source
+        if isinstance(user, str) and user:
+            self._add(conv, ts, "visitor", "", user)
+            conv.last_message = user
+        if isinstance(reply, str) and reply:
+            self._add(conv, ts, "bot", "", reply)
+            conv.last_message = reply
+
+    def refresh(self) -> None:
+        with self._lock:
+            try:
+                shards = sorted(p for p in self.folder.glob("*.jsonl") if p.is_file())
+            except OSError:
+                shards = []
+            for shard in shards:
+                for obj in self._read_new(shard):
+                    self._apply(obj)
+            for obj in self._read_new(self._feedback) if self._feedback.exists() else []:
+                if obj.get("rating") in ("up", "down"):
+                    self._ratings[(obj["conversation_id"], obj.get("turn"), obj.get("by"))] = obj["rating"]
+
+    def active(self, minutes: float = 15.0, now: float | None = None) -> list[dict]:
+        """Conversations with activity in the last ``minutes``: waiting ones first (longest
+        wait first), then by latest activity."""
+        self.refresh()
+        now = time.time() if now is None else now
+        downs: dict[str, int] = {}
+        with self._lock:
+            for (cid, _turn, _by), rating in self._ratings.items():
+                if rating == "down":
+                    downs[cid] = downs.get(cid, 0) + 1
+            rows = []
+            for cid, conv in self._convs.items():
+                if now - conv.last_ts > minutes * 60:
+                    continue
+                st = self._states.get(cid) or ConversationState()
+                status = st.status
+                if status == "waiting" and st.requested_at and now - st.requested_at >= self.timeout + 5:
+                    status = "bot"  # no Space followed it up (it is down): not waiting any more
+                rows.append({
+                    "conversation_id": cid,
+                    "status": {"bot": "bot", "waiting": "waiting for a person",
+                               "staff": f"with {st.staff}"}[status],
+                    "waiting_s": round(now - st.requested_at) if status == "waiting" and st.requested_at else None,
+                    "last_message": conv.last_message[:200],
+                    "source": conv.source,
+                    "turns": conv.turns,
+                    "thumbs_down": downs.get(cid, 0),
+                    "last_activity": conv.last_ts,
+                    "_waiting": status == "waiting",
+                })
+        rows.sort(key=lambda r: (not r["_waiting"], -(r["waiting_s"] or 0), -r["last_activity"]))
+        for r in rows:
+            del r["_waiting"]
+        return rows
+
+    def transcript(self, cid: str) -> list[dict]:
+        self.refresh()
+        with self._lock:
+            conv = self._convs.get(cid)
+            return list(conv.messages) if conv else []
+
+    def status(self, cid: str) -> ConversationState:
+        with self._lock:
+            st = self._states.get(cid)
+            return ConversationState(st.status, st.staff, st.requested_at, st.since) if st else ConversationState()
+
+
+def _apply_state(st: ConversationState, obj: dict, ts: float) -> None:
+    """The same state rules as :meth:`Handoff.apply`, without the channel's bookkeeping."""
+    kind = obj.get("kind")
+    staff = obj.get("staff") if isinstance(obj.get("staff"), str) else None
+    if kind == "handoff_requested" and st.status == "bot":
+        st.status, st.requested_at, st.since = "waiting", ts, ts
+    elif kind == "handoff_taken" and st.status in ("bot", "waiting"):
+        st.status, st.staff, st.since = "staff", staff, ts
+    elif kind == "handoff_returned" and st.status == "staff" and staff == st.staff:
+        st.status, st.staff, st.since, st.requested_at = "bot", None, ts, None
+    elif kind == "handoff_timeout" and st.status == "waiting":
+        st.status, st.since, st.requested_at = "bot", ts, None
+
+
+def staff_call(space_url: str, token: str | None, route: str, body: dict, timeout: float = 10.0) -> tuple[bool, str]:
+    """``POST /handoff/<route>`` with the staff token: (ok, a message to show)."""
+    import httpx
+
+    from .settings import OPERATOR_TOKEN_HEADER
+
+    if not token:
+        return False, "No staff token: set CHAT_OPERATOR_TOKEN, or point the dashboard at the Space's log folder."
+    try:
+        res = httpx.post(space_url.rstrip("/") + "/handoff/" + route, json=body,
+                         headers={OPERATOR_TOKEN_HEADER: token}, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return False, f"Cannot reach the Space ({type(exc).__name__})."
+    try:
+        data = res.json()
+    except ValueError:
+        data = {}
+    if res.status_code == 200:
+        return True, data.get("status", "ok")
+    return False, str(data.get("error") or f"HTTP {res.status_code}")

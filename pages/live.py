@@ -32,6 +32,106 @@ if ss.get("live_path") != path:
 
 header("Live", ":material/sensors:", f"New turns as they are written · times in {tz_name(tz)}")
 
+LIVE_MINUTES = float(os.environ.get("CHAT_LIVE_MINUTES", "15") or 15)
+
+
+@st.cache_resource
+def live_conversations(path: str):
+    from chatcore.handoff import LiveConversations
+
+    return LiveConversations(path)
+
+
+def staff_act(route: str, cid: str, **extra) -> None:
+    from chatcore.handoff import staff_call
+    from chatcore.settings import operator_token
+
+    name = (ss.get("staff_name") or "").strip()
+    ok, message = staff_call(cfg.space_url, operator_token(cfg.log_path), route,
+                             {"conversation_id": cid, "staff": name, **extra})
+    ss.staff_notice = ("ok" if ok else "error", message)
+    if ok and route == "say":
+        ss.staff_text = ""
+
+
+def send_staff_text() -> None:
+    cid = ss.get("now_open")
+    text = (ss.get("staff_text") or "").strip()
+    if cid and text:
+        staff_act("say", cid, text=text)
+
+
+@st.fragment(run_every=REFRESH)
+def conversations_now() -> None:
+    """Conversations active now: who has them, who waits; the open one's transcript grows live."""
+    import time as _time
+
+    lc = live_conversations(path)
+    rows = lc.active(LIVE_MINUTES)
+    st.subheader(f"Conversations now · active in the last {LIVE_MINUTES:g} min", divider="gray")
+    if not rows:
+        st.caption("No conversation is active now.")
+        return
+    waiting = sum(1 for r in rows if r["status"] == "waiting for a person")
+    if waiting:
+        st.warning(f"{waiting} conversation(s) waiting for a person.", icon=":material/support_agent:")
+    import pandas as pd
+
+    table = pd.DataFrame([{
+        "status": r["status"],
+        "waiting": f"{r['waiting_s'] // 60}:{r['waiting_s'] % 60:02d}" if r["waiting_s"] is not None else "",
+        "conversation": short_id(r["conversation_id"]),
+        "last_message": r["last_message"],
+        "source": r["source"],
+        "thumbs_down": r["thumbs_down"],
+        "idle": f"{int(_time.time() - r['last_activity'])} s",
+    } for r in rows])
+    st.dataframe(table, hide_index=True, height=min(320, 40 + 35 * len(rows)),
+                 column_config={"status": st.column_config.TextColumn("Status", width=150),
+                                "waiting": st.column_config.TextColumn("Waiting", width=70),
+                                "conversation": st.column_config.TextColumn("Conversation", width=100),
+                                "last_message": st.column_config.TextColumn("Last message", width=260),
+                                "source": st.column_config.TextColumn("Source", width=80),
+                                "thumbs_down": st.column_config.NumberColumn("👎", width=40),
+                                "idle": st.column_config.TextColumn("Idle", width=60)})
+    ids = [r["conversation_id"] for r in rows]
+    labels = {r["conversation_id"]: f"{short_id(r['conversation_id'])} · {r['status']}" for r in rows}
+    current = ss.get("now_open")
+    options = ids if current in ids or not current else [current, *ids]
+    c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
+    cid = c1.selectbox("Open a conversation", options, key="now_open", index=None,
+                       format_func=lambda i: labels.get(i, short_id(i)), placeholder="pick one")
+    ss.setdefault("staff_name", os.environ.get("CHAT_STAFF_NAME", ""))
+    c2.text_input("Your staff name", key="staff_name", placeholder="shown to the visitor")
+    if not cid:
+        return
+    status = lc.status(cid)
+    with st.container(border=True):
+        b1, b2, b3 = st.columns([1, 1, 2], vertical_alignment="center")
+        me = (ss.get("staff_name") or "").strip()
+        if status.status == "staff" and status.staff != me:
+            b3.info(f"{escape_markdown(status.staff)} has this conversation.", icon=":material/lock:")
+        b1.button("Take over", key="now_take", disabled=status.status == "staff" or not me,
+                  on_click=staff_act, args=("take", cid), type="primary")
+        b2.button("Hand back", key="now_back", disabled=not (status.status == "staff" and status.staff == me),
+                  on_click=staff_act, args=("handback", cid))
+        notice = ss.get("staff_notice")
+        if notice:
+            (st.success if notice[0] == "ok" else st.error)(escape_markdown(notice[1]))
+        for m in lc.transcript(cid):
+            if m["role"] == "event":
+                st.caption(f"— {escape_markdown(m['text'])} —")
+                continue
+            role = {"visitor": "user", "bot": "assistant", "staff": "assistant"}[m["role"]]
+            with st.chat_message(role, avatar=":material/support_agent:" if m["role"] == "staff" else None):
+                if m["role"] == "staff":
+                    st.caption(f"staff: {escape_markdown(m['who'])}")
+                st.text(m["text"])
+        if status.status == "staff" and status.staff == me:
+            st.text_input("Message to the visitor", key="staff_text", on_change=send_staff_text,
+                          placeholder="type and press Enter")
+
+
 
 def pick_row() -> None:
     state = ss.get("live_table")
@@ -125,3 +225,4 @@ def live_view() -> None:
 
 
 live_view()
+conversations_now()

@@ -263,6 +263,58 @@ def test_event_lines_and_old_shapes_load_together(tmp_path):
         records.make_event(conversation_id="x", kind="nonsense", at_turn=0)
 
 
+# ------------------------------------------------------------------------- the Live page
+
+
+def test_live_page_lists_conversations_now_and_takes_over(space_factory, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import apptest_knows_the_entry_navigates
+
+    sp = space_factory(env=ENV)
+    calm, asking = "conv-calm", "conv-asking"
+    chat(sp, calm, "just browsing")
+    chat(sp, asking, "hello")
+    assert httpx.post(f"{sp.url}/handoff/request", json={"conversation_id": asking}).status_code == 200
+    chat(sp, calm, "still browsing")  # the latest activity, but not waiting
+    assert httpx.post(f"{sp.url}/feedback", json={"conversation_id": calm, "turn": 0, "rating": "down"}
+                      ).status_code == 200
+    monkeypatch.setenv("CHAT_LOG_PATH", str(sp.log_path))
+    monkeypatch.setenv("CHAT_SPACE_URL", sp.url)
+    monkeypatch.setenv("CHAT_TIMEZONE", "UTC")
+    monkeypatch.delenv("CHAT_OPERATOR_TOKEN", raising=False)
+    apptest_knows_the_entry_navigates(monkeypatch)
+    import streamlit as st
+
+    try:
+        at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=30).run()
+        at.switch_page("pages/live.py").run()
+        assert not at.exception, at.exception
+        now = at.dataframe[1].value  # [0] is the stream of turns
+        assert list(now["status"]) == ["waiting for a person", "bot"]  # waiting ones on top
+        assert list(now["thumbs_down"]) == [0, 1]
+        assert now["last_message"][1] == "You said: still browsing (message 2 in this conversation)"
+        at.selectbox(key="now_open").select(asking).run()
+        at.text_input(key="staff_name").input("Ann").run()
+        next(b for b in at.button if b.key == "now_take").click().run()
+        assert not at.exception, at.exception
+        assert state(sp, asking)["staff"] == "Ann"
+        at.run()
+        at.text_input(key="staff_text").input("Hello from the dashboard").run()
+        assert [e["text"] for e in state(sp, asking)["events"] if e["kind"] == "staff_message"] == \
+            ["Hello from the dashboard"]
+        at.run()
+        texts = [t.value for t in at.text]
+        assert "Hello from the dashboard" in texts and "hello" in texts  # the transcript, staff message included
+        assert any("Ann" in c.value for c in at.caption)
+        assert at.dataframe[1].value["status"][0] == "with Ann"
+        next(b for b in at.button if b.key == "now_back").click().run()
+        assert state(sp, asking)["status"] == "bot"
+    finally:
+        st.cache_resource.clear()
+        st.cache_data.clear()
+
+
 # ---------------------------------------------------------------------------- the widget
 
 
