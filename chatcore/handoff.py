@@ -60,6 +60,7 @@ DEFAULT_FALLBACK = ("Sorry, nobody from our team is free right now. I'll keep he
 STAFF_NAME = re.compile(r"^[\w .'@-]{1,64}\Z")
 MAX_STAFF_TEXT = 8000
 MAX_EVENTS = 200  # per conversation, kept in memory for the channel and the bot's context
+MAX_CONVERSATIONS = 100_000  # with events in memory; the oldest back with the bot are forgotten first
 
 
 def _env_float(name: str, default: float) -> float:
@@ -160,6 +161,8 @@ class Handoff:
             st = self._state.get(cid)
             if st is None:
                 st = self._state[cid] = ConversationState()
+                if len(self._state) > MAX_CONVERSATIONS:
+                    self._forget_some()
             effective = True
             if kind == "staff_message":
                 effective = st.status == "staff" and staff == st.staff and bool(text)
@@ -175,6 +178,11 @@ class Handoff:
             if len(st.events) > MAX_EVENTS:
                 del st.events[: len(st.events) - MAX_EVENTS]
             self.version += 1
+
+    def _forget_some(self) -> None:
+        """Drop the oldest conversations that are back with the bot (their events stay in the log)."""
+        for old in [c for c, s in self._state.items() if s.status == "bot"][: MAX_CONVERSATIONS // 10]:
+            del self._state[old]
 
     def state(self, cid: str) -> ConversationState:
         with self._lock:
@@ -339,6 +347,8 @@ def register(app, settings, service) -> Handoff:
     handoff = Handoff(config, service, LogWriter(settings.shard_path))
     service.handoff = handoff
     request_limit = RateLimit(max(10, settings.feedback_per_minute))
+    channels: dict[str, int] = {}  # open channels per client address
+    channel_cap = max(1, settings.client_concurrency)
 
     def error(message: str, code: int, **extra) -> JSONResponse:
         return JSONResponse({"error": message, **extra}, status_code=code)
@@ -450,7 +460,31 @@ def register(app, settings, service) -> Handoff:
         except ValueError as exc:
             return error(str(exc), 400)
 
+        addr = service.address.of_request(request)
+        if channels.get(addr, 0) >= channel_cap:
+            return error("too many open channels from this address", 429)
+        channels[addr] = channels.get(addr, 0) + 1
+
+        released = []
+
+        def release():  # once: from the stream's end, or after the response when it never started
+            if released:
+                return
+            released.append(True)
+            left = channels.get(addr, 1) - 1
+            if left > 0:
+                channels[addr] = left
+            else:
+                channels.pop(addr, None)
+
         async def stream():
+            try:
+                async for chunk in events_of():
+                    yield chunk
+            finally:
+                release()
+
+        async def events_of():
             sent: set[str] = set()
             seen_version = -1
             last_beat = time.monotonic()
@@ -470,7 +504,9 @@ def register(app, settings, service) -> Handoff:
                     return
                 await asyncio.sleep(0.05)
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
+        from starlette.background import BackgroundTask
+
+        return StreamingResponse(stream(), media_type="text/event-stream", background=BackgroundTask(release),
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     handoff.start()

@@ -181,6 +181,27 @@ def test_anonymous_callers_cannot_take_over_post_or_snoop(space_factory):
     assert staff(sp, "take", conversation_id=other, staff="<script>").status_code == 400
 
 
+def test_one_client_cannot_hold_every_channel(space_factory):
+    sp = space_factory(env={**ENV, "CHAT_CLIENT_CONCURRENCY": "2"})
+    first, second = SSE(sp.url, "conv-c1"), SSE(sp.url, "conv-c2")
+    try:
+        wait_for(lambda: first.status == 200 and second.status == 200, what="two channels")
+        assert httpx.get(f"{sp.url}/handoff/events", params={"conversation_id": "conv-c3"},
+                         timeout=5).status_code == 429
+    finally:
+        first.close()
+        second.close()
+    # A closed channel frees its place (the server notices within its next tick).
+    def third_opens():
+        with httpx.stream("GET", f"{sp.url}/handoff/events", params={"conversation_id": "conv-c3"},
+                          timeout=5) as res:
+            return res.status_code == 200
+    # Closing a reader thread's stream happens on its next event; end them by taking over.
+    for cid in ("conv-c1", "conv-c2"):
+        staff(sp, "take", conversation_id=cid, staff="Ann")
+    wait_for(third_opens, what="a freed channel")
+
+
 def test_request_times_out_with_the_fallback(space_factory):
     sp = space_factory(env={**ENV, "CHAT_HANDOFF_TIMEOUT": "1.5"})
     cid = "conv-timeout"
