@@ -138,7 +138,9 @@ def cmd_export(args) -> int:
     if turns.empty:
         print(f"no conversation {args.conversation!r} in {settings.log_path}", file=sys.stderr)
         return 1
-    text = export_conversation(turns, args.format)
+    from .handoff import conversation_events
+
+    text = export_conversation(turns, args.format, conversation_events(settings.log_path, args.conversation))
     # JSONL stays exact; Markdown and CSV are read by people: no terminal controls
     sys.stdout.write(text if args.format == "jsonl" else clean(text))
     return 0

@@ -130,20 +130,45 @@ def _csv_safe(value):
     return value
 
 
-def markdown_transcript(turns: pd.DataFrame) -> str:
+def _event_md(e: dict) -> list[str]:
+    """One event line (schema v2) of a conversation in a markdown transcript."""
+    staff, text, kind = e.get("staff") or "staff", e.get("text") or "", e.get("kind")
+    if kind == "staff_message":
+        return [f"**Staff ({_md_inline(staff)}):** — {e.get('ts')}", "", _md_quote(text), ""]
+    if kind == "visitor_message":
+        return [f"**User (to staff):** — {e.get('ts')}", "", _md_quote(text), ""]
+    what = {"handoff_requested": "the visitor asked for a person",
+            "handoff_taken": f"{_md_inline(staff)} took over",
+            "handoff_returned": f"{_md_inline(staff)} handed back to the bot",
+            "handoff_timeout": "nobody took it in time: the bot carried on"}.get(kind, str(kind))
+    return [f"> {what} — {e.get('ts')}", ""]
+
+
+def _md_inline(text: str) -> str:
+    return re.sub(r"[^\w .@'-]", "_", str(text))[:64]
+
+
+def markdown_transcript(turns: pd.DataFrame, events: list[dict] | None = None) -> str:
+    """The conversation as markdown; ``events`` (its schema v2 lines: staff messages, takeover,
+    hand-back, …) are placed before the turn they preceded."""
     rows = _turn_dicts(turns)
     if not rows:
         return ""
+    events = sorted(events or [], key=lambda e: (e.get("at_turn") or 0))
     cid = rows[0]["conversation_id"]
     out = [f"# Conversation {cid}", "",
            f"{len(rows)} turn(s), {rows[0]['ts']} – {rows[-1]['ts']}", ""]
     for r in rows:
+        while events and r["turn"] is not None and (events[0].get("at_turn") or 0) <= r["turn"]:
+            out += _event_md(events.pop(0))
         latency = f", {r['latency_ms']:.0f} ms" if r.get("latency_ms") is not None else ""
         out += [f"## Turn {r['turn'] if r['turn'] is not None else '?'} — {r['ts']} ({r['source']}{latency})", "",
                 "**User:**", "", _md_quote(r["user_text"]), "",
                 "**Assistant:**", "", _md_quote(r["response"]), ""]
         if r.get("error"):
             out += [f"> error: {r['error']}", ""]
+    for e in events:
+        out += _event_md(e)
     return "\n".join(out)
 
 
@@ -162,10 +187,14 @@ def export_file_name(conversation_id: str, ext: str) -> str:
     return f"conversation-{safe}.{ext}"
 
 
-def export_conversation(turns: pd.DataFrame, fmt: str) -> str:
+def export_conversation(turns: pd.DataFrame, fmt: str, events: list[dict] | None = None) -> str:
+    """One conversation; ``md`` and ``jsonl`` include its ``events`` (staff messages as such)."""
     if fmt == "md":
-        return markdown_transcript(turns)
-    return export_turns(turns, fmt)
+        return markdown_transcript(turns, events)
+    text = export_turns(turns, fmt)
+    if fmt == "jsonl" and events:
+        text += "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in events)
+    return text
 
 
 # ------------------------------------------------------------ dashboard filters

@@ -38,6 +38,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from fastapi import Request
@@ -704,6 +705,34 @@ def _apply_state(st: ConversationState, obj: dict, ts: float) -> None:
         st.status, st.staff, st.since, st.requested_at = "bot", None, ts, None
     elif kind == "handoff_timeout" and st.status == "waiting":
         st.status, st.since, st.requested_at = "bot", ts, None
+
+
+def conversation_events(log_path, cid: str) -> list[dict]:
+    """Every event line (schema v2) of ``cid`` in the log folder, in time order."""
+    import orjson
+
+    from .settings import log_folder
+
+    path = Path(log_path)
+    shards = [path] if path.is_file() else sorted(p for p in log_folder(path).glob("*.jsonl") if p.is_file())
+    needle = json.dumps(cid).encode()
+    found = []
+    for shard in shards:
+        try:
+            with open(shard, "rb") as f:
+                for line in f:
+                    if needle not in line or b'"kind"' not in line:
+                        continue
+                    try:
+                        obj = orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        continue
+                    if records.is_event(obj) and obj.get("conversation_id") == cid:
+                        found.append(obj)
+        except OSError:
+            continue
+    found.sort(key=lambda e: _epoch(e.get("ts")))
+    return found
 
 
 def staff_call(space_url: str, token: str | None, route: str, body: dict, timeout: float = 10.0) -> tuple[bool, str]:

@@ -131,6 +131,19 @@ def test_text_request_takeover_handback_and_context(space_factory):
 
     frame, stats = load_log(sp.log_path)
     assert len(frame[frame["conversation_id"] == cid]) == 3
+    # Exports show staff messages as such, in their place.
+    md = subprocess.run([PYTHON, "-m", "chatcore", "export", "--conversation", cid, "--log", str(sp.log_path),
+                         "--format", "md"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert md.returncode == 0, md.stderr
+    text = md.stdout
+    assert "**Staff (Ann):**" in text and "> Ann took over" in text and "**User (to staff):**" in text
+    assert text.index("Can I talk to a HUMAN") < text.index("Hi, this is Ann") < text.index("my order is late") \
+        < text.index("Ann handed back") < text.index("    thanks")
+    jl = subprocess.run([PYTHON, "-m", "chatcore", "export", "--conversation", cid, "--log", str(sp.log_path),
+                         "--format", "jsonl"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    exported = [json.loads(x) for x in jl.stdout.splitlines()]
+    assert [e.get("kind", "turn") for e in exported].count("staff_message") == 1
+    assert sum(1 for e in exported if "kind" not in e) == 3
 
 
 def test_second_staff_member_is_refused_and_sees_who(space_factory):
