@@ -290,6 +290,17 @@ def test_event_lines_and_old_shapes_load_together(tmp_path):
     frame, stats = load_log(log)
     assert sorted(frame["conversation_id"]) == ["new", "old"]  # one turn each; events are not turns
     assert stats["bad"]["event"] == 3
+    # A block of many lines takes the store's vectorised path: event lines are still not turns.
+    many = tmp_path / "many.jsonl"
+    bulk = []
+    for i in range(200):
+        bulk.append(records.make_record(conversation_id=f"c{i}", turn=0, user_text="a", response="b",
+                                        latency_ms=1, source="widget", backend="echo"))
+        bulk.append(records.make_event(conversation_id=f"c{i}", kind="staff_message", at_turn=1, staff="Ann",
+                                       text="hi"))
+    many.write_text("".join(json.dumps(x) + "\n" for x in bulk))
+    frame, stats = load_log(many, cache_dir=tmp_path / "cache")
+    assert len(frame) == 200 and stats["bad"]["event"] == 200
     with pytest.raises(records.BadRecord) as exc:
         records.normalise(lines[2])
     assert exc.value.reason == "event"

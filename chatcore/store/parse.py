@@ -31,9 +31,11 @@ ARROW_BLOCK = 1 << 20
 MIN_FAST_LINES = 16
 #: A shard's cache is (re)written when at least this many parsed bytes are not in it.
 #: columns, but ``ts`` as text (parsed afterwards) and ``files`` as ``{"name"}`` objects.
+#: ``kind`` is read only to recognise event lines (schema v2): those are never vouched for here,
+#: and the reference parser counts them as ``event`` lines, not turns.
 _JSON_SCHEMA = ARROW_SCHEMA.set(0, pa.field("ts", STR)).set(
     ARROW_SCHEMA.get_field_index("files"), pa.field("files", pa.list_(pa.struct([("name", pa.string())])))
-)
+).append(pa.field("kind", STR))
 _PARSE_OPTIONS = pajson.ParseOptions(
     explicit_schema=_JSON_SCHEMA, unexpected_field_behavior="ignore", newlines_in_values=False
 )
@@ -235,6 +237,9 @@ def _vouch(t: pa.Table) -> tuple[pa.Table, np.ndarray] | None:
     cid = t.column("conversation_id")
     ok = pc.fill_null(pc.greater(pc.utf8_length(cid), 0), False)
     ok = pc.and_(ok, pc.is_valid(t.column("ts")))
+    kind = t.column("kind")
+    if kind.null_count < len(kind):  # an event line, not a turn: the reference parser says so
+        ok = pc.and_(ok, pc.fill_null(pc.equal(kind, "turn"), True))
     turn = t.column("turn")
     if turn.null_count < len(turn):
         ok = pc.and_(ok, pc.fill_null(pc.and_(pc.greater_equal(turn, 0), pc.less(turn, 2**31)), True))
