@@ -351,6 +351,7 @@
       if (GREETING) bubble("assistant", GREETING, "greeting");
       state.transcript.forEach(function (m) {
         if (m.role === "staff") { staffBubble(m.who, m.text); return; }
+        if (m.role === "note" && !m.text) return;
         var el = bubble(m.role, m.text);
         if (m.role === "assistant") addRating(el, m.turn, m.rating);
       });
@@ -373,8 +374,22 @@
     }
 
     // ------------------------------------------------- the person channel
+    // Ids of channel events already shown (the channel replays them on every connect).
+    // Read afresh each time: another tab of the site may have shown (and stored) it already.
+    function seenIds() {
+      var v = null;
+      try { v = JSON.parse(load("localStorage", "handoff_seen") || "null"); } catch (e) { v = null; }
+      return v && v.cid === state.cid && Array.isArray(v.ids) ? v : { cid: state.cid, ids: [] };
+    }
     function seen(eid) {
-      return state.transcript.some(function (m) { return m.eid === eid; });
+      return seenIds().ids.indexOf(eid) !== -1 ||
+        state.transcript.some(function (m) { return m.eid === eid; });
+    }
+    function markSeen(eid) {
+      var s = seenIds();
+      s.ids.push(eid);
+      if (s.ids.length > 400) s.ids = s.ids.slice(-400);
+      save("localStorage", "handoff_seen", JSON.stringify(s));
     }
 
     function onHandoff(ev) {
@@ -392,14 +407,17 @@
         if (text) {
           entry = { role: "note", text: text, who: "", eid: ev.id };
           bubble("note", text);
-        } else entry = { role: "note", text: "", who: "", eid: ev.id };
+        }
       }
       if (ev.status === "staff" || ev.status === "bot" || ev.status === "waiting") {
         state.held = ev.status === "staff";
         handoffBtn.hidden = !HANDOFF || ev.status !== "bot";
       }
-      state.transcript.push(entry);
-      persist();
+      markSeen(ev.id);
+      if (entry) {
+        state.transcript.push(entry);
+        persist();
+      }
     }
 
     function closeChannel() {
