@@ -345,7 +345,10 @@ def register(app, settings, service) -> Handoff:
     from .settings import OPERATOR_TOKEN_HEADER
 
     config = HandoffConfig.from_env()
-    handoff = Handoff(config, service, LogWriter(settings.shard_path))
+    # Its own writer (the Space's counts turns) on the same shard, daily shards included.
+    writer = LogWriter(settings.current_shard_path(),
+                       path_for=settings.current_shard_path if settings.rotate == "daily" else None)
+    handoff = Handoff(config, service, writer)
     service.handoff = handoff
     request_limit = RateLimit(max(10, settings.feedback_per_minute))
     channels: dict[str, int] = {}  # open channels per client address
