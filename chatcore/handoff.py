@@ -710,32 +710,56 @@ def _apply_state(st: ConversationState, obj: dict, ts: float) -> None:
         st.status, st.since, st.requested_at = "bot", ts, None
 
 
-def conversation_events(log_path, cid: str) -> list[dict]:
-    """Every event line (schema v2) of ``cid`` in the log folder, in time order."""
+def _event_lines(log_path, needle: bytes):
+    """Parsed event lines (schema v2) of the log folder whose bytes contain ``needle``.
+
+    The shards are searched with ``mmap.find`` (memchr speed), and only the lines that hold
+    the needle are parsed, so a large log of plain turns costs one pass of the C search.
+    """
+    import mmap
+
     import orjson
 
     from .settings import log_folder
 
     path = Path(log_path)
     shards = [path] if path.is_file() else sorted(p for p in log_folder(path).glob("*.jsonl") if p.is_file())
-    needle = json.dumps(cid).encode()
-    found = []
     for shard in shards:
         try:
             with open(shard, "rb") as f:
-                for line in f:
-                    if needle not in line or b'"kind"' not in line:
-                        continue
-                    try:
-                        obj = orjson.loads(line)
-                    except orjson.JSONDecodeError:
-                        continue
-                    if records.is_event(obj) and obj.get("conversation_id") == cid:
-                        found.append(obj)
-        except OSError:
+                if os.fstat(f.fileno()).st_size == 0:
+                    continue
+                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                    pos = m.find(needle)
+                    while pos != -1:
+                        start = m.rfind(b"\n", 0, pos) + 1
+                        end = m.find(b"\n", pos)
+                        if end == -1:
+                            break  # a partial last line: not written yet
+                        line = m[start:end]
+                        if b'"kind"' in line:
+                            try:
+                                obj = orjson.loads(line)
+                            except orjson.JSONDecodeError:
+                                obj = None
+                            if isinstance(obj, dict) and records.is_event(obj):
+                                yield obj
+                        pos = m.find(needle, end)
+        except (OSError, ValueError):
             continue
+
+
+def conversation_events(log_path, cid: str) -> list[dict]:
+    """Every event line (schema v2) of ``cid`` in the log folder, in time order."""
+    found = [e for e in _event_lines(log_path, json.dumps(cid).encode()) if e.get("conversation_id") == cid]
     found.sort(key=lambda e: _epoch(e.get("ts")))
     return found
+
+
+def handed_off_ids(log_path) -> set[str]:
+    """Conversations a staff member took over at some point (a ``handoff_taken`` line)."""
+    return {e["conversation_id"] for e in _event_lines(log_path, b'"handoff_taken"')
+            if e.get("kind") == "handoff_taken" and isinstance(e.get("conversation_id"), str)}
 
 
 def staff_call(space_url: str, token: str | None, route: str, body: dict, timeout: float = 10.0) -> tuple[bool, str]:

@@ -26,7 +26,6 @@ from .records import check_conversation_id, utc_now_iso
 SUITE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 MAX_IDEAL = 4000
 #: Staff sources whose turns in a conversation mean a person took it over.
-HANDOFF_SOURCES = ("operator",)
 
 
 def suites_file(log_path):
@@ -95,7 +94,7 @@ def select_conversations(frame: pd.DataFrame, log_path, *, rated: str | None = N
     """Conversation ids of ``frame`` matching every filter given (ids picked by hand are added).
 
     ``rated``: ``down`` or ``up`` — a turn rated so (a visitor's rating outranks staff's);
-    ``tags``: every tag must be on the conversation; ``handed_off``: a person answered in it.
+    ``tags``: every tag must be on the conversation; ``handed_off``: a staff member took it over (a ``handoff_taken`` line).
     With no filter at all, nothing is chosen but the ``ids``.
     """
     if frame.empty:
@@ -119,9 +118,10 @@ def select_conversations(frame: pd.DataFrame, log_path, *, rated: str | None = N
             notes = load_annotations(log_path)
             wanted = {normalise_tag(t) for t in tags}
             ids_in_range &= {cid for cid, e in notes.items() if wanted <= e["tags"]}
-        if handed_off and "source" in frame.columns:
-            staff = frame[frame["source"].astype(str).str.lower().isin(HANDOFF_SOURCES)]
-            ids_in_range &= set(staff["conversation_id"])
+        if handed_off:
+            from .handoff import handed_off_ids
+
+            ids_in_range &= handed_off_ids(log_path)
         first_seen = frame.drop_duplicates("conversation_id").sort_values("ts", kind="stable")
         chosen = [cid for cid in first_seen["conversation_id"] if cid in ids_in_range]
     for cid in ids:

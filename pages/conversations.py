@@ -385,6 +385,38 @@ def forget_panel(cid: str) -> None:
 
 # ----------------------------------------------------------------------- transcript
 
+
+@st.cache_data(ttl=2, show_spinner=False)
+def staff_events(log_path: str, cid: str) -> list[dict]:
+    """Staff messages and handoff events of one conversation (schema v2 lines of the log)."""
+    from chatcore.handoff import conversation_events
+
+    return conversation_events(log_path, cid)
+
+
+def show_event(event: dict, mask: bool) -> None:
+    """A staff message, a visitor's message to staff, or a handoff step, shown as text."""
+    kind, staff = event.get("kind"), str(event.get("staff") or "staff")
+    text = str(event.get("text") or "")
+    text = mask_pii(text) if mask else text
+    when = format_time(pd.Timestamp(event.get("ts")), tz, now) if event.get("ts") else ""
+    if kind == "staff_message":
+        with st.chat_message("assistant", avatar=":material/support_agent:"):
+            st.text(text)
+            st.caption(f"{when} · staff: {escape_markdown(staff)}")
+    elif kind == "visitor_message":
+        with st.chat_message("user"):
+            st.text(text)
+            st.caption(f"{when} · to staff (the bot was not asked)")
+    else:
+        what = {"handoff_requested": "The visitor asked for a person",
+                "handoff_taken": f"{staff} took over",
+                "handoff_returned": f"{staff} handed back to the bot",
+                "handoff_timeout": "Nobody took it in time: the bot carried on"}.get(kind, str(kind))
+        st.caption(f":material/support_agent: {escape_markdown(what)} · {when}")
+
+
+
 if ss.get("conv_forget_done"):
     st.success(ss.pop("conv_forget_done"), icon=":material/delete_forever:")
 
@@ -417,9 +449,14 @@ if ids:
             first, last = turns["ts"].iloc[0], turns["ts"].iloc[-1]
             st.caption(f"{len(turns)} turn(s) · {format_time(first, tz, now)} – {format_time(last, tz, now)} · "
                        f"{format_duration((last - first).total_seconds())}")
-        dl.download_button("Markdown", lambda t=turns: markdown_transcript(t), file_name=export_file_name(cid, "md"),
+        events = staff_events(str(cfg.log_path), cid)
+        dl.download_button("Markdown", lambda t=turns, e=events: markdown_transcript(t, e),
+                           file_name=export_file_name(cid, "md"),
                            mime="text/markdown", icon=":material/download:", key="conv_md")
+        pending = sorted(events, key=lambda e: e.get("at_turn") or 0)
         for row in turns.itertuples(index=False):
+            while pending and not pd.isna(row.turn) and (pending[0].get("at_turn") or 0) <= int(row.turn):
+                show_event(pending.pop(0), mask)
             with st.chat_message("user"):
                 st.text(row.user_text or "")
                 turn = "?" if pd.isna(row.turn) else int(row.turn)
@@ -432,6 +469,9 @@ if ids:
                 if isinstance(row.error, str) and row.error:
                     st.error("Error logged for this turn", icon=":material/error:")
                     st.text(row.error)
+
+        for event in pending:
+            show_event(event, mask)
 
     annotate(cid)
     replay_panel(cid, original_turns)

@@ -229,18 +229,22 @@ def test_suite_filters_tags_handoff_and_picked_ids(tmp_path):
     """Filters combine (every one must match); ids picked by hand are added; order is the log's."""
     from datetime import datetime, timezone
 
-    from chatcore.records import make_record
+    from chatcore.records import make_event, make_record
     from chatcore.store import load_log
     from chatcore.suites import select_conversations
 
     log = tmp_path / "chat_logs.jsonl"
     rows = [("a", "widget", "2026-11-01T10:00:00.000Z"), ("b", "widget", "2026-11-02T10:00:00.000Z"),
             ("b", "operator", "2026-11-02T10:01:00.000Z"), ("c", "widget", "2026-11-03T10:00:00.000Z"),
+            ("e", "operator", "2026-11-04T10:00:00.000Z"),  # staff tried a prompt: not a handoff
             ("d", "widget", "2026-10-01T10:00:00.000Z")]
     with open(log, "w") as f:
         for i, (cid, source, ts) in enumerate(rows):
             f.write(json.dumps(make_record(conversation_id=cid, turn=0, user_text=f"q{i}", response=f"r{i}",
                                            latency_ms=1, source=source, backend="echo", ts=ts)) + "\n")
+        # b was taken over by a person (a schema v2 event line)
+        f.write(json.dumps(make_event(conversation_id="b", kind="handoff_taken", at_turn=1, staff="Ana",
+                                      ts="2026-11-02T10:00:30.000Z")) + "\n")
     for cid in ("a", "b", "d"):
         annotations.add_tag(log, cid, "escalated")
     annotations.add_tag(log, "a", "bug")

@@ -323,6 +323,28 @@ def test_transcript_shows_markup_as_plain_text(conv_log):
         assert bad not in rendered_markdown
 
 
+def test_transcript_shows_staff_messages_and_handoff_steps(conv_log, media):
+    from chatcore.records import make_event
+
+    log, now = conv_log
+    iso = lambda t: t.strftime("%Y-%m-%dT%H:%M:%S.000Z")  # noqa: E731
+    with open(log, "a") as f:
+        for kind, staff, text, minutes in (("handoff_requested", None, None, 4), ("handoff_taken", "Ana", None, 3),
+                                           ("staff_message", "Ana", "Hi, Ana here: <b>I can help</b>", 2),
+                                           ("handoff_returned", "Ana", None, 1)):
+            f.write(json.dumps(make_event(conversation_id="recent-1", kind=kind, at_turn=1, staff=staff,
+                                          text=text, ts=iso(now - timedelta(minutes=minutes)))) + "\n")
+    at = open_page("conversations")
+    at.selectbox(key="conv_pick").select("recent-1").run()
+    assert "Hi, Ana here: <b>I can help</b>" in [t.value for t in at.text]  # as text, never markup
+    captions = " ".join(c.value for c in at.caption)
+    assert "Ana took over" in captions and "staff: Ana" in captions and "handed back" in captions
+    md = media(download(at, "conv_md"))
+    assert "**Staff (Ana):**" in md and "Ana took over" in md
+    assert md.index("Ana took over") < md.index("## Turn 1")  # before the turn it preceded
+    assert shown_ids(at).count("recent-1") == 1 and metric(at, "Turns") != "0"
+
+
 def test_conversation_opened_by_query_param(conv_log):
     at = AppTest.from_file(ENTRY, default_timeout=30)
     at.query_params["conversation"] = "ancient-1"  # outside the default 7 days
