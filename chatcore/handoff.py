@@ -782,3 +782,35 @@ def staff_call(space_url: str, token: str | None, route: str, body: dict, timeou
     if res.status_code == 200:
         return True, data.get("status", "ok")
     return False, str(data.get("error") or f"HTTP {res.status_code}")
+
+
+def handoff_figures(log_path, since: datetime) -> dict:
+    """Handoffs since ``since`` (e.g. the start of today), from the log's event lines.
+
+    ``handoffs``: conversations a staff member took over; ``requests``: conversations whose
+    visitor asked for a person; ``first_reply_p50_s`` / ``first_reply_p95_s``: seconds from
+    the request (or, without one, the takeover) to the first staff message after it.
+    """
+    import numpy as np
+
+    start = since.timestamp()
+    events = [e for e in _event_lines(log_path, b'"kind"')
+              if isinstance(e.get("conversation_id"), str) and _epoch(e.get("ts")) >= start]
+    events.sort(key=lambda e: _epoch(e.get("ts")))
+    taken, requested, waits = set(), set(), []
+    opened: dict[str, float] = {}  # conversation -> when a person was first needed
+    for e in events:
+        cid, kind, ts = e["conversation_id"], e.get("kind"), _epoch(e.get("ts"))
+        if kind == "handoff_requested":
+            requested.add(cid)
+            opened.setdefault(cid, ts)
+        elif kind == "handoff_taken":
+            taken.add(cid)
+            opened.setdefault(cid, ts)
+        elif kind == "staff_message" and cid in opened:
+            waits.append(ts - opened.pop(cid))
+        elif kind in ("handoff_returned", "handoff_timeout"):
+            opened.pop(cid, None)
+    p50, p95 = (float(np.percentile(waits, 50)), float(np.percentile(waits, 95))) if waits else (None, None)
+    return {"handoffs": len(taken), "requests": len(requested), "first_reply_p50_s": p50,
+            "first_reply_p95_s": p95, "first_replies": len(waits)}

@@ -391,7 +391,7 @@ class LogTail:
         return {
             "lines": lines,
             "bad": bad,
-            "bad_total": sum(bad.values()),
+            "bad_total": sum(v for r, v in bad.items() if r != "event"),  # event lines are not bad
             "queued": queued,
             "dropped": dropped,
             "pending_bytes": sum(f.pending for f in follows),

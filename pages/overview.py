@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 import streamlit as st
 
 from chatcore.dashboard import (error_turns, excerpt, format_ms, format_time, health_summary,
-                                negative_share_by_day, overview_figures, ratings_today, turns_per_hour, tz_name)
+                                negative_share_by_day, overview_figures, ratings_today, start_of_day, turns_per_hour,
+                                tz_name)
 from chatcore.settings import display_url
 from pages._shared import through_entry, PAGES, header, health, load_feedback, load_frame, settings, viewer_tz
 
@@ -19,6 +20,19 @@ tz = viewer_tz()
 REFRESH = float(os.environ.get("CHAT_OVERVIEW_REFRESH", "5") or 5)
 
 header("Overview", ":material/dashboard:")
+
+
+@st.cache_data(ttl=15, show_spinner=False)
+def handoffs_since(log_path: str, since: datetime) -> dict:
+    from chatcore.handoff import handoff_figures
+
+    return handoff_figures(log_path, since)
+
+
+def format_seconds(value) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
 
 
 def alerts_box(now) -> None:
@@ -74,6 +88,16 @@ def overview() -> None:
         c7.metric("Ratings today", rated_today, help="Thumbs given today by visitors and staff")
         c8.metric("Negative ratings today", negative_today)
         c9.metric("Negative share today", f"{100 * negative_today / rated_today:.0f} %" if rated_today else "—")
+        ho = handoffs_since(str(cfg.log_path), start_of_day(now, tz))
+        c10, c11, c12 = st.columns(3)
+        c10.metric("Handoffs today", ho["handoffs"],
+                   help=f"Conversations a staff member took over today; {ho['requests']} asked for a person")
+        share = ho["handoffs"] / fig.conversations_today if fig.conversations_today else None
+        c11.metric("Handed to a person", f"{100 * share:.0f} %" if share is not None else "—",
+                   help="Share of today's conversations that a staff member took over")
+        c12.metric("First human reply p50 / p95",
+                   f"{format_seconds(ho['first_reply_p50_s'])} / {format_seconds(ho['first_reply_p95_s'])}",
+                   help="From the request for a person (or the takeover) to the first staff message, today")
 
     left, right = st.columns([2, 1])
     with left:

@@ -233,6 +233,32 @@ def test_overview_page_figures(tmp_path, monkeypatch):
     assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
 
 
+def test_overview_handoff_figures(tmp_path, monkeypatch):
+    from chatcore.records import make_event
+
+    log = tmp_path / "chat.jsonl"
+    now = datetime.now(timezone.utc)
+    write_log(log, [rec("a", 0, now - timedelta(seconds=60)), rec("c", 0, now - timedelta(seconds=55))])
+    iso = lambda t: t.strftime("%Y-%m-%dT%H:%M:%S.000Z")  # noqa: E731
+    with open(log, "a") as f:
+        for cid, kind, staff, text, ago in (
+                ("old", "handoff_taken", "Bo", None, timedelta(days=3)),  # not today
+                ("c", "handoff_requested", None, None, timedelta(seconds=50)),
+                ("c", "handoff_taken", "Ana", None, timedelta(seconds=40)),
+                ("c", "staff_message", "Ana", "Hi, Ana here", timedelta(seconds=20)),
+                ("c", "staff_message", "Ana", "Anything else?", timedelta(seconds=10))):
+            f.write(json.dumps(make_event(conversation_id=cid, kind=kind, at_turn=1, staff=staff, text=text,
+                                          ts=iso(now - ago))) + "\n")
+    monkeypatch.setenv("CHAT_LOG_PATH", str(log))
+    monkeypatch.setenv("CHAT_SPACE_URL", f"http://127.0.0.1:{free_port()}")
+    at = open_page("overview")
+    assert metric(at, "Handoffs today") == "1"
+    assert metric(at, "Handed to a person") == "50 %"  # c of a and c
+    assert metric(at, "First human reply p50 / p95") == "30 s / 30 s"  # request -> first staff message
+    assert metric(at, "Conversations today") == "2" and metric(at, "Turns today") == "2"
+    assert metric(at, "Bad lines skipped") == "0"  # event lines are not bad lines
+
+
 def test_overview_with_space_health(space, monkeypatch):
     monkeypatch.setenv("CHAT_LOG_PATH", str(space.log_path))
     monkeypatch.setenv("CHAT_SPACE_URL", space.url)

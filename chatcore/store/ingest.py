@@ -483,7 +483,9 @@ class LogStore(SegmentCache):
             return {
                 "lines": sum(sh.rows for sh in self._shards.values()),
                 "bad": counts,
-                "bad_total": sum(counts.values()),
+                # Event lines (schema v2: staff messages, handoffs) are skipped as turns, not bad.
+                "bad_total": sum(v for r, v in counts.items() if r != "event"),
+                "events": counts.get("event", 0),
                 "pending_bytes": sum(sh.pending for sh in self._shards.values()),
                 "shards": len(self._shards),
                 "bytes": sum(sh.offset for sh in self._shards.values()),
