@@ -107,7 +107,7 @@ class _OpenAIServer:
         system = " ".join(m["content"] for m in messages if m["role"] == "system")
         text = messages[-1]["content"]
         if "take your time" in text:
-            time.sleep(4)  # longer than the run's timeout in test_a_turn_that_times_out…
+            time.sleep(12)  # far longer than the run's timeout in test_a_turn_that_times_out…
         if "Refuse refunds" in system and "refund" in text.lower():
             return REFUSAL
         n = sum(m["role"] == "user" for m in messages)
@@ -414,7 +414,8 @@ def test_a_turn_that_times_out_is_failed_and_the_run_goes_on(world):
         SuiteTurn(0, "hello", "You said: hello"),
         SuiteTurn(1, "take your time", "You said: take your time (message 2 in this conversation)")])
     suite.conversations["t-fast"] = SuiteConversation("t-fast", [SuiteTurn(0, "quick one", "You said: quick one")])
-    report = run_suite(suite, world["prod"].url, parallel=2, timeout=1.5, operator_token=TOKEN,
+    # A timeout with room for a loaded machine; the slow turn takes 12 s, far past it.
+    report = run_suite(suite, world["prod"].url, parallel=2, timeout=6, operator_token=TOKEN,
                        token_log_path=world["log"])
     turns = {(c["conversation_id"], t["turn"]): t for c in report["conversations"] for t in c["turns"]}
     assert turns[("t-slow", 0)]["passed"] and turns[("t-fast", 0)]["passed"]
