@@ -6,11 +6,13 @@ Starts ``python -m chatcore dashboard --demo`` on free loopback ports with a fre
 temporary log and a password (so the login page can be shown too). The Space answers
 through a small OpenAI-compatible server started here with the answers of a coffee
 shop's help desk, so the pages show the questions and replies a shop sees rather than
-test data. It waits for the demo's simulated visitors, adds earlier traffic of the day,
-some ratings, tags and a note, then takes headless-Chromium screenshots:
+test data. It waits for the demo's simulated visitors, adds the day's earlier traffic and
+ten earlier days of it with their ratings, tags and a note, builds a regression suite of
+the rated-down conversations and runs it three times against the Space (the live prompt,
+then two versions of a staging prompt), then takes headless-Chromium screenshots:
 
     dashboard-login.png  dashboard-overview.png  dashboard-chat.png  dashboard-live.png
-    dashboard-conversations.png  dashboard-replay.png
+    dashboard-conversations.png  dashboard-replay.png  dashboard-evaluate.png
 
 Everything stays on 127.0.0.1 and everything started is stopped at the end.
 """
@@ -82,9 +84,19 @@ ANSWERS = [
 FALLBACK = "Thanks for your message! Could you tell me your order number, so I can look into it?"
 
 
-def shop_answer(question: str) -> str:
+# A staging prompt under test on the Evaluate page: the answers that differ from today's.
+STAGING = {
+    "v2": [(("canada",), "Yes, we ship worldwide."),
+           (("tried that",), "Please try again later."),
+           (("fee",), "Shipping to Canada costs $12 per order.")],
+    "v3": [(("fee",), "No, there's no fee: shipping to Canada is free on orders over $40."),
+           (("charged twice",), "Sorry about that! Could you send us your order number? We'll look into it.")],
+}
+
+
+def shop_answer(question: str, prompt: str = "") -> str:
     q = question.lower()
-    for words, answer in ANSWERS:
+    for words, answer in STAGING.get(prompt, []) + ANSWERS:
         if all(w in q for w in words):
             return answer
     return FALLBACK
@@ -94,6 +106,9 @@ class ShopModel:
     """An OpenAI-compatible ``/v1/chat/completions`` server (streaming) with the shop's answers."""
 
     def __init__(self, word_delay: float = 0.03):
+        model = self
+        self.prompt = ""  # a key of STAGING while a staging prompt is evaluated
+
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass
@@ -103,7 +118,7 @@ class ShopModel:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
-                words = shop_answer(body["messages"][-1]["content"]).split(" ")
+                words = shop_answer(body["messages"][-1]["content"], model.prompt).split(" ")
                 for i, word in enumerate(words):
                     time.sleep(word_delay)
                     chunk = {"choices": [{"index": 0, "delta": {"content": word if i == 0 else " " + word}}]}
@@ -164,8 +179,20 @@ def iso(ts: datetime) -> str:
     return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+#: Visitors per hour of the shop's day (UTC), relative: quiet at night, busy at lunch and after work.
+HOUR_WEIGHT = [1, 1, 0, 0, 0, 1, 2, 4, 6, 7, 8, 8, 9, 8, 7, 6, 7, 8, 9, 8, 6, 4, 3, 2]
+
+
+def shop_time(rng: random.Random, newest: datetime, span: timedelta) -> datetime:
+    """A moment in ``(newest - span, newest]``, more likely in the shop's busy hours."""
+    while True:
+        ts = newest - span * rng.random()
+        if rng.uniform(0, max(HOUR_WEIGHT)) < HOUR_WEIGHT[ts.hour]:
+            return ts
+
+
 def add_earlier_traffic(log: Path, seed: int = 11) -> dict:
-    """The day's earlier conversations (widget visitors), ratings, tags and a note."""
+    """The last days' conversations (widget visitors), ratings, tags and a note."""
     from chatcore import annotations
     from chatcore.records import make_record
     from chatcore.simulate import visitor_script
@@ -174,29 +201,46 @@ def add_earlier_traffic(log: Path, seed: int = 11) -> dict:
     rng = random.Random(seed)
     now = datetime.now(timezone.utc)
     writer = LogWriter(log)
-    made: list[str] = []
-    # Busier during the shop's day; nothing in the last few minutes (that is the demo's).
-    for k in range(26):
-        start = now - timedelta(minutes=rng.uniform(20, 22 * 60))
+    ratings: list[dict] = []  # feedback lines given in the past (written with their own time)
+
+    def conversation(start: datetime, questions, replies=None, *, source: str = "widget") -> tuple[str, datetime]:
         cid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         ts = start
-        for turn, question in enumerate(visitor_script(rng, rng.choice([1, 2, 2, 3, 3, 4]))):
-            latency = rng.uniform(380, 1400)
+        for turn, question in enumerate(questions):
             ts += timedelta(seconds=rng.uniform(20, 90))
-            writer.append(make_record(conversation_id=cid, turn=turn, user_text=question,
-                                      response=shop_answer(question), latency_ms=latency, source="widget",
-                                      backend="openai", model="shop-assistant", ts=iso(ts)))
+            reply = replies[turn] if replies else shop_answer(question)
+            writer.append(make_record(conversation_id=cid, turn=turn, user_text=question, response=reply,
+                                      latency_ms=rng.uniform(380, 1400), source=source, backend="openai",
+                                      model="shop-assistant", ts=iso(ts)))
+        return cid, ts
+
+    def rate(cid: str, turn: int, rating: str, when: datetime) -> None:
+        ratings.append({"v": 1, "ts": iso(when), "conversation_id": cid, "turn": turn, "rating": rating,
+                        "by": "visitor", "source": "widget"})
+
+    # The previous ten days: a few dozen visitors a day, about one in three rates a reply.
+    for day in range(10, 0, -1):
+        for _ in range(rng.randint(5, 9)):
+            start = shop_time(rng, now - timedelta(days=day) + timedelta(hours=8), timedelta(hours=16))
+            cid, end = conversation(start, visitor_script(rng, rng.choice([1, 2, 2, 3, 3, 4])))
+            if rng.random() < 0.45:
+                rate(cid, 0, "down" if rng.random() < 0.2 else "up", end + timedelta(minutes=1))
+    # Today's (the last 24 hours): busier during the shop's day; nothing in the last few minutes (the demo's).
+    made: list[str] = []
+    for k in range(34):
+        start = shop_time(rng, now - timedelta(minutes=20), timedelta(hours=23))
+        cid, end = conversation(start, visitor_script(rng, rng.choice([1, 2, 2, 3, 3, 4])))
         made.append(cid)
+    # Yesterday: a double charge the reply did not settle (rated down; it joins the regression suite).
+    charged, end = conversation(shop_time(rng, now - timedelta(hours=20), timedelta(hours=6)),
+                                ["I was charged twice for order #52817.",
+                                 "I tried that already and it didn't work."])
+    rate(charged, 1, "down", end + timedelta(minutes=2))
     # The conversation whose transcript is shown: a late parcel, escalated with a note.
-    late = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-    ts = now - timedelta(minutes=47)
-    for turn, question in enumerate(["Hi! My order #48213 hasn't arrived yet. Can you check where it is?",
-                                     "Will my next delivery still go out on time?",
-                                     "OK, thanks. I'll wait for the email then."]):
-        ts += timedelta(seconds=rng.uniform(25, 70))
-        writer.append(make_record(conversation_id=late, turn=turn, user_text=question,
-                                  response=shop_answer(question), latency_ms=rng.uniform(500, 1100),
-                                  source="widget", backend="openai", model="shop-assistant", ts=iso(ts)))
+    late, _ = conversation(now - timedelta(minutes=47),
+                           ["Hi! My order #48213 hasn't arrived yet. Can you check where it is?",
+                            "Will my next delivery still go out on time?",
+                            "OK, thanks. I'll wait for the email then."])
     # One turn the model server did not answer in time (the visitor got the apology).
     failed = str(uuid.UUID(int=rng.getrandbits(128), version=4))
     writer.append(make_record(conversation_id=failed, turn=0, user_text="Is the Kenyan AA back in stock?",
@@ -205,24 +249,102 @@ def add_earlier_traffic(log: Path, seed: int = 11) -> dict:
                               model="shop-assistant", error="the model server timed out",
                               ts=iso(now - timedelta(hours=2, minutes=14))))
     # A conversation whose logged replies came from last week's prompt: the replay shows what changed.
-    replay_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-    old = [("Do you ship to Canada? What are the delivery times?",
-            "Yes, we ship to Canada. Delivery takes 7 to 10 working days; shipping costs $12."),
-           ("Is there a fee for that?", "Shipping to Canada costs $12 per order.")]
-    for turn, (question, reply) in enumerate(old):
-        writer.append(make_record(conversation_id=replay_id, turn=turn, user_text=question, response=reply,
-                                  latency_ms=rng.uniform(400, 900), source="widget", backend="openai",
-                                  model="shop-assistant", ts=iso(now - timedelta(hours=5, minutes=40 - turn))))
+    replay_id, _ = conversation(now - timedelta(hours=5, minutes=41),
+                                ["Do you ship to Canada? What are the delivery times?", "Is there a fee for that?"],
+                                ["Yes, we ship to Canada. Delivery takes 7 to 10 working days; shipping costs $12.",
+                                 "Shipping to Canada costs $12 per order."])
     writer.close()
 
-    for i, cid in enumerate(made[:14]):
-        annotations.record_feedback(log, cid, 0, "down" if i % 5 == 0 else "up", by="visitor", source="widget")
+    ratings.sort(key=lambda r: r["ts"])
+    folder = annotations.annotations_dir(log)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "feedback.jsonl", "a", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in ratings)
+    for i, cid in enumerate(made[:16]):
+        annotations.record_feedback(log, cid, 0, "down" if i % 6 == 0 else "up", by="visitor", source="widget")
+    annotations.record_feedback(log, replay_id, 1, "down", by="visitor", source="widget")
     annotations.add_tag(log, late, "escalated")
     annotations.add_note(log, late, "Parcel stuck at the courier's depot since Monday; asked them for a new "
                                     "delivery date and e-mailed the customer.", author="staff")
     annotations.add_tag(log, made[1], "resolved")
     annotations.add_tag(log, failed, "bug")
-    return {"transcript": late, "replay": replay_id}
+    return {"transcript": late, "replay": replay_id, "charged": charged}
+
+
+# The ideal answers staff wrote on the transcripts of rated-down turns (the suite scores against them).
+IDEALS = {
+    ("charged", 1): "Sorry! I've asked our payments team to refund the second charge today; you'll get a "
+                    "confirmation e-mail within the hour.",
+    ("replay", 0): "Yes, we ship to Canada. Delivery takes 5 to 8 working days, and shipping is free on orders "
+                   "over $40.",
+    ("replay", 1): "No, there's no fee: shipping to Canada is free on orders over $40.",
+}
+
+
+def build_suite(log: Path, model: "ShopModel", space_url: str, ids: dict, env: dict) -> None:
+    """The suite "rated-down" (the last two days' thumbs-down conversations, as staff build it with the
+    CLI) and three runs of it today: the live prompt, then two versions of a staging prompt."""
+    from chatcore import evaluate as ev
+    from chatcore.settings import operator_token
+    from chatcore.suites import get_suite, set_ideal
+
+    since = (datetime.now(timezone.utc) - timedelta(days=1)).strftime("%Y-%m-%d")
+    subprocess.run([sys.executable, "-m", "chatcore", "suite", "add", "rated-down", "--rated", "down",
+                    "--since", since, "--log", str(log)], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    for (which, turn), text in IDEALS.items():
+        set_ideal(log, ids[which], turn, text)
+    suite = get_suite(log, "rated-down")
+    now = datetime.now(timezone.utc)
+    previous = None
+    for prompt, ago in (("", timedelta(hours=3, minutes=12)), ("v2", timedelta(hours=1, minutes=48)),
+                        ("v3", timedelta(minutes=6))):
+        model.prompt = prompt
+        report = ev.run_suite(suite, space_url, operator_token=operator_token(log), token_log_path=log,
+                              previous=previous)
+        # Shown as the day's work: each run at the time it would have been made.
+        started = now - ago
+        report["run_id"] = f"rated-down-{started:%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
+        report["started"] = iso(started)
+        report["finished"] = iso(started + timedelta(seconds=report["seconds"]))
+        report["min_pass"] = 0.9
+        report["gate"] = "pass" if report["summary"]["pass_rate"] >= 0.9 else "fail"
+        ev.save_report(log, report)
+        previous = report
+    model.prompt = ""
+
+
+def staff_step_in(log: Path, space_url: str, env: dict) -> dict:
+    """Two visitors ask for a person: one still waits, the other is taken over by Maya from the
+    shop (with the staff CLI), who writes to them. Only when the Space has staff takeover."""
+    from chatcore.client import SpaceClient
+
+    if not (ROOT / "chatcore" / "handoff.py").exists():
+        return {}
+
+    def visitor(cid: str, text: str) -> None:
+        client = SpaceClient(space_url, timeout=60)
+        try:
+            for _ in client.stream(text, cid, source="widget"):
+                pass
+        finally:
+            client.close()
+
+    def staff(*args: str) -> None:
+        subprocess.run([sys.executable, "-m", "chatcore", *args, "--as", "Maya", "--space", space_url,
+                        "--log", str(log)], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+
+    taken, waiting = str(uuid.uuid4()), str(uuid.uuid4())
+    visitor(taken, "I was charged twice for order #53120.")
+    visitor(taken, "I tried that already and it didn't work. Can I speak to someone?")
+    staff("takeover", taken)
+    staff("say", taken, "Hi, I'm Maya from the roastery. I can see both payments for #53120; "
+                        "I'm refunding the second one now.")
+    visitor(taken, "Thank you! Will I get an e-mail about it?")
+    staff("say", taken, "Yes: the refund confirmation is on its way, and the money is back in 3 to 5 days.")
+    visitor(waiting, "My grinder arrived with a cracked hopper.")
+    visitor(waiting, "Can I talk to a person about a replacement?")
+    httpx.post(space_url.rstrip("/") + "/handoff/request", json={"conversation_id": waiting}, timeout=15)
+    return {"taken": taken, "waiting": waiting}
 
 
 def wait_page(page) -> None:
@@ -243,7 +365,25 @@ def open_logged_in(page, url: str, password: str) -> None:
     page.get_by_role("button", name="Log out").wait_for(timeout=60_000)
 
 
-def take(url: str, password: str, ids: dict, out: Path, width: int, chromium: str) -> list[Path]:
+def wait_charts(page, count: int) -> None:
+    """Until ``count`` Vega charts have drawn (a canvas or svg of non-zero size inside each)."""
+    page.wait_for_function(
+        """n => [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')].filter(e => {
+               const g = e.querySelector('canvas, svg');
+               if (!g) return false;
+               const r = g.getBoundingClientRect();
+               return r.width > 0 && r.height > 0; }).length >= n""", arg=count, timeout=60_000)
+
+
+def fit_height(page, width: int, least: int = 900) -> None:
+    """Make the window as tall as the page (Streamlit scrolls inside the app, so a full-page shot cannot)."""
+    tall = page.evaluate("() => document.querySelector('[data-testid=\"stMainBlockContainer\"]').scrollHeight")
+    page.set_viewport_size({"width": width, "height": max(least, int(tall) + 40)})
+
+
+def take(url: str, password: str, ids: dict, out: Path, width: int, chromium: str,
+         before_evaluate=None) -> list[Path]:
+    """The screenshots; ``before_evaluate()`` runs just before the Evaluate page is opened."""
     from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
@@ -275,7 +415,15 @@ def take(url: str, password: str, ids: dict, out: Path, width: int, chromium: st
             page.get_by_text("Turns per hour").first.wait_for(timeout=60_000)
             wait_page(page)
             page.set_viewport_size({"width": width, "height": 1300})
-            shot(page, "dashboard-overview.png")
+            # The figures refresh every 5 s (a fragment): shoot right after a refresh has drawn both charts.
+            updated = page.get_by_text("refreshes every", exact=False).first
+            before = updated.inner_text()
+            page.wait_for_function("t => !document.body.innerText.includes(t)", arg=before, timeout=30_000)
+            wait_charts(page, 2)
+            page.mouse.move(0, 0)
+            page.wait_for_timeout(700)
+            shots.append(out / "dashboard-overview.png")
+            page.screenshot(path=str(shots[-1]))
             page.set_viewport_size({"width": width, "height": 1000})
 
             page.locator('[data-testid="stSidebarNav"] a', has_text="Chat").click()
@@ -294,13 +442,25 @@ def take(url: str, password: str, ids: dict, out: Path, width: int, chromium: st
             page.locator('[data-testid="stSidebarNav"] a', has_text="Live").click()
             page.locator('[data-testid="stDataFrame"] [role="gridcell"]', has_text="moka pot").first.wait_for(
                 state="attached", timeout=60_000)
+            if ids.get("taken"):  # staff takeover: Maya has one conversation open, another waits
+                page.get_by_text("waiting for a person", exact=False).first.wait_for(timeout=60_000)
+                page.get_by_label("Your staff name").fill("Maya")
+                page.get_by_label("Your staff name").press("Enter")
+                wait_page(page)
+                page.get_by_label("Open a conversation").click()
+                page.get_by_role("option").filter(has_text=ids["taken"][:8]).first.click()
+                page.get_by_role("button", name="Hand back").wait_for(timeout=60_000)
+                page.get_by_text("refund confirmation", exact=False).first.wait_for(timeout=60_000)
+                wait_page(page)
+                fit_height(page, width)
             shot(page, "dashboard-live.png")
+            page.set_viewport_size({"width": width, "height": 900})
 
             open_logged_in(page, f"{url}/conversations?conversation={ids['transcript']}", password)
             page.get_by_text("Transcript", exact=False).first.wait_for(timeout=60_000)
             page.get_by_text("Tags and notes", exact=False).first.wait_for(timeout=60_000)
             wait_page(page)
-            page.set_viewport_size({"width": width, "height": 2900})  # the page scrolls inside the app
+            fit_height(page, width)  # the page scrolls inside the app
             shot(page, "dashboard-conversations.png")
             page.set_viewport_size({"width": width, "height": 1400})
 
@@ -313,6 +473,17 @@ def take(url: str, password: str, ids: dict, out: Path, width: int, chromium: st
             page.wait_for_timeout(1000)
             shots.append(out / "dashboard-replay.png")
             replay_box.screenshot(path=str(shots[-1]))
+
+            if before_evaluate:
+                before_evaluate()
+            open_logged_in(page, f"{url}/evaluate", password)
+            page.get_by_text("Pass rate over time").first.wait_for(timeout=60_000)
+            page.locator(".eval-diff").first.wait_for(timeout=60_000)
+            wait_page(page)
+            wait_charts(page, 1)
+            fit_height(page, width)
+            wait_charts(page, 1)
+            shot(page, "dashboard-evaluate.png")
         finally:
             browser.close()
     if outside:
@@ -333,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     model = ShopModel()
     proc = None
     with tempfile.TemporaryDirectory(prefix="harbor-pine-") as tmp:
-        log = Path(tmp) / "data" / "chat_logs.jsonl"
+        log = Path(tmp) / "demo" / "chat_logs.jsonl"
         dash_port, space_port = free_port(), free_port()
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("CHAT_", "OPENAI_", "HF_")) and k != "CHAT_OPERATOR_TOKEN"}
@@ -353,7 +524,10 @@ def main(argv: list[str] | None = None) -> int:
             demo = wait_for_demo(log)
             print(f"demo wrote {len(demo)} turn(s)", flush=True)
             ids = add_earlier_traffic(log)
-            for path in take(url, password, ids, Path(args.out), args.width, args.chromium):
+            space = f"http://127.0.0.1:{space_port}"
+            ids.update(staff_step_in(log, space, env))
+            for path in take(url, password, ids, Path(args.out), args.width, args.chromium,
+                             before_evaluate=lambda: build_suite(log, model, space, ids, env)):
                 print(path)
         except BaseException:
             output.flush()
