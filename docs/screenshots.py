@@ -7,12 +7,15 @@ temporary log and a password (so the login page can be shown too). The Space ans
 through a small OpenAI-compatible server started here with the answers of a coffee
 shop's help desk, so the pages show the questions and replies a shop sees rather than
 test data. It waits for the demo's simulated visitors, adds the day's earlier traffic and
-ten earlier days of it with their ratings, tags and a note, builds a regression suite of
+two earlier weeks of it with their ratings, tags and a note, builds a regression suite of
 the rated-down conversations and runs it three times against the Space (the live prompt,
 then two versions of a staging prompt), then takes headless-Chromium screenshots:
 
     dashboard-login.png  dashboard-overview.png  dashboard-chat.png  dashboard-live.png
     dashboard-conversations.png  dashboard-replay.png  dashboard-evaluate.png
+
+and the widget's on the demo Space's page (chatcore/widget/screenshots.py): widget-closed.png
+widget-open.png widget-mobile.png, and widget-staff.png when the Space has staff takeover.
 
 Everything stays on 127.0.0.1 and everything started is stopped at the end.
 """
@@ -218,13 +221,13 @@ def add_earlier_traffic(log: Path, seed: int = 11) -> dict:
         ratings.append({"v": 1, "ts": iso(when), "conversation_id": cid, "turn": turn, "rating": rating,
                         "by": "visitor", "source": "widget"})
 
-    # The previous ten days: a few dozen visitors a day, about one in three rates a reply.
-    for day in range(10, 0, -1):
-        for _ in range(rng.randint(5, 9)):
-            start = shop_time(rng, now - timedelta(days=day) + timedelta(hours=8), timedelta(hours=16))
+    # The previous two weeks (before the last 24 hours): visitors every day, most of them rate a reply.
+    for day in range(13, 0, -1):
+        for _ in range(rng.randint(7, 11)):
+            start = shop_time(rng, now - timedelta(days=day), timedelta(hours=16))
             cid, end = conversation(start, visitor_script(rng, rng.choice([1, 2, 2, 3, 3, 4])))
-            if rng.random() < 0.45:
-                rate(cid, 0, "down" if rng.random() < 0.2 else "up", end + timedelta(minutes=1))
+            if rng.random() < 0.65:
+                rate(cid, 0, "down" if rng.random() < 0.18 else "up", end + timedelta(minutes=1))
     # Today's (the last 24 hours): busier during the shop's day; nothing in the last few minutes (the demo's).
     made: list[str] = []
     for k in range(34):
@@ -528,6 +531,11 @@ def main(argv: list[str] | None = None) -> int:
             ids.update(staff_step_in(log, space, env))
             for path in take(url, password, ids, Path(args.out), args.width, args.chromium,
                              before_evaluate=lambda: build_suite(log, model, space, ids, env)):
+                print(path)
+            # The widget on the demo Space's page, answering as the shop.
+            from chatcore.widget.screenshots import staff_token, take as take_widget
+
+            for path in take_widget(space, Path(args.out), args.chromium, staff_token(log)):
                 print(path)
         except BaseException:
             output.flush()

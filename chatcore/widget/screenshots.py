@@ -5,7 +5,9 @@
 Without ``--space`` a temporary echo Space is started on a free loopback port
 (and stopped again); the open panel shows a reply rated "Helpful" (one feedback line
 is sent to that Space). Writes ``widget-closed.png``, ``widget-open.png`` and
-``widget-mobile.png``.
+``widget-mobile.png``; and ``widget-staff.png`` (a visitor asks for a person and a staff
+member answers) when the Space has staff takeover and the staff token is known (the
+temporary Space's token file, or ``$CHAT_OPERATOR_TOKEN`` for ``--space``).
 """
 from __future__ import annotations
 
@@ -50,7 +52,44 @@ def _start_space(log_dir: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("the Space did not start")
 
 
-def take(space: str, out: Path, chromium: str) -> list[Path]:
+def staff_token(log_path: Path | None) -> str | None:
+    """The staff token for the Space (None when unknown or the Space has no staff takeover)."""
+    import importlib.util
+
+    if importlib.util.find_spec("chatcore.handoff") is None:
+        return None
+    from chatcore.settings import operator_token
+
+    return operator_token(log_path) if log_path is not None else os.environ.get("CHAT_OPERATOR_TOKEN") or None
+
+
+def _staff_shot(context, space: str, token: str, path: Path) -> None:
+    """A visitor asks for a person; a staff member takes the conversation over and answers."""
+    from chatcore.settings import OPERATOR_TOKEN_HEADER
+
+    page = context.new_page()
+    page.goto(space + "/widget/demo")
+    page.locator("#chat-operator-widget .launcher").click()
+    box = page.locator("#chat-operator-widget textarea")
+    box.fill("I was charged twice for order #53120. Can I talk to a person?")
+    box.press("Enter")
+    page.locator("#chat-operator-widget .msg.assistant:not(.greeting):not(.pending)").last.wait_for()
+    cid = page.evaluate("() => Object.keys(localStorage).filter(k => k.endsWith(':conversation_id'))"
+                        ".map(k => localStorage.getItem(k))[0]")
+    headers = {OPERATOR_TOKEN_HEADER: token}
+    for route, extra in (("take", {}), ("say", {"text": "Hi, I'm Maya from the roastery. I can see both payments "
+                                                        "for #53120: I'm refunding the second one now, and you'll "
+                                                        "get a confirmation e-mail."})):
+        res = httpx.post(f"{space}/handoff/{route}", json={"conversation_id": cid, "staff": "Maya", **extra},
+                         headers=headers, timeout=15)
+        res.raise_for_status()
+    page.locator("#chat-operator-widget .msg.staff").last.wait_for()
+    page.mouse.move(0, 0)
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(path))
+
+
+def take(space: str, out: Path, chromium: str, token: str | None = None) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
@@ -91,6 +130,10 @@ def take(space: str, out: Path, chromium: str) -> list[Path]:
             mobile.locator("#chat-operator-widget .msg.user").last.wait_for()  # transcript restored
             shots.append(out / "widget-mobile.png")
             mobile.screenshot(path=str(shots[-1]))
+
+            if token:
+                shots.append(out / "widget-staff.png")
+                _staff_shot(browser.new_context(viewport={"width": 1280, "height": 800}), space, token, shots[-1])
         finally:
             browser.close()
     return shots
@@ -108,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         if not space:
             proc, space = _start_space(Path(tmp))
         try:
-            for shot in take(space.rstrip("/"), Path(args.out), args.chromium):
+            token = staff_token(None if args.space else Path(tmp) / "chat_logs.jsonl")
+            for shot in take(space.rstrip("/"), Path(args.out), args.chromium, token):
                 print(shot)
         finally:
             if proc is not None:
