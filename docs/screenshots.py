@@ -450,9 +450,17 @@ def take(url: str, password: str, ids: dict, out: Path, width: int, chromium: st
                 page.get_by_label("Your staff name").fill("Maya")
                 page.get_by_label("Your staff name").press("Enter")
                 wait_page(page)
-                page.get_by_label("Open a conversation").click()
-                page.get_by_role("option").filter(has_text=ids["taken"][:8]).first.click()
-                page.get_by_role("button", name="Hand back").wait_for(timeout=60_000)
+                hand_back = page.get_by_role("button", name="Hand back")
+                for _ in range(6):  # the list refreshes itself every few seconds: pick again if it closed
+                    page.get_by_label("Open a conversation").click()
+                    page.keyboard.type(ids["taken"][:8])
+                    page.keyboard.press("Enter")
+                    try:
+                        hand_back.wait_for(timeout=5_000)
+                        break
+                    except Exception:
+                        page.keyboard.press("Escape")
+                hand_back.wait_for(timeout=30_000)
                 page.get_by_text("refund confirmation", exact=False).first.wait_for(timeout=60_000)
                 wait_page(page)
                 fit_height(page, width)
