@@ -417,7 +417,7 @@ def take(url: str, password: str, ids: dict, out: Path, width: int, chromium: st
 
             page.get_by_text("Turns per hour").first.wait_for(timeout=60_000)
             wait_page(page)
-            page.set_viewport_size({"width": width, "height": 1300})
+            page.set_viewport_size({"width": width, "height": 1400})
             # The figures refresh every 5 s (a fragment): shoot right after a refresh has drawn both charts.
             updated = page.get_by_text("refreshes every", exact=False).first
             before = updated.inner_text()
@@ -461,7 +461,8 @@ def take(url: str, password: str, ids: dict, out: Path, width: int, chromium: st
                     except Exception:
                         page.keyboard.press("Escape")
                 hand_back.wait_for(timeout=30_000)
-                page.get_by_text("refund confirmation", exact=False).first.wait_for(timeout=60_000)
+                page.locator('[data-testid="stChatMessage"]', has_text="refund confirmation").first.wait_for(
+                    timeout=60_000)
                 wait_page(page)
                 fit_height(page, width)
             shot(page, "dashboard-live.png")
