@@ -463,7 +463,7 @@ if ids:
                 st.caption(f"{format_time(row.ts, tz, now)} · turn {turn} · {escape_markdown(str(row.source))}")
             with st.chat_message("assistant"):
                 st.text(row.response or "")
-                thumbs = {"up": " · 👍 rated up", "down": " · 👎 rated down"}.get(
+                thumbs = {"up": " · rated up", "down": " · rated down"}.get(
                     rated.get((cid, turn)) if turn != "?" else None, "")
                 st.caption(f"reply time {format_ms(row.latency_ms)}{thumbs}")
                 if isinstance(row.error, str) and row.error:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 
 import streamlit as st
 
@@ -165,7 +164,9 @@ if s["errors"]:
 _DEL = '<del style="background:#fee4e2;color:#b42318;text-decoration:line-through">'
 _INS = '<ins style="background:#dcfae6;color:#067647;text-decoration:none">'
 _BOX = '<div class="eval-diff" style="white-space:pre-wrap;font-size:0.95rem;line-height:1.5">{}</div>'
-ICON = {"pass": "✅", "fail": "❌", "error": "⚠️", "judge_error": "⚠️"}
+# Streamlit's bundled Material icons: no emoji font needed.
+ICON = {"pass": ":material/check_circle:", "fail": ":material/cancel:", "error": ":material/warning:",
+        "judge_error": ":material/warning:"}
 
 only_failing = st.toggle("Only conversations with failing turns", value=True, key="eval_only_failing")
 for conv in report["conversations"]:

@@ -92,7 +92,7 @@ def conversations_now() -> None:
                                 "conversation": st.column_config.TextColumn("Conversation", width=100),
                                 "last_message": st.column_config.TextColumn("Last message", width=260),
                                 "source": st.column_config.TextColumn("Source", width=80),
-                                "thumbs_down": st.column_config.NumberColumn("👎", width=40),
+                                "thumbs_down": st.column_config.NumberColumn("Rated down", width=90),
                                 "idle": st.column_config.TextColumn("Idle", width=60)})
     ids = [r["conversation_id"] for r in rows]
     labels = {r["conversation_id"]: f"{short_id(r['conversation_id'])} · {r['status']}" for r in rows}

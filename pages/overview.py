@@ -138,9 +138,12 @@ def overview() -> None:
             a, b = st.columns(2)
             a.metric("Lines read", stats.get("lines", 0))
             b.metric("Bad lines skipped", stats.get("bad_total", 0))
-            bad = {k: v for k, v in (stats.get("bad") or {}).items() if v}
+            bad = {k: v for k, v in (stats.get("bad") or {}).items() if v and k != "event"}
             if bad:
                 st.caption("Skipped: " + ", ".join(f"{k} {v}" for k, v in bad.items()))
+            events = (stats.get("bad") or {}).get("event", 0)
+            if events:
+                st.caption(f"Staff and handoff events: {events}")
             if stats.get("missing"):
                 st.caption("No log file yet.")
             if stats.get("error"):

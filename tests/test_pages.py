@@ -257,6 +257,8 @@ def test_overview_handoff_figures(tmp_path, monkeypatch):
     assert metric(at, "First human reply p50 / p95") == "30 s / 30 s"  # request -> first staff message
     assert metric(at, "Conversations today") == "2" and metric(at, "Turns today") == "2"
     assert metric(at, "Bad lines skipped") == "0"  # event lines are not bad lines
+    captions = " ".join(c.value for c in at.caption)
+    assert "Staff and handoff events: 5" in captions and "Skipped" not in captions
 
 
 def test_overview_with_space_health(space, monkeypatch):
