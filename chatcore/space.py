@@ -365,7 +365,6 @@ class Conversations:
                     continue
                 end = raw.rfind(b"\n") + 1
                 self._offsets[shard] = start + end
-                counts: dict[str, int] = {}
                 for obj in self._lines(raw[:end], self.on_event):
                     turn = obj.get("turn")
                     if isinstance(turn, bool) or not isinstance(turn, int) or not 0 <= turn < 2**31:

@@ -1,7 +1,6 @@
 """``python -m chatcore simulate``: simulated visitors against a running Space."""
 from __future__ import annotations
 
-import sys
 
 
 def register(sub) -> None:
