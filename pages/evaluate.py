@@ -133,7 +133,14 @@ if not runs:
 st.subheader("Pass rate over time", anchor=False)
 hist = ev.history_frame(runs)
 if len(hist) > 1:
-    st.line_chart(hist.set_index("started")[["pass_rate"]], y_label="pass rate", height=220)
+    import altair as alt
+
+    # An explicit 24-hour time axis (Vega's default shows 12-hour times without AM/PM).
+    chart = alt.Chart(hist[["started", "pass_rate"]]).mark_line(point=True).encode(
+        x=alt.X("started:T", title=None, axis=alt.Axis(format="%d %b %H:%M", labelAngle=0)),
+        y=alt.Y("pass_rate:Q", title="pass rate", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+    ).properties(height=220)
+    st.altair_chart(chart, width="stretch")
 st.dataframe(hist.sort_values("started", ascending=False), hide_index=True, width="stretch",
              column_config={"pass_rate": st.column_config.NumberColumn("pass rate", format="percent")})
 
