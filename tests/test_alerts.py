@@ -164,8 +164,9 @@ def test_each_event_kind_once_slack_and_json(tmp_path, receivers, watchers, spac
              env={"CHAT_ALERT_KEYWORDS": "refund,re:law(yer|suit)", "CHAT_ALERT_ERRORS": "3/5"})
 
     _chat(space.url, "I want a REFUND for order 12", "alert-kw")
-    _chat(space.url, "Can I talk to a person please?", "alert-person")
-    _chat(space.url, "hello again", "alert-plain")
+    _chat(space.url, "Can I talk to a person please?", "alert-person")  # a handoff request: no bot call
+    _chat(space.url, "what are your opening hours?", "alert-hours")
+    _chat(space.url, "hello again", "alert-plain")  # the third failed reply: a burst
     annotations.record_feedback(log, "alert-plain", 0, "down")
     annotations.record_feedback(log, "alert-plain", 0, "up")
     wait_for(lambda: {b["event"] for b in rx.events("/json")} >= {"keyword", "person_requested", "error_burst",

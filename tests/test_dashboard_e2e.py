@@ -129,7 +129,7 @@ def test_chat_turn_shows_live_and_in_the_log(stack):
 
             # The Live page (client-side navigation keeps the session) shows it.
             page.locator('[data-testid="stSidebarNav"] a', has_text="Live").click()
-            grid = page.locator('[data-testid="stDataFrame"]')
+            grid = page.locator('[data-testid="stDataFrame"]').first  # the stream of turns (then Conversations now)
             grid.wait_for(timeout=30_000)
             page.locator('[data-testid="stDataFrame"] [role="gridcell"]', has_text="e2e hello").first.wait_for(
                 state="attached", timeout=10_000)

@@ -85,7 +85,7 @@ def browser_login(page, url: str, path: str = "") -> None:
 
 def open_live(page) -> None:
     page.locator('[data-testid="stSidebarNav"] a', has_text="Live").click()
-    page.locator('[data-testid="stDataFrame"]').wait_for(timeout=30_000)
+    page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=30_000)
     wait_metric(page, "New turns since opening", "0")
 
 
