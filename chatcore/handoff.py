@@ -556,8 +556,6 @@ class LiveConversations:
         self._feedback = Path(self.folder) / "annotations" / "feedback.jsonl"
 
     def _read_new(self, path) -> list[dict]:
-        import orjson
-
         try:
             size = path.stat().st_size
         except OSError:
@@ -581,17 +579,7 @@ class LiveConversations:
         raw = raw[:end]
         if skip_partial:
             raw = raw[raw.find(b"\n") + 1:]
-        out = []
-        for line in raw.split(b"\n"):
-            if not line.strip():
-                continue
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(obj, dict) and isinstance(obj.get("conversation_id"), str):
-                out.append(obj)
-        return out
+        return list(records.conversation_objects(raw))
 
     def _add(self, conv: LiveConversation, ts: float, role: str, who: str, text: str) -> None:
         conv.messages.append({"ts": ts, "role": role, "who": who, "text": text})

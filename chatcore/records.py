@@ -300,3 +300,19 @@ def normalise(obj: Any) -> dict:
         "session": _opt_str(obj, "session"),
         "v": v if v is not None else 0,
     }
+
+
+def conversation_objects(raw: bytes):
+    """The JSON objects with a string ``conversation_id`` among the newline-separated lines of
+    ``raw`` (turns and events alike); blank, broken and other lines are skipped."""
+    import orjson
+
+    for line in raw.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("conversation_id"), str):
+            yield obj

@@ -281,21 +281,12 @@ class Conversations:
     @staticmethod
     def _lines(raw: bytes, on_event=None):
         """Turn lines of ``raw``; event lines (schema v2) go to ``on_event`` instead."""
-        import orjson
-
-        for line in raw.split(b"\n"):
-            if not line.strip():
+        for obj in records.conversation_objects(raw):
+            if records.is_event(obj):
+                if on_event is not None:
+                    on_event(obj)
                 continue
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(obj, dict) and isinstance(obj.get("conversation_id"), str):
-                if records.is_event(obj):
-                    if on_event is not None:
-                        on_event(obj)
-                    continue
-                yield obj
+            yield obj
 
     @staticmethod
     def _turn_of(obj: dict, counts: dict[str, int]) -> int | None:
