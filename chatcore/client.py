@@ -6,7 +6,7 @@ by itself on the next call after the Space comes back.
 """
 from __future__ import annotations
 
-import queue
+import concurrent.futures
 import threading
 import time
 import uuid
@@ -106,6 +106,9 @@ class SpaceClient:
             busy = exc.response.status_code == 429
             return SpaceError("rejected", "The Space is busy with other calls from here: try again in a moment."
                               if busy else "The message is too large for the Space.")
+        if isinstance(exc, concurrent.futures.CancelledError):  # the event stream ended mid-reply
+            return SpaceError("unreachable", f"The Space at {display_url(self.url)} stopped answering in the middle "
+                              "of the reply. Check that it is running, then try again.")
         if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
             return SpaceError("timeout", f"The Space at {display_url(self.url)} did not answer in time. Try again.")
         return SpaceError(
@@ -163,33 +166,28 @@ class SpaceClient:
 
     @staticmethod
     def _iterate(job, deadline: float):
-        """Iterate a Job's outputs, but give up at ``deadline`` (a hung Space)."""
-        q: queue.Queue = queue.Queue()
+        """The Job's outputs as they arrive, until it is done (the caller then reads its result
+        or error), giving up at ``deadline`` (a hung Space).
 
-        def pump():
-            try:
-                for out in job:
-                    q.put(("out", out))
-                q.put(("end", None))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                q.put(("err", exc))
-
-        threading.Thread(target=pump, daemon=True).start()
+        Outputs are polled rather than read with the Job's own iterator: when the Space goes
+        away mid-reply the job ends with an error but never reaches "finished", and that
+        iterator then waits forever (spinning a thread)."""
+        seen = 0
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                job.cancel()
-                raise TimeoutError("the Space did not finish the reply in time")
-            try:
-                kind, value = q.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if kind == "out":
-                yield value
-            elif kind == "err":
-                raise value
-            else:
+            done = job.done()  # read before the outputs: nothing added after it is missed
+            outputs = job.outputs()
+            while seen < len(outputs):
+                yield outputs[seen]
+                seen += 1
+            if done:
                 return
+            if time.monotonic() >= deadline:
+                try:
+                    job.cancel()
+                except Exception:
+                    pass
+                raise TimeoutError("the Space did not finish the reply in time")
+            time.sleep(0.01)
 
     def send(self, text: str, conversation_id: str | None = None, source: str = "api") -> TurnResult:
         conversation_id = conversation_id or str(uuid.uuid4())

@@ -104,3 +104,28 @@ def test_disk_full_space_keeps_answering_and_resumes(space_factory, tmp_path):
         assert sp.health()["turns_logged"] == h["turns_logged"] + 1
     finally:
         sp.stop()
+
+
+def test_a_space_that_stops_mid_reply_is_reported_at_once(space_factory, tmp_path):
+    """The Space goes away while a reply is streaming: the caller hears so from the dropped
+    event stream, not after its (here ten-minute) timeout; the next call says it cannot reach it."""
+    from chatcore.client import SpaceClient, SpaceError
+
+    sp = space_factory(tmp_path / "logs" / "chat_logs.jsonl", env={"CHAT_ECHO_DELAY": "0.3"})
+    client = SpaceClient(sp.url, timeout=600, operator_token=sp.token())
+    parts = []
+    try:
+        with pytest.raises(SpaceError) as err:
+            for part in client.stream("one two three four five six seven eight nine ten", "mid-reply", "api"):
+                parts.append(part)
+                if len(parts) == 2:
+                    sp.stop()  # the reply has started: half of it was streamed
+        assert err.value.kind == "unreachable"
+        assert "stopped answering in the middle of the reply" in str(err.value)
+        streamed = "".join(parts)  # what came before it went away: a start, not the whole reply
+        assert streamed.startswith("You said:") and not streamed.endswith("ten")
+        with pytest.raises(SpaceError) as again:
+            client.send("still there?", "mid-reply")
+        assert again.value.kind == "unreachable"
+    finally:
+        client.close()
