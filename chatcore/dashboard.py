@@ -187,21 +187,13 @@ def health_summary(health: dict) -> dict:
 # --------------------------------------------------------------------------- store
 
 
-def empty_frame() -> pd.DataFrame:
-    """A frame with the store's columns and dtypes and no rows."""
-    frame = pd.DataFrame({c: pd.Series(dtype=object) for c in records.COLUMNS})
-    frame["ts"] = pd.Series(dtype="datetime64[ns, UTC]")
-    frame["turn"] = pd.Series(dtype="Int64")
-    frame["latency_ms"] = pd.Series(dtype="float64")
-    return frame
-
-
 class SharedStore:
-    """One :class:`chatcore.store.LogStore` shared by every browser session.
+    """One :class:`chatcore.store.LogStore` shared by every browser session, asked through
+    :class:`chatcore.store.questions.Questions` (never as one pandas frame of every turn).
 
-    ``snapshot()`` parses only the bytes appended since the last call (the store
-    does that) under a lock, so concurrent page runs never refresh at once.
-    A log that does not exist yet is an empty frame, not an error.
+    ``questions()`` parses only the bytes appended since the last call (the store does
+    that) under a lock, so concurrent page runs never refresh at once. A log that does
+    not exist yet gives no questions, not an error.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -234,23 +226,16 @@ class SharedStore:
                 self._store = self._questions = None
                 return None
 
-    def snapshot(self, progress=None) -> tuple[pd.DataFrame, dict]:
-        """All rows and the reader's stats; ``progress(done_bytes, total_bytes)`` during a long read."""
+    def stats(self) -> dict:
+        """The reader's stats as of the last :meth:`questions` (lines read, bad lines by reason);
+        ``missing`` when there is no log yet, ``error`` when it could not be read."""
         with self._lock:
             if not self.path.exists():
-                return empty_frame(), {"lines": 0, "bad": {}, "bad_total": 0, "missing": True}
-            try:
-                if self._store is None:
-                    from .store import LogStore
-
-                    self._store = LogStore(self.path)
-                self._store.refresh(progress=progress)
-                self.last_error = None
-                return self._store.frame, dict(self._store.stats)
-            except Exception as exc:  # a broken log must not take the dashboard down
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                self._store = None
-                return empty_frame(), {"lines": 0, "bad": {}, "bad_total": 0, "error": self.last_error}
+                return {"lines": 0, "bad": {}, "bad_total": 0, "missing": True}
+            if self._store is None:
+                return {"lines": 0, "bad": {}, "bad_total": 0,
+                        **({"error": self.last_error} if self.last_error else {})}
+            return dict(self._store.stats)
 
 
 # ---------------------------------------------------------------------------- live
@@ -332,20 +317,22 @@ def record_key(rec: dict) -> tuple:
     return (rec.get("conversation_id"), rec.get("turn"), str(pd.Timestamp(ts)) if ts is not None else None)
 
 
-def frame_records(frame: pd.DataFrame, last: int | None = None) -> list[dict]:
-    """Rows of a store frame as record dicts (oldest first), optionally only the last N."""
-    if frame.empty:
-        return []
-    ordered = frame.sort_values("ts", kind="stable")
-    if last is not None:
-        ordered = ordered.tail(last)
+def table_records(table) -> list[dict]:
+    """Rows of an Arrow table of turns (a question's answer) as record dicts, in its order."""
     out = []
-    for row in ordered.to_dict("records"):
-        for key, value in list(row.items()):
-            if value is not None and not isinstance(value, (str, list, dict)) and pd.isna(value):
+    for row in table.to_pylist():
+        if row.get("ts") is not None:
+            row["ts"] = pd.Timestamp(row["ts"])
+        for key, value in row.items():
+            if isinstance(value, float) and value != value:  # NaN: no value
                 row[key] = None
         out.append(row)
     return out
+
+
+def latest_records(questions, limit: int = 50) -> list[dict]:
+    """The log's last ``limit`` turns as record dicts, oldest first (the Live page's first rows)."""
+    return [] if questions is None else table_records(questions.latest_turns(limit))
 
 
 def merge_live(rows: list[dict], new: Iterable[dict], limit: int = 500) -> list[dict]:
@@ -383,9 +370,13 @@ def conversation_matches(conversation_id: str | None, query: str | None) -> bool
     return str(conversation_id or "").lower().startswith(prefix.lower())
 
 
-def catch_up(rows: list[dict], frame: pd.DataFrame, limit: int = 500) -> tuple[list[dict], int]:
+def catch_up(rows: list[dict], questions, limit: int = 500) -> tuple[list[dict], int]:
     """``rows`` (newest first) with the log's turns from the newest shown on, for a viewer whose
-    feed was rebuilt: nothing written meanwhile is lost. Returns the rows and how many were added."""
+    feed was rebuilt: nothing written meanwhile is lost. ``questions`` is the log's
+    :class:`chatcore.store.questions.Questions` (None: no log yet). Returns the rows and how
+    many were added."""
+    if questions is None:
+        return rows, 0
     newest = None
     for r in rows:
         try:
@@ -396,9 +387,9 @@ def catch_up(rows: list[dict], frame: pd.DataFrame, limit: int = 500) -> tuple[l
             continue
         ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts
         newest = ts if newest is None or ts > newest else newest
-    recent = frame if newest is None or frame.empty else frame[frame["ts"] >= newest]
+    recent = questions.latest_turns(limit, since=None if newest is None else newest.to_pydatetime())
     before = {record_key(r) for r in rows}
-    merged = merge_live(rows, frame_records(recent, last=limit), limit)
+    merged = merge_live(rows, table_records(recent), limit)
     return merged, sum(1 for r in merged if record_key(r) not in before)
 
 
@@ -479,29 +470,43 @@ def overview_figures(frame: pd.DataFrame, now: datetime | None = None, tz: tzinf
     )
 
 
-def turns_per_hour(frame: pd.DataFrame, now: datetime | None = None, tz: tzinfo = timezone.utc,
-                   hours: int = 24) -> pd.DataFrame:
-    """Turns in each of the last ``hours`` hours (local hour labels), zero-filled, oldest first."""
+def figures_of(questions, now: datetime | None = None, tz: tzinfo = timezone.utc) -> OverviewFigures:
+    """:func:`overview_figures` answered by the log's questions (no pandas pass over the turns);
+    ``questions`` None (no log yet) gives zeros."""
     now = now or datetime.now(timezone.utc)
-    end = pd.Timestamp(now).tz_convert(tz).floor("h") + pd.Timedelta(hours=1)
-    start = end - pd.Timedelta(hours=hours)
-    index = pd.date_range(start, periods=hours, freq="h")
-    if frame.empty:
-        counts = pd.Series(0, index=index)
-    else:
-        local = frame["ts"].dt.tz_convert(tz)
-        local = local[(local >= start) & (local < end)]
-        counts = local.dt.floor("h").value_counts().reindex(index, fill_value=0)
-    return pd.DataFrame({"hour": [t.strftime("%H:00") for t in index], "turns": counts.astype(int).to_numpy(),
+    if questions is None:
+        return OverviewFigures(0, 0, 0, None, None, 0, 0, 0)
+    f = questions.overview(start_of_day(now, tz), now - ACTIVE_WINDOW)
+    return OverviewFigures(conversations_today=f["conversations_today"], turns_today=f["turns_today"],
+                           active_now=f["active_now"], latency_p50=f["latency_p50"],
+                           latency_p95=f["latency_p95"], errors_today=f["errors_today"],
+                           turns_total=f["turns_total"], conversations_total=f["conversations_total"])
+
+
+def hour_starts(now: datetime, tz: tzinfo, hours: int = 24) -> pd.DatetimeIndex:
+    """The starts of the last ``hours`` local hours in ``tz``, the current one last."""
+    local = pd.Timestamp(now).tz_convert(tz)
+    # the local hour's start, taken as a span back from now (a wall-clock floor is
+    # ambiguous in the hour a clock is set back)
+    end = local - pd.Timedelta(minutes=local.minute, seconds=local.second,
+                               microseconds=local.microsecond, nanoseconds=local.nanosecond) + pd.Timedelta(hours=1)
+    return pd.date_range(end - pd.Timedelta(hours=hours), periods=hours, freq="h")
+
+
+def turns_per_hour(questions, now: datetime | None = None, tz: tzinfo = timezone.utc,
+                   hours: int = 24) -> pd.DataFrame:
+    """Turns in each of the last ``hours`` hours (local hour labels), zero-filled, oldest first:
+    columns ``hour`` (``14:00``), ``turns``, ``start``. ``questions`` None gives zeros."""
+    now = now or datetime.now(timezone.utc)
+    index = hour_starts(now, tz, hours)
+    counts = [0] * hours if questions is None else questions.turns_per_hour(index[0].to_pydatetime(), hours)
+    return pd.DataFrame({"hour": [t.strftime("%H:00") for t in index], "turns": pd.Series(counts, dtype=int).to_numpy(),
                          "start": index})
 
 
-def error_turns(frame: pd.DataFrame, limit: int = 20) -> pd.DataFrame:
-    """The latest turns that carry an error, newest first."""
-    if frame.empty:
-        return frame.head(0)
-    has_error = frame["error"].map(lambda e: bool(e) if isinstance(e, str) else False)
-    return frame[has_error].sort_values("ts", ascending=False).head(limit)
+def error_turns(questions, limit: int = 20) -> list[dict]:
+    """The latest turns that carry an error, newest first (record dicts)."""
+    return [] if questions is None else table_records(questions.latest_errors(limit))
 
 
 def format_ms(value: float | None) -> str:

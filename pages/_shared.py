@@ -89,18 +89,6 @@ class _ReadingProgress:
             self.bar.empty()
 
 
-def load_frame(path) -> tuple:
-    """All turns of the log and the reader's stats (only new bytes are parsed).
-
-    The first read of a large log shows a progress bar; later refreshes read only
-    what was appended and show nothing.
-    """
-    progress = _ReadingProgress()
-    frame, stats = shared_store(str(path)).snapshot(progress=progress)
-    progress.done()
-    return frame, stats
-
-
 def load_questions(path):
     """The SQL questions over the log (:mod:`chatcore.store.questions`), brought up to date
     (only new bytes are parsed); None when there is no log yet. A progress bar shows while

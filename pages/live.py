@@ -5,8 +5,9 @@ import os
 
 import streamlit as st
 
-from chatcore.dashboard import catch_up, escape_markdown, filter_live, frame_records, id_prefix, live_table, merge_live, short_id, tz_name
-from pages._shared import through_entry, PAGES, header, live_feed, load_frame, settings, viewer_tz
+from chatcore.dashboard import (catch_up, escape_markdown, filter_live, id_prefix, latest_records, live_table, merge_live,
+                                short_id, tz_name)
+from pages._shared import through_entry, PAGES, header, live_feed, load_questions, settings, viewer_tz
 
 through_entry()
 
@@ -21,13 +22,13 @@ if ss.get("live_path") != path:
     # The cursor first, then the snapshot: nothing written in between is missed
     # (a turn in both is shown once).
     cursor = feed.seq
-    frame, _ = load_frame(path)
+    first_rows = latest_records(load_questions(path), 50)
     ss.live_path = path
     ss.live_epoch = feed.epoch
     ss.live_cursor = cursor
     ss.live_count = 0
     ss.live_dropped = 0
-    ss.live_rows = merge_live([], frame_records(frame, last=50))
+    ss.live_rows = merge_live([], first_rows)
     ss.live_selected = None
 
 header("Live", ":material/sensors:", f"New turns as they are written · times in {tz_name(tz)}")
@@ -162,7 +163,7 @@ def live_view() -> None:
     feed = live_feed(path)  # the shared feed may have been rebuilt since the page ran (a cleared cache)
     if ss.get("live_epoch") != feed.epoch and not ss.get("live_paused"):
         cursor = feed.seq  # as on first load: the cursor first, then the log
-        ss.live_rows, added = catch_up(ss.live_rows, load_frame(path)[0])
+        ss.live_rows, added = catch_up(ss.live_rows, load_questions(path))
         ss.live_count += added
         ss.live_cursor, ss.live_epoch = cursor, feed.epoch
     if not ss.get("live_paused"):

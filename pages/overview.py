@@ -6,11 +6,11 @@ from datetime import datetime, timezone
 
 import streamlit as st
 
-from chatcore.dashboard import (error_turns, excerpt, format_ms, format_time, health_summary,
-                                negative_share_by_day, overview_figures, ratings_today, start_of_day, turns_per_hour,
-                                tz_name)
+from chatcore.dashboard import (error_turns, excerpt, figures_of, format_ms, format_time, health_summary,
+                                negative_share_by_day, ratings_today, start_of_day, turns_per_hour, tz_name)
 from chatcore.settings import display_url
-from pages._shared import through_entry, PAGES, header, health, load_feedback, load_frame, settings, viewer_tz
+from pages._shared import (through_entry, PAGES, header, health, load_feedback, load_questions, settings, shared_store,
+                           viewer_tz)
 
 through_entry()
 
@@ -68,8 +68,9 @@ def alerts_box(now) -> None:
 def overview() -> None:
     """Every figure of the page, read afresh (only new log bytes are parsed) on each run."""
     now = datetime.now(timezone.utc)
-    frame, stats = load_frame(cfg.log_path)
-    fig = overview_figures(frame, now=now, tz=tz)
+    questions = load_questions(cfg.log_path)  # every figure is a query: no pass over every turn here
+    stats = shared_store(str(cfg.log_path)).stats()
+    fig = figures_of(questions, now=now, tz=tz)
     feedback = load_feedback(cfg.log_path)
     rated_today, negative_today = ratings_today(feedback, now=now, tz=tz)
     st.caption(f"Today in {tz_name(tz)} · updated {format_time(now, tz, now)} · refreshes every {REFRESH:g} s")
@@ -104,7 +105,7 @@ def overview() -> None:
         with st.container(border=True):
             st.subheader("Turns per hour", anchor=False)
             st.caption(f"Last 24 hours, {tz_name(tz)}")
-            hourly = turns_per_hour(frame, now=now, tz=tz)
+            hourly = turns_per_hour(questions, now=now, tz=tz)
             st.bar_chart(hourly, x="hour", y="turns", sort=False, height=260, x_label="", y_label="turns")
         with st.container(border=True):
             st.subheader("Negative ratings", anchor=False)
@@ -150,15 +151,15 @@ def overview() -> None:
                 st.error("The log could not be read.", icon=":material/error:")
                 st.text(stats["error"])
 
-    errors = error_turns(frame, limit=10)
-    if not errors.empty:
+    errors = error_turns(questions, limit=10)
+    if errors:
         with st.container(border=True):
             st.subheader("Latest errors", anchor=False)
             st.dataframe(
-                {"time": [format_time(t, tz, now) for t in errors["ts"]],
-                 "conversation_id": list(errors["conversation_id"]),
-                 "question": [excerpt(t, 60) for t in errors["user_text"]],
-                 "error": [excerpt(e, 80) for e in errors["error"]]},
+                {"time": [format_time(e["ts"], tz, now) for e in errors],
+                 "conversation_id": [e["conversation_id"] for e in errors],
+                 "question": [excerpt(e["user_text"], 60) for e in errors],
+                 "error": [excerpt(e["error"], 80) for e in errors]},
                 hide_index=True,
             )
 

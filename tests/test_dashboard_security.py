@@ -314,7 +314,7 @@ def test_uploads_from_a_session_that_never_logged_in_are_refused(stack):
 
 
 def test_catch_up_adds_what_the_log_has_after_the_newest_shown_turn(tmp_path):
-    from chatcore.dashboard import SharedStore, catch_up, frame_records, merge_live
+    from chatcore.dashboard import SharedStore, catch_up, latest_records, merge_live
 
     log = tmp_path / "chat.jsonl"
     with open(log, "w") as f:
@@ -323,10 +323,10 @@ def test_catch_up_adds_what_the_log_has_after_the_newest_shown_turn(tmp_path):
                                 "user_text": f"t{i}", "files": [], "response": "r", "latency_ms": 1.0,
                                 "source": "api", "backend": "echo", "model": None, "error": None,
                                 "session": None}) + "\n")
-    frame, _ = SharedStore(log).snapshot()
-    shown = merge_live([], frame_records(frame.head(5)))  # the viewer had seen t0..t4
-    rows, added = catch_up(shown, frame)
+    questions = SharedStore(log).questions()
+    shown = merge_live([], latest_records(questions, 8)[:5])  # the viewer had seen t0..t4
+    rows, added = catch_up(shown, questions)
     assert added == 3
     assert [r["user_text"] for r in rows] == ["t7", "t6", "t5", "t4", "t3", "t2", "t1", "t0"]
-    again, added_again = catch_up(rows, frame)
+    again, added_again = catch_up(rows, questions)
     assert added_again == 0 and len(again) == 8  # nothing twice

@@ -148,18 +148,18 @@ def test_preset_ranges_follow_the_viewer_timezone():
         conv.preset_range("Yesterday-ish", now=now)
 
 
-def test_overview_figures_and_hourly_chart():
+def test_overview_figures_and_hourly_chart(tmp_path):
     now = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
     rows = [rec("a", 0, now - timedelta(minutes=1), latency=100),
             rec("a", 1, now - timedelta(minutes=2), latency=300, error="backend down"),
             rec("b", 0, now - timedelta(hours=3), latency=200),
             rec("c", 0, now - timedelta(days=2), latency=9000)]
-    frame = pd.DataFrame([{**r, "ts": pd.Timestamp(r["ts"])} for r in rows])
-    frame["latency_ms"] = frame["latency_ms"].astype(float)
-    fig = dash.overview_figures(frame, now=now, tz=timezone.utc)
+    write_log(tmp_path / "chat.jsonl", rows)
+    questions = dash.SharedStore(tmp_path / "chat.jsonl").questions()
+    fig = dash.figures_of(questions, now=now, tz=timezone.utc)
     assert (fig.conversations_today, fig.turns_today, fig.active_now, fig.errors_today) == (2, 3, 1, 1)
     assert fig.latency_p50 == 200 and fig.turns_total == 4
-    hourly = dash.turns_per_hour(frame, now=now, tz=timezone.utc)
+    hourly = dash.turns_per_hour(questions, now=now, tz=timezone.utc)
     assert len(hourly) == 24 and hourly["turns"].sum() == 3
     assert hourly.iloc[-1]["hour"] == "12:00" and hourly.iloc[-1]["turns"] == 0
     assert hourly.iloc[-2]["turns"] == 2 and hourly.iloc[-4]["turns"] == 1

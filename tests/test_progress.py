@@ -39,10 +39,12 @@ def test_cli_reports_progress_on_stderr(big_log):
 def test_dashboard_loader_reports_progress_once(big_log):
     calls = []
     store = SharedStore(big_log)
-    frame, stats = store.snapshot(progress=lambda done, total: calls.append((done, total)))
-    assert len(frame) == 16_000 and stats["bad_total"] == 0
+    questions = store.questions(progress=lambda done, total: calls.append((done, total)))
+    stats = store.stats()
+    assert questions.latest_turns(20_000).num_rows == 16_000 and stats["bad_total"] == 0
+    assert stats["lines"] == 16_000
     assert len(calls) >= 2 and calls[-1][0] == calls[-1][1] >= big_log.stat().st_size - 1
     assert all(a[0] <= b[0] for a, b in zip(calls, calls[1:]))
     again = []
-    store.snapshot(progress=lambda done, total: again.append((done, total)))
+    store.questions(progress=lambda done, total: again.append((done, total)))
     assert not [c for c in again if c[1] > 1_000_000]  # nothing new to read: no long progress

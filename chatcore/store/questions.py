@@ -188,6 +188,7 @@ class Questions:
         self._lists: OrderedDict = OrderedDict()
         self._groups: OrderedDict = OrderedDict()
         self._sources: list[str] | None = None
+        self._totals: tuple | None = None
         self._ratings_key: Any = None
         self.columns = tuple(store.columns)
         self._ratings_table = None
@@ -517,6 +518,78 @@ class Questions:
             sql = (f"SELECT {cols} FROM (SELECT * FROM turns{where}) "
                    "SEMI JOIN chosen USING (conversation_id) ORDER BY ts, row")
             return _arrow(self._con.execute(sql, params))
+
+    # -- the Overview and Live pages -------------------------------------------
+
+    def overview(self, day_start: datetime, active_since: datetime) -> dict:
+        """The Overview's figures: ``turns_total``, ``conversations_total`` (the whole log),
+        ``turns_today``, ``conversations_today``, ``latency_p50``/``latency_p95`` (ms, None
+        without a logged reply time), ``errors_today`` (turns with a non-empty error) for the
+        turns at or after ``day_start``, and ``active_now``: conversations with a turn at or
+        after ``active_since``. Percentiles interpolate linearly between the closest ranks.
+        The whole-log counts are kept per store version."""
+        with self._lock:
+            self._ensure()
+            totals = self._totals
+            if totals is None or totals[0] != self._version:
+                n, convs = self._con.execute("SELECT count(*), count(DISTINCT conversation_id) FROM turns").fetchone()
+                totals = self._totals = (self._version, int(n), int(convs))
+            has = set(self.columns)
+            lat = ("quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.95)" if "latency_ms" in has
+                   else "NULL, NULL")
+            err = "count(*) FILTER (WHERE error <> '')" if "error" in has else "0"
+            today = self._con.execute(
+                f"SELECT count(*), count(DISTINCT conversation_id), {lat}, {err} FROM turns WHERE ts >= ?",
+                [day_start]).fetchone()
+            active = self._con.execute("SELECT count(DISTINCT conversation_id) FROM turns WHERE ts >= ?",
+                                       [active_since]).fetchone()[0]
+            return {"turns_total": totals[1], "conversations_total": totals[2],
+                    "turns_today": int(today[0]), "conversations_today": int(today[1]),
+                    "latency_p50": None if today[2] is None else float(today[2]),
+                    "latency_p95": None if today[3] is None else float(today[3]),
+                    "errors_today": int(today[4]), "active_now": int(active)}
+
+    def turns_per_hour(self, start: datetime, hours: int = 24) -> list[int]:
+        """Turns in each hour from ``start``: ``hours`` counts, the k-th for ``start + k h <= ts <
+        start + (k+1) h``."""
+        from datetime import timedelta
+
+        with self._lock:
+            self._ensure()
+            end = start + timedelta(hours=hours)
+            rows = self._con.execute(
+                "SELECT (epoch_us(ts) - epoch_us(?::TIMESTAMPTZ)) // 3600000000 AS k, count(*) FROM turns "
+                "WHERE ts >= ? AND ts < ? GROUP BY k", [start, start, end]).fetchall()
+            counts = [0] * hours
+            for k, n in rows:
+                if 0 <= k < hours:
+                    counts[int(k)] = int(n)
+            return counts
+
+    def _rows(self, where: str, params: list, limit: int, newest_first: bool) -> pa.Table:
+        """The last ``limit`` turns (time, then file order) matching ``where``: the engine picks
+        row numbers from two narrow columns, the rows are then taken from the Arrow table."""
+        sql = f"SELECT row FROM turns{where} ORDER BY ts DESC, row DESC LIMIT ?"
+        rows = [r[0] for r in self._con.execute(sql, [*params, max(0, int(limit))]).fetchall()]
+        if not newest_first:
+            rows.reverse()
+        return self._table.take(pa.array(rows, pa.int64())).select(list(self.columns))
+
+    def latest_turns(self, limit: int = 50, since: datetime | None = None) -> pa.Table:
+        """The last ``limit`` turns (at or after ``since``), oldest first; equal times in file order."""
+        with self._lock:
+            self._ensure()
+            if since is None:
+                return self._rows("", [], limit, newest_first=False)
+            return self._rows(" WHERE ts >= ?", [since], limit, newest_first=False)
+
+    def latest_errors(self, limit: int = 10) -> pa.Table:
+        """The last ``limit`` turns with a non-empty error, newest first."""
+        with self._lock:
+            self._ensure()
+            if "error" not in self.columns:
+                return self._table.slice(0, 0).select(list(self.columns))
+            return self._rows(" WHERE error <> ''", [], limit, newest_first=True)
 
     def sources(self) -> list[str]:
         with self._lock:
