@@ -1,13 +1,24 @@
-"""The dashboard on a large log, under Streamlit's AppTest (no browser): how long each
-page takes to be ready, how many rows the table carries, and the process's memory.
+"""The dashboard on a large log: how long each page takes to be ready, how many rows
+reach the browser, and the dashboard process's memory. Two parts, one after the other:
+Streamlit's AppTest (no browser, the dashboard in this process) and headless Chromium
+(the real server, ``python -m chatcore dashboard``, in its own process).
 
     python bench/dashboard_scale.py [--turns 1000000] [--shape v1] [--out DIR] [--skip-pandas]
+                                    [--skip-apptest] [--skip-browser]
 
 The log is generated (or reused) under DIR (default /tmp/chatcore-bench). One process
 plays the dashboard server: a first session opens the Conversations page on a cold
 store (nothing parsed, no cache); a second session then opens every page and changes
 the filters ("All time", a search, a source, a sort, page 2, a pasted conversation id).
 Each figure is the time of one script run, the way a viewer waits for it.
+
+The browser part starts ``python -m chatcore dashboard --no-space`` (with a login) on a
+free loopback port against the same log. A first browser session logs in and opens every
+page (Overview, Chat, Live, Conversations, "All time", Evaluate) to warm the server; a
+second session (a new browser context: nothing cached) then does the same. For each page
+it prints the time from the click until the page's main content is drawn and the run has
+finished, the table rows (``st.dataframe``) and chart rows the browser received over the
+websocket until then, and at the end the dashboard process's peak RSS (VmHWM).
 
 Beside them, measured in the same run on the same file, what answering the same
 "All time" list from the raw JSONL costs: DuckDB ``read_json`` + GROUP BY, polars and
@@ -47,6 +58,8 @@ def main() -> None:
     ap.add_argument("--skip-pandas", action="store_true")
     ap.add_argument("--skip-polars", action="store_true", help="(needs the whole log in memory)")
     ap.add_argument("--keep-cache", action="store_true", help="do not start from a cold store")
+    ap.add_argument("--skip-apptest", action="store_true", help="only the browser part")
+    ap.add_argument("--skip-browser", action="store_true", help="only the AppTest part")
     args = ap.parse_args()
 
     from bench.store import _try, generate
@@ -64,13 +77,20 @@ def main() -> None:
 
     # the references first, while this process is small (a child inherits its peak RSS figure)
     refs = []
-    for name in ("duckdb", "polars", "pandas"):
+    for name in (() if args.skip_apptest else ("duckdb", "polars", "pandas")):
         if (name == "pandas" and args.skip_pandas) or (name == "polars" and args.skip_polars):
             continue
         r = _try(f"{name}_list", log, args.shape)
         if r:
             refs.append((name, r))
 
+    if not args.skip_apptest:
+        apptest_part(args, log, refs)
+    if not args.skip_browser:
+        browser_part(args, log)
+
+
+def apptest_part(args, log: Path, refs: list) -> None:
     os.environ["CHAT_LOG_PATH"] = str(log)
     os.environ["CHAT_SPACE_URL"] = "http://127.0.0.1:9"  # nothing answers: health is quick
     os.environ["CHAT_TIMEZONE"] = "UTC"
@@ -146,6 +166,249 @@ def main() -> None:
     print("\n  the same 'All time' list from the raw JSONL, each a fresh process (run before the dashboard):")
     for name, r in refs:
         print(f"  {name:52s} {r['proc_s']:7.2f}        peak RSS {r['rss_mb']:,.0f} MB, {r['groups']:,} conversations")
+
+# ------------------------------------------------------------------ headless Chromium
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+BENCH_PASSWORD = "bench-dashboard-password"
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _streamlit_pid(pid: int, timeout: float = 60) -> int:
+    """The ``streamlit run`` process the dashboard command started."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        todo = [pid]
+        while todo:
+            p = todo.pop()
+            try:
+                cmd = Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"streamlit" in cmd and b"run" in cmd:
+                return p
+            todo += _children(p)
+        time.sleep(0.2)
+    raise SystemExit("the dashboard command started no streamlit process")
+
+
+def _vm(pid: int, key: str) -> float:
+    """``VmHWM`` (peak RSS) or ``VmRSS`` of ``pid`` in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Received:
+    """Rows of tables and charts in what the server sent to one browser page (websocket frames)."""
+
+    def __init__(self):
+        self.label = ""
+        self.tables: dict[str, int] = {}
+        self.table_rows: dict[str, int] = {}
+        self.chart_rows: dict[str, int] = {}
+        self.cached_refs: dict[str, int] = {}
+        self.finished = 0  # whole script runs finished (not fragment runs, not runs cut for a rerun)
+
+    @staticmethod
+    def _rows(data: bytes) -> int:
+        import pyarrow as pa
+
+        if not data:
+            return 0
+        try:
+            return pa.ipc.open_stream(pa.py_buffer(data)).read_all().num_rows
+        except Exception:
+            return 0
+
+    def frame(self, payload) -> None:
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        if isinstance(payload, str):
+            return
+        msg = ForwardMsg()
+        try:
+            msg.ParseFromString(payload)
+        except Exception:
+            return
+        kind = msg.WhichOneof("type")
+        if kind == "script_finished" and msg.script_finished == ForwardMsg.FINISHED_SUCCESSFULLY:
+            self.finished += 1
+        if kind == "ref_hash":  # an element the browser already has (same content): no rows sent again
+            self.cached_refs[self.label] = self.cached_refs.get(self.label, 0) + 1
+        if kind != "delta" or msg.delta.WhichOneof("type") != "new_element":
+            return
+        el = msg.delta.new_element
+        which = el.WhichOneof("type")
+        label = self.label
+        if which == "dataframe":
+            df = el.dataframe
+            rows = self._rows(df.arrow_data.data) + self._rows(df.lazy_data.initial_chunk.data)
+            self.tables[label] = self.tables.get(label, 0) + 1
+            self.table_rows[label] = self.table_rows.get(label, 0) + rows
+        elif which == "vega_lite_chart":
+            ch = el.vega_lite_chart
+            rows = self._rows(ch.data.data) + sum(self._rows(d.data.data) for d in ch.datasets)
+            self.chart_rows[label] = self.chart_rows.get(label, 0) + rows
+
+
+def _wait_run(page, timeout: float = 120_000) -> None:
+    """Until Streamlit has finished the current run."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"] "
+        "[data-testid=\"stStatusWidgetRunningIcon\"]')", timeout=timeout)
+
+
+def _wait_chart(page, timeout: float = 120_000) -> None:
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')].some(e => {
+               const g = e.querySelector('canvas, svg');
+               if (!g) return false;
+               const r = g.getBoundingClientRect();
+               return r.width > 0 && r.height > 0; })""", timeout=timeout)
+
+
+def _browser_session(browser, url: str, name: str) -> list[tuple]:
+    """One viewer: log in, then every page in turn. Returns (page, seconds, tables, table rows, chart
+    rows, cached elements) per page."""
+    ctx = browser.new_context(viewport={"width": 1440, "height": 1000}, timezone_id="UTC")
+    page = ctx.new_page()
+    got = Received()
+    page.on("websocket", lambda ws: ws.on("framereceived", got.frame))
+    out = []
+
+    def step(label: str, act, ready) -> None:
+        got.label = label
+        runs = got.finished
+        t0 = time.perf_counter()
+        act()
+        while got.finished == runs:  # the server says the run is over (events arrive while waiting)
+            page.wait_for_timeout(10)
+            if time.perf_counter() - t0 > 600:
+                raise SystemExit(f"{name}, {label}: no finished run in 600 s")
+        ready()  # and its main content is drawn
+        s = time.perf_counter() - t0
+        if page.locator('[data-testid="stException"]').count():
+            raise SystemExit(f"{name}, {label}: the page shows an exception")
+        out.append((label, s, got.tables.get(label, 0), got.table_rows.get(label, 0), got.chart_rows.get(label, 0),
+                    got.cached_refs.get(label, 0)))
+        got.label = label + " (after)"  # later refreshes of the page are not its first view
+
+    def nav(title: str):
+        return lambda: page.locator('[data-testid="stSidebarNav"] a', has_text=title).click()
+
+    page.goto(url + "/")
+    page.get_by_label("Password", exact=True).wait_for(timeout=120_000)
+    _wait_run(page)
+    page.get_by_label("Password", exact=True).fill(BENCH_PASSWORD)
+
+    def overview_ready():
+        page.get_by_text("Lines read").first.wait_for(timeout=300_000)
+        page.locator('[data-testid="stMetric"]', has_text="Conversations today").first.wait_for(timeout=300_000)
+        _wait_chart(page, 300_000)
+
+    step("Overview (log in)", lambda: page.get_by_role("button", name="Log in").click(), overview_ready)
+    step("Chat", nav("Chat"), lambda: page.get_by_placeholder("Type a test prompt…").wait_for(timeout=120_000))
+    step("Live", nav("Live"), lambda: page.locator('[data-testid="stDataFrame"] [role="gridcell"]').first.wait_for(
+        state="attached", timeout=120_000))
+
+    def conversations_ready():
+        page.get_by_text("Matching conversations").first.wait_for(timeout=300_000)
+        page.locator('[data-testid="stDataFrame"] [role="gridcell"]').first.wait_for(state="attached",
+                                                                                    timeout=300_000)
+
+    step("Conversations (last 7 days)", nav("Conversations"), conversations_ready)
+    metric = page.locator('[data-testid="stMetric"]', has_text="Conversations").first
+    before = metric.inner_text()
+
+    def all_time():
+        page.get_by_label("Date range").click()
+        page.get_by_role("option", name="All time").click()
+
+    def all_time_ready():
+        page.wait_for_function("([el, t]) => el.innerText !== t", arg=[metric.element_handle(), before],
+                               timeout=300_000)
+        conversations_ready()
+
+    step('Conversations "All time"', all_time, all_time_ready)
+    step("Evaluate", nav("Evaluate"), lambda: page.get_by_role("heading", name="Evaluate").first.wait_for(
+        timeout=120_000))
+    ctx.close()
+    return out
+
+
+def browser_part(args, log: Path) -> None:
+    import signal
+    import subprocess
+
+    from playwright.sync_api import sync_playwright
+
+    from chatcore.auth import hash_password
+    from conftest import free_port, wait_http
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+    env.update({"CHAT_DASHBOARD_PASSWORD_HASH": hash_password(BENCH_PASSWORD), "CHAT_TIMEZONE": "UTC",
+                "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chatcore", "dashboard", "--no-space", "--host", "127.0.0.1", "--port", str(port),
+         "--log", str(log), "--space-url", "http://127.0.0.1:9"],  # nothing answers there: health is quick
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/_stcore/health", timeout=120, proc=proc)
+        pid = _streamlit_pid(proc.pid)
+        started = _vm(pid, "VmRSS")
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                first = _browser_session(browser, url, "1st session")
+                after_first = _vm(pid, "VmHWM")
+                second = _browser_session(browser, url, "2nd session")
+            finally:
+                browser.close()
+        peak, now = _vm(pid, "VmHWM"), _vm(pid, "VmRSS")
+        anon, mapped = _vm(pid, "RssAnon"), _vm(pid, "RssFile")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # the command stops its streamlit child
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+    print(f"\ndashboard in headless Chromium (python -m chatcore dashboard --no-space, login), {args.turns:,} turns "
+          f"({args.shape}, {log.stat().st_size / 1e6:,.0f} MB); load average "
+          f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+    print("  time: click -> the run finished and the main content is drawn; rows: received over the websocket;")
+    print("  cached: elements the browser already had (sent as a reference, no rows)")
+    print(f"  {'page':40s} {'s':>7s}        {'tables':>6s} {'table rows':>10s} {'chart rows':>10s} {'cached':>6s}")
+    for name, rows, mark in (("1st session (warms the server)", first, False),
+                             ("2nd session (new browser context)", second, True)):
+        print(f"  {name}")
+        for label, s, tables, trows, crows, refs in rows:
+            verdict = ("PASS" if s <= TARGET_S else "MISS") if mark else ""
+            print(f"    {label:38s} {s:7.2f}  {verdict:4s}  {tables:6d} {trows:10,d} {crows:10,d} {refs:6d}")
+    print(f"  dashboard process (streamlit, pid {pid}): RSS {started:,.0f} MB at start, peak {after_first:,.0f} MB "
+          f"after the 1st session, peak {peak:,.0f} MB at the end (now {now:,.0f} MB)  "
+          f"<= {TARGET_RSS_MB} MB {'PASS' if peak <= TARGET_RSS_MB else 'MISS'}")
+    print(f"  of the RSS now: {anon:,.0f} MB private, {mapped:,.0f} MB mapped files (the store's segments, "
+          "shared with the page cache)")
+    print(f"  target: every page <= {TARGET_S} s for the 2nd session")
+
 
 if __name__ == "__main__":
     main()
