@@ -698,43 +698,88 @@ def _apply_state(st: ConversationState, obj: dict, ts: float) -> None:
         st.status, st.since, st.requested_at = "bot", ts, None
 
 
+class _EventScan:
+    """The event lines (schema v2) of log shards, kept per process: each look reads only the
+    bytes appended since the last one (a shard replaced, truncated or rewritten from its
+    start is read again). Reading is by chunks into one buffer, not a memory map, so a
+    large log does not count in the process's memory."""
+
+    CHUNK = 8 * 1024 * 1024
+    HEAD = 4096
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._shards: dict[str, list] = {}  # path -> [dev, ino, offset, head bytes, [(line, event)]]
+
+    def lines(self, shards) -> list[tuple[bytes, dict]]:
+        with self._lock:
+            out: list[tuple[bytes, dict]] = []
+            for shard in shards:
+                path = str(shard)
+                try:
+                    with open(path, "rb") as f:
+                        st = os.fstat(f.fileno())
+                        state = self._shards.get(path)
+                        head = os.pread(f.fileno(), self.HEAD, 0)
+                        if (state is None or state[:2] != [st.st_dev, st.st_ino] or st.st_size < state[2]
+                                or head[:len(state[3])] != state[3]):
+                            state = self._shards[path] = [st.st_dev, st.st_ino, 0, b"", []]
+                        self._read(f.fileno(), st.st_size, state)
+                        state[3] = head[:min(len(head), state[2])]
+                except (OSError, ValueError):
+                    self._shards.pop(path, None)
+                    continue
+                out.extend(state[4])
+            return out
+
+    def _read(self, fd: int, size: int, state: list) -> None:
+        import orjson
+
+        pos, want = state[2], self.CHUNK
+        while pos < size:
+            data = os.pread(fd, min(want, size - pos), pos)
+            if not data:
+                break
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                if pos + len(data) >= size:
+                    break  # a partial last line: not written yet
+                want *= 2  # a line longer than a chunk
+                continue
+            at = data.find(b'"kind"', 0, cut)
+            while at != -1:
+                start = data.rfind(b"\n", 0, at) + 1
+                end = data.find(b"\n", at)
+                line = data[start:end]
+                try:
+                    obj = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    obj = None
+                if isinstance(obj, dict) and records.is_event(obj):
+                    state[4].append((line, obj))
+                at = data.find(b'"kind"', end, cut)
+            pos += cut + 1
+            want = self.CHUNK
+        state[2] = pos
+
+
+_EVENTS = _EventScan()
+
+
 def _event_lines(log_path, needle: bytes):
     """Parsed event lines (schema v2) of the log folder whose bytes contain ``needle``.
 
-    The shards are searched with ``mmap.find`` (memchr speed), and only the lines that hold
-    the needle are parsed, so a large log of plain turns costs one pass of the C search.
+    The shards' event lines are found once per process with a plain byte search (only
+    lines holding ``"kind"`` are parsed) and then followed as the shards grow, so asking
+    again costs only the new bytes.
     """
-    import mmap
-
-    import orjson
-
     from .settings import log_folder
 
     path = Path(log_path)
     shards = [path] if path.is_file() else sorted(p for p in log_folder(path).glob("*.jsonl") if p.is_file())
-    for shard in shards:
-        try:
-            with open(shard, "rb") as f:
-                if os.fstat(f.fileno()).st_size == 0:
-                    continue
-                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-                    pos = m.find(needle)
-                    while pos != -1:
-                        start = m.rfind(b"\n", 0, pos) + 1
-                        end = m.find(b"\n", pos)
-                        if end == -1:
-                            break  # a partial last line: not written yet
-                        line = m[start:end]
-                        if b'"kind"' in line:
-                            try:
-                                obj = orjson.loads(line)
-                            except orjson.JSONDecodeError:
-                                obj = None
-                            if isinstance(obj, dict) and records.is_event(obj):
-                                yield obj
-                        pos = m.find(needle, end)
-        except (OSError, ValueError):
-            continue
+    for line, obj in _EVENTS.lines(shards):
+        if needle in line:
+            yield dict(obj)  # the kept events stay as read
 
 
 def conversation_events(log_path, cid: str) -> list[dict]:

@@ -303,3 +303,47 @@ def test_overview_and_live_never_build_the_pandas_log(tmp_path, monkeypatch, no_
     store = shared_store(str(log))._store
     assert store is not None and store.eager_frame is False and store._frame is None
     assert no_frames == []
+
+
+# ------------------------------------------------------------------ handoff events
+
+
+def test_event_lines_follow_the_log(tmp_path):
+    """The Overview's handoff figures read the log's event lines once per process, then only
+    what was appended; a partial last line waits, a replaced or rewritten shard is read again."""
+    from chatcore.handoff import _EVENTS, conversation_events, handoff_figures
+    from chatcore.records import make_event
+
+    log = tmp_path / "chat.jsonl"
+    since = NOW - timedelta(hours=1)
+
+    def ev(kind, cid, minutes, **kw):
+        return json.dumps(make_event(conversation_id=cid, kind=kind, at_turn=0,
+                                     ts=iso(NOW - timedelta(minutes=minutes)), **kw)) + "\n"
+
+    turns = "".join(json.dumps(line(f"t{i}", 0, NOW - timedelta(minutes=30))) + "\n" for i in range(50))
+    log.write_text(turns + ev("handoff_requested", "a", 20) + ev("handoff_taken", "a", 19, staff="Maya"))
+    first = handoff_figures(log, since)
+    assert (first["handoffs"], first["requests"]) == (1, 1)
+    size = log.stat().st_size
+    assert _EVENTS._shards[str(log)][2] == size  # read up to the end
+    with open(log, "a") as f:  # appended: a new takeover, and half of a line
+        f.write(ev("handoff_taken", "b", 5, staff="Ann"))
+        partial = ev("staff_message", "b", 4, staff="Ann", text="hello")
+        f.write(partial[:20])
+    assert handoff_figures(log, since)["handoffs"] == 2
+    assert [e["kind"] for e in conversation_events(log, "b")] == ["handoff_taken"]
+    with open(log, "a") as f:
+        f.write(partial[20:])
+    assert [e["kind"] for e in conversation_events(log, "b")] == ["handoff_taken", "staff_message"]
+    assert handoff_figures(log, since)["first_replies"] == 1
+    # rewritten from the start, same inode, longer: read again
+    with open(log, "r+") as f:
+        f.write(ev("handoff_requested", "z", 3) + turns + ev("handoff_taken", "z", 2, staff="Kim") + " " * 2000 + "\n")
+    got = handoff_figures(log, since)
+    assert (got["handoffs"], got["requests"]) == (1, 1) and conversation_events(log, "a") == []
+    # replaced by another file (a new inode), shorter
+    tmp = tmp_path / "new.jsonl"
+    tmp.write_text(turns)
+    tmp.replace(log)
+    assert handoff_figures(log, since)["handoffs"] == 0

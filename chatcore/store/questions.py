@@ -208,6 +208,7 @@ class Questions:
             self._connection = con
             if self._table is not None:
                 con.register("turns", self._table)
+                con.register("turns_narrow", self._narrow())
             if self._ratings_table is None:
                 self._register_ratings(None, None)
             else:
@@ -233,9 +234,19 @@ class Questions:
         self._table = table
         if self._connection is not None:
             self._connection.register("turns", table)
+            self._connection.register("turns_narrow", self._narrow())
         self._version = version
         self._lists.clear()
         self._sources = None
+
+    #: The columns of ``turns_narrow`` (those the store has).
+    NARROW = ("ts", "conversation_id", "latency_ms", "error", "row")
+
+    def _narrow(self) -> pa.Table:
+        """The few short columns the Overview and Live questions read, without a copy. The engine
+        reads every column of a registered Arrow table as it scans, so a scan of ``turns``
+        touches the text of every turn; ``turns_narrow`` does not."""
+        return self._table.select([c for c in self.NARROW if c in self._table.column_names])
 
     def _ensure(self) -> None:
         if self._version is None:
@@ -532,16 +543,17 @@ class Questions:
             self._ensure()
             totals = self._totals
             if totals is None or totals[0] != self._version:
-                n, convs = self._con.execute("SELECT count(*), count(DISTINCT conversation_id) FROM turns").fetchone()
+                n, convs = self._con.execute(
+                    "SELECT count(*), count(DISTINCT conversation_id) FROM turns_narrow").fetchone()
                 totals = self._totals = (self._version, int(n), int(convs))
             has = set(self.columns)
             lat = ("quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.95)" if "latency_ms" in has
                    else "NULL, NULL")
             err = "count(*) FILTER (WHERE error <> '')" if "error" in has else "0"
             today = self._con.execute(
-                f"SELECT count(*), count(DISTINCT conversation_id), {lat}, {err} FROM turns WHERE ts >= ?",
+                f"SELECT count(*), count(DISTINCT conversation_id), {lat}, {err} FROM turns_narrow WHERE ts >= ?",
                 [day_start]).fetchone()
-            active = self._con.execute("SELECT count(DISTINCT conversation_id) FROM turns WHERE ts >= ?",
+            active = self._con.execute("SELECT count(DISTINCT conversation_id) FROM turns_narrow WHERE ts >= ?",
                                        [active_since]).fetchone()[0]
             return {"turns_total": totals[1], "conversations_total": totals[2],
                     "turns_today": int(today[0]), "conversations_today": int(today[1]),
@@ -558,7 +570,7 @@ class Questions:
             self._ensure()
             end = start + timedelta(hours=hours)
             rows = self._con.execute(
-                "SELECT (epoch_us(ts) - epoch_us(?::TIMESTAMPTZ)) // 3600000000 AS k, count(*) FROM turns "
+                "SELECT (epoch_us(ts) - epoch_us(?::TIMESTAMPTZ)) // 3600000000 AS k, count(*) FROM turns_narrow "
                 "WHERE ts >= ? AND ts < ? GROUP BY k", [start, start, end]).fetchall()
             counts = [0] * hours
             for k, n in rows:
@@ -569,11 +581,16 @@ class Questions:
     def _rows(self, where: str, params: list, limit: int, newest_first: bool) -> pa.Table:
         """The last ``limit`` turns (time, then file order) matching ``where``: the engine picks
         row numbers from two narrow columns, the rows are then taken from the Arrow table."""
-        sql = f"SELECT row FROM turns{where} ORDER BY ts DESC, row DESC LIMIT ?"
+        sql = f"SELECT row FROM turns_narrow{where} ORDER BY ts DESC, row DESC LIMIT ?"
         rows = [r[0] for r in self._con.execute(sql, [*params, max(0, int(limit))]).fetchall()]
         if not newest_first:
             rows.reverse()
-        return self._table.take(pa.array(rows, pa.int64())).select(list(self.columns))
+        table = self._table.select(list(self.columns))
+        if not rows:
+            return table.slice(0, 0)
+        # one-row slices (no copy): a take over the whole table would first join its chunks,
+        # i.e. copy every text column of the log
+        return pa.concat_tables([table.slice(r, 1) for r in rows]).combine_chunks()
 
     def latest_turns(self, limit: int = 50, since: datetime | None = None) -> pa.Table:
         """The last ``limit`` turns (at or after ``since``), oldest first; equal times in file order."""
