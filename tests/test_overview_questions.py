@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 import pytest
 import streamlit as st
@@ -347,3 +348,32 @@ def test_event_lines_follow_the_log(tmp_path):
     tmp.write_text(turns)
     tmp.replace(log)
     assert handoff_figures(log, since)["handoffs"] == 0
+
+
+def test_answers_over_many_chunks(tmp_path):
+    """Rows read in several goes are several Arrow chunks: the first questions of the list,
+    the last turns and the latest errors are picked chunk by chunk, and still right."""
+    from chatcore.store.questions import Filters, _take_sorted
+
+    log = tmp_path / "chat.jsonl"
+    recs = [line(f"c{i % 17}", i, NOW - timedelta(minutes=500 - i), text=f"q{i}",
+                 error="boom" if i % 29 == 0 else None) for i in range(300)]
+    random.Random(3).shuffle(recs)
+    shared = dash.SharedStore(log)
+    for part in range(0, 300, 60):  # five appends, five reads
+        with open(log, "a") as f:
+            for r in recs[part:part + 60]:
+                f.write(json.dumps(r) + "\n")
+        questions = shared.questions()
+    assert questions._table.column("user_text").num_chunks >= 5
+    frame = LogStore(log, cache_dir=False).frame
+    first = frame.sort_values("ts", kind="stable").groupby("conversation_id")["user_text"].first()
+    table = questions.conversations(Filters()).table
+    assert dict(zip(table.column("conversation_id").to_pylist(), table.column("first_user_text").to_pylist())) == \
+        first.to_dict()
+    assert dash.latest_records(questions, 120) == ref_frame_records(frame, last=120)
+    want = ref_error_turns(frame, 5)
+    assert [r["user_text"] for r in dash.error_turns(questions, 5)] == list(want["user_text"])
+    col = questions._table.column("user_text")
+    rows = np.array([0, 1, 59, 60, 61, 119, 120, 299])
+    assert _take_sorted(col, rows).to_pylist() == [col[int(i)].as_py() for i in rows]

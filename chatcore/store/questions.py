@@ -128,6 +128,23 @@ def _appended_rows(old: list, new: list) -> int | None:
     return sum(o[5] for o in old)
 
 
+def _take_sorted(col: pa.ChunkedArray, rows: np.ndarray) -> pa.Array:
+    """``col.take(rows)`` for ascending ``rows``, chunk by chunk: a take over a chunked
+    column first joins its chunks, i.e. copies the whole column (every question's text)."""
+    if col.num_chunks <= 1:
+        return col.take(pa.array(rows)).combine_chunks()
+    ends = np.cumsum([len(c) for c in col.chunks])
+    which = np.searchsorted(ends, rows, side="right")
+    parts = []
+    for i in np.unique(which):
+        lo, hi = np.searchsorted(which, [i, i + 1])
+        start = ends[i - 1] if i else 0
+        parts.append(col.chunk(int(i)).take(pa.array(rows[lo:hi] - start)))
+    if not parts:
+        return pa.array([], col.type)
+    return pa.concat_arrays(parts)
+
+
 class ConversationList:
     """One conversation list (all rows as a small Arrow table, one row per conversation),
     its totals, and pages of it in any order."""
@@ -240,10 +257,10 @@ class Questions:
         self._sources = None
 
     #: The columns of ``turns_narrow`` (those the store has).
-    NARROW = ("ts", "conversation_id", "latency_ms", "error", "row")
+    NARROW = ("ts", "conversation_id", "source", "latency_ms", "error", "row")
 
     def _narrow(self) -> pa.Table:
-        """The few short columns the Overview and Live questions read, without a copy. The engine
+        """The few short columns most questions read, without a copy. The engine
         reads every column of a registered Arrow table as it scans, so a scan of ``turns``
         touches the text of every turn; ``turns_narrow`` does not."""
         return self._table.select([c for c in self.NARROW if c in self._table.column_names])
@@ -288,7 +305,7 @@ class Questions:
             params.extend(str(s) for s in f.sources)
         return (" WHERE " + " AND ".join(cond)) if cond else "", params
 
-    def _grouped(self, f: Filters, source: str = "turns") -> pa.Table:
+    def _grouped(self, f: Filters, source: str = "turns_narrow") -> pa.Table:
         """One row per conversation of the turns in the date range and sources (the search is
         applied afterwards): conversation_id, turns, first_ts, last_ts, errors, first_row, source,
         first_user_text."""
@@ -329,7 +346,7 @@ class Questions:
             table = self._grouped(f)
         else:
             # only the conversations the new rows touch are merged; the others are kept as they are
-            self._con.register("turns_tail", self._table.slice(base))
+            self._con.register("turns_tail", self._narrow().slice(base))
             self._con.register("kept_old", hit[1])
             self._con.register("kept_new", self._grouped(f, source="turns_tail"))
             key_sql = "(epoch_us(first_ts)::HUGEINT << 40) + first_row"
@@ -422,7 +439,7 @@ class Questions:
         i = table.schema.get_field_index("first_row")
         rows = table.column(i).to_numpy()
         order = np.argsort(rows, kind="stable")  # a take in row order is far cheaper over many chunks
-        text = self._table.column("user_text").take(pa.array(rows[order])).combine_chunks()
+        text = _take_sorted(self._table.column("user_text"), rows[order])
         back = np.empty_like(order)
         back[order] = np.arange(len(order))
         text = text.take(pa.array(back)).cast(pa.string())
@@ -514,7 +531,7 @@ class Questions:
     def has_conversation(self, conversation_id: str) -> bool:
         with self._lock:
             self._ensure()
-            return self._con.execute("SELECT count(*) FROM turns WHERE conversation_id = ? LIMIT 1",
+            return self._con.execute("SELECT count(*) FROM turns_narrow WHERE conversation_id = ? LIMIT 1",
                                      [conversation_id]).fetchone()[0] > 0
 
     def turns_of(self, f: Filters = Filters(), ids: list[str] | None = None) -> pa.Table:
@@ -614,7 +631,7 @@ class Questions:
             if self._sources is None:
                 if "source" not in self.columns:
                     return []
-                rows = self._con.execute("SELECT DISTINCT source FROM turns WHERE source IS NOT NULL "
+                rows = self._con.execute("SELECT DISTINCT source FROM turns_narrow WHERE source IS NOT NULL "
                                          "ORDER BY source").fetchall()
                 self._sources = [r[0] for r in rows]
             return list(self._sources)
