@@ -22,7 +22,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 
-from . import records
 
 #: Environment variable naming the dashboard's fallback time zone (IANA name).
 TIMEZONE_ENV = "CHAT_TIMEZONE"
