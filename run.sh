@@ -3,7 +3,7 @@
 #   ./run.sh [FLAGS]      set up on first use, then run the Space and the dashboard on embedded defaults
 #                         (FLAGS go to `python -m chatcore dashboard`: --port 8502 --space-port 7870 --log PATH ...)
 #                         and the alerts watcher when CHAT_ALERT_WEBHOOKS is set
-#   ./run.sh test [ARGS]  set up, then run the tests (ARGS go to pytest)
+#   ./run.sh test [ARGS]  set up, then run the tests (ARGS go to pytest; CHAT_TEST_WORKERS=3 processes)
 #   ./run.sh setup        only set up (.venv, Python packages, test tools)
 # Environment: see README.md (CHAT_LOG_PATH, CHAT_SPACE_URL, CHAT_RESPONDER, ...).
 set -euo pipefail
@@ -75,7 +75,13 @@ case "$cmd" in
     shift
     setup_python
     setup_test_tools
-    exec "$VENV/bin/python" -m pytest "$@"
+    # Test files run side by side in CHAT_TEST_WORKERS processes (default 3: most of a test's
+    # time is spent waiting on the servers it started); 0 runs them in this process.
+    workers=${CHAT_TEST_WORKERS:-3}
+    if [ "$workers" = 0 ]; then
+      exec "$VENV/bin/python" -m pytest "$@"
+    fi
+    exec "$VENV/bin/python" -m pytest -n "$workers" --dist loadfile "$@"
     ;;
   run)
     [ $# -gt 0 ] && shift
