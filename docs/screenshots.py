@@ -503,6 +503,37 @@ def take(url: str, password: str, ids: dict, out: Path, width: int, chromium: st
     return shots
 
 
+def take_space_page(space: str, out: Path, chromium: str) -> Path:
+    """The Space's own chat page after two questions, answered by the shop's model."""
+    from playwright.sync_api import sync_playwright
+
+    bots = "[role=log] [data-testid=bot]"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 800})
+            page.goto(space + "/")
+            for i, question in enumerate(["Hi! Do you ship to Canada?", "Do you sell gift cards?"], start=1):
+                box = page.locator("textarea").first
+                box.wait_for(timeout=60_000)
+                box.fill(question)
+                box.press("Enter")
+                answer = shop_answer(question)
+                page.wait_for_function(
+                    "([sel, s, n]) => { const b = [...document.querySelectorAll(sel)];"
+                    " return b.length === n && b[n - 1].textContent.trim() === s; }",
+                    arg=[bots, answer, i], timeout=60_000)
+                page.wait_for_function("() => { const t = document.querySelector('textarea');"
+                                       " return t && !t.disabled && !document.querySelector('button.stop-button'); }")
+            page.mouse.move(0, 0)
+            page.wait_for_timeout(800)
+            path = out / "space-chat.png"
+            page.screenshot(path=str(path))
+            return path
+        finally:
+            browser.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "docs"), help="folder for the PNG files (default docs/)")
@@ -546,6 +577,7 @@ def main(argv: list[str] | None = None) -> int:
 
             for path in take_widget(space, Path(args.out), args.chromium, staff_token(log)):
                 print(path)
+            print(take_space_page(space, Path(args.out), args.chromium))
         except BaseException:
             output.flush()
             sys.stderr.write((Path(tmp) / "dashboard.out").read_text(errors="replace")[-3000:])
