@@ -4,8 +4,9 @@
                           [--skip-pandas] [--list-only]
 
 Generates (or reuses) realistic logs in DIR (default /tmp/chatcore-bench), one per log
-shape: ``v1`` (what the Space writes), ``seed`` (the seed Space's shape: ``timestamp``,
-the reply as a list of lines) and ``mixed`` (each line one or the other).
+shape: ``v1`` (what the Space writes), ``seed`` (the seed Space's shape: ``timestamp``
+without a zone, the reply as a list of lines, the chat ``history`` before the message, which
+grows with the conversation) and ``mixed`` (each line one or the other).
 
 First, per shape, the CLI conversation list (``python -m chatcore conversations --format
 json``, a fresh process each time; wall time and the process's peak RSS), cold (no cache)
@@ -69,7 +70,8 @@ def _text(rng: random.Random, lo: int, hi: int, median: float) -> str:
 def generate(path: Path, turns: int, seed: int = 7, start: datetime | None = None, days: int = 30,
              shape: str = "v1") -> None:
     """A log of ``turns`` turns. ``shape``: ``v1`` (what the Space writes), ``seed`` (what the
-    seed's Space wrote: ``timestamp``, ``response`` as a list of lines, ``json.dumps`` spacing)
+    seed's Space wrote: ``timestamp`` without a zone, ``response`` as a list of lines, the chat
+    ``history`` before the message, ``json.dumps(..., ensure_ascii=False)`` spacing)
     or ``mixed`` (each line one or the other at random)."""
     import orjson
 
@@ -80,11 +82,13 @@ def generate(path: Path, turns: int, seed: int = 7, start: datetime | None = Non
     conv_start = sorted(rng.random() * span for _ in range(n_conv))
     # interleave conversations: each has ~8 turns a few seconds/minutes apart
     events = []
+    counts = []
     remaining = turns
     for i, t0 in enumerate(conv_start):
         k = 8 if i < n_conv - 1 else remaining
         k = min(k, remaining)
         remaining -= k
+        counts.append(k)
         t = t0
         for j in range(k):
             events.append((t, i, j))
@@ -93,6 +97,9 @@ def generate(path: Path, turns: int, seed: int = 7, start: datetime | None = Non
     ids = [f"{rng.getrandbits(128):032x}" for _ in range(n_conv)]
     ids = [f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}" for h in ids]
     tmp = path.with_suffix(".tmp")
+    # the seed's Space logs the chat history before each message: every earlier turn of the
+    # conversation as a user and an assistant message (the reply's lines joined by newlines)
+    history: dict[int, list] = {}
     with open(tmp, "wb") as f:
         buf = []
         for t, i, j in events:
@@ -112,12 +119,22 @@ def generate(path: Path, turns: int, seed: int = 7, start: datetime | None = Non
                 "error": None if rng.random() > 0.01 else "timeout",
                 "session": f"s{i % 5000}",
             }
+            lines = _lines(rec["response"])
+            past = history.setdefault(i, []) if shape != "v1" else None
             if shape == "seed" or (shape == "mixed" and rng.random() < 0.5):
-                old = {"timestamp": ts.isoformat(), "conversation_id": rec["conversation_id"],
-                       "user_text": rec["user_text"], "response": _lines(rec["response"])}
-                buf.append(json.dumps(old).encode() + b"\n")
+                # as the seed's log_turn: datetime.utcnow().isoformat() (no zone), the Gradio
+                # history so far, json.dumps(record, ensure_ascii=False)
+                old = {"timestamp": ts.replace(tzinfo=None).isoformat(), "conversation_id": rec["conversation_id"],
+                       "user_text": rec["user_text"], "response": lines, "history": list(past)}
+                buf.append(json.dumps(old, ensure_ascii=False).encode() + b"\n")
             else:
                 buf.append(orjson.dumps(rec) + b"\n")
+            if past is not None:
+                if j == counts[i] - 1:
+                    del history[i]  # the conversation's last turn
+                else:
+                    past += [{"role": "user", "content": rec["user_text"]},
+                             {"role": "assistant", "content": "\n".join(lines)}]
             if len(buf) >= 10000:
                 f.write(b"".join(buf))
                 buf = []
@@ -514,7 +531,10 @@ def main() -> None:
     if args.list_only:
         return
     log = out / f"chat_logs.{args.turns}.jsonl"
-    if not log.exists():    size_mb = log.stat().st_size / 1e6
+    if not log.exists():
+        print(f"generating {args.turns:,} turns -> {log} ...", file=sys.stderr)
+        generate(log, args.turns)
+    size_mb = log.stat().st_size / 1e6
     print(f"log: {log} ({args.turns:,} turns, {size_mb:.0f} MB)")
     work = Path(tempfile.mkdtemp(prefix="chatcore-bench-", dir=out))
     try:
