@@ -322,9 +322,7 @@ class LogStore(SegmentCache):
         cols = list(self.columns)
 
         def work(data: bytes, end: int, eager: bool = False):
-            table, bad = _parse_data(data, end, Counter())
-            if table.schema.names != cols:
-                table = table.select(cols)
+            table, bad = _parse_data(data, end, Counter(), cols)
             # converting here overlaps with the parsing of the next blocks
             if eager and table.num_rows:
                 from .frames import _to_pandas

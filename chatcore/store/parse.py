@@ -132,7 +132,7 @@ class _Block:
     """The complete lines in ``data[:end]``; line i is ``data[starts[i]:ends[i]]``
     (ends exclude the newline)."""
 
-    __slots__ = ("data", "end", "buf", "arr", "n", "starts", "ends")
+    __slots__ = ("data", "end", "buf", "arr", "n", "starts", "ends", "_utf8", "_lines", "_with_ts")
 
     def __init__(self, data: bytes, end: int):
         self.data, self.end = data, end
@@ -144,6 +144,36 @@ class _Block:
             starts[0] = 0
             starts[1:] = nl[:-1] + 1
         self.starts, self.ends, self.n = starts, nl, len(nl)
+        self._utf8 = self._lines = self._with_ts = None
+
+    def utf8(self) -> bool:
+        """All complete lines are valid UTF-8 (then so is any subset of them: a newline
+        never lies inside a character)."""
+        if self._utf8 is None:
+            self._utf8 = self.data.isascii() or _utf8_ok(self.buf[: self.end])
+        return self._utf8
+
+    def with_ts(self) -> np.ndarray:
+        """Lines that contain ``"ts"`` (a key the seed's shape does not have)."""
+        if self._with_ts is None:
+            self._with_ts = _lines_with(self, (b'"ts"',))
+        return self._with_ts
+
+    def gather(self, ids: np.ndarray) -> memoryview:
+        """Lines ``ids`` (each with its newline) back to back, copied at C speed."""
+        if self._lines is None:
+            offsets = np.empty(self.n + 1, dtype=np.int64)
+            offsets[:-1] = self.starts
+            offsets[-1] = self.ends[-1] + 1
+            self._lines = pa.LargeBinaryArray.from_buffers(
+                pa.large_binary(), self.n, [None, pa.py_buffer(offsets), pa.py_buffer(self.buf[: self.end])])
+        taken = self._lines.take(pa.array(ids, type=pa.int64()))
+        bounds = np.frombuffer(taken.buffers()[1], dtype=np.int64, count=len(taken) + 1, offset=taken.offset * 8)
+        return memoryview(taken.buffers()[2])[int(bounds[0]) : int(bounds[-1])]
+
+    def starts_with(self, i: int, prefix: bytes) -> bool:
+        s = int(self.starts[i])
+        return int(self.ends[i]) - s >= len(prefix) and self.data[s : s + len(prefix)] == prefix
 
     def span(self, lo: int, hi: int) -> tuple[int, int]:
         """Byte range of lines lo..hi-1 including the last newline."""
@@ -205,15 +235,19 @@ def _from_seed(t: pa.Table) -> pa.Table:
     return t.rename_columns(_JSON_SCHEMA.names)
 
 
-def _fast_buf(mv, nlines: int, ascii_ok: bool = False, seed: bool = False):
-    """Parse ``nlines`` bare ``{...}`` lines with pyarrow.
+def _fast_buf(mv, nlines: int, ascii_ok: bool = False, seed: bool = False, one_block: bool = False):
+    """Parse ``nlines`` bare ``{...}`` lines with pyarrow (``ascii_ok``: the bytes are known
+    to be valid UTF-8; ``one_block``: in one pyarrow block, so a row it names is a row of ``mv``).
 
     Returns (table of good rows, bool mask of the lines it vouches for), or an int:
     the row pyarrow complained about (a hint, not a promise), or None."""
     if not ascii_ok and not _utf8_ok(mv):
         return None
+    read = _READ_OPTIONS
+    if one_block and len(mv) >= ARROW_BLOCK:
+        read = pajson.ReadOptions(use_threads=False, block_size=len(mv) + 1)
     try:
-        t = pajson.read_json(pa.BufferReader(pa.py_buffer(mv)), read_options=_READ_OPTIONS,
+        t = pajson.read_json(pa.BufferReader(pa.py_buffer(mv)), read_options=read,
                              parse_options=_SEED_PARSE_OPTIONS if seed else _PARSE_OPTIONS)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowException) as exc:
         m = _ROW_RE.search(str(exc))
@@ -230,7 +264,7 @@ def _fast(block: _Block, lo: int, hi: int, seed: bool = False):
     if not block.simple(lo, hi):
         return None
     s, e = block.span(lo, hi)
-    return _fast_buf(block.buf[s:e], hi - lo, ascii_ok=block.data.isascii(), seed=seed)
+    return _fast_buf(block.buf[s:e], hi - lo, ascii_ok=block.utf8(), seed=seed)
 
 
 def _vouch(t: pa.Table) -> tuple[pa.Table, np.ndarray] | None:
@@ -363,12 +397,11 @@ def _parse_ids(block: _Block, ids: np.ndarray, bad: Counter, out: list, seed: bo
             _slow_out(block, ids, bad, out)
             return
         part, rest = ids[:limit], ids[limit:]
-        starts, ends = block.starts, block.ends
         if part[-1] - part[0] + 1 == len(part):  # consecutive lines: no copy
-            mv = block.buf[int(starts[part[0]]) : int(ends[part[-1]]) + 1]
+            mv = block.buf[int(block.starts[part[0]]) : int(block.ends[part[-1]]) + 1]
         else:
-            mv = memoryview(b"".join(block.buf[int(starts[i]) : int(ends[i]) + 1] for i in part))
-        res = _fast_buf(mv, len(part), seed=seed)
+            mv = block.gather(part)
+        res = _fast_buf(mv, len(part), ascii_ok=block.utf8(), seed=seed, one_block=True)
         if isinstance(res, tuple):
             table, mask = res
             out.append((part if mask.all() else part[mask], table))
@@ -395,32 +428,35 @@ def _parse_ids(block: _Block, ids: np.ndarray, bad: Counter, out: list, seed: bo
         limit = len(part) - half
 
 
-#: Bytes of JSON log lines from most to least common (a needle is searched by its rarest).
-_COMMON = b'" etaionsrlhdcu:,mpfgywbv{}k0123456789_-.TZx[]jqz'
+def _lines_with(block: _Block, needles: tuple[bytes, ...]) -> np.ndarray:
+    """Indices of the lines that contain any of ``needles`` (each at least 4 bytes long).
 
-
-def _lines_with(block: _Block, needles: tuple[bytes, ...], anchor: int | None = None) -> np.ndarray:
-    """Indices of the lines that contain any of ``needles`` (vectorised: candidates are
-    the positions of one byte of the needle, its rarest in JSON text unless ``anchor`` says
-    which, narrowed byte by byte)."""
+    Vectorised: the candidates are where the needle's first 4 bytes are, found by comparing
+    the block as 32-bit words at each of the 4 alignments; the rest is checked byte by byte."""
     arr, end = block.arr, block.end
     hits = []
-    found: dict[int, np.ndarray] = {}
+    found: dict[bytes, np.ndarray] = {}
     for needle in needles:
         k = len(needle)
+        if k < 4:
+            raise ValueError("needle too short")
         if end < k:
             continue
-        a = anchor if anchor is not None and anchor < k else \
-            max(range(k), key=lambda j: _COMMON.find(needle[j:j + 1]) % 1000)
-        pos = found.get(needle[a])
+        head = needle[:4]
+        pos = found.get(head)
         if pos is None:
-            pos = found[needle[a]] = np.flatnonzero(arr == needle[a])
-        pos = pos[(pos >= a) & (pos <= end - k + a)] - a  # where the needle would start
-        for j in range(k):
+            key = np.frombuffer(head, dtype="<u4")[0]
+            parts = []
+            for a in range(4):
+                words = (end - a) // 4
+                if words > 0:
+                    parts.append(np.flatnonzero(arr[a : a + 4 * words].view("<u4") == key) * 4 + a)
+            pos = found[head] = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        pos = pos[pos <= end - k]
+        for j in range(4, k):
             if not len(pos):
                 break
-            if j != a:
-                pos = pos[arr[pos + j] == needle[j]]
+            pos = pos[arr[pos + j] == needle[j]]
         if len(pos):
             hits.append(pos)
     if not hits:
@@ -434,27 +470,20 @@ def _slow_out(block: _Block, ids, bad: Counter, out: list) -> None:
         out.append((np.asarray(keep), t))
 
 
-def _parse_pieces(block: _Block, ids: np.ndarray, bad: Counter, out: list, seed: bool = False) -> None:
-    """Bare ``{...}`` lines ``ids`` through pyarrow in pieces of about ARROW_BLOCK bytes."""
-    if not len(ids):
-        return
-    starts, ends = block.starts, block.ends
-    sizes = (ends[ids] - starts[ids] + 1).astype(np.int64)
-    piece = np.cumsum(sizes) // (ARROW_BLOCK - (64 << 10))
-    cuts = np.flatnonzero(np.diff(piece)) + 1
-    for part in np.split(ids, cuts):
-        _parse_ids(block, part, bad, out, seed)
-
-
 def _parse_lines(block: _Block, bad: Counter) -> list:
     """[(line ids or None for all, table)] for every line of the block."""
     n = block.n
     if n == 0:
         return []
     if n >= MIN_FAST_LINES:
-        res = _fast(block, 0, n)
-        if not isinstance(res, tuple) and not len(_lines_with(block, (b'"ts"',), anchor=2)):
-            res = _fast(block, 0, n, seed=True)  # a block of the seed's shape only
+        # a whole block of one shape in one pyarrow pass: the current shape, or the seed's
+        # (tried first when the block starts with a seed-shaped line); a line with a "ts"
+        # key rules the seed's pass out (that key would win over "timestamp")
+        res = None
+        if not block.starts_with(0, b'{"timestamp":'):
+            res = _fast(block, 0, n)
+        if not isinstance(res, tuple) and not len(block.with_ts()):
+            res = _fast(block, 0, n, seed=True)
         if isinstance(res, tuple):
             table, mask = res
             if mask.all():
@@ -465,7 +494,7 @@ def _parse_lines(block: _Block, bad: Counter) -> list:
                 out.append((np.asarray(keep), t))
             return out
     # the general path: lines that are not a bare {...} go to the slow path, the
-    # others through pyarrow in pieces of about ARROW_BLOCK bytes
+    # others through pyarrow, one pass per shape (lines gathered into one buffer)
     starts, ends, arr = block.starts, block.ends, block.arr
     nonempty = ends > starts
     simple = nonempty.copy()
@@ -493,12 +522,16 @@ def _parse_lines(block: _Block, bad: Counter) -> list:
     if len(suspects):
         simple[suspects] = False
         with_ts = np.zeros(n, dtype=bool)
-        with_ts[_lines_with(block, (b'"ts"',))] = True
+        with_ts[block.with_ts()] = True
         odd = suspects[with_ts[suspects]]
         if len(odd):
             _slow_out(block, odd, bad, out)
-        _parse_pieces(block, suspects[~with_ts[suspects]], bad, out, seed=True)
-    _parse_pieces(block, np.flatnonzero(simple), bad, out)
+        seed = suspects[~with_ts[suspects]]
+        if len(seed):
+            _parse_ids(block, seed, bad, out, seed=True)
+    rest = np.flatnonzero(simple)
+    if len(rest):
+        _parse_ids(block, rest, bad, out)
     return out
 
 
@@ -510,11 +543,15 @@ def parse_bytes(buf: bytes | memoryview, bad: Counter | None = None) -> tuple[pa
     return _parse_data(buf, buf.rfind(b"\n") + 1, bad)
 
 
-def _parse_data(buf: bytes, end: int, bad: Counter) -> tuple[pa.Table, Counter]:
+def _parse_data(buf: bytes, end: int, bad: Counter, columns: list[str] | None = None) -> tuple[pa.Table, Counter]:
+    """Rows of the complete lines in ``buf[:end]`` (only ``columns``, if given) in line order."""
     block = _Block(buf, end)
     pieces = [p for p in _parse_lines(block, bad) if p[1].num_rows]
+    if columns is not None and list(columns) != ARROW_SCHEMA.names:
+        pieces = [(ids, t.select(columns)) for ids, t in pieces]
     if not pieces:
-        return ARROW_SCHEMA.empty_table(), bad
+        empty = ARROW_SCHEMA.empty_table()
+        return (empty if columns is None else empty.select(columns)), bad
     if len(pieces) == 1:
         return pieces[0][1], bad
     table = pa.concat_tables([p[1] for p in pieces])
