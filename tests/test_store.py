@@ -274,6 +274,77 @@ def test_fuzz_fast_path_record_like(lines):
     assert rows_of(store_mod._to_pandas(table)) == norm_ref(rows)
 
 
+def _reference_of(data: bytes) -> tuple[list[dict], Counter]:
+    rows, bad = [], Counter()
+    for line in data.split(b"\n")[:-1]:
+        try:
+            rows.append(parse_line(line))
+        except BadRecord as exc:
+            bad[exc.reason] += 1
+    return rows, bad
+
+
+history_messages = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant"]),
+                                                   "content": st.text(max_size=30)}), max_size=6)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.text(max_size=20), st.lists(st.text(max_size=20), max_size=3), history_messages,
+                          st.booleans(), st.booleans()), min_size=16, max_size=40),
+       st.booleans())
+def test_fuzz_seed_lines_with_history(items, interleave):
+    # seed-shaped lines with any text in the history, with and without ensure_ascii, alone
+    # or interleaved with current-shape lines: the same rows and bad counts as the reference
+    lines = []
+    for i, (text, reply, history, ascii_, naive) in enumerate(items):
+        ts = T0 + timedelta(seconds=i, microseconds=i * 991)
+        rec = {"timestamp": (ts.replace(tzinfo=None) if naive else ts).isoformat(), "conversation_id": f"c{i % 3}",
+               "user_text": text, "response": reply, "history": history}
+        lines.append(json.dumps(rec, ensure_ascii=ascii_).encode())
+        if interleave:
+            lines.append(good_line(i).rstrip(b"\n"))
+    data = b"".join(l + b"\n" for l in lines)
+    table, bad = parse_bytes(data)
+    rows, ref_bad = _reference_of(data)
+    assert +bad == +ref_bad
+    assert rows_of(store_mod._to_pandas(table)) == norm_ref(rows)
+
+
+@pytest.mark.parametrize("shape", ["seed", "mixed"])
+def test_seed_lines_with_history_take_the_fast_path(shape, monkeypatch):
+    """Seed-shaped lines as the seed's Space logs them (a growing Gradio history with quotes,
+    newlines and non-ASCII, naive times, ensure_ascii on and off), alone or interleaved line
+    by line with current-shape lines, are read by pyarrow: no line goes to the reference
+    parser, and the rows equal the reference's."""
+    from chatcore.store import parse as parse_mod
+
+    slow = []
+    real = parse_mod._slow
+    monkeypatch.setattr(parse_mod, "_slow", lambda block, idx, bad: slow.extend(idx) or real(block, idx, bad))
+    lines = []
+    for i in range(600):
+        line = seed_line(i)
+        if b'\\"ts"' in line:
+            continue  # a text ending in "ts: looks like the key, so that line is read line by line
+        lines.append(line)
+        if shape == "mixed":
+            lines.append(good_line(i))
+    data = b"".join(lines)
+    assert b"\\n" in data and "日本".encode() in data and b"\\u65e5" in data  # both encodings, escaped newlines
+    table, bad = parse_bytes(data)
+    rows, ref_bad = _reference_of(data)
+    assert not ref_bad and not bad
+    assert rows_of(store_mod._to_pandas(table)) == norm_ref(rows)
+    assert slow == []
+    # a line whose history text ends in "ts (so the raw line holds "ts") is still read right
+    odd = [seed_line(i) for i in range(40) if b'\\"ts"' in seed_line(i)]
+    assert odd
+    data = b"".join(lines[:50] + odd + lines[50:100])
+    table, bad = parse_bytes(data)
+    rows, _ = _reference_of(data)
+    assert rows_of(store_mod._to_pandas(table)) == norm_ref(rows)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=200))
 def test_fuzz_parse_line_only_raises_badrecord(raw):
@@ -338,14 +409,31 @@ def test_truncate_replace_delete_new_shard(tmp_path):
     assert_matches(store, folder)
 
 
+#: Texts for the seed's history: quotes, backslashes, newlines, tabs, non-ASCII, and text
+#: that looks like the keys the parser searches for (escaped inside a string, so not a key).
+HISTORY_TEXTS = ['say "hi"', "two\nlines\tand a tab", "naïve café 日本 🙂", 'a \\ backslash', '{"ts": "x"}',
+                 '"response": ["a"]', "", "ends in quote-ts \"ts"]
+
+
+def seed_history(i: int) -> list[dict]:
+    """The Gradio chat history before message ``i`` (``type="messages"``): the earlier turns
+    of its conversation as a user and an assistant message; it grows with the conversation."""
+    out = []
+    for j in range(i % 5):
+        out.append({"role": "user", "content": HISTORY_TEXTS[(i + j) % len(HISTORY_TEXTS)]})
+        out.append({"role": "assistant", "content": f"Hello from your Gradio Space!\nYou said: {j}"})
+    return out
+
+
 def seed_line(i: int, conv: str | None = None) -> bytes:
-    """A line as the seed's Space wrote it: ``timestamp`` (naive or with a zone), the reply
-    as a list of lines, ``json.dumps`` spacing."""
-    ts = T0 + timedelta(seconds=i)
-    stamp = ts.replace(tzinfo=None).isoformat() if i % 2 else ts.isoformat()
+    """A line as the seed's Space wrote it: ``timestamp`` (naive, as ``datetime.utcnow().isoformat()``,
+    sometimes with a zone), the reply as a list of lines, the chat ``history`` before the
+    message, ``json.dumps`` spacing (with and without ``ensure_ascii``)."""
+    ts = T0 + timedelta(seconds=i, microseconds=(i * 7919) % 1_000_000 if i % 4 else 0)
+    stamp = ts.replace(tzinfo=None).isoformat() if i % 5 else ts.isoformat()
     return json.dumps({"timestamp": stamp, "conversation_id": conv or f"c{i % 7}",
                        "user_text": f"seed question {i} ü", "response": [f"hello {i}", "You said: hi"],
-                       "history": [["a", "b"]] if i % 3 else []}).encode() + b"\n"
+                       "history": seed_history(i)}, ensure_ascii=bool(i % 3)).encode() + b"\n"
 
 
 def reference_list(rows: list[dict], search: str = "") -> dict[str, dict]:

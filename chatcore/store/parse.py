@@ -505,31 +505,16 @@ def _parse_lines(block: _Block, bad: Counter) -> list:
         keep, t = _slow(block, other, bad)
         if keep:
             out.append((np.asarray(keep), t))
-    # lines of the older shape (response as a list of lines, "timestamp" first, as the seed's
-    # Space wrote them) are read with that shape's schema; one that also has a "ts" key
-    # (which would win) is left to the reference parser. Every other line goes through the
-    # current shape's pass, which hands what it cannot read to the reference parser.
-    suspects = _lines_with(block, (b'"response":[', b'"response": ['))
-    lead = b'{"timestamp":'
-    long_enough = np.flatnonzero(simple & (ends - starts >= len(lead)))
-    first = long_enough
-    for j, byte in enumerate(lead):
-        if not len(first):
-            break
-        first = first[arr[starts[first] + j] == byte]
-    suspects = np.union1d(suspects, first)
-    suspects = suspects[simple[suspects]]
-    if len(suspects):
-        simple[suspects] = False
-        with_ts = np.zeros(n, dtype=bool)
-        with_ts[block.with_ts()] = True
-        odd = suspects[with_ts[suspects]]
-        if len(odd):
-            _slow_out(block, odd, bad, out)
-        seed = suspects[~with_ts[suspects]]
-        if len(seed):
-            _parse_ids(block, seed, bad, out, seed=True)
-    rest = np.flatnonzero(simple)
+    # Lines without a "ts" key can only be good in the seed's shape (``timestamp``, the reply
+    # as a list of lines): they are read with that shape's schema; the others with the current
+    # shape's (where "ts" wins over "timestamp", as in the reference). Each pass hands the
+    # lines it cannot vouch for to the reference parser.
+    with_ts = np.zeros(n, dtype=bool)
+    with_ts[block.with_ts()] = True
+    seed = np.flatnonzero(simple & ~with_ts)
+    if len(seed):
+        _parse_ids(block, seed, bad, out, seed=True)
+    rest = np.flatnonzero(simple & with_ts)
     if len(rest):
         _parse_ids(block, rest, bad, out)
     return out
