@@ -128,3 +128,24 @@ def test_human_readable_output_replaces_control_characters(tmp_path):
     out = run_cli("export", "--conversation", "c-evil", "--log", str(path))
     row = json.loads(out.stdout)
     assert row["user_text"] == EVIL and row["response"] == EVIL and row["error"] == EVIL
+
+
+def test_conversation_list_process_never_imports_pandas(log):
+    """The list is built from Arrow: a ``conversations`` process must not load pandas (a
+    large part of a warm run's start-up), not even through another command's parser."""
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "chatcore", "conversations", "--log", str(log),
+                          "--format", "json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)) == 4
+    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert "pyarrow" in imported
+    # (an attempt the command refuses is listed as "pandas" alone; a real import loads its parts)
+    assert not {m for m in imported if m.startswith("pandas.")}
+
+
+def test_eval_command_defaults_are_those_of_the_evaluator():
+    from chatcore import evaluate
+    from chatcore.commands import eval as eval_cmd
+
+    assert (eval_cmd.DEFAULT_SIMILARITY, eval_cmd.DEFAULT_PARALLEL) == (evaluate.DEFAULT_SIMILARITY,
+                                                                      evaluate.DEFAULT_PARALLEL)

@@ -173,9 +173,14 @@ def run_suite_cli(suite, url, judge, args, token, log_path, previous, progress):
                      previous=previous, on_conversation=progress)
 
 
+#: chatcore.evaluate's defaults, repeated here: building the command line must not import that
+#: module (it imports pandas, which every other command would then pay for at start-up).
+DEFAULT_SIMILARITY = 0.85
+DEFAULT_PARALLEL = 8
+
+
 def register(sub) -> None:
     from ..cli import _add_log
-    from ..evaluate import DEFAULT_PARALLEL, DEFAULT_SIMILARITY
 
     p = sub.add_parser("eval", help="replay a suite against a Space and score it (exit 1 below --min-pass)")
     p.add_argument("name", nargs="?", metavar="NAME", help="the suite")
