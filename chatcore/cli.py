@@ -113,7 +113,7 @@ def cmd_conversations(args) -> int:
     if not settings.log_path.exists():
         raise UsageError(f"no log at {settings.log_path} (set --log or CHAT_LOG_PATH)")
     # only the columns the list reads; the SQL engine groups, the Arrow answer is formatted as is
-    questions = Questions(LogStore(settings.log_path, columns=("ts", "conversation_id", "turn", "user_text")))
+    questions = Questions(LogStore(settings.log_path, columns=("ts", "conversation_id", "user_text")))
     questions.sync(progress=_progress_to_stderr())
     write_summary(questions.summary(since, until, iso=True), args.format, sys.stdout)
     stats = questions.store.stats

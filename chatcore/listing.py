@@ -27,9 +27,43 @@ def iso_column(col) -> list:
     return list(_iso_array(col).to_pylist())
 
 
+#: One row of ``_iso_array``'s output: ``2026-11-21`` ``T`` ``05:31:15`` ``.`` ``123`` ``Z``.
+_ISO_ROW = [("date", "S10"), ("t", "S1"), ("time", "S8"), ("dot", "S1"), ("ms", "S3"), ("z", "S1")]
+_ISO_TABLES: dict = {}
+#: The days (since 1970-01-01) of 0000-01-01 and 9999-12-31: the range written as four digits.
+_DAY_MIN, _DAY_MAX = -719_528, 2_932_896
+
+
+def _digits(values, width: int):
+    """Non-negative integers as zero-padded ASCII digits (a bytes array of ``width``)."""
+    import numpy as np
+
+    out = np.empty((len(values), width), dtype=np.uint8)
+    for k in range(width):
+        out[:, width - 1 - k] = 48 + (values // 10 ** k) % 10
+    return out
+
+
+def _iso_tables():
+    """``HH:MM:SS`` for every second of a day and ``000``..``999``, built once."""
+    import numpy as np
+
+    if not _ISO_TABLES:
+        s = np.arange(86_400)
+        hms = np.empty((86_400, 8), dtype=np.uint8)
+        hms[:, 0:2] = _digits(s // 3600, 2)
+        hms[:, 3:5] = _digits(s // 60 % 60, 2)
+        hms[:, 6:8] = _digits(s % 60, 2)
+        hms[:, 2] = hms[:, 5] = ord(":")
+        _ISO_TABLES["time"] = hms.view("S8").ravel()
+        _ISO_TABLES["ms"] = _digits(np.arange(1000), 3).view("S3").ravel()
+    return _ISO_TABLES["time"], _ISO_TABLES["ms"]
+
+
 def _iso_array(col):
-    """A timestamp[us, UTC] column as an Arrow string array of ``2026-11-21T05:31:15.123Z``:
-    the digits are computed with integer arithmetic and laid out as one buffer."""
+    """A timestamp[us, UTC] column as an Arrow string array of ``2026-11-21T05:31:15.123Z``
+    (milliseconds rounded down): each part is looked up in a small table (the distinct days,
+    the seconds of a day, the milliseconds) and laid out as one buffer."""
     import numpy as np
     import pyarrow as pa
 
@@ -38,29 +72,27 @@ def _iso_array(col):
     n = len(col)
     ms = col.cast(pa.int64()).to_numpy(zero_copy_only=False) // 1000  # floor, like the reference
     days, rem = np.divmod(ms, 86_400_000)
-    # the civil date of a day count (H. Hinnant's days_from_civil, inverted)
-    z = days + 719_468
-    era = z // 146_097
-    doe = z - era * 146_097
-    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    day = doy - (153 * mp + 2) // 5 + 1
-    month = np.where(mp < 10, mp + 3, mp - 9)
-    year = yoe + era * 400 + (month <= 2)
-    if n and (year.min() < 0 or year.max() > 9999):
+    if n and (days.min() < _DAY_MIN or days.max() > _DAY_MAX):
         text = np.char.add(np.datetime_as_string(ms.astype("datetime64[ms]"), unit="ms"), "Z")
         return pa.array(text, pa.string())
-    out = np.empty((n, 24), dtype=np.uint8)
-    fields = ((year, 0, 4), (month, 5, 2), (day, 8, 2), (rem // 3_600_000, 11, 2), (rem // 60_000 % 60, 14, 2),
-              (rem // 1000 % 60, 17, 2), (rem % 1000, 20, 3))
-    for value, at, width in fields:
-        for k in range(width):
-            out[:, at + width - 1 - k] = 48 + (value // 10 ** k) % 10
-    for at, ch in ((4, "-"), (7, "-"), (10, "T"), (13, ":"), (16, ":"), (19, "."), (23, "Z")):
-        out[:, at] = ord(ch)
+    sec, frac = np.divmod(rem, 1000)
+    lo = int(days.min()) if n else 0
+    span = (int(days.max()) - lo + 1) if n else 0
+    if span <= 4 * n + 1024:  # a log's days lie close together
+        names, index = np.arange(lo, lo + span, dtype=np.int64), days - lo
+    else:
+        names, index = np.unique(days, return_inverse=True)
+    dates = np.datetime_as_string(names.astype("datetime64[D]"), unit="D").astype("S10")
+    hms, msec = _iso_tables()
+    out = np.empty(n, dtype=_ISO_ROW)
+    out["date"] = dates[index]
+    out["t"] = b"T"
+    out["time"] = hms[sec]
+    out["dot"] = b"."
+    out["ms"] = msec[frac]
+    out["z"] = b"Z"
     offsets = np.arange(0, 24 * n + 1, 24, dtype=np.int32)
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(out))
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(out.view(np.uint8)))
 
 
 def _times(col) -> list:
@@ -88,12 +120,37 @@ def json_strings(col):
     import pyarrow.compute as pc
 
     col = pc.fill_null(col.cast(pa.string()), "")  # (no nulls here: ids and texts are never null)
-    col = pc.replace_substring(col, "\\", "\\\\")
-    col = pc.replace_substring(col, '"', '\\"')
-    if pc.any(pc.match_substring_regex(col, "[\\x00-\\x1f]")).as_py():
+    quote, backslash, control = _needs_escape(col)
+    if backslash:
+        col = pc.replace_substring(col, "\\", "\\\\")
+    if quote:
+        col = pc.replace_substring(col, '"', '\\"')
+    if control:
         for code in range(32):
             col = pc.replace_substring(col, chr(code), f"\\u{code:04x}")
     return pc.binary_join_element_wise(pa.scalar('"'), col, pa.scalar('"'), pa.scalar(""))
+
+
+def _needs_escape(col) -> tuple[bool, bool, bool]:
+    """Whether a string column holds a quote, a backslash, a control character (one pass
+    over its bytes; most lists need no escaping at all)."""
+    import numpy as np
+    import pyarrow as pa
+
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    quote = backslash = control = False
+    for c in chunks:
+        if len(c) == 0:
+            continue
+        offsets = np.frombuffer(c.buffers()[1], dtype=np.int32, count=len(c) + 1, offset=c.offset * 4)
+        data = c.buffers()[2]
+        if data is None:
+            continue
+        raw = np.frombuffer(data, dtype=np.uint8)[int(offsets[0]):int(offsets[-1])]
+        quote = quote or bool((raw == 0x22).any())
+        backslash = backslash or bool((raw == 0x5C).any())
+        control = control or bool((raw < 0x20).any())
+    return quote, backslash, control
 
 
 #: Rows formatted at once: the JSON is built and written in slices, so memory stays flat.

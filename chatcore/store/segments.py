@@ -27,6 +27,8 @@ CACHE_VERSION = 3
 CACHE_MIN_BYTES = 1 << 20
 #: ... except the first segment of a shard, written from this size on.
 CACHE_FIRST_BYTES = 64 << 10
+#: Rows per record batch in a segment file (the parsed blocks are joined up to this).
+SEGMENT_BATCH_ROWS = 1 << 18
 #: Segments per shard before the small ones are merged.
 MAX_SEGMENTS = 8
 _FP_EDGE = 64 << 10
@@ -151,9 +153,19 @@ class SegmentCache:
             tmp = self.cache_dir / (seg["file"] + f".tmp{os.getpid()}.{threading.get_ident()}")
             with pa.OSFile(str(tmp), "wb") as sink:
                 with ipc.new_file(sink, schema) as writer:
-                    for t in tables:
-                        if t.num_rows:
-                            writer.write_table(t, max_chunksize=1 << 20)
+                    # the parsed blocks (a few thousand rows each) joined into batches of about
+                    # SEGMENT_BATCH_ROWS: a reader maps a few large batches, not thousands
+                    group: list = []
+                    rows = 0
+                    for t in tables + [None]:
+                        if t is not None and t.num_rows:
+                            group.append(t)
+                            rows += t.num_rows
+                        if group and (t is None or rows >= SEGMENT_BATCH_ROWS):
+                            batch = pa.concat_tables(group).combine_chunks() if len(group) > 1 else group[0]
+                            writer.write_table(batch, max_chunksize=1 << 20)
+                            group, rows = [], 0
+                            del batch
             os.replace(tmp, self.cache_dir / seg["file"])
             mtmp = self.cache_dir / f"{key}.json.tmp{os.getpid()}.{threading.get_ident()}"
             mtmp.write_bytes(json.dumps(meta).encode())
