@@ -119,6 +119,14 @@ def json_strings(col):
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    return pc.binary_join_element_wise(pa.scalar('"'), _json_escaped(col), pa.scalar('"'), pa.scalar(""))
+
+
+def _json_escaped(col):
+    """A string column's values as the inside of JSON string literals (without the quotes)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     col = pc.fill_null(col.cast(pa.string()), "")  # (no nulls here: ids and texts are never null)
     quote, backslash, control = _needs_escape(col)
     if backslash:
@@ -128,7 +136,7 @@ def json_strings(col):
     if control:
         for code in range(32):
             col = pc.replace_substring(col, chr(code), f"\\u{code:04x}")
-    return pc.binary_join_element_wise(pa.scalar('"'), col, pa.scalar('"'), pa.scalar(""))
+    return col
 
 
 def _needs_escape(col) -> tuple[bool, bool, bool]:
@@ -170,18 +178,18 @@ def summary_json_parts(table):
 
     def times(part, name):
         col = part.column(name)
-        if not pa.types.is_string(col.type):
-            col = _iso_array(col)
-        return pc.binary_join_element_wise(pa.scalar('"'), col, pa.scalar('"'), pa.scalar(""))
+        return col if pa.types.is_string(col.type) else _iso_array(col)
 
     yield b"[\n"
     for start in range(0, table.num_rows, JSON_SLICE):
         part = table.slice(start, JSON_SLICE)
-        pieces = [pa.scalar('{"conversation_id":'), json_strings(part.column("conversation_id")),
-                  pa.scalar(',"turns":'), pc.cast(part.column("turns"), pa.string()),
-                  pa.scalar(',"first_ts":'), times(part, "first_ts"), pa.scalar(',"last_ts":'), times(part, "last_ts"),
-                  pa.scalar(',"first_user_text":'), json_strings(part.column("first_user_text")), pa.scalar("}")]
-        rows = pc.binary_join_element_wise(*pieces, pa.scalar(",\n"), pa.scalar(""))
+        # one join per slice: the quotes are part of the constant pieces
+        pieces = [pa.scalar('{"conversation_id":"'), _json_escaped(part.column("conversation_id")),
+                  pa.scalar('","turns":'), pc.cast(part.column("turns"), pa.string()),
+                  pa.scalar(',"first_ts":"'), times(part, "first_ts"), pa.scalar('","last_ts":"'),
+                  times(part, "last_ts"), pa.scalar('","first_user_text":"'),
+                  _json_escaped(part.column("first_user_text")), pa.scalar('"},\n')]
+        rows = pc.binary_join_element_wise(*pieces, pa.scalar(""))
         if isinstance(rows, pa.ChunkedArray):
             rows = rows.combine_chunks()
         # the rows, each followed by ",\n", lie back to back in the array's data buffer

@@ -149,3 +149,52 @@ def test_eval_command_defaults_are_those_of_the_evaluator():
 
     assert (eval_cmd.DEFAULT_SIMILARITY, eval_cmd.DEFAULT_PARALLEL) == (evaluate.DEFAULT_SIMILARITY,
                                                                       evaluate.DEFAULT_PARALLEL)
+
+
+def _iso_reference(us: int) -> str:
+    from datetime import datetime, timedelta, timezone
+
+    d = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=us)
+    return (f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}."
+            f"{d.microsecond // 1000:03d}Z")
+
+
+def test_iso_times_equal_the_reference_over_the_calendar():
+    import random
+
+    import pyarrow as pa
+
+    from chatcore.listing import _iso_array
+
+    rng = random.Random(5)
+    lo, hi = -62_135_596_800_000_000, 253_402_300_799_999_999  # 0001-01-01 .. 9999-12-31T23:59:59.999999
+    values = [lo, hi, 0, -1, 999, -1000, -1001, 951_782_400_000_000]  # and 2000-02-29
+    values += [rng.randint(lo, hi) for _ in range(3000)] + [rng.randint(-10**10, 10**10) for _ in range(1000)]
+    values += [1_790_000_000_000_000 + rng.randint(0, 86_400_000_000 * 30) for _ in range(3000)]  # a month of log
+    got = _iso_array(pa.array(values, pa.timestamp("us", tz="UTC"))).to_pylist()
+    assert got == [_iso_reference(v) for v in values]
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.text(max_size=12), st.text(max_size=40), st.integers(0, 10**6),
+                          st.integers(-10**15, 4 * 10**15)), max_size=30))
+def test_summary_json_is_exact_for_any_text(rows):
+    import pyarrow as pa
+
+    from chatcore.listing import summary_json
+
+    table = pa.table({"conversation_id": pa.array([r[0] for r in rows], pa.string()),
+                      "turns": pa.array([r[2] for r in rows], pa.int64()),
+                      "first_ts": pa.array([r[3] for r in rows], pa.timestamp("us", tz="UTC")),
+                      "last_ts": pa.array([r[3] + 5 for r in rows], pa.timestamp("us", tz="UTC")),
+                      "first_user_text": pa.array([r[1] for r in rows], pa.string())})
+    text = summary_json(table)
+    assert json.loads(text) == [{"conversation_id": r[0], "turns": r[2], "first_ts": _iso_reference(r[3]),
+                                 "last_ts": _iso_reference(r[3] + 5), "first_user_text": r[1]} for r in rows]
+    # one object a line, control characters as \u escapes (never raw)
+    lines = text.rstrip("\n").split("\n")
+    assert len(lines) == (len(rows) + 2 if rows else 1)
+    assert not any(ord(ch) < 32 for ch in text.replace("\n", ""))
