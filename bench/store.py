@@ -338,7 +338,8 @@ def job_duckdb_list(path: str, shape: str) -> dict:
     t0 = time.perf_counter()
     import duckdb
 
-    ts = {"v1": "ts", "seed": "timestamp"}.get(shape, "coalesce(ts, timestamp)")
+    # (in a mixed log DuckDB may type one key TIMESTAMP and the other VARCHAR: both as text)
+    ts = {"v1": "ts", "seed": "timestamp"}.get(shape, "coalesce(ts::VARCHAR, timestamp::VARCHAR)")
     src = f"read_json('{path}', format='newline_delimited')"
     if shape == "mixed":  # both keys exist somewhere: let DuckDB see the union of the fields
         src = f"read_json('{path}', format='newline_delimited', union_by_name=true)"
