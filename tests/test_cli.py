@@ -8,6 +8,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chatcore.records import make_record
 from chatcore.writer import LogWriter
@@ -173,9 +175,6 @@ def test_iso_times_equal_the_reference_over_the_calendar():
     values += [1_790_000_000_000_000 + rng.randint(0, 86_400_000_000 * 30) for _ in range(3000)]  # a month of log
     got = _iso_array(pa.array(values, pa.timestamp("us", tz="UTC"))).to_pylist()
     assert got == [_iso_reference(v) for v in values]
-
-
-from hypothesis import given, settings, strategies as st  # noqa: E402
 
 
 @settings(max_examples=60, deadline=None)
