@@ -992,3 +992,18 @@ def test_two_processes_read_while_one_writes(tmp_path):
         # it read while the writer wrote: a partial count inside the writer's lifetime
         assert any(started <= t <= ended and 100 <= n < total + 100 for t, n, _ in res["seen"]), res["seen"][:5]
         assert res["stats"]["bad_total"] == 0
+
+
+def test_contains4_finds_the_needle_at_every_alignment_and_only_before_end():
+    from chatcore.store.parse import _contains4
+
+    for size in range(4, 24):
+        for at in range(0, size - 3):
+            data = bytearray(b"x" * size)
+            data[at:at + 4] = b'"ts"'
+            data = bytes(data)
+            assert _contains4(data, size, b'"ts"'), (size, at)
+            assert not _contains4(data, at + 3, b'"ts"')  # ends inside the needle
+            assert _contains4(data, at + 4, b'"ts"')
+        assert not _contains4(b"x" * size, size, b'"ts"')
+    assert not _contains4(b'"t', 2, b'"ts"') and not _contains4(b"", 0, b'"ts"')
