@@ -541,6 +541,20 @@ def find_matching(log_path, text: str) -> dict[str, int]:
 
     hit = matcher(text)
     out: dict[str, int] = {}
+    for line in _log_lines(log_path):
+        try:
+            rec = parse_line(line.rstrip(b"\n"))
+        except BadRecord:
+            continue
+        texts = [rec.get("user_text") or "", rec.get("response") or ""]
+        if any(isinstance(t, str) and hit(t) for t in texts):
+            cid = rec["conversation_id"]
+            out[cid] = out.get(cid, 0) + 1
+    return out
+
+
+def _log_lines(log_path):
+    """Every line of every shard of the log (shards that cannot be opened are skipped)."""
     for p in shard_files(log_path):
         try:
             fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
@@ -548,17 +562,9 @@ def find_matching(log_path, text: str) -> dict[str, int]:
             continue
         try:
             for _, line in _lines(fd, os.fstat(fd).st_size):
-                try:
-                    rec = parse_line(line.rstrip(b"\n"))
-                except BadRecord:
-                    continue
-                texts = [rec.get("user_text") or "", rec.get("response") or ""]
-                if any(isinstance(t, str) and hit(t) for t in texts):
-                    cid = rec["conversation_id"]
-                    out[cid] = out.get(cid, 0) + 1
+                yield line
         finally:
             os.close(fd)
-    return out
 
 
 # ---------------------------------------------------------------------- retention
@@ -606,23 +612,15 @@ def _live_ids(log_path) -> set[str]:
     import orjson
 
     ids = set()
-    for p in shard_files(log_path):
-        try:
-            fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+    for line in _log_lines(log_path):
+        if b"conversation_id" not in line:
             continue
         try:
-            for _, line in _lines(fd, os.fstat(fd).st_size):
-                if b"conversation_id" not in line:
-                    continue
-                try:
-                    cid = orjson.loads(line).get("conversation_id")
-                except (orjson.JSONDecodeError, AttributeError):
-                    continue
-                if isinstance(cid, str):
-                    ids.add(cid)
-        finally:
-            os.close(fd)
+            cid = orjson.loads(line).get("conversation_id")
+        except (orjson.JSONDecodeError, AttributeError):
+            continue
+        if isinstance(cid, str):
+            ids.add(cid)
     return ids
 
 
