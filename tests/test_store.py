@@ -14,13 +14,35 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from chatcore import store as store_mod
 from chatcore.store import ingest as ingest_mod
 from chatcore.store import segments as segments_mod
 from chatcore.records import BAD_REASONS, COLUMNS, BadRecord, make_record
 from chatcore.store import LogStore, load_log, parse_bytes, parse_line
+
+# --------------------------------------------------------------------------- both scanners
+
+
+@pytest.fixture(autouse=True, scope="module", params=["compiled", "numpy"])
+def line_scanner(request):
+    """Every test here runs twice: with the compiled line scanner, and with the numpy checks
+    a machine without a C compiler uses (CHAT_NATIVE_SCAN=0, also for child processes)."""
+    from chatcore.store import native
+    from chatcore.store import parse as parse_mod
+
+    with pytest.MonkeyPatch.context() as mp:
+        if request.param == "compiled":
+            if parse_mod._SCANNER is None:
+                if native.compiler() is None:
+                    pytest.skip("no C compiler on this machine: only the numpy checks exist here")
+                pytest.fail("the compiled line scanner is not built or is stale: run ./run.sh setup")
+        else:
+            mp.setattr(parse_mod, "_SCANNER", None)
+            mp.setenv("CHAT_NATIVE_SCAN", "0")
+        yield request.param
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -585,8 +607,9 @@ class IncrementalMachine(RuleBasedStateMachine):
         assert_matches(self.store, self.folder)
 
 
-IncrementalMachine.TestCase.settings = settings(max_examples=50, stateful_step_count=12, deadline=None)
-test_incremental_machine = IncrementalMachine.TestCase
+def test_incremental_machine(line_scanner):
+    run_state_machine_as_test(IncrementalMachine,
+                              settings=settings(max_examples=50, stateful_step_count=12, deadline=None))
 
 
 def test_refresh_returns_new_rows_in_order(tmp_path):
@@ -1007,3 +1030,118 @@ def test_contains4_finds_the_needle_at_every_alignment_and_only_before_end():
             assert _contains4(data, at + 4, b'"ts"')
         assert not _contains4(b"x" * size, size, b'"ts"')
     assert not _contains4(b'"t', 2, b'"ts"') and not _contains4(b"", 0, b'"ts"')
+
+
+# --------------------------------------------------------------------------- the compiled scanner
+
+
+def test_a_key_spelled_with_escapes_is_read_as_the_reference_reads_it():
+    # "\u0074s" is the key "ts": it wins over "timestamp", as in the reference, on both paths
+    base = {"timestamp": "2020-05-05T00:00:00", "conversation_id": "c", "user_text": "u", "response": ["r"]}
+    lines = []
+    for key in ("\\u0074s", "t\\u0073", "ts"):
+        for i in range(20):
+            body = json.dumps(dict(base, conversation_id=f"c{i}"))[1:]
+            lines.append(f'{{"{key}": "2026-01-01T00:00:0{i % 10}Z", '.encode() + body.encode() + b"\n")
+    data = b"".join(lines)
+    table, bad = parse_bytes(data)
+    rows, ref_bad = _reference_of(data)
+    assert +bad == +ref_bad and not ref_bad
+    assert rows_of(store_mod._to_pandas(table)) == norm_ref(rows)
+    assert {r["ts"].year for r in rows} == {2026}
+
+
+def _scan_lines(lines: list[bytes]):
+    from chatcore.store import native
+
+    scanner = native.load()
+    data = b"".join(l + b"\n" for l in lines)
+    out, n, ends, flags = scanner.scan(data, len(data))
+    got = bytes(out[:n]).split(b"\n")[:-1]
+    assert len(got) == len(lines) == len(flags)
+    assert list(ends) == [i for i, b in enumerate(bytes(out[:n])) if b == 0x0A]
+    return got, [int(f) for f in flags]
+
+
+def _loads(raw: bytes):
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw.decode("utf-8"))
+
+
+_history_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=4), max_leaves=12)
+_raw_history = st.sampled_from([b"[NaN]", b"[1,]", b'["\\ud800"]', b'"\xff"', b"[", b"{}", b"[[[]]]", b"1e999",
+                                b'"\\ud83d\\ude00"', b"-0.5E+3", b"01", b"[true false]", b'{"a" 1}', b"nul"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.dictionaries(st.sampled_from(["ts", "timestamp", "conversation_id", "user_text", "a"]),
+                                          st.text(max_size=8), max_size=4),
+                          st.one_of(st.none(), _history_values.map(lambda v: json.dumps(v).encode()), _raw_history),
+                          st.integers(0, 3), st.booleans(), st.sampled_from([b"", b" ", b"\t", b"\r"])),
+                min_size=1, max_size=12),
+       st.lists(st.binary(max_size=30), max_size=4))
+def test_the_scanner_leaves_out_only_a_checked_history(line_scanner, items, junk):
+    """A line the scanner calls strict is valid JSON for the reference reader, and its copy reads
+    as the same object without "history"; any other line is copied byte for byte."""
+    if line_scanner != "compiled":
+        pytest.skip("a test of the compiled scanner itself")
+    lines = []
+    for fields, history, where, ascii_, pad in items:
+        parts = [json.dumps(k, ensure_ascii=ascii_).encode() + b": " + json.dumps(v, ensure_ascii=ascii_).encode()
+                 for k, v in fields.items()]
+        if history is not None:
+            parts.insert(min(where, len(parts)), b'"history": ' + history)
+        lines.append(pad + b"{" + b", ".join(parts) + b"}" + pad)
+    lines += [j.replace(b"\n", b"") for j in junk]
+    got, flags = _scan_lines(lines)
+    for raw, out, f in zip(lines, got, flags):
+        strict = bool(f & 1)
+        try:
+            obj = _loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            obj = None
+        if strict:
+            assert isinstance(obj, dict), raw
+            want = {k: v for k, v in obj.items() if k != "history"}
+            assert _loads(out) == want, (raw, out)
+            assert bool(f & 2) == ("ts" in obj and b'"ts"' in raw), raw
+            assert f & 16  # valid UTF-8
+            assert bool(f & 8) == (raw.count(b'"history":') == 1 and "history" in obj), raw
+        else:
+            assert out == raw
+            assert not f & 8
+        if not f & 16:
+            with pytest.raises(UnicodeDecodeError):
+                raw.decode("utf-8")
+
+
+def test_the_scanner_rejects_what_strict_json_rejects(line_scanner):
+    if line_scanner != "compiled":
+        pytest.skip("a test of the compiled scanner itself")
+    bad = [b'{"a": NaN}', b'{"a": [1,]}', b'{"a": "\\ud800"}', b'{"a": "\\udc00x"}', b'{"a": "\xc0\x80"}',
+           b'{"a": "\xed\xa0\x80"}', b'{"a": "\xf4\x90\x80\x80"}', b'{"a": "tab\there"}', b'{"a": 01}',
+           b'{"a": 1.}', b'{"a": .5}', b'{"a": +1}', b'{"a": tru}', b'{"a" 1}', b'{"a": 1,}', b"{", b"}",
+           b'{"a": 1} x', b'{"a": "\\x41"}', b'{"a": "\\u12G4"}', b'{"h": ' + b"[" * 200 + b"]" * 200 + b"}",
+           b"[1]", b'"s"', b"", b"  "]
+    good = [b'{"a": "\\ud83d\\ude00"}', b'{"a": -0.5e-3}', b'{"a": "\xf0\x9f\x99\x82"}', b'{"a": 1e999}',
+            b' {"a": [[], {}, [{"b": null}]]}\r', b'{"history": ' + b"[" * 100 + b"]" * 100 + b"}"]
+    got, flags = _scan_lines(bad + good)
+    assert [f & 1 for f in flags] == [0] * len(bad) + [1] * len(good)
+    assert got[-1] == b"{}"
+
+
+def test_a_stale_or_absent_scanner_is_not_loaded(line_scanner, monkeypatch):
+    from chatcore.store import native
+
+    if line_scanner != "compiled":
+        pytest.skip("a test of the compiled scanner itself")
+    assert native.load() is not None
+    monkeypatch.setattr(native, "source_hash", lambda: "0" * 16)  # the source changed since the build
+    assert native.load() is None
+    monkeypatch.undo()
+    monkeypatch.setenv("CHAT_NATIVE_SCAN", "0")
+    assert native.load() is None

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from ..records import COLUMNS, BadRecord, normalise
+from . import native
 from .schema import ARROW_SCHEMA, STR, UTC_US
 
 #: Scratch size for the newline finder (one block).
@@ -128,23 +129,49 @@ def _newlines(arr: np.ndarray) -> np.ndarray:
     return np.flatnonzero(eq)
 
 
+#: The compiled line scanner, when built (see chatcore.store.native); None: the numpy checks.
+_SCANNER = native.load()
+#: Raw bytes that may spell the key ``ts`` with escapes (``"\u0074s"``, ``"t\u0073"``): such a
+#: line is read with the current shape's schema, where pyarrow unescapes the key as the reference does.
+_TS_ESCAPES = (b"\\u0074", b"\\u0073")
+
+
 class _Block:
     """The complete lines in ``data[:end]``; line i is ``data[starts[i]:ends[i]]``
-    (ends exclude the newline)."""
+    (ends exclude the newline).
 
-    __slots__ = ("data", "end", "buf", "arr", "n", "starts", "ends", "_utf8", "_lines", "_with_ts")
+    With the compiled scanner, ``data`` is the scanner's copy of the lines: the same lines
+    in the same order, less the ``history`` member of each line it found strictly valid
+    (which no reader uses), and ``strict`` marks those lines; the others are read by the
+    reference parser."""
 
-    def __init__(self, data: bytes, end: int):
-        self.data, self.end = data, end
-        self.buf = memoryview(data)
+    __slots__ = ("data", "end", "buf", "arr", "n", "starts", "ends", "strict", "_utf8", "_lines", "_with_ts")
+
+    def __init__(self, data: bytes, end: int, scanner=None):
+        self.strict = None
+        self._utf8 = self._lines = self._with_ts = None
+        if scanner is not None:
+            out, end, nl, flags = scanner.scan(data, end)
+            self.buf = memoryview(out)[:end]
+            self.data = self.buf
+            strict = (flags & native.F_STRICT) != 0
+            self.strict = strict
+            # only strict lines are ever handed to pyarrow (see simple()), and they are valid UTF-8
+            self._utf8 = True
+            self._with_ts = np.flatnonzero(strict & ((flags & (native.F_TS | native.F_ESCKEY)) != 0))
+        else:
+            self.data = data
+            self.buf = memoryview(data)
+            nl = None
+        self.end = end
         self.arr = np.frombuffer(self.buf[:end], dtype=np.uint8)
-        nl = _newlines(self.arr)
+        if nl is None:
+            nl = _newlines(self.arr)
         starts = np.empty_like(nl)
         if len(nl):
             starts[0] = 0
             starts[1:] = nl[:-1] + 1
         self.starts, self.ends, self.n = starts, nl, len(nl)
-        self._utf8 = self._lines = self._with_ts = None
 
     def utf8(self) -> bool:
         """All complete lines are valid UTF-8 (then so is any subset of them: a newline
@@ -156,10 +183,10 @@ class _Block:
     def with_ts(self) -> np.ndarray:
         """Lines that contain ``"ts"`` (a key the seed's shape does not have)."""
         if self._with_ts is None:
-            if not _contains4(self.data, self.end, b'"ts"'):  # the usual answer for a seed block
-                self._with_ts = np.zeros(0, dtype=np.int64)
+            if not (_contains4(self.data, self.end, b'"ts"') or _contains4(self.data, self.end, b"u007")):
+                self._with_ts = np.zeros(0, dtype=np.int64)  # the usual answer for a seed block
             else:
-                self._with_ts = _lines_with(self, (b'"ts"',))
+                self._with_ts = _lines_with(self, (b'"ts"',) + _TS_ESCAPES)
         return self._with_ts
 
     def gather(self, ids: np.ndarray) -> memoryview:
@@ -186,6 +213,8 @@ class _Block:
         """Every line lo..hi-1 is a bare ``{...}`` (not blank, no spaces around):
         what the writer produces."""
         if hi <= lo:
+            return False
+        if self.strict is not None and not self.strict[lo:hi].all():
             return False
         arr, starts, ends = self.arr, self.starts[lo:hi], self.ends[lo:hi]
         if (ends - starts < 2).any():
@@ -520,6 +549,8 @@ def _parse_lines(block: _Block, bad: Counter) -> list:
     nonempty = ends > starts
     simple = nonempty.copy()
     simple[nonempty] = (arr[starts[nonempty]] == 0x7B) & (arr[ends[nonempty] - 1] == 0x7D)
+    if block.strict is not None:
+        simple &= block.strict  # the scanner found the others broken (or unusual): the reference reads them
     out: list = []
     other = np.flatnonzero(~simple)
     if len(other):
@@ -551,7 +582,7 @@ def parse_bytes(buf: bytes | memoryview, bad: Counter | None = None) -> tuple[pa
 
 def _parse_data(buf: bytes, end: int, bad: Counter, columns: list[str] | None = None) -> tuple[pa.Table, Counter]:
     """Rows of the complete lines in ``buf[:end]`` (only ``columns``, if given) in line order."""
-    block = _Block(buf, end)
+    block = _Block(buf, end, _SCANNER)
     pieces = [p for p in _parse_lines(block, bad) if p[1].num_rows]
     if columns is not None and list(columns) != ARROW_SCHEMA.names:
         pieces = [(ids, t.select(columns)) for ids, t in pieces]

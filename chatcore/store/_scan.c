@@ -1,0 +1,313 @@
+/* One pass over a block of log lines: where each line ends, whether it is strictly valid
+ * JSON (RFC 8259, valid UTF-8), which top-level keys matter for routing it, and a copy of
+ * the block in which the top-level "history" member of a valid line is left out.
+ *
+ * The seed's log lines carry the whole conversation so far under "history", which no reader
+ * of the log uses: it is two thirds of such a log's bytes. A line is only shortened after
+ * this pass has checked all of it, history included, so the shortened line is read exactly
+ * as the whole line would be (the reference reader ignores "history" but rejects a line
+ * whose history is broken JSON or broken UTF-8; such a line is copied unchanged here).
+ *
+ * Built by ./run.sh setup (chatcore/store/native.py); used through ctypes, which
+ * releases the GIL for the call. Without it, chatcore.store.parse does the same checks in
+ * numpy, more slowly. */
+#include <stdint.h>
+#include <string.h>
+
+#ifndef SOURCE_HASH
+#define SOURCE_HASH "unknown"
+#endif
+
+#define F_STRICT 1  /* a strictly valid JSON object (then also valid UTF-8) */
+#define F_TS 2      /* a top-level key spelled exactly "ts" */
+#define F_ESCKEY 4  /* a top-level key written with a backslash escape */
+#define F_CUT 8     /* its one top-level "history" member was left out of the copy */
+#define F_UTF8 16   /* the line is valid UTF-8 */
+
+#define MAX_DEPTH 128
+
+/* The hash of this source, compiled in, so that a stale build is never loaded. */
+const char *chatcore_scan_source(void) { return SOURCE_HASH; }
+
+/* 1 for bytes that may stand in a string as they are: printable ASCII but '"' and '\\'. */
+static uint8_t PLAIN[256];
+static int plain_ready = 0;
+
+static void init_plain(void) {
+    for (int c = 0; c < 256; c++) PLAIN[c] = (c >= 0x20 && c < 0x80 && c != '"' && c != '\\');
+    plain_ready = 1;
+}
+
+/* Length of the valid UTF-8 sequence at p (lead byte >= 0x80), or 0. */
+static int utf8_seq(const uint8_t *p, const uint8_t *e) {
+    uint8_t c = p[0];
+    if (c >= 0xC2 && c <= 0xDF) {
+        if (e - p < 2 || (p[1] & 0xC0) != 0x80) return 0;
+        return 2;
+    }
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (e - p < 3) return 0;
+        uint8_t lo = 0x80, hi = 0xBF;
+        if (c == 0xE0) lo = 0xA0;       /* no overlong forms */
+        else if (c == 0xED) hi = 0x9F;  /* no UTF-16 surrogates */
+        if (p[1] < lo || p[1] > hi || (p[2] & 0xC0) != 0x80) return 0;
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (e - p < 4) return 0;
+        uint8_t lo = 0x80, hi = 0xBF;
+        if (c == 0xF0) lo = 0x90;
+        else if (c == 0xF4) hi = 0x8F;  /* nothing above U+10FFFF */
+        if (p[1] < lo || p[1] > hi || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80) return 0;
+        return 4;
+    }
+    return 0;
+}
+
+static int utf8_valid(const uint8_t *p, const uint8_t *e) {
+    while (p < e) {
+        if (*p < 0x80) { p++; continue; }
+        int k = utf8_seq(p, e);
+        if (!k) return 0;
+        p += k;
+    }
+    return 1;
+}
+
+static int hex4(const uint8_t *p, const uint8_t *e, unsigned *out) {
+    if (e - p < 4) return 0;
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        uint8_t c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= c - '0';
+        else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
+        else return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+/* p is just after an opening quote. Returns the byte after the closing quote, or NULL if the
+ * string is not valid (a control byte, a bad escape, a lone surrogate escape, bad UTF-8). */
+/* Whether none of 8 bytes ends or escapes a string, or is a control or non-ASCII byte. */
+static inline int plain8(const uint8_t *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
+    uint64_t bad = (v | ((v - ones * 0x20) & ~v) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs;
+    return bad == 0;
+}
+
+static const uint8_t *scan_string(const uint8_t *p, const uint8_t *e, int *escaped) {
+    for (;;) {
+        while (e - p >= 8 && plain8(p)) p += 8;
+        while (p < e && PLAIN[*p]) p++;
+        if (p >= e) return NULL;
+        uint8_t c = *p;
+        if (c == '"') return p + 1;
+        if (c == '\\') {
+            *escaped = 1;
+            if (e - p < 2) return NULL;
+            uint8_t x = p[1];
+            if (x == 'u') {
+                unsigned v;
+                if (!hex4(p + 2, e, &v)) return NULL;
+                p += 6;
+                if (v >= 0xDC00 && v <= 0xDFFF) return NULL;  /* a low surrogate alone */
+                if (v >= 0xD800 && v <= 0xDBFF) {             /* must be followed by a low one */
+                    unsigned w;
+                    if (e - p < 6 || p[0] != '\\' || p[1] != 'u' || !hex4(p + 2, e, &w)) return NULL;
+                    if (w < 0xDC00 || w > 0xDFFF) return NULL;
+                    p += 6;
+                }
+                continue;
+            }
+            if (x == '"' || x == '\\' || x == '/' || x == 'b' || x == 'f' || x == 'n' || x == 'r' || x == 't') {
+                p += 2;
+                continue;
+            }
+            return NULL;
+        }
+        if (c < 0x20) return NULL;
+        int k = utf8_seq(p, e);
+        if (!k) return NULL;
+        p += k;
+    }
+}
+
+static const uint8_t *scan_number(const uint8_t *p, const uint8_t *e) {
+    if (p < e && *p == '-') p++;
+    if (p >= e) return NULL;
+    if (*p == '0') p++;
+    else if (*p >= '1' && *p <= '9') { while (p < e && *p >= '0' && *p <= '9') p++; }
+    else return NULL;
+    if (p < e && *p == '.') {
+        p++;
+        if (p >= e || *p < '0' || *p > '9') return NULL;
+        while (p < e && *p >= '0' && *p <= '9') p++;
+    }
+    if (p < e && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < e && (*p == '+' || *p == '-')) p++;
+        if (p >= e || *p < '0' || *p > '9') return NULL;
+        while (p < e && *p >= '0' && *p <= '9') p++;
+    }
+    return p;
+}
+
+static inline const uint8_t *ws(const uint8_t *p, const uint8_t *e) {
+    while (p < e && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) p++;
+    return p;
+}
+
+/* Checks the line [s, e). Returns its flags; for a line with exactly one top-level "history"
+ * member, [*cut_lo, *cut_hi) is the span to leave out (with one of the commas around it). */
+static int scan_line(const uint8_t *s, const uint8_t *e, int64_t *cut_lo, int64_t *cut_hi) {
+    char stack[MAX_DEPTH];
+    int depth = 0, flags = 0, histories = 0;
+    const uint8_t *p = ws(s, e);
+    const uint8_t *last_comma = NULL;  /* the last comma between top-level members */
+    const uint8_t *hist_lo = NULL, *hist_hi = NULL;
+    int in_history = 0, hist_first = 0;
+    if (p >= e || *p != '{') return 0;
+    stack[depth++] = '{';
+    p = ws(p + 1, e);
+    if (p < e && *p == '}') { depth = 0; p++; goto done; }
+    goto key;
+
+value:
+    if (p >= e) return 0;
+    switch (*p) {
+    case '{':
+        if (depth >= MAX_DEPTH) return 0;
+        stack[depth++] = '{';
+        p = ws(p + 1, e);
+        if (p < e && *p == '}') { depth--; p++; goto after; }
+        goto key;
+    case '[':
+        if (depth >= MAX_DEPTH) return 0;
+        stack[depth++] = '[';
+        p = ws(p + 1, e);
+        if (p < e && *p == ']') { depth--; p++; goto after; }
+        goto value;
+    case '"': {
+        int esc = 0;
+        p = scan_string(p + 1, e, &esc);
+        if (!p) return 0;
+        goto after;
+    }
+    case 't':
+        if (e - p < 4 || memcmp(p, "true", 4)) return 0;
+        p += 4;
+        goto after;
+    case 'f':
+        if (e - p < 5 || memcmp(p, "false", 5)) return 0;
+        p += 5;
+        goto after;
+    case 'n':
+        if (e - p < 4 || memcmp(p, "null", 4)) return 0;
+        p += 4;
+        goto after;
+    default:
+        p = scan_number(p, e);
+        if (!p) return 0;
+        goto after;
+    }
+
+key: {
+    /* p is at the first byte of a member of the object on top of the stack */
+    if (p >= e || *p != '"') return 0;
+    const uint8_t *k = p;
+    int esc = 0;
+    p = scan_string(p + 1, e, &esc);
+    if (!p) return 0;
+    if (depth == 1) {
+        if (esc) flags |= F_ESCKEY;
+        else if (p - k == 4 && k[1] == 't' && k[2] == 's') flags |= F_TS;
+        else if (p - k == 9 && !memcmp(k, "\"history\"", 9)) {
+            histories++;
+            in_history = 1;
+            hist_first = last_comma == NULL;
+            hist_lo = hist_first ? k : last_comma;
+        }
+    }
+    p = ws(p, e);
+    if (p >= e || *p != ':') return 0;
+    p = ws(p + 1, e);
+    goto value;
+}
+
+after:
+    if (depth == 1 && in_history) {
+        hist_hi = p;
+        in_history = 0;
+    }
+    p = ws(p, e);
+    if (depth == 0) goto done;
+    if (p >= e) return 0;
+    if (*p == ',') {
+        if (depth == 1) {
+            /* a history member that came first leaves out the comma after it */
+            if (hist_first && last_comma == NULL && hist_hi) hist_hi = p + 1;
+            last_comma = p;
+        }
+        p = ws(p + 1, e);
+        if (stack[depth - 1] == '{') goto key;
+        goto value;
+    }
+    if ((*p == '}' && stack[depth - 1] == '{') || (*p == ']' && stack[depth - 1] == '[')) {
+        depth--;
+        p++;
+        goto after;
+    }
+    return 0;
+
+done:
+    if (ws(p, e) != e) return 0;
+    flags |= F_STRICT | F_UTF8;
+    if (histories == 1 && hist_lo && hist_hi) {
+        *cut_lo = hist_lo - s;
+        *cut_hi = hist_hi - s;
+        flags |= F_CUT;
+    }
+    return flags;
+}
+
+/* The complete lines of in[0:end] (end is just after a newline, or 0). Each line is written to
+ * out (room for end bytes) followed by its newline; ends[i] is where line i's newline is in out,
+ * flags[i] its flags. Returns the number of lines, or -1 if there are more than max_lines;
+ * *out_len is the bytes written. */
+int64_t chatcore_scan(const uint8_t *in, int64_t end, uint8_t *out, int64_t *ends, uint8_t *flags,
+                      int64_t max_lines, int64_t *out_len) {
+    if (!plain_ready) init_plain();
+    const uint8_t *p = in, *stop = in + end;
+    uint8_t *o = out;
+    int64_t n = 0;
+    while (p < stop) {
+        const uint8_t *nl = memchr(p, '\n', (size_t)(stop - p));
+        if (!nl) break;
+        if (n >= max_lines) return -1;
+        int64_t lo = 0, hi = 0;
+        int f = scan_line(p, nl, &lo, &hi);
+        if (!(f & F_STRICT) && utf8_valid(p, nl)) f |= F_UTF8;
+        if (f & F_CUT) {
+            memcpy(o, p, (size_t)lo);
+            o += lo;
+            memcpy(o, p + hi, (size_t)(nl - p - hi));
+            o += nl - p - hi;
+        } else {
+            memcpy(o, p, (size_t)(nl - p));
+            o += nl - p;
+        }
+        ends[n] = o - out;
+        *o++ = '\n';
+        flags[n] = (uint8_t)f;
+        n++;
+        p = nl + 1;
+    }
+    *out_len = o - out;
+    return n;
+}
