@@ -1145,3 +1145,52 @@ def test_a_stale_or_absent_scanner_is_not_loaded(line_scanner, monkeypatch):
     monkeypatch.undo()
     monkeypatch.setenv("CHAT_NATIVE_SCAN", "0")
     assert native.load() is None
+
+
+def test_the_scanner_is_memory_safe_on_hostile_lines(line_scanner, tmp_path):
+    """The log holds what visitors typed: the scanner is run over thousands of mutated lines
+    (cut strings and escapes, stray quotes and brackets, broken UTF-8, NUL bytes, blocks
+    ending without a newline), each block in a buffer of exactly its size, under
+    AddressSanitizer and UndefinedBehaviorSanitizer."""
+    import struct
+    import subprocess
+
+    from chatcore.store import native
+
+    if line_scanner != "compiled":
+        pytest.skip("a test of the compiled scanner itself")
+    harness = tmp_path / "harness"
+    build = subprocess.run([native.compiler(), "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                            '-DSOURCE_HASH="test"', str(Path(__file__).parent / "native" / "scan_harness.c"),
+                            str(native.SOURCE), "-o", str(harness)], capture_output=True, text=True)
+    if build.returncode != 0 and "asan" in build.stderr.lower():
+        pytest.skip(f"this compiler has no AddressSanitizer: {build.stderr[-200:]}")
+    assert build.returncode == 0, build.stderr
+    rng = random.Random(11)
+    base = [seed_line(i) for i in range(60)] + [good_line(i) for i in range(60)]
+    tokens = [b'"', b"\\", b"\\u", b"\\ud83d", b"\\ude00", b"\\ud800", b"{", b"}", b"[", b"]", b",", b":",
+              b'"history"', b'"ts"', b"\xc3", b"\xe2\x82", b"\xf0\x9f\x99", b"\xed\xa0\x80", b"\xff", b"\x00",
+              b"\n", b" ", b"1e", b"-", b"0", b"true", b"nul", b'"\\u0074s"', b"[" * 200]
+    blobs = []
+    for _ in range(6000):
+        lines = []
+        for _ in range(rng.randint(1, 6)):
+            line = bytearray(rng.choice(base).rstrip(b"\n"))
+            for _ in range(rng.randint(0, 4)):
+                pos, op = rng.randint(0, len(line)), rng.random()
+                if op < 0.4:
+                    line[pos:pos] = rng.choice(tokens)
+                elif op < 0.7:
+                    del line[pos:pos + rng.randint(1, 40)]
+                else:
+                    line = line[:pos]
+            lines.append(bytes(line) + b"\n")
+        blob = b"".join(lines)
+        if rng.random() < 0.3:
+            blob = blob[:rng.randint(0, len(blob))]
+        blobs.append(struct.pack("<I", len(blob)) + blob)
+    (tmp_path / "blobs.bin").write_bytes(b"".join(blobs))
+    res = subprocess.run([str(harness), str(tmp_path / "blobs.bin")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    lines, strict = map(int, res.stdout.split()[0:3:2])
+    assert lines > 6000 and 0 < strict < lines  # both kinds were exercised
