@@ -1194,3 +1194,44 @@ def test_the_scanner_is_memory_safe_on_hostile_lines(line_scanner, tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr[-3000:]
     lines, strict = map(int, res.stdout.split()[0:3:2])
     assert lines > 6000 and 0 < strict < lines  # both kinds were exercised
+
+
+def test_the_scanners_utf8_checks_agree_with_each_other_and_with_python(line_scanner, tmp_path):
+    """The block's UTF-8 check has three forms (AVX2, SSSE3, plain C): they agree on every 1-3
+    byte sequence across the vector boundaries and on random longer ones (a C harness), and
+    the plain one agrees with Python's own decoder."""
+    import ctypes
+    import subprocess
+
+    from chatcore.store import native
+
+    if line_scanner != "compiled":
+        pytest.skip("a test of the compiled scanner itself")
+    harness = tmp_path / "utf8"
+    build = subprocess.run([native.compiler(), "-O2", '-DSOURCE_HASH="test"',
+                            str(Path(__file__).parent / "native" / "utf8_harness.c"), str(native.SOURCE),
+                            "-o", str(harness)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    res = subprocess.run([str(harness)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:]
+    total, valid = map(int, res.stdout.split())
+    assert total > 100_000_000 and 0 < valid < total
+
+    lib = ctypes.CDLL(str(native.LIBRARY))
+    lib.chatcore_utf8_valid.argtypes = [ctypes.c_char_p, ctypes.c_int64]
+    rng = random.Random(5)
+    samples = [bytes([a, b]) for a in range(256) for b in range(256)]
+    samples += [bytes(rng.choice((rng.randrange(256), rng.randrange(0x80, 0xC0), rng.randrange(0xC0, 0x100)))
+                      for _ in range(rng.randint(3, 6))) for _ in range(60_000)]
+    try:
+        for path in (2, 0):  # the plain C one, then this processor's fastest
+            lib.chatcore_force_utf8_path(path)
+            for raw in samples:
+                try:
+                    raw.decode("utf-8")
+                    want = 1
+                except UnicodeDecodeError:
+                    want = 0
+                assert lib.chatcore_utf8_valid(raw, len(raw)) == want, (path, raw)
+    finally:
+        lib.chatcore_force_utf8_path(0)

@@ -16,12 +16,16 @@
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define HAVE_SSSE3_PATH 1
+#endif
 
 #ifndef SOURCE_HASH
 #define SOURCE_HASH "unknown"
 #endif
 
-#define F_STRICT 1  /* a strictly valid JSON object (then also valid UTF-8) */
+#define F_STRICT 1  /* a strictly valid JSON object in valid UTF-8 */
 #define F_TS 2      /* a top-level key spelled exactly "ts" */
 #define F_ESCKEY 4  /* a top-level key written with a backslash escape */
 #define F_CUT 8     /* its one top-level "history" member was left out of the copy */
@@ -32,12 +36,13 @@
 /* The hash of this source, compiled in, so that a stale build is never loaded. */
 const char *chatcore_scan_source(void) { return SOURCE_HASH; }
 
-/* 1 for bytes that may stand in a string as they are: printable ASCII but '"' and '\\'. */
+/* 1 for bytes that may stand in a string as they are: all but '"', '\\' and control bytes
+ * (non-ASCII bytes are checked as UTF-8 for the whole block beforehand, see utf8_block). */
 static uint8_t PLAIN[256];
 static int plain_ready = 0;
 
 static void init_plain(void) {
-    for (int c = 0; c < 256; c++) PLAIN[c] = (c >= 0x20 && c < 0x80 && c != '"' && c != '\\');
+    for (int c = 0; c < 256; c++) PLAIN[c] = (c >= 0x20 && c != '"' && c != '\\');
     plain_ready = 1;
 }
 
@@ -77,6 +82,192 @@ static int utf8_valid(const uint8_t *p, const uint8_t *e) {
     return 1;
 }
 
+/* Whether [p, e) is valid UTF-8 with an 8-byte ASCII fast path (the fallback of utf8_block). */
+static int utf8_valid_scalar(const uint8_t *p, const uint8_t *e) {
+    while (p < e) {
+        if (e - p >= 8) {
+            uint64_t v;
+            memcpy(&v, p, 8);
+            if (!(v & 0x8080808080808080ULL)) { p += 8; continue; }
+        }
+        if (*p < 0x80) { p++; continue; }
+        int k = utf8_seq(p, e);
+        if (!k) return 0;
+        p += k;
+    }
+    return 1;
+}
+
+#ifdef HAVE_SSSE3_PATH
+/* UTF-8 validation 16 bytes at a time by table lookups on nibbles (the "lookup" algorithm of
+ * Keiser and Lemire, "Validating UTF-8 in less than one instruction per byte", 2021): each
+ * byte and the one before it are classified by three 16-entry tables whose AND is nonzero
+ * exactly where the pair cannot occur; a continuation byte expected two or three places after
+ * a lead byte is checked separately. Checked against utf8_valid_scalar by tests/test_store.py. */
+#define T __attribute__((target("ssse3")))
+
+T static inline __m128i shr4(__m128i v) { return _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0F)); }
+
+T static inline __m128i special_cases(__m128i input, __m128i prev1) {
+    const uint8_t TOO_SHORT = 1 << 0, TOO_LONG = 1 << 1, OVERLONG_3 = 1 << 2, TOO_LARGE = 1 << 3,
+                  SURROGATE = 1 << 4, OVERLONG_2 = 1 << 5, TOO_LARGE_1000 = 1 << 6, OVERLONG_4 = 1 << 6,
+                  TWO_CONTS = 1 << 7;
+    const uint8_t CARRY = TOO_SHORT | TOO_LONG | TWO_CONTS;
+    const __m128i byte_1_high_t = _mm_setr_epi8(
+        TOO_LONG, TOO_LONG, TOO_LONG, TOO_LONG, TOO_LONG, TOO_LONG, TOO_LONG, TOO_LONG,
+        TWO_CONTS, TWO_CONTS, TWO_CONTS, TWO_CONTS,
+        TOO_SHORT | OVERLONG_2, TOO_SHORT, TOO_SHORT | OVERLONG_3 | SURROGATE,
+        TOO_SHORT | TOO_LARGE | TOO_LARGE_1000 | OVERLONG_4);
+    const __m128i byte_1_low_t = _mm_setr_epi8(
+        CARRY | OVERLONG_3 | OVERLONG_2 | OVERLONG_4, CARRY | OVERLONG_2, CARRY, CARRY,
+        CARRY | TOO_LARGE, CARRY | TOO_LARGE | TOO_LARGE_1000, CARRY | TOO_LARGE | TOO_LARGE_1000,
+        CARRY | TOO_LARGE | TOO_LARGE_1000, CARRY | TOO_LARGE | TOO_LARGE_1000,
+        CARRY | TOO_LARGE | TOO_LARGE_1000, CARRY | TOO_LARGE | TOO_LARGE_1000,
+        CARRY | TOO_LARGE | TOO_LARGE_1000, CARRY | TOO_LARGE | TOO_LARGE_1000,
+        CARRY | TOO_LARGE | TOO_LARGE_1000 | SURROGATE, CARRY | TOO_LARGE | TOO_LARGE_1000,
+        CARRY | TOO_LARGE | TOO_LARGE_1000);
+    const __m128i byte_2_high_t = _mm_setr_epi8(
+        TOO_SHORT, TOO_SHORT, TOO_SHORT, TOO_SHORT, TOO_SHORT, TOO_SHORT, TOO_SHORT, TOO_SHORT,
+        TOO_LONG | OVERLONG_2 | TWO_CONTS | OVERLONG_3 | TOO_LARGE_1000 | OVERLONG_4,
+        TOO_LONG | OVERLONG_2 | TWO_CONTS | OVERLONG_3 | TOO_LARGE,
+        TOO_LONG | OVERLONG_2 | TWO_CONTS | SURROGATE | TOO_LARGE,
+        TOO_LONG | OVERLONG_2 | TWO_CONTS | SURROGATE | TOO_LARGE,
+        TOO_SHORT, TOO_SHORT, TOO_SHORT, TOO_SHORT);
+    __m128i b1h = _mm_shuffle_epi8(byte_1_high_t, shr4(prev1));
+    __m128i b1l = _mm_shuffle_epi8(byte_1_low_t, _mm_and_si128(prev1, _mm_set1_epi8(0x0F)));
+    __m128i b2h = _mm_shuffle_epi8(byte_2_high_t, shr4(input));
+    return _mm_and_si128(_mm_and_si128(b1h, b1l), b2h);
+}
+
+T static int utf8_block_ssse3(const uint8_t *p, const uint8_t *e) {
+    __m128i error = _mm_setzero_si128(), prev = _mm_setzero_si128(), prev_incomplete = _mm_setzero_si128();
+    /* a lead byte in the last 3 places of a chunk that needs more bytes than remain in it */
+    const __m128i max_value = _mm_setr_epi8(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                            (char)(0xF0 - 1), (char)(0xE0 - 1), (char)(0xC0 - 1));
+    uint8_t tail[16];
+    while (p < e) {
+        __m128i input;
+        if (e - p >= 16) {
+            input = _mm_loadu_si128((const __m128i *)p);
+            p += 16;
+        } else {
+            memset(tail, 0, 16);  /* padded with ASCII NULs: a sequence cut at the end stays cut */
+            memcpy(tail, p, (size_t)(e - p));
+            input = _mm_loadu_si128((const __m128i *)tail);
+            p = e;
+        }
+        if (_mm_movemask_epi8(input) == 0) {
+            error = _mm_or_si128(error, prev_incomplete);
+        } else {
+            __m128i prev1 = _mm_alignr_epi8(input, prev, 15);
+            __m128i sc = special_cases(input, prev1);
+            __m128i prev2 = _mm_alignr_epi8(input, prev, 14), prev3 = _mm_alignr_epi8(input, prev, 13);
+            __m128i third = _mm_subs_epu8(prev2, _mm_set1_epi8((char)(0xE0 - 0x80)));
+            __m128i fourth = _mm_subs_epu8(prev3, _mm_set1_epi8((char)(0xF0 - 0x80)));
+            __m128i must23_80 = _mm_and_si128(_mm_or_si128(third, fourth), _mm_set1_epi8((char)0x80));
+            error = _mm_or_si128(error, _mm_xor_si128(must23_80, sc));
+        }
+        prev_incomplete = _mm_subs_epu8(input, max_value);
+        prev = input;
+    }
+    error = _mm_or_si128(error, prev_incomplete);
+    return _mm_movemask_epi8(_mm_cmpeq_epi8(error, _mm_setzero_si128())) == 0xFFFF;
+}
+#undef T
+
+/* The same with 32-byte vectors. */
+#define T __attribute__((target("avx2")))
+
+T static inline __m256i shr4_256(__m256i v) { return _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0F)); }
+
+/* the 32 bytes before each byte's position, N places back, across the two halves */
+#define PREV256(input, prev, n) _mm256_alignr_epi8(input, _mm256_permute2x128_si256(prev, input, 0x21), 16 - (n))
+
+T static int utf8_block_avx2(const uint8_t *p, const uint8_t *e) {
+    const uint8_t TOO_SHORT = 1 << 0, TOO_LONG = 1 << 1, OVERLONG_3 = 1 << 2, TOO_LARGE = 1 << 3,
+                  SURROGATE = 1 << 4, OVERLONG_2 = 1 << 5, TOO_LARGE_1000 = 1 << 6, OVERLONG_4 = 1 << 6,
+                  TWO_CONTS = 1 << 7;
+    const uint8_t CARRY = TOO_SHORT | TOO_LONG | TWO_CONTS;
+    const __m128i b1h_128 = _mm_setr_epi8(
+        TOO_LONG, TOO_LONG, TOO_LONG, TOO_LONG, TOO_LONG, TOO_LONG, TOO_LONG, TOO_LONG,
+        TWO_CONTS, TWO_CONTS, TWO_CONTS, TWO_CONTS,
+        TOO_SHORT | OVERLONG_2, TOO_SHORT, TOO_SHORT | OVERLONG_3 | SURROGATE,
+        TOO_SHORT | TOO_LARGE | TOO_LARGE_1000 | OVERLONG_4);
+    const __m128i b1l_128 = _mm_setr_epi8(
+        CARRY | OVERLONG_3 | OVERLONG_2 | OVERLONG_4, CARRY | OVERLONG_2, CARRY, CARRY,
+        CARRY | TOO_LARGE, CARRY | TOO_LARGE | TOO_LARGE_1000, CARRY | TOO_LARGE | TOO_LARGE_1000,
+        CARRY | TOO_LARGE | TOO_LARGE_1000, CARRY | TOO_LARGE | TOO_LARGE_1000,
+        CARRY | TOO_LARGE | TOO_LARGE_1000, CARRY | TOO_LARGE | TOO_LARGE_1000,
+        CARRY | TOO_LARGE | TOO_LARGE_1000, CARRY | TOO_LARGE | TOO_LARGE_1000,
+        CARRY | TOO_LARGE | TOO_LARGE_1000 | SURROGATE, CARRY | TOO_LARGE | TOO_LARGE_1000,
+        CARRY | TOO_LARGE | TOO_LARGE_1000);
+    const __m128i b2h_128 = _mm_setr_epi8(
+        TOO_SHORT, TOO_SHORT, TOO_SHORT, TOO_SHORT, TOO_SHORT, TOO_SHORT, TOO_SHORT, TOO_SHORT,
+        TOO_LONG | OVERLONG_2 | TWO_CONTS | OVERLONG_3 | TOO_LARGE_1000 | OVERLONG_4,
+        TOO_LONG | OVERLONG_2 | TWO_CONTS | OVERLONG_3 | TOO_LARGE,
+        TOO_LONG | OVERLONG_2 | TWO_CONTS | SURROGATE | TOO_LARGE,
+        TOO_LONG | OVERLONG_2 | TWO_CONTS | SURROGATE | TOO_LARGE,
+        TOO_SHORT, TOO_SHORT, TOO_SHORT, TOO_SHORT);
+    const __m256i b1h_t = _mm256_broadcastsi128_si256(b1h_128), b1l_t = _mm256_broadcastsi128_si256(b1l_128),
+                  b2h_t = _mm256_broadcastsi128_si256(b2h_128);
+    const __m256i max_value = _mm256_setr_epi8(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                               -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                               (char)(0xF0 - 1), (char)(0xE0 - 1), (char)(0xC0 - 1));
+    __m256i error = _mm256_setzero_si256(), prev = _mm256_setzero_si256(), prev_incomplete = _mm256_setzero_si256();
+    uint8_t tail[32];
+    while (p < e) {
+        __m256i input;
+        if (e - p >= 32) {
+            input = _mm256_loadu_si256((const __m256i *)p);
+            p += 32;
+        } else {
+            memset(tail, 0, 32);
+            memcpy(tail, p, (size_t)(e - p));
+            input = _mm256_loadu_si256((const __m256i *)tail);
+            p = e;
+        }
+        if (_mm256_movemask_epi8(input) == 0) {
+            error = _mm256_or_si256(error, prev_incomplete);
+        } else {
+            __m256i prev1 = PREV256(input, prev, 1);
+            __m256i sc = _mm256_and_si256(
+                _mm256_and_si256(_mm256_shuffle_epi8(b1h_t, shr4_256(prev1)),
+                                 _mm256_shuffle_epi8(b1l_t, _mm256_and_si256(prev1, _mm256_set1_epi8(0x0F)))),
+                _mm256_shuffle_epi8(b2h_t, shr4_256(input)));
+            __m256i third = _mm256_subs_epu8(PREV256(input, prev, 2), _mm256_set1_epi8((char)(0xE0 - 0x80)));
+            __m256i fourth = _mm256_subs_epu8(PREV256(input, prev, 3), _mm256_set1_epi8((char)(0xF0 - 0x80)));
+            __m256i must23_80 = _mm256_and_si256(_mm256_or_si256(third, fourth), _mm256_set1_epi8((char)0x80));
+            error = _mm256_or_si256(error, _mm256_xor_si256(must23_80, sc));
+        }
+        prev_incomplete = _mm256_subs_epu8(input, max_value);
+        prev = input;
+    }
+    error = _mm256_or_si256(error, prev_incomplete);
+    return _mm256_testz_si256(error, error);
+}
+#undef PREV256
+#undef T
+#endif
+
+static int have_ssse3 = -1, have_avx2 = -1;
+/* For the tests: 0 the fastest path this processor has, 1 at most SSSE3, 2 scalar. */
+static int force_path = 0;
+void chatcore_force_utf8_path(int path) { force_path = path; }
+
+/* Whether [p, e) is valid UTF-8 (newlines are ASCII, so a valid block has only valid lines). */
+int chatcore_utf8_valid(const uint8_t *p, int64_t n) {
+#ifdef HAVE_SSSE3_PATH
+    if (have_ssse3 < 0) {
+        __builtin_cpu_init();
+        have_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+        have_ssse3 = __builtin_cpu_supports("ssse3") ? 1 : 0;
+    }
+    if (have_avx2 && !force_path) return utf8_block_avx2(p, p + n);
+    if (have_ssse3 && force_path != 2) return utf8_block_ssse3(p, p + n);
+#endif
+    return utf8_valid_scalar(p, p + n);
+}
+
 static int hex4(const uint8_t *p, const uint8_t *e, unsigned *out) {
     if (e - p < 4) return 0;
     unsigned v = 0;
@@ -94,26 +285,26 @@ static int hex4(const uint8_t *p, const uint8_t *e, unsigned *out) {
 
 /* p is just after an opening quote. Returns the byte after the closing quote, or NULL if the
  * string is not valid (a control byte, a bad escape, a lone surrogate escape, bad UTF-8). */
-/* Whether none of 8 bytes ends or escapes a string, or is a control or non-ASCII byte. */
+/* Whether none of 8 bytes ends or escapes a string, or is a control byte (exact: the borrows of
+ * these tests only reach bytes above a true hit). */
 static inline int plain8(const uint8_t *p) {
     uint64_t v;
     memcpy(&v, p, 8);
     const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
     uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
-    uint64_t bad = (v | ((v - ones * 0x20) & ~v) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs;
+    uint64_t bad = (((v - ones * 0x20) & ~v) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs;
     return bad == 0;
 }
 
 static const uint8_t *scan_string(const uint8_t *p, const uint8_t *e, int *escaped) {
     for (;;) {
 #ifdef __SSE2__
-        /* 16 bytes at a time: the first '"', '\\', control or non-ASCII byte */
-        const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'), space = _mm_set1_epi8(0x20);
+        /* 16 bytes at a time: the first '"', '\\' or control byte */
+        const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'), ctl = _mm_set1_epi8(0x1F);
         while (e - p >= 16) {
             __m128i v = _mm_loadu_si128((const __m128i *)p);
-            /* signed: bytes >= 0x80 are negative, so "< 0x20" also finds them */
             __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
-                                       _mm_cmplt_epi8(v, space));
+                                       _mm_cmpeq_epi8(_mm_min_epu8(v, ctl), v)); /* unsigned v <= 0x1F */
             int mask = _mm_movemask_epi8(hit);
             if (mask) {
                 p += __builtin_ctz((unsigned)mask);
@@ -153,10 +344,7 @@ static const uint8_t *scan_string(const uint8_t *p, const uint8_t *e, int *escap
             }
             return NULL;
         }
-        if (c < 0x20) return NULL;
-        int k = utf8_seq(p, e);
-        if (!k) return NULL;
-        p += k;
+        return NULL; /* a control byte */
     }
 }
 
@@ -289,7 +477,7 @@ after:
 
 done:
     if (ws(p, e) != e) return 0;
-    flags |= F_STRICT | F_UTF8;
+    flags |= F_STRICT;
     if (histories == 1 && hist_lo && hist_hi) {
         *cut_lo = hist_lo - s;
         *cut_hi = hist_hi - s;
@@ -305,6 +493,8 @@ done:
 int64_t chatcore_scan(const uint8_t *in, int64_t end, uint8_t *out, int64_t *ends, uint8_t *flags,
                       int64_t max_lines, int64_t *out_len) {
     if (!plain_ready) init_plain();
+    /* the usual case: the whole block is valid UTF-8, then every line is */
+    int block_utf8 = chatcore_utf8_valid(in, end);
     const uint8_t *p = in, *stop = in + end;
     uint8_t *o = out;
     int64_t n = 0;
@@ -314,7 +504,8 @@ int64_t chatcore_scan(const uint8_t *in, int64_t end, uint8_t *out, int64_t *end
         if (n >= max_lines) return -1;
         int64_t lo = 0, hi = 0;
         int f = scan_line(p, nl, &lo, &hi);
-        if (!(f & F_STRICT) && utf8_valid(p, nl)) f |= F_UTF8;
+        if (block_utf8 || utf8_valid(p, nl)) f |= F_UTF8;
+        else f = 0;  /* the JSON scan let non-ASCII bytes pass: broken UTF-8 is never strict */
         if (f & F_CUT) {
             memcpy(o, p, (size_t)lo);
             o += lo;
