@@ -26,9 +26,9 @@
 #endif
 
 #define F_STRICT 1  /* a strictly valid JSON object in valid UTF-8 */
-#define F_TS 2      /* a top-level key spelled exactly "ts" */
+#define F_TS 2      /* a top-level key spelled exactly "ts" (in the copy) */
 #define F_ESCKEY 4  /* a top-level key written with a backslash escape */
-#define F_CUT 8     /* its one top-level "history" member was left out of the copy */
+#define F_CUT 8     /* its copy was edited (see scan_line) */
 #define F_UTF8 16   /* the line is valid UTF-8 */
 
 #define MAX_DEPTH 128
@@ -373,15 +373,49 @@ static inline const uint8_t *ws(const uint8_t *p, const uint8_t *e) {
     return p;
 }
 
-/* Checks the line [s, e). Returns its flags; for a line with exactly one top-level "history"
- * member, [*cut_lo, *cut_hi) is the span to leave out (with one of the commas around it). */
-static int scan_line(const uint8_t *s, const uint8_t *e, int64_t *cut_lo, int64_t *cut_hi) {
+/* The edits that turn a checked line of the seed's shape into the current shape. */
+enum { E_DELETE, E_TS_KEY, E_ZONE, E_JOIN };
+typedef struct { int64_t lo, hi; int kind; } edit_t;
+#define MAX_EDITS 5
+
+/* Members of the top-level object the copy may change. */
+enum { M_NONE, M_HISTORY, M_TIMESTAMP, M_RESPONSE, M_USER_TEXT };
+
+/* [p, e) is a time the reference reads as naive (taken as UTC) and pyarrow reads exactly with a
+ * "Z" after it: YYYY-MM-DDTHH:MM:SS with an optional fraction of 1 to 6 digits. */
+static int naive_iso(const uint8_t *p, const uint8_t *e) {
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd";
+    int64_t n = e - p;
+    if (n != 19 && (n < 21 || n > 26)) return 0;
+    for (int i = 0; i < 19; i++) {
+        if (shape[i] == 'd' ? (p[i] < '0' || p[i] > '9') : p[i] != (uint8_t)shape[i]) return 0;
+    }
+    if (n == 19) return 1;
+    if (p[19] != '.') return 0;
+    for (int64_t i = 20; i < n; i++) if (p[i] < '0' || p[i] > '9') return 0;
+    return 1;
+}
+
+/* Checks the line [s, e). Returns its flags, and for a strict line the edits (offsets in the
+ * line, sorted) that make its copy: the one top-level "history" member left out (with one of the
+ * commas around it); and, for a line with no "ts" key and one "timestamp" key, that key renamed
+ * "ts" (its value given a "Z" when it is a naive time of the usual form: the reference takes
+ * naive times as UTC); a top-level "response" or "user_text" that is a list of strings written
+ * as one string, the items joined by "\n" (as the reference joins them). Each edit is exact:
+ * the copy reads, field for field, as the reference reads the line. */
+static int scan_line(const uint8_t *s, const uint8_t *e, edit_t *edits, int *n_edits) {
     char stack[MAX_DEPTH];
-    int depth = 0, flags = 0, histories = 0;
+    int depth = 0, flags = 0;
     const uint8_t *p = ws(s, e);
     const uint8_t *last_comma = NULL;  /* the last comma between top-level members */
-    const uint8_t *hist_lo = NULL, *hist_hi = NULL;
-    int in_history = 0, hist_first = 0;
+    int member = M_NONE;               /* the top-level member whose value is being read */
+    const uint8_t *value_lo = NULL;
+    int list_of_strings = 0;
+    int histories = 0, timestamps = 0, texts[2] = {0, 0};
+    const uint8_t *hist_lo = NULL, *hist_hi = NULL, *ts_key = NULL, *ts_quote = NULL;
+    const uint8_t *join_lo[2] = {NULL, NULL}, *join_hi[2] = {NULL, NULL};
+    int hist_first = 0, ts_naive = 0;
+    *n_edits = 0;
     if (p >= e || *p != '{') return 0;
     stack[depth++] = '{';
     p = ws(p + 1, e);
@@ -390,6 +424,12 @@ static int scan_line(const uint8_t *s, const uint8_t *e, int64_t *cut_lo, int64_
 
 value:
     if (p >= e) return 0;
+    if (depth == 1) {
+        value_lo = p;
+        list_of_strings = *p == '[';
+    } else if (depth == 2 && list_of_strings && *p != '"') {
+        list_of_strings = 0;  /* an item of a top-level list that is not a string */
+    }
     switch (*p) {
     case '{':
         if (depth >= MAX_DEPTH) return 0;
@@ -407,6 +447,7 @@ value:
         int esc = 0;
         p = scan_string(p + 1, e, &esc);
         if (!p) return 0;
+        if (depth == 1 && member == M_TIMESTAMP && !esc && naive_iso(value_lo + 1, p - 1)) ts_naive = 1;
         goto after;
     }
     case 't':
@@ -435,13 +476,26 @@ key: {
     p = scan_string(p + 1, e, &esc);
     if (!p) return 0;
     if (depth == 1) {
+        member = M_NONE;
+        int64_t n = p - k;
         if (esc) flags |= F_ESCKEY;
-        else if (p - k == 4 && k[1] == 't' && k[2] == 's') flags |= F_TS;
-        else if (p - k == 9 && !memcmp(k, "\"history\"", 9)) {
+        else if (n == 4 && !memcmp(k, "\"ts\"", 4)) flags |= F_TS;
+        else if (n == 9 && !memcmp(k, "\"history\"", 9)) {
+            member = M_HISTORY;
             histories++;
-            in_history = 1;
             hist_first = last_comma == NULL;
             hist_lo = hist_first ? k : last_comma;
+        } else if (n == 11 && !memcmp(k, "\"timestamp\"", 11)) {
+            member = M_TIMESTAMP;
+            timestamps++;
+            ts_key = k;
+            ts_naive = 0;
+        } else if (n == 10 && !memcmp(k, "\"response\"", 10)) {
+            member = M_RESPONSE;
+            texts[0]++;
+        } else if (n == 11 && !memcmp(k, "\"user_text\"", 11)) {
+            member = M_USER_TEXT;
+            texts[1]++;
         }
     }
     p = ws(p, e);
@@ -451,9 +505,16 @@ key: {
 }
 
 after:
-    if (depth == 1 && in_history) {
-        hist_hi = p;
-        in_history = 0;
+    if (depth == 1 && member != M_NONE) {
+        /* p is just after the value of a top-level member the copy may change */
+        if (member == M_HISTORY) hist_hi = p;
+        else if (member == M_TIMESTAMP) ts_quote = ts_naive ? p - 1 : NULL;
+        else if (list_of_strings) {
+            int t = member == M_RESPONSE ? 0 : 1;
+            join_lo[t] = value_lo;
+            join_hi[t] = p;
+        }
+        member = M_NONE;
     }
     p = ws(p, e);
     if (depth == 0) goto done;
@@ -478,12 +539,49 @@ after:
 done:
     if (ws(p, e) != e) return 0;
     flags |= F_STRICT;
-    if (histories == 1 && hist_lo && hist_hi) {
-        *cut_lo = hist_lo - s;
-        *cut_hi = hist_hi - s;
-        flags |= F_CUT;
+    {
+        int n = 0;
+        if (histories == 1 && hist_lo && hist_hi) edits[n++] = (edit_t){hist_lo - s, hist_hi - s, E_DELETE};
+        if (timestamps == 1 && !(flags & (F_TS | F_ESCKEY))) {
+            edits[n++] = (edit_t){ts_key - s, ts_key - s + 11, E_TS_KEY};
+            if (ts_quote) edits[n++] = (edit_t){ts_quote - s, ts_quote - s + 1, E_ZONE};
+            flags |= F_TS;  /* it has a "ts" key now */
+        }
+        for (int t = 0; t < 2; t++)
+            if (texts[t] == 1 && join_lo[t]) edits[n++] = (edit_t){join_lo[t] - s, join_hi[t] - s, E_JOIN};
+        for (int i = 1; i < n; i++) {  /* sorted by position (they never overlap) */
+            edit_t x = edits[i];
+            int j = i - 1;
+            while (j >= 0 && edits[j].lo > x.lo) { edits[j + 1] = edits[j]; j--; }
+            edits[j + 1] = x;
+        }
+        *n_edits = n;
+        if (n) flags |= F_CUT;
     }
     return flags;
+}
+
+/* Writes [lo, hi) of the line s (a list of strings, already checked) as one string, the
+ * items joined by the escape "\n". Returns the end of what it wrote. */
+static uint8_t *join_strings(const uint8_t *s, int64_t lo, int64_t hi, uint8_t *o) {
+    const uint8_t *p = s + lo + 1, *e = s + hi - 1;  /* inside the brackets */
+    int first = 1;
+    *o++ = '"';
+    for (;;) {
+        p = ws(p, e);
+        if (p >= e) break;
+        if (*p == ',') { p++; continue; }
+        /* a string item */
+        int esc = 0;
+        const uint8_t *q = scan_string(p + 1, e + 1, &esc);
+        if (!first) { *o++ = '\\'; *o++ = 'n'; }
+        first = 0;
+        memcpy(o, p + 1, (size_t)(q - 1 - (p + 1)));
+        o += q - 1 - (p + 1);
+        p = q;
+    }
+    *o++ = '"';
+    return o;
 }
 
 /* The complete lines of in[0:end] (end is just after a newline, or 0). Each line is written to
@@ -502,19 +600,23 @@ int64_t chatcore_scan(const uint8_t *in, int64_t end, uint8_t *out, int64_t *end
         const uint8_t *nl = memchr(p, '\n', (size_t)(stop - p));
         if (!nl) break;
         if (n >= max_lines) return -1;
-        int64_t lo = 0, hi = 0;
-        int f = scan_line(p, nl, &lo, &hi);
+        edit_t edits[MAX_EDITS];
+        int n_edits = 0;
+        int f = scan_line(p, nl, edits, &n_edits);
         if (block_utf8 || utf8_valid(p, nl)) f |= F_UTF8;
-        else f = 0;  /* the JSON scan let non-ASCII bytes pass: broken UTF-8 is never strict */
-        if (f & F_CUT) {
-            memcpy(o, p, (size_t)lo);
-            o += lo;
-            memcpy(o, p + hi, (size_t)(nl - p - hi));
-            o += nl - p - hi;
-        } else {
-            memcpy(o, p, (size_t)(nl - p));
-            o += nl - p;
+        else f = 0, n_edits = 0;  /* the JSON scan let non-ASCII bytes pass: broken UTF-8 is never strict */
+        int64_t at = 0;  /* the line is copied up to here */
+        for (int i = 0; i < n_edits; i++) {
+            edit_t x = edits[i];
+            memcpy(o, p + at, (size_t)(x.lo - at));
+            o += x.lo - at;
+            if (x.kind == E_TS_KEY) { memcpy(o, "\"ts\"", 4); o += 4; }
+            else if (x.kind == E_ZONE) { *o++ = 'Z'; *o++ = '"'; }
+            else if (x.kind == E_JOIN) o = join_strings(p, x.lo, x.hi, o);
+            at = x.hi;
         }
+        memcpy(o, p + at, (size_t)(nl - p - at));
+        o += nl - p - at;
         ends[n] = o - out;
         *o++ = '\n';
         flags[n] = (uint8_t)f;

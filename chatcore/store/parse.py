@@ -141,9 +141,10 @@ class _Block:
     (ends exclude the newline).
 
     With the compiled scanner, ``data`` is the scanner's copy of the lines: the same lines
-    in the same order, less the ``history`` member of each line it found strictly valid
-    (which no reader uses), and ``strict`` marks those lines; the others are read by the
-    reference parser."""
+    in the same order; each line it found strictly valid (marked in ``strict``) is in the
+    current shape, without the ``history`` no reader uses (a seed-shaped line's ``timestamp``
+    is its ``ts``, a reply given as a list of lines is one text); the others are copied as
+    they are and read by the reference parser."""
 
     __slots__ = ("data", "end", "buf", "arr", "n", "starts", "ends", "strict", "_utf8", "_lines", "_with_ts")
 
@@ -158,7 +159,9 @@ class _Block:
             self.strict = strict
             # only strict lines are ever handed to pyarrow (see simple()), and they are valid UTF-8
             self._utf8 = True
-            self._with_ts = np.flatnonzero(strict & ((flags & (native.F_TS | native.F_ESCKEY)) != 0))
+            # the copy of a seed-shaped line has the current shape (see _scan.c): every strict
+            # line is read with the current shape's schema
+            self._with_ts = np.flatnonzero(strict)
         else:
             self.data = data
             self.buf = memoryview(data)
