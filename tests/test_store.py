@@ -1035,6 +1035,9 @@ def test_contains4_finds_the_needle_at_every_alignment_and_only_before_end():
 
 # --------------------------------------------------------------------------- the compiled scanner
 
+#: Tests of the scanner itself run once, with it (the fixture above would also run them without).
+COMPILED_ONLY = pytest.mark.parametrize("line_scanner", ["compiled"], indirect=True)
+
 
 def test_a_key_spelled_with_escapes_is_read_as_the_reference_reads_it():
     # "\u0074s" is the key "ts": it wins over "timestamp", as in the reference, on both paths
@@ -1098,6 +1101,7 @@ def _expected_copy(obj: dict) -> dict:
     return want
 
 
+@COMPILED_ONLY
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.dictionaries(st.sampled_from(["ts", "timestamp", "conversation_id", "user_text", "response",
                                                            "a"]), _field_values, max_size=4),
@@ -1110,8 +1114,6 @@ def test_the_scanners_copy_reads_as_the_reference_reads_the_line(line_scanner, i
     """A line the scanner calls strict is valid JSON for the reference reader, and its copy reads
     as the same record in the current shape (no "history", "timestamp" as "ts", lists of lines
     as text); any other line is copied byte for byte."""
-    if line_scanner != "compiled":
-        pytest.skip("a test of the compiled scanner itself")
     lines = []
     for fields, history, where, ascii_, pad, compact in items:
         sep = b"," if compact else b", "
@@ -1144,9 +1146,8 @@ def test_the_scanners_copy_reads_as_the_reference_reads_the_line(line_scanner, i
                 raw.decode("utf-8")
 
 
+@COMPILED_ONLY
 def test_the_scanner_rejects_what_strict_json_rejects(line_scanner):
-    if line_scanner != "compiled":
-        pytest.skip("a test of the compiled scanner itself")
     bad = [b'{"a": NaN}', b'{"a": [1,]}', b'{"a": "\\ud800"}', b'{"a": "\\udc00x"}', b'{"a": "\xc0\x80"}',
            b'{"a": "\xed\xa0\x80"}', b'{"a": "\xf4\x90\x80\x80"}', b'{"a": "tab\there"}', b'{"a": 01}',
            b'{"a": 1.}', b'{"a": .5}', b'{"a": +1}', b'{"a": tru}', b'{"a" 1}', b'{"a": 1,}', b"{", b"}",
@@ -1169,11 +1170,10 @@ def test_the_scanner_rejects_what_strict_json_rejects(line_scanner):
     assert got[1:] == same and [f & 8 for f in flags] == [8, 0, 0, 0]
 
 
+@COMPILED_ONLY
 def test_a_stale_or_absent_scanner_is_not_loaded(line_scanner, monkeypatch):
     from chatcore.store import native
 
-    if line_scanner != "compiled":
-        pytest.skip("a test of the compiled scanner itself")
     assert native.load() is not None
     monkeypatch.setattr(native, "source_hash", lambda: "0" * 16)  # the source changed since the build
     assert native.load() is None
@@ -1182,6 +1182,7 @@ def test_a_stale_or_absent_scanner_is_not_loaded(line_scanner, monkeypatch):
     assert native.load() is None
 
 
+@COMPILED_ONLY
 def test_the_scanner_is_memory_safe_on_hostile_lines(line_scanner, tmp_path):
     """The log holds what visitors typed: the scanner is run over thousands of mutated lines
     (cut strings and escapes, stray quotes and brackets, broken UTF-8, NUL bytes, blocks
@@ -1192,8 +1193,6 @@ def test_the_scanner_is_memory_safe_on_hostile_lines(line_scanner, tmp_path):
 
     from chatcore.store import native
 
-    if line_scanner != "compiled":
-        pytest.skip("a test of the compiled scanner itself")
     harness = tmp_path / "harness"
     build = subprocess.run([native.compiler(), "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
                             '-DSOURCE_HASH="test"', str(Path(__file__).parent / "native" / "scan_harness.c"),
@@ -1231,6 +1230,7 @@ def test_the_scanner_is_memory_safe_on_hostile_lines(line_scanner, tmp_path):
     assert lines > 6000 and 0 < strict < lines  # both kinds were exercised
 
 
+@COMPILED_ONLY
 def test_the_scanners_utf8_checks_agree_with_each_other_and_with_python(line_scanner, tmp_path):
     """The block's UTF-8 check has three forms (AVX2, SSSE3, plain C): they agree on every 1-3
     byte sequence across the vector boundaries and on random longer ones (a C harness), and
@@ -1240,8 +1240,6 @@ def test_the_scanners_utf8_checks_agree_with_each_other_and_with_python(line_sca
 
     from chatcore.store import native
 
-    if line_scanner != "compiled":
-        pytest.skip("a test of the compiled scanner itself")
     harness = tmp_path / "utf8"
     build = subprocess.run([native.compiler(), "-O2", '-DSOURCE_HASH="test"',
                             str(Path(__file__).parent / "native" / "utf8_harness.c"), str(native.SOURCE),
