@@ -115,7 +115,14 @@ def cmd_conversations(args) -> int:
     # only the columns the list reads; the SQL engine groups, the Arrow answer is formatted as is
     questions = Questions(LogStore(settings.log_path, columns=("ts", "conversation_id", "user_text")))
     questions.sync(progress=_progress_to_stderr())
-    write_summary(questions.summary(since, until, iso=True), args.format, sys.stdout)
+    if args.format == "json" and since is None and until is None and getattr(sys.stdout, "buffer", None) is not None:
+        # the whole list, unchanged since it was last printed: sent as it was saved
+        if not questions.send_saved_summary_json(sys.stdout.buffer):
+            table = questions.summary(iso=True)
+            with questions.saving_summary_json() as copy:
+                write_summary(table, "json", sys.stdout, copy_to=copy)
+    else:
+        write_summary(questions.summary(since, until, iso=True), args.format, sys.stdout)
     stats = questions.store.stats
     if stats.get("bad_total"):
         print(f"note: skipped {stats['bad_total']} bad line(s) in the log", file=sys.stderr)

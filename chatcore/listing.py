@@ -203,13 +203,16 @@ def summary_json(table) -> str:
     return "".join(bytes(p).decode("utf-8") for p in summary_json_parts(table))
 
 
-def write_summary(table, fmt: str, stream) -> None:
-    """:func:`format_summary` written to a text stream (JSON as bytes to its buffer, no copies)."""
+def write_summary(table, fmt: str, stream, copy_to=None) -> None:
+    """:func:`format_summary` written to a text stream (JSON as bytes to its buffer, no copies);
+    ``copy_to``: a binary file that also gets the JSON."""
     binary = getattr(stream, "buffer", None)
     if fmt == "json" and binary is not None:
         stream.flush()
         for part in summary_json_parts(table):
             binary.write(part)
+            if copy_to is not None:
+                copy_to.write(part)
         binary.flush()
         return
     stream.write(format_summary(table, fmt))

@@ -197,3 +197,32 @@ def test_summary_json_is_exact_for_any_text(rows):
     lines = text.rstrip("\n").split("\n")
     assert len(lines) == (len(rows) + 2 if rows else 1)
     assert not any(ord(ch) < 32 for ch in text.replace("\n", ""))
+
+
+def test_an_unchanged_whole_list_is_sent_as_saved_and_a_changed_log_is_listed_again(log):
+    """``conversations --format json`` keeps what it printed beside the store's cache; the next
+    run on the unchanged log sends those bytes as they are (here doctored, to see that they are
+    what is sent), and a run after an append lists the log again."""
+    first = run_cli("conversations", "--log", str(log), "--format", "json")
+    assert first.returncode == 0, first.stderr
+    saved = list((log.parent / ".chatcore-cache").glob("summary-*.json"))
+    assert len(saved) == 1
+    head, _, body = saved[0].read_bytes().partition(b"\n")
+    assert body.decode() == first.stdout and json.loads(head)  # the store state it was made from
+    assert run_cli("conversations", "--log", str(log), "--format", "json").stdout == first.stdout
+    saved[0].write_bytes(head + b"\n" + body.replace(b'"c-new"', b'"c-NEW"'))
+    assert '"c-NEW"' in run_cli("conversations", "--log", str(log), "--format", "json").stdout
+    # a filtered list or another format is never taken from it
+    assert '"c-NEW"' not in run_cli("conversations", "--log", str(log), "--format", "json",
+                                    "--since", "2026-11-01").stdout
+    assert "c-NEW" not in run_cli("conversations", "--log", str(log), "--format", "csv").stdout
+    LogWriter(log).append(make_record(conversation_id="c-newest", turn=0, user_text="later", response="r",
+                                      latency_ms=5.0, source="widget", backend="echo",
+                                      ts="2026-11-22T10:00:00.000Z"))
+    after = run_cli("conversations", "--log", str(log), "--format", "json")
+    rows = json.loads(after.stdout)
+    assert [r["conversation_id"] for r in rows][:2] == ["c-newest", "c-new"] and '"c-NEW"' not in after.stdout
+    assert saved[0].read_bytes().partition(b"\n")[2].decode() == after.stdout  # saved again
+    # a saved file that is cut short or from other rows is a miss, never sent
+    saved[0].write_bytes(b"[]\n")
+    assert run_cli("conversations", "--log", str(log), "--format", "json").stdout == after.stdout

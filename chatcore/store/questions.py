@@ -483,6 +483,91 @@ class Questions:
         ident = json.dumps([os.path.abspath(self.store.path), list(self.columns), CACHE_VERSION, _SUMMARY_VERSION])
         return self.store.cache_dir / f"summary-{hashlib.sha1(ident.encode()).hexdigest()[:20]}.arrow"
 
+    # The whole-log list as the CLI prints it (``--format json``), saved after the list is printed
+    # and sent as it is while the log has not changed: a warm list of 625,000 conversations is
+    # then a file copy, not a formatting of 136 MB of JSON. The first line of the file is the
+    # store state the text was made from.
+    _JSON_FORMAT = 1
+
+    def _summary_json_path(self):
+        path = self._summary_path()
+        return None if path is None else path.with_name(f"{path.stem}.v{self._JSON_FORMAT}.json")
+
+    def send_saved_summary_json(self, stream) -> bool:
+        """Write the saved JSON list to ``stream`` (a binary file object) if it is still the
+        answer for the store as synced; False (nothing written) otherwise."""
+        import json
+        import os
+        import shutil
+
+        path = self._summary_json_path()
+        if path is None:
+            return False
+        want = json.dumps(self.store.state()).encode()
+        try:
+            with open(path, "rb") as src:
+                if src.readline().rstrip(b"\n") != want:
+                    return False
+                stream.flush()
+                start = offset = src.tell()
+                size = os.fstat(src.fileno()).st_size
+                try:  # no copy through Python when the kernel can do it
+                    while offset < size:
+                        sent = os.sendfile(stream.fileno(), src.fileno(), offset, size - offset)
+                        if sent == 0:
+                            break
+                        offset += sent
+                except (AttributeError, OSError, ValueError):  # not a stream sendfile can write to
+                    if offset != start:
+                        raise
+                if offset < size:
+                    src.seek(offset)
+                    shutil.copyfileobj(src, stream, 1 << 20)
+                stream.flush()
+                return True
+        except FileNotFoundError:
+            return False
+
+    def saving_summary_json(self):
+        """A context manager giving a binary file to write the JSON list into (or None when there
+        is no cache folder, or it cannot be written); saved atomically when the block ends
+        without an error."""
+        import contextlib
+        import json
+        import os
+        import threading
+
+        @contextlib.contextmanager
+        def saving():
+            path = self._summary_json_path()
+            if path is None:
+                yield None
+                return
+            tmp = path.with_name(path.name + f".tmp{os.getpid()}.{threading.get_ident()}")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                out = open(tmp, "wb")
+            except OSError:
+                yield None
+                return
+            ok = False
+            try:
+                out.write(json.dumps(self.store.state()).encode() + b"\n")
+                yield out
+                ok = True
+            finally:
+                try:
+                    out.close()
+                    if ok:
+                        os.replace(tmp, path)
+                except OSError:
+                    ok = False
+                if not ok:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp)
+
+        return saving()
+
     def _summary_all(self) -> pa.Table:
         import json
 
