@@ -308,7 +308,9 @@ def purge_cache(log_path, needles: list[bytes], shards: list[Path] = ()) -> int:
     for q in sorted(cache.rglob("*")):
         if not q.is_file() or q.name == REWRITES_FILE:
             continue
-        hit = _contains(q, needles)
+        # a saved whole-log list is made from every shard: never worth keeping after a change
+        # (and a printed list may hold an id in an escaped form the needle would not match)
+        hit = q.name.startswith("summary-") or _contains(q, needles)
         if not hit and names and q.suffix == ".json":
             try:
                 hit = orjson.loads(q.read_bytes()).get("path") in names

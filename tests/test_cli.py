@@ -205,7 +205,7 @@ def test_an_unchanged_whole_list_is_sent_as_saved_and_a_changed_log_is_listed_ag
     what is sent), and a run after an append lists the log again."""
     first = run_cli("conversations", "--log", str(log), "--format", "json")
     assert first.returncode == 0, first.stderr
-    saved = list((log.parent / ".chatcore-cache").glob("summary-*.json"))
+    saved = list((log.parent / ".chatcore-cache").glob("summary-*.cli-json"))
     assert len(saved) == 1
     head, _, body = saved[0].read_bytes().partition(b"\n")
     assert body.decode() == first.stdout and json.loads(head)  # the store state it was made from

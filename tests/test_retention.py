@@ -86,6 +86,11 @@ def test_forget_while_four_writer_processes_append(tmp_path):
     store.wait_cache()
     assert any(SECRET.encode() in p.read_bytes() for p in _all_files(folder / ".chatcore-cache")), \
         "precondition: the cache holds the text"
+    # and the CLI's saved list, whose first question of the conversation holds it too
+    listed = subprocess.run([sys.executable, "-m", "chatcore", "conversations", "--log", str(folder), "--format", "json"],
+                            cwd=ROOT, capture_output=True, timeout=120)
+    assert SECRET.encode() in listed.stdout
+    assert any(SECRET.encode() in p.read_bytes() for p in (folder / ".chatcore-cache").glob("summary-*.cli-json"))
 
     # the Live page's feed: a running tail, and a viewer's copy of what it showed
     feed = LiveFeed(folder, capacity=1_000_000, poll_interval=0.05)

@@ -491,7 +491,8 @@ class Questions:
 
     def _summary_json_path(self):
         path = self._summary_path()
-        return None if path is None else path.with_name(f"{path.stem}.v{self._JSON_FORMAT}.json")
+        # (not ".json": that is the suffix of the store's manifests)
+        return None if path is None else path.with_name(f"{path.stem}.v{self._JSON_FORMAT}.cli-json")
 
     def send_saved_summary_json(self, stream) -> bool:
         """Write the saved JSON list to ``stream`` (a binary file object) if it is still the
