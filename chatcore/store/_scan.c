@@ -36,15 +36,9 @@
 /* The hash of this source, compiled in, so that a stale build is never loaded. */
 const char *chatcore_scan_source(void) { return SOURCE_HASH; }
 
-/* 1 for bytes that may stand in a string as they are: all but '"', '\\' and control bytes
- * (non-ASCII bytes are checked as UTF-8 for the whole block beforehand, see utf8_block). */
-static uint8_t PLAIN[256];
-static int plain_ready = 0;
-
-static void init_plain(void) {
-    for (int c = 0; c < 256; c++) PLAIN[c] = (c >= 0x20 && c != '"' && c != '\\');
-    plain_ready = 1;
-}
+/* Whether a byte may stand in a string as it is: all but '"', '\\' and control bytes
+ * (non-ASCII bytes are checked as UTF-8 for the whole block beforehand, see chatcore_utf8_valid). */
+static inline int plain(uint8_t c) { return c >= 0x20 && c != '"' && c != '\\'; }
 
 /* Length of the valid UTF-8 sequence at p (lead byte >= 0x80), or 0. */
 static inline int utf8_seq(const uint8_t *p, const uint8_t *e) {
@@ -249,7 +243,16 @@ T static int utf8_block_avx2(const uint8_t *p, const uint8_t *e) {
 #undef T
 #endif
 
-static int have_ssse3 = -1, have_avx2 = -1;
+static int have_ssse3 = 0, have_avx2 = 0;
+
+#ifdef HAVE_SSSE3_PATH
+/* What this processor has, found once when the library is loaded (before any thread calls in). */
+__attribute__((constructor)) static void detect_cpu(void) {
+    __builtin_cpu_init();
+    have_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+    have_ssse3 = __builtin_cpu_supports("ssse3") ? 1 : 0;
+}
+#endif
 /* For the tests: 0 the fastest path this processor has, 1 at most SSSE3, 2 scalar. */
 static int force_path = 0;
 void chatcore_force_utf8_path(int path) { force_path = path; }
@@ -257,11 +260,6 @@ void chatcore_force_utf8_path(int path) { force_path = path; }
 /* Whether [p, e) is valid UTF-8 (newlines are ASCII, so a valid block has only valid lines). */
 int chatcore_utf8_valid(const uint8_t *p, int64_t n) {
 #ifdef HAVE_SSSE3_PATH
-    if (have_ssse3 < 0) {
-        __builtin_cpu_init();
-        have_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
-        have_ssse3 = __builtin_cpu_supports("ssse3") ? 1 : 0;
-    }
     if (have_avx2 && !force_path) return utf8_block_avx2(p, p + n);
     if (have_ssse3 && force_path != 2) return utf8_block_ssse3(p, p + n);
 #endif
@@ -314,7 +312,7 @@ static const uint8_t *scan_string(const uint8_t *p, const uint8_t *e, int *escap
         }
 #endif
         while (e - p >= 8 && plain8(p)) p += 8;
-        while (p < e && PLAIN[*p]) p++;
+        while (p < e && plain(*p)) p++;
 #ifdef __SSE2__
     special:
 #endif
@@ -590,7 +588,6 @@ static uint8_t *join_strings(const uint8_t *s, int64_t lo, int64_t hi, uint8_t *
  * *out_len is the bytes written. */
 int64_t chatcore_scan(const uint8_t *in, int64_t end, uint8_t *out, int64_t *ends, uint8_t *flags,
                       int64_t max_lines, int64_t *out_len) {
-    if (!plain_ready) init_plain();
     /* the usual case: the whole block is valid UTF-8, then every line is */
     int block_utf8 = chatcore_utf8_valid(in, end);
     const uint8_t *p = in, *stop = in + end;

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -74,8 +75,6 @@ class Scanner:
         fn.argtypes = [ctypes.c_char_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                        ctypes.c_int64, ctypes.POINTER(ctypes.c_int64)]
         self._fn = fn
-        import threading
-
         self._local = threading.local()
 
     def _scratch(self, end: int, lines: int):
