@@ -46,7 +46,13 @@ def build(quiet: bool = False) -> Path | None:
                   "(correct, slower on cold reads)", file=sys.stderr)
         return None
     # compiled to a temporary name, then renamed: a process loading it never sees half a file
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=HERE)
+    try:
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=HERE)
+    except OSError as exc:  # e.g. installed where this user cannot write
+        if not quiet:
+            print(f"chatcore: cannot build the log scanner here ({exc.strerror}); using the numpy checks",
+                  file=sys.stderr)
+        return None
     os.close(fd)
     cmd = [cc, "-O3", "-shared", "-fPIC", f'-DSOURCE_HASH="{source_hash()}"', "-o", tmp, str(SOURCE)]
     try:
