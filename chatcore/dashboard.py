@@ -336,6 +336,12 @@ def latest_records(questions, limit: int = 50) -> list[dict]:
 
 def merge_live(rows: list[dict], new: Iterable[dict], limit: int = 500) -> list[dict]:
     """``rows`` (newest first) with ``new`` (oldest first) added on top, without duplicates."""
+    return merge_live_counted(rows, new, limit)[0]
+
+
+def merge_live_counted(rows: list[dict], new: Iterable[dict], limit: int = 500) -> tuple[list[dict], int]:
+    """:func:`merge_live`, and how many of ``new`` were not shown yet (what a viewer's count of
+    new turns grows by: a turn a catch-up from the log already showed is not counted again)."""
     seen = {record_key(r) for r in rows}
     added = []
     for rec in new:
@@ -344,7 +350,7 @@ def merge_live(rows: list[dict], new: Iterable[dict], limit: int = 500) -> list[
             continue
         seen.add(key)
         added.append(rec)
-    return (list(reversed(added)) + rows)[:limit]
+    return (list(reversed(added)) + rows)[:limit], len(added)
 
 
 def id_prefix(query: str | None) -> str:
@@ -387,9 +393,7 @@ def catch_up(rows: list[dict], questions, limit: int = 500) -> tuple[list[dict],
         ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts
         newest = ts if newest is None or ts > newest else newest
     recent = questions.latest_turns(limit, since=None if newest is None else newest.to_pydatetime())
-    before = {record_key(r) for r in rows}
-    merged = merge_live(rows, table_records(recent), limit)
-    return merged, sum(1 for r in merged if record_key(r) not in before)
+    return merge_live_counted(rows, table_records(recent), limit)
 
 
 def filter_live(rows: list[dict], conversation_id: str | None = None, source: str | None = None) -> list[dict]:

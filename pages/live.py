@@ -6,7 +6,7 @@ import os
 import streamlit as st
 
 from chatcore.dashboard import (catch_up, escape_markdown, filter_live, id_prefix, latest_records, live_table, merge_live,
-                                short_id, tz_name)
+                                merge_live_counted, short_id, tz_name)
 from pages._shared import through_entry, PAGES, header, live_feed, load_questions, settings, viewer_tz
 
 through_entry()
@@ -168,9 +168,10 @@ def live_view() -> None:
         ss.live_cursor, ss.live_epoch = cursor, feed.epoch
     if not ss.get("live_paused"):
         new, ss.live_cursor, dropped = feed.poll(ss.live_cursor)
-        ss.live_count += len(new)
+        # a turn written while a rebuilt feed was caught up from the log is in both: counted once
+        ss.live_rows, added = merge_live_counted(feed.drop_forgotten(ss.live_rows), new)
+        ss.live_count += added
         ss.live_dropped += dropped
-        ss.live_rows = merge_live(feed.drop_forgotten(ss.live_rows), new)
     else:
         waiting = max(0, feed.seq - ss.live_cursor)
     conv_filter = (ss.get("live_conv") or "").strip() or None

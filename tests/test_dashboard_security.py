@@ -330,3 +330,26 @@ def test_catch_up_adds_what_the_log_has_after_the_newest_shown_turn(tmp_path):
     assert [r["user_text"] for r in rows] == ["t7", "t6", "t5", "t4", "t3", "t2", "t1", "t0"]
     again, added_again = catch_up(rows, questions)
     assert added_again == 0 and len(again) == 8  # nothing twice
+
+
+def test_a_turn_both_caught_up_and_in_the_rebuilt_feed_is_counted_once(tmp_path):
+    """After a cleared cache the Live page takes the new feed's cursor, then catches up from the
+    log: a turn written between the two comes from both. It is shown and counted once."""
+    from chatcore.dashboard import SharedStore, catch_up, latest_records, merge_live, merge_live_counted
+    from chatcore.store import parse_line
+
+    log = tmp_path / "chat.jsonl"
+    lines = [json.dumps({"v": 1, "ts": f"2026-11-21T10:00:0{i}.000Z", "conversation_id": f"c{i}", "turn": 0,
+                         "user_text": f"t{i}", "files": [], "response": "r", "latency_ms": 1.0, "source": "api",
+                         "backend": "echo", "model": None, "error": None, "session": None}) for i in range(9)]
+    log.write_text("\n".join(lines[:8]) + "\n")
+    questions = SharedStore(log).questions()
+    shown = merge_live([], latest_records(questions, 8)[:5])  # the viewer had seen t0..t4
+    rows, added = catch_up(shown, questions)  # t5..t7 from the log
+    assert added == 3
+    # the feed (records as the tail parses them) hands out t6 and t7 again, and t8, new
+    log.write_text("\n".join(lines) + "\n")
+    feed = [parse_line(line.encode()) for line in lines[6:9]]
+    rows, added = merge_live_counted(rows, feed)
+    assert added == 1
+    assert [r["user_text"] for r in rows] == ["t8", "t7", "t6", "t5", "t4", "t3", "t2", "t1", "t0"]
