@@ -73,7 +73,11 @@ METRIC_JS = """(label) => {
 
 
 def wait_metric(page, label: str, value: str, timeout: float = 20_000) -> None:
-    page.wait_for_function(f"(v) => ({METRIC_JS})({json.dumps(label)}) === v", arg=value, timeout=timeout)
+    try:
+        page.wait_for_function(f"(v) => ({METRIC_JS})({json.dumps(label)}) === v", arg=value, timeout=timeout)
+    except sync_api.TimeoutError:
+        shown = page.evaluate(f"({METRIC_JS})({json.dumps(label)})")
+        raise AssertionError(f"{label!r} shows {shown!r}, not {value!r}, after {timeout / 1000:.0f} s") from None
 
 
 def browser_login(page, url: str, path: str = "") -> None:
