@@ -7,8 +7,8 @@ variables and secrets (CHAT_RESPONDER, OPENAI_*, HF_TOKEN, CHAT_ALLOWED_ORIGINS,
 import os
 from pathlib import Path
 
-from chatcore.settings import Settings
-from chatcore.space import serve
+from chatcore.config import Settings
+from chatcore.space.app import serve
 
 if __name__ == "__main__":
     default_log = "/data/chat_logs.jsonl" if Path("/data").is_dir() else None

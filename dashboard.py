@@ -11,9 +11,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from chatcore.auth import LOGIN_THROTTLE, login_config, verify_password
-from chatcore.dashboard import health_summary, tz_name
-from chatcore.settings import display_url
+from chatcore.dashboard.auth import LOGIN_THROTTLE, login_config, verify_password
+from chatcore.dashboard.views import health_summary, tz_name
+from chatcore.config import display_url
 from pages import _guard
 from pages._shared import PAGES, health, settings, viewer_tz
 
@@ -80,7 +80,7 @@ def client_address() -> str:
 def require_login() -> bool:
     """Login gate: return True when the viewer may see the dashboard.
 
-    The mode comes from :func:`chatcore.auth.login_config` (environment and
+    The mode comes from :func:`chatcore.dashboard.auth.login_config` (environment and
     ``.streamlit/secrets.toml``): ``oidc`` uses ``st.login``/``st.user``,
     ``password`` a password form checked against the stored scrypt hash, and
     ``none`` lets everyone in (the launcher only binds loopback then).

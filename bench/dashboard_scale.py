@@ -356,7 +356,7 @@ def browser_part(args, log: Path) -> None:
 
     from playwright.sync_api import sync_playwright
 
-    from chatcore.auth import hash_password
+    from chatcore.dashboard.auth import hash_password
     from conftest import free_port, wait_http
 
     port = free_port()

@@ -4,7 +4,7 @@
 
 Starts a real Space (``python -m chatcore space``, echo responder, ``CHAT_ECHO_DELAY`` per
 word to stand in for a model), builds a suite of N conversations in memory, and runs
-``chatcore.evaluate.run_suite`` with 1 and with ``--parallel`` conversations at once. Prints
+``chatcore.staff.evaluate.run_suite`` with 1 and with ``--parallel`` conversations at once. Prints
 conversations per second for both and their ratio; checks every turn passed.
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from chatcore.evaluate import run_suite  # noqa: E402
-from chatcore.suites import Suite, SuiteConversation, SuiteTurn  # noqa: E402
+from chatcore.staff.evaluate import run_suite  # noqa: E402
+from chatcore.staff.suites import Suite, SuiteConversation, SuiteTurn  # noqa: E402
 from conftest import SpaceProcess  # noqa: E402
 
 

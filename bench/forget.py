@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chatcore.records import make_record  # noqa: E402
-from chatcore.retention import forget  # noqa: E402
-from chatcore.writer import LogWriter, encode_line  # noqa: E402
+from chatcore.log.records import make_record  # noqa: E402
+from chatcore.log.retention import forget  # noqa: E402
+from chatcore.log.writer import LogWriter, encode_line  # noqa: E402
 
 
 def _writer(path: str, stop, waits) -> None:

@@ -30,8 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from chatcore.records import make_record  # noqa: E402
-from chatcore.writer import LogWriter  # noqa: E402
+from chatcore.log.records import make_record  # noqa: E402
+from chatcore.log.writer import LogWriter  # noqa: E402
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]

@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from chatcore.records import make_record  # noqa: E402
-from chatcore.writer import LogWriter  # noqa: E402
+from chatcore.log.records import make_record  # noqa: E402
+from chatcore.log.writer import LogWriter  # noqa: E402
 
 
 def pct(values, p):
@@ -170,9 +170,9 @@ class _NullWriter:
 
 
 def bench_logging_cost(turns: int, tmp: Path) -> dict:
-    from chatcore.responders import make_echo
-    from chatcore.settings import Settings
-    from chatcore.space import ChatService
+    from chatcore.llm.responders import make_echo
+    from chatcore.config import Settings
+    from chatcore.space.app import ChatService
 
     settings = Settings.from_env(log_path=tmp / "inproc.jsonl")
     results = {}

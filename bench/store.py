@@ -1,4 +1,4 @@
-"""Benchmark of chatcore.store / chatcore.tail against DuckDB, polars and plain pandas.
+"""Benchmark of chatcore.store / chatcore.log.follow against DuckDB, polars and plain pandas.
 
     python bench/store.py [--turns 1000000] [--shapes v1,seed,mixed] [--out DIR] [--repeat 3]
                           [--skip-pandas] [--list-only]
@@ -189,7 +189,7 @@ def job_store_cold_view(path: str, cache: str) -> dict:
     """Cold open of the conversation list: only the columns that view reads, then its summary."""
     import pandas as pd  # noqa: F401
 
-    from chatcore.conversations import SUMMARY_INPUT_COLUMNS, summarise_conversations
+    from chatcore.store.conversation_frames import SUMMARY_INPUT_COLUMNS, summarise_conversations
     from chatcore.store import LogStore
 
     shutil.rmtree(cache, ignore_errors=True)
@@ -283,9 +283,9 @@ def job_query(path: str, cache: str, day: str) -> dict:
 
 
 def job_tail(folder: str, burst: int) -> dict:
-    from chatcore.records import make_record
-    from chatcore.tail import LogTail
-    from chatcore.writer import LogWriter
+    from chatcore.log.records import make_record
+    from chatcore.log.follow import LogTail
+    from chatcore.log.writer import LogWriter
 
     path = Path(folder) / "tail.jsonl"
     path.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ then two versions of a staging prompt), then takes headless-Chromium screenshots
     dashboard-login.png  dashboard-overview.png  dashboard-chat.png  dashboard-live.png
     dashboard-conversations.png  dashboard-replay.png  dashboard-evaluate.png
 
-and the widget's on the demo Space's page (chatcore/widget/screenshots.py): widget-closed.png
+and the widget's on the demo Space's page (chatcore/space/widget/screenshots.py): widget-closed.png
 widget-open.png widget-mobile.png, and widget-staff.png when the Space has staff takeover.
 
 Everything stays on 127.0.0.1 and everything started is stopped at the end.
@@ -196,10 +196,10 @@ def shop_time(rng: random.Random, newest: datetime, span: timedelta) -> datetime
 
 def add_earlier_traffic(log: Path, seed: int = 11) -> dict:
     """The last days' conversations (widget visitors), ratings, tags and a note."""
-    from chatcore import annotations
-    from chatcore.records import make_record
-    from chatcore.simulate import visitor_script
-    from chatcore.writer import LogWriter
+    from chatcore.log import annotations
+    from chatcore.log.records import make_record
+    from chatcore.staff.simulate import visitor_script
+    from chatcore.log.writer import LogWriter
 
     rng = random.Random(seed)
     now = datetime.now(timezone.utc)
@@ -287,9 +287,9 @@ IDEALS = {
 def build_suite(log: Path, model: "ShopModel", space_url: str, ids: dict, env: dict) -> None:
     """The suite "rated-down" (the last two days' thumbs-down conversations, as staff build it with the
     CLI) and three runs of it today: the live prompt, then two versions of a staging prompt."""
-    from chatcore import evaluate as ev
-    from chatcore.settings import operator_token
-    from chatcore.suites import get_suite, set_ideal
+    from chatcore.staff import evaluate as ev
+    from chatcore.config import operator_token
+    from chatcore.staff.suites import get_suite, set_ideal
 
     since = (datetime.now(timezone.utc) - timedelta(days=1)).strftime("%Y-%m-%d")
     subprocess.run([sys.executable, "-m", "chatcore", "suite", "add", "rated-down", "--rated", "down",
@@ -319,7 +319,7 @@ def build_suite(log: Path, model: "ShopModel", space_url: str, ids: dict, env: d
 def staff_step_in(log: Path, space_url: str, env: dict) -> dict:
     """Two visitors ask for a person: one still waits, the other is taken over by Maya from the
     shop (with the staff CLI), who writes to them. Only when the Space has staff takeover."""
-    from chatcore.client import SpaceClient
+    from chatcore.remote.client import SpaceClient
 
     if not (ROOT / "chatcore" / "handoff.py").exists():
         return {}
@@ -541,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chromium", default=os.environ.get("CHROMIUM", "/usr/bin/chromium"))
     args = ap.parse_args(argv)
 
-    from chatcore.auth import hash_password
+    from chatcore.dashboard.auth import hash_password
 
     password = secrets.token_urlsafe(12)
     model = ShopModel()
@@ -573,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
                              before_evaluate=lambda: build_suite(log, model, space, ids, env)):
                 print(path)
             # The widget on the demo Space's page, answering as the shop.
-            from chatcore.widget.screenshots import staff_token, take as take_widget
+            from chatcore.space.widget.screenshots import staff_token, take as take_widget
 
             for path in take_widget(space, Path(args.out), args.chromium, staff_token(log)):
                 print(path)

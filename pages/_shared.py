@@ -1,15 +1,15 @@
 """Streamlit glue shared by the dashboard pages: cached loaders, settings, headers.
 
 Only this file and the page scripts import streamlit; the logic is in
-``chatcore.dashboard`` and ``chatcore.conversations``.
+``chatcore.dashboard.views`` and ``chatcore.store.conversation_frames``.
 """
 from __future__ import annotations
 
 import streamlit as st
 
-from chatcore.client import space_health
-from chatcore.dashboard import LiveFeed, SharedStore, check_space_log, resolve_timezone
-from chatcore.settings import Settings
+from chatcore.remote.client import space_health
+from chatcore.dashboard.views import LiveFeed, SharedStore, check_space_log, resolve_timezone
+from chatcore.config import Settings
 
 PAGES = {
     "overview": "pages/overview.py",
@@ -38,7 +38,7 @@ def through_entry() -> None:
 
 def settings() -> Settings:
     """Settings from the environment (``CHAT_LOG_PATH`` or ``CHAT_LOG_URL``, ``CHAT_SPACE_URL``, …)."""
-    from chatcore.mirror import MirrorError
+    from chatcore.remote.mirror import MirrorError
 
     try:
         return Settings.from_env()
@@ -106,7 +106,7 @@ def health(url: str) -> dict:
 
 @st.cache_data(ttl=10, show_spinner=False)
 def log_check(url: str, log_path: str) -> dict:
-    """Does the Space write the log the dashboard reads? (:func:`chatcore.dashboard.check_space_log`)"""
+    """Does the Space write the log the dashboard reads? (:func:`chatcore.dashboard.views.check_space_log`)"""
     check = check_space_log(url, log_path, timeout=2.0)
     return {"status": check.status, "reason": check.reason}
 
@@ -123,10 +123,10 @@ def current_user() -> str:
 
 
 def load_feedback(path):
-    """Current ratings of the log's turns (``chatcore.annotations.load_feedback``); empty on a read error."""
+    """Current ratings of the log's turns (``chatcore.log.annotations.load_feedback``); empty on a read error."""
     import pandas as pd
 
-    from chatcore import annotations
+    from chatcore.log import annotations
 
     try:
         return annotations.load_feedback(path)
@@ -136,7 +136,7 @@ def load_feedback(path):
 
 def load_annotations(path) -> dict:
     """Tags, notes and replay links per conversation; empty on a read error."""
-    from chatcore import annotations
+    from chatcore.log import annotations
 
     try:
         return annotations.load_annotations(path)

@@ -1,13 +1,13 @@
 """The "Regression suites" block of a transcript: add the conversation to a suite, write ideal answers.
 
-Called with one line from pages/conversations.py; the logic is in ``chatcore.suites``.
+Called with one line from pages/conversations.py; the logic is in ``chatcore.staff.suites``.
 """
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from chatcore import suites as sx
+from chatcore.staff import suites as sx
 
 
 def suite_panel(cid: str, turns: pd.DataFrame, log_path, author: str = "staff") -> None:

@@ -8,10 +8,10 @@ from datetime import datetime, timezone
 
 import streamlit as st
 
-from chatcore.annotations import record_feedback
-from chatcore.client import SpaceClient, SpaceError
-from chatcore.dashboard import escaped_stream, format_ms, format_time, health_summary
-from chatcore.settings import display_url
+from chatcore.log.annotations import record_feedback
+from chatcore.remote.client import SpaceClient, SpaceError
+from chatcore.dashboard.views import escaped_stream, format_ms, format_time, health_summary
+from chatcore.config import display_url
 from pages._shared import through_entry, header, health, log_check, settings, viewer_tz
 
 through_entry()

@@ -12,15 +12,15 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import streamlit as st
 
-from chatcore import annotations
-from chatcore.client import SpaceClient, space_health
-from chatcore.conversations import (DATE_PRESETS, RATING_FILTERS, export_file_name, export_turns, format_duration,
+from chatcore.log import annotations
+from chatcore.remote.client import SpaceClient, space_health
+from chatcore.store.conversation_frames import (DATE_PRESETS, RATING_FILTERS, export_file_name, export_turns, format_duration,
                                     markdown_transcript, preset_range, rating_counts, ratings_by_turn)
-from chatcore.dashboard import escape_markdown, excerpt, format_ms, format_time, tz_name
-from chatcore.pii import mask_frame, mask_pii
-from chatcore.records import ID_PATTERN
-from chatcore.replay import diff_html, new_replay_id, replay_conversation
-from chatcore.settings import display_url
+from chatcore.dashboard.views import escape_markdown, excerpt, format_ms, format_time, tz_name
+from chatcore.log.pii import mask_frame, mask_pii
+from chatcore.log.records import ID_PATTERN
+from chatcore.staff.replay import diff_html, new_replay_id, replay_conversation
+from chatcore.config import display_url
 from chatcore.store.frames import _to_pandas
 from chatcore.store.questions import Filters
 from pages._shared import (PAGES, current_user, header, load_annotations, load_questions, settings, through_entry,
@@ -359,7 +359,7 @@ def replay_panel(cid: str, original: pd.DataFrame) -> None:
 
 
 def _forget(cid: str) -> None:
-    from chatcore.retention import forget
+    from chatcore.log.retention import forget
 
     ss.conv_forget_confirm = ""
     try:
@@ -389,7 +389,7 @@ def forget_panel(cid: str) -> None:
 @st.cache_data(ttl=2, show_spinner=False)
 def staff_events(log_path: str, cid: str) -> list[dict]:
     """Staff messages and handoff events of one conversation (schema v2 lines of the log)."""
-    from chatcore.handoff import conversation_events
+    from chatcore.space.handoff import conversation_events
 
     return conversation_events(log_path, cid)
 

@@ -6,12 +6,12 @@ import threading
 
 import streamlit as st
 
-from chatcore import evaluate as ev
-from chatcore.client import space_health
-from chatcore.dashboard import escape_markdown
-from chatcore.replay import diff_html
-from chatcore.settings import display_url, operator_token
-from chatcore.suites import load_suites
+from chatcore.staff import evaluate as ev
+from chatcore.remote.client import space_health
+from chatcore.dashboard.views import escape_markdown
+from chatcore.staff.replay import diff_html
+from chatcore.config import display_url, operator_token
+from chatcore.staff.suites import load_suites
 from pages._shared import header, settings, through_entry
 
 through_entry()
@@ -46,7 +46,7 @@ with st.form("eval_form", border=True):
                              help="The Space to test; replays are sent as source = replay with the staff token.")
     judge_url = b.text_input("Judge (optional)", key="eval_judge", placeholder="http://127.0.0.1:8080/v1",
                              help="An OpenAI-compatible server that judges each turn (prompt: "
-                                  "chatcore/eval_judge_prompt.md). Empty: score by similarity.")
+                                  "chatcore/staff/eval_judge_prompt.md). Empty: score by similarity.")
     c, d, e = st.columns(3)
     min_pass = c.number_input("Pass rate needed", 0.0, 1.0, 1.0, 0.05, key="eval_min_pass")
     threshold = d.number_input("Similarity to pass", 0.05, 1.0, ev.DEFAULT_SIMILARITY, 0.05, key="eval_similarity")

@@ -5,7 +5,7 @@ import os
 
 import streamlit as st
 
-from chatcore.dashboard import (catch_up, escape_markdown, filter_live, id_prefix, latest_records, live_table, merge_live,
+from chatcore.dashboard.views import (catch_up, escape_markdown, filter_live, id_prefix, latest_records, live_table, merge_live,
                                 merge_live_counted, short_id, tz_name)
 from pages._shared import through_entry, PAGES, header, live_feed, load_questions, settings, viewer_tz
 
@@ -38,14 +38,14 @@ LIVE_MINUTES = float(os.environ.get("CHAT_LIVE_MINUTES", "15") or 15)
 
 @st.cache_resource
 def live_conversations(path: str):
-    from chatcore.handoff import LiveConversations
+    from chatcore.space.handoff import LiveConversations
 
     return LiveConversations(path)
 
 
 def staff_act(route: str, cid: str, **extra) -> None:
-    from chatcore.handoff import staff_call
-    from chatcore.settings import operator_token
+    from chatcore.space.handoff import staff_call
+    from chatcore.config import operator_token
 
     name = (ss.get("staff_name") or "").strip()
     ok, message = staff_call(cfg.space_url, operator_token(cfg.log_path), route,

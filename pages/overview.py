@@ -6,9 +6,9 @@ from datetime import datetime, timezone
 
 import streamlit as st
 
-from chatcore.dashboard import (error_turns, excerpt, figures_of, format_ms, format_time, health_summary,
+from chatcore.dashboard.views import (error_turns, excerpt, figures_of, format_ms, format_time, health_summary,
                                 negative_share_by_day, ratings_today, start_of_day, turns_per_hour, tz_name)
-from chatcore.settings import display_url
+from chatcore.config import display_url
 from pages._shared import (through_entry, PAGES, header, health, load_feedback, load_questions, settings, shared_store,
                            viewer_tz)
 
@@ -24,7 +24,7 @@ header("Overview", ":material/dashboard:")
 
 @st.cache_data(ttl=15, show_spinner=False)
 def handoffs_since(log_path: str, since: datetime) -> dict:
-    from chatcore.handoff import handoff_figures
+    from chatcore.space.handoff import handoff_figures
 
     return handoff_figures(log_path, since)
 
@@ -37,7 +37,7 @@ def format_seconds(value) -> str:
 
 def alerts_box(now) -> None:
     """The alerts watcher's last alerts and whether delivery fails (when it ever ran)."""
-    from chatcore.alerts import read_status
+    from chatcore.staff.alerts import read_status
 
     status = read_status(cfg.log_path)
     if not status:

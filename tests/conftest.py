@@ -79,7 +79,7 @@ class SpaceProcess:
 
     def token(self) -> str | None:
         """The staff token this Space uses (the env, else the file it created beside the log)."""
-        from chatcore.settings import operator_token_path
+        from chatcore.config import operator_token_path
 
         if self.env.get("CHAT_OPERATOR_TOKEN"):
             return self.env["CHAT_OPERATOR_TOKEN"]

@@ -10,8 +10,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from chatcore.auth import HOW_TO_CONFIGURE, LOGIN_THROTTLE, hash_password
-from chatcore.commands.dashboard import check_access, read_secrets
+from chatcore.dashboard.auth import HOW_TO_CONFIGURE, LOGIN_THROTTLE, hash_password
+from chatcore.dashboard.launcher import check_access, read_secrets
 
 from conftest import PYTHON, ROOT, apptest_knows_the_entry_navigates, free_port
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from gradio_client import Client
 
-from chatcore import annotations
-from chatcore.alerts import EVENTS, read_status
-from chatcore.writer import LogWriter
+from chatcore.log import annotations
+from chatcore.staff.alerts import EVENTS, read_status
+from chatcore.log.writer import LogWriter
 
 from conftest import ROOT, free_port
 from test_pages import _env  # noqa: F401  (AppTest runs the dashboard's entry script)
@@ -239,7 +239,7 @@ def test_receiver_down_then_up_each_alert_once_across_a_restart(tmp_path, receiv
 def test_overview_shows_alerts_and_failing_delivery(tmp_path, monkeypatch):
     from test_pages import open_page
 
-    from chatcore.alerts import STATE_DIR
+    from chatcore.staff.alerts import STATE_DIR
 
     log = tmp_path / "chat.jsonl"
     log.write_text("")
@@ -275,7 +275,7 @@ def test_a_chat_turn_is_answered_and_logged_while_the_receiver_hangs(tmp_path, r
 
 
 def test_forget_reaches_the_watcher_and_old_ratings_are_not_sent_again(tmp_path, receivers, watchers):
-    from chatcore.retention import forget
+    from chatcore.log.retention import forget
 
     rx = receivers()
     log = tmp_path / "logs" / "chat_logs.jsonl"

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatcore.records import make_record
-from chatcore.writer import LogWriter
+from chatcore.log.records import make_record
+from chatcore.log.writer import LogWriter
 from conftest import ROOT
 
 
@@ -146,8 +146,8 @@ def test_conversation_list_process_never_imports_pandas(log):
 
 
 def test_eval_command_defaults_are_those_of_the_evaluator():
-    from chatcore import evaluate
-    from chatcore.commands import eval as eval_cmd
+    from chatcore.staff import evaluate
+    from chatcore.cli import eval as eval_cmd
 
     assert (eval_cmd.DEFAULT_SIMILARITY, eval_cmd.DEFAULT_PARALLEL) == (evaluate.DEFAULT_SIMILARITY,
                                                                       evaluate.DEFAULT_PARALLEL)
@@ -166,7 +166,7 @@ def test_iso_times_equal_the_reference_over_the_calendar():
 
     import pyarrow as pa
 
-    from chatcore.listing import _iso_array
+    from chatcore.cli.listing import _iso_array
 
     rng = random.Random(5)
     lo, hi = -62_135_596_800_000_000, 253_402_300_799_999_999  # 0001-01-01 .. 9999-12-31T23:59:59.999999
@@ -183,7 +183,7 @@ def test_iso_times_equal_the_reference_over_the_calendar():
 def test_summary_json_is_exact_for_any_text(rows):
     import pyarrow as pa
 
-    from chatcore.listing import summary_json
+    from chatcore.cli.listing import summary_json
 
     table = pa.table({"conversation_id": pa.array([r[0] for r in rows], pa.string()),
                       "turns": pa.array([r[2] for r in rows], pa.int64()),

@@ -155,7 +155,7 @@ PASSWORD = "e2e-password-123"
 
 
 def _login_env() -> dict:
-    from chatcore.auth import hash_password
+    from chatcore.dashboard.auth import hash_password
 
     return {"CHAT_DASHBOARD_PASSWORD_HASH": hash_password(PASSWORD)}
 

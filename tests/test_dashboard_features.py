@@ -14,9 +14,9 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
-from chatcore import annotations
-from chatcore import conversations as conv
-from chatcore import dashboard as dash
+from chatcore.log import annotations
+from chatcore.store import conversation_frames as conv
+from chatcore.dashboard import views as dash
 
 from conftest import free_port
 from test_pages import _env, button, download, media, metric, open_page, rec, shown_ids, write_log  # noqa: F401

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 
-from chatcore.auth import LoginThrottle, hash_password
+from chatcore.dashboard.auth import LoginThrottle, hash_password
 from st_ws import StreamlitSession
 from test_dashboard_e2e import ARGS, CHROMIUM, stack, wait_page  # noqa: F401  (stack is a fixture)
 
@@ -318,7 +318,7 @@ def test_uploads_from_a_session_that_never_logged_in_are_refused(stack):
 
 
 def test_catch_up_adds_what_the_log_has_after_the_newest_shown_turn(tmp_path):
-    from chatcore.dashboard import SharedStore, catch_up, latest_records, merge_live
+    from chatcore.dashboard.views import SharedStore, catch_up, latest_records, merge_live
 
     log = tmp_path / "chat.jsonl"
     with open(log, "w") as f:
@@ -339,7 +339,7 @@ def test_catch_up_adds_what_the_log_has_after_the_newest_shown_turn(tmp_path):
 def test_a_turn_both_caught_up_and_in_the_rebuilt_feed_is_counted_once(tmp_path):
     """After a cleared cache the Live page takes the new feed's cursor, then catches up from the
     log: a turn written between the two comes from both. It is shown and counted once."""
-    from chatcore.dashboard import SharedStore, catch_up, latest_records, merge_live, merge_live_counted
+    from chatcore.dashboard.views import SharedStore, catch_up, latest_records, merge_live, merge_live_counted
     from chatcore.store import parse_line
 
     log = tmp_path / "chat.jsonl"

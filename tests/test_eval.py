@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from chatcore import annotations
-from chatcore.client import SpaceClient
-from chatcore.evaluate import Judge, parse_verdict, run_suite
-from chatcore.suites import get_suite, load_suites
+from chatcore.log import annotations
+from chatcore.remote.client import SpaceClient
+from chatcore.staff.evaluate import Judge, parse_verdict, run_suite
+from chatcore.staff.suites import get_suite, load_suites
 from conftest import ROOT, SpaceProcess
 
 TOKEN = "staff-token-of-the-eval-tests"
@@ -229,9 +229,9 @@ def test_suite_filters_tags_handoff_and_picked_ids(tmp_path):
     """Filters combine (every one must match); ids picked by hand are added; order is the log's."""
     from datetime import datetime, timezone
 
-    from chatcore.records import make_event, make_record
+    from chatcore.log.records import make_event, make_record
     from chatcore.store import load_log
-    from chatcore.suites import select_conversations
+    from chatcore.staff.suites import select_conversations
 
     log = tmp_path / "chat_logs.jsonl"
     rows = [("a", "widget", "2026-11-01T10:00:00.000Z"), ("b", "widget", "2026-11-02T10:00:00.000Z"),
@@ -407,7 +407,7 @@ def test_space_down_mid_run_counts_failed_not_changed(world, tmp_path):
 def test_a_turn_that_times_out_is_failed_and_the_run_goes_on(world):
     """One turn slower than the timeout: that turn is not answered (failed, not changed); the
     turns before it pass and the other conversations are replayed as usual."""
-    from chatcore.suites import Suite, SuiteConversation, SuiteTurn
+    from chatcore.staff.suites import Suite, SuiteConversation, SuiteTurn
 
     suite = Suite("timeouts")
     suite.conversations["t-slow"] = SuiteConversation("t-slow", [
@@ -434,7 +434,7 @@ def test_conversations_replay_in_parallel_with_turns_in_order(world):
                         env={"CHAT_RESPONDER": "openai", "OPENAI_BASE_URL": slow_model.url,
                              "CHAT_OPERATOR_TOKEN": TOKEN}).start()
     try:
-        from chatcore.suites import Suite, SuiteConversation, SuiteTurn
+        from chatcore.staff.suites import Suite, SuiteConversation, SuiteTurn
 
         suite = Suite("par")
         for i in range(8):
@@ -477,7 +477,7 @@ def test_parse_verdict(content, verdict):
 
 
 def test_parse_verdict_without_a_verdict_is_an_error():
-    from chatcore.evaluate import JudgeError
+    from chatcore.staff.evaluate import JudgeError
 
     with pytest.raises(JudgeError):
         parse_verdict("I think it is mostly fine")
@@ -533,7 +533,7 @@ def test_evaluate_page_runs_a_suite_and_shows_turns_reasons_and_history(dashboar
     assert "<del" in html and "<ins" in html and "refunds.</ins>" in html
     assert any(m.value.startswith("**Reason:**") for m in at.markdown)
     # the run is saved beside the log and listed in the history
-    assert any(r["run_id"] == report["run_id"] for r in __import__("chatcore.evaluate").evaluate.list_runs(world["log"], "gate"))
+    assert any(r["run_id"] == report["run_id"] for r in __import__("chatcore.staff.evaluate").staff.evaluate.list_runs(world["log"], "gate"))
     assert report["run_id"] in at.selectbox(key="eval_pick").options
 
     # a second run against the unchanged Space: the history has both, with a chart of the pass rate
@@ -576,7 +576,7 @@ def test_conversations_page_adds_to_a_suite_and_saves_an_ideal_answer(dashboard_
     assert any("suite name" in e.value for e in at.error)
 
 
-@pytest.mark.skipif(not hasattr(__import__("chatcore.settings").settings, "ensure_operator_token"),
+@pytest.mark.skipif(not hasattr(__import__("chatcore.config").config, "ensure_operator_token"),
                     reason="this Space does not check the staff token yet")
 def test_a_run_without_the_staff_token_replays_nothing(world, tmp_path):
     """source=replay is a staff source: with a wrong token every turn is refused by the Space,

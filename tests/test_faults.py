@@ -14,15 +14,15 @@ import pytest
 from gradio_client import Client
 
 from chatcore.store import LogStore
-from chatcore.writer import LogWriter
-from chatcore.records import make_record
+from chatcore.log.writer import LogWriter
+from chatcore.log.records import make_record
 from conftest import ROOT
 
 BURST = textwrap.dedent("""
     import sys
     sys.path.insert(0, {root!r})
-    from chatcore.records import make_record
-    from chatcore.writer import LogWriter
+    from chatcore.log.records import make_record
+    from chatcore.log.writer import LogWriter
     w = LogWriter(sys.argv[1])
     i = 0
     while True:
@@ -109,7 +109,7 @@ def test_disk_full_space_keeps_answering_and_resumes(space_factory, tmp_path):
 def test_a_space_that_stops_mid_reply_is_reported_at_once(space_factory, tmp_path):
     """The Space goes away while a reply is streaming: the caller hears so from the dropped
     event stream, not after its (here ten-minute) timeout; the next call says it cannot reach it."""
-    from chatcore.client import SpaceClient, SpaceError
+    from chatcore.remote.client import SpaceClient, SpaceError
 
     sp = space_factory(tmp_path / "logs" / "chat_logs.jsonl", env={"CHAT_ECHO_DELAY": "0.3"})
     client = SpaceClient(sp.url, timeout=600, operator_token=sp.token())

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from chatcore.annotations import load_feedback
+from chatcore.log.annotations import load_feedback
 
 # The widget tests' browser, context and host page (an http.server on another origin).
 from test_widget import (  # noqa: F401  (fixtures are used by name)

@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chatcore.auth import hash_password, verify_password
-from chatcore.commands.dashboard import child_env, port_in_use
-from chatcore.dashboard import check_space_log, same_log
-from chatcore.settings import OPERATOR_TOKEN_FILE
+from chatcore.dashboard.auth import hash_password, verify_password
+from chatcore.dashboard.launcher import child_env, port_in_use
+from chatcore.dashboard.views import check_space_log, same_log
+from chatcore.config import OPERATOR_TOKEN_FILE
 from conftest import PYTHON, ROOT, free_port, wait_http
 from st_ws import StreamlitSession
 

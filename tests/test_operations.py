@@ -13,11 +13,11 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from chatcore import annotations
-from chatcore.records import make_record
-from chatcore.replay import diff_html, diff_ops
+from chatcore.log import annotations
+from chatcore.log.records import make_record
+from chatcore.staff.replay import diff_html, diff_ops
 from chatcore.store import LogStore
-from chatcore.writer import LogWriter
+from chatcore.log.writer import LogWriter
 from conftest import ROOT
 
 

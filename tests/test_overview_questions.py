@@ -19,7 +19,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from chatcore import dashboard as dash
+from chatcore.dashboard import views as dash
 from chatcore.store import LogStore
 from conftest import ROOT, apptest_knows_the_entry_navigates, free_port
 
@@ -312,8 +312,8 @@ def test_overview_and_live_never_build_the_pandas_log(tmp_path, monkeypatch, no_
 def test_event_lines_follow_the_log(tmp_path):
     """The Overview's handoff figures read the log's event lines once per process, then only
     what was appended; a partial last line waits, a replaced or rewritten shard is read again."""
-    from chatcore.handoff import _EVENTS, conversation_events, handoff_figures
-    from chatcore.records import make_event
+    from chatcore.space.handoff import _EVENTS, conversation_events, handoff_figures
+    from chatcore.log.records import make_event
 
     log = tmp_path / "chat.jsonl"
     since = NOW - timedelta(hours=1)

@@ -22,9 +22,9 @@ from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from chatcore import conversations as conv
-from chatcore import dashboard as dash
-from chatcore.records import make_record
+from chatcore.store import conversation_frames as conv
+from chatcore.dashboard import views as dash
+from chatcore.log.records import make_record
 
 from conftest import ROOT, apptest_knows_the_entry_navigates, free_port
 
@@ -234,7 +234,7 @@ def test_overview_page_figures(tmp_path, monkeypatch):
 
 
 def test_overview_handoff_figures(tmp_path, monkeypatch):
-    from chatcore.records import make_event
+    from chatcore.log.records import make_event
 
     log = tmp_path / "chat.jsonl"
     now = datetime.now(timezone.utc)
@@ -352,7 +352,7 @@ def test_transcript_shows_markup_as_plain_text(conv_log):
 
 
 def test_transcript_shows_staff_messages_and_handoff_steps(conv_log, media):
-    from chatcore.records import make_event
+    from chatcore.log.records import make_event
 
     log, now = conv_log
     iso = lambda t: t.strftime("%Y-%m-%dT%H:%M:%S.000Z")  # noqa: E731
@@ -587,7 +587,7 @@ def test_search_by_id_prefix_and_a_pasted_id_opens_it(conv_log):
 
 def test_exports_are_built_only_when_asked_for(conv_log, media, monkeypatch):
     """Reruns do not build the exports: the buttons carry a deferred file, built on click."""
-    import chatcore.conversations as conversations_mod
+    import chatcore.store.conversation_frames as conversations_mod
 
     calls = []
     real = conversations_mod.export_turns

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from chatcore.dashboard import SharedStore
+from chatcore.dashboard.views import SharedStore
 from conftest import ROOT
 
 

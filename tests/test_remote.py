@@ -18,9 +18,10 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from chatcore import annotations, mirror
-from chatcore.records import make_record
-from chatcore.writer import LogWriter
+from chatcore.log import annotations
+from chatcore.remote import mirror
+from chatcore.log.records import make_record
+from chatcore.log.writer import LogWriter
 from conftest import PYTHON, ROOT, SpaceProcess, free_port, wait_http
 
 TOKEN = "staff-" + uuid.uuid4().hex
@@ -145,7 +146,7 @@ def test_first_sync_of_a_large_log_shows_progress(space_factory, tmp_path):
 
 
 def test_which_log_the_settings_read(monkeypatch, tmp_path):
-    from chatcore.settings import remote_log_spec
+    from chatcore.config import remote_log_spec
 
     for name in ("CHAT_LOG_URL", "CHAT_LOG_PATH", "CHAT_SPACE_URL", "CHAT_OPERATOR_TOKEN"):
         monkeypatch.delenv(name, raising=False)
@@ -467,9 +468,9 @@ def test_staff_action_needs_the_token_and_is_checked(space_factory, tmp_path):
 
 def _space_app(log_path: Path, monkeypatch):
     """The app the Space process builds, in this process, to list its routes."""
-    from chatcore.responders import make_responder
-    from chatcore.settings import Settings
-    from chatcore.space import build_app
+    from chatcore.llm.responders import make_responder
+    from chatcore.config import Settings
+    from chatcore.space.app import build_app
 
     monkeypatch.setenv("CHAT_OPERATOR_TOKEN", TOKEN)
     app, _service = build_app(Settings.from_env(remote=False, log_path=log_path), make_responder("echo"))

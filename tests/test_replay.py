@@ -6,12 +6,12 @@ import os
 import subprocess
 import sys
 
-from chatcore import annotations
-from chatcore.client import SpaceClient
-from chatcore.records import make_record
-from chatcore.replay import replay_conversation
+from chatcore.log import annotations
+from chatcore.remote.client import SpaceClient
+from chatcore.log.records import make_record
+from chatcore.staff.replay import replay_conversation
 from chatcore.store import load_log
-from chatcore.writer import LogWriter
+from chatcore.log.writer import LogWriter
 from conftest import ROOT, free_port
 
 

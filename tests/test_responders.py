@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from gradio_client import Client
 
-from chatcore.responders import ResponderError, echo_stream, make_openai
+from chatcore.llm.responders import ResponderError, echo_stream, make_openai
 
 
 class _CompletionsServer:
@@ -100,7 +100,7 @@ def test_openai_failures_are_responder_errors(monkeypatch, mode, message):
 def test_hf_streams_through_huggingface_hub_against_a_local_server(monkeypatch):
     """The hf responder is huggingface_hub's InferenceClient.chat_completion(stream=True),
     pointed at a TGI-style server on loopback (HF_BASE_URL) since the Hub is not reachable here."""
-    from chatcore.responders import make_hf
+    from chatcore.llm.responders import make_hf
 
     with _CompletionsServer() as server:
         monkeypatch.setenv("HF_BASE_URL", server.url.removesuffix("/v1"))

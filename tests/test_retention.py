@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from chatcore import annotations
-from chatcore.records import make_record
-from chatcore.retention import find_matching, forget, retention
-from chatcore.settings import Settings
+from chatcore.log import annotations
+from chatcore.log.records import make_record
+from chatcore.log.retention import find_matching, forget, retention
+from chatcore.config import Settings
 from chatcore.store import LogStore
-from chatcore.dashboard import LiveFeed
-from chatcore.writer import LogWriter
+from chatcore.dashboard.views import LiveFeed
+from chatcore.log.writer import LogWriter
 
 from test_pages import _env  # noqa: F401  (AppTest runs the dashboard's entry script)
 

@@ -11,9 +11,9 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from hypothesis import given, settings, strategies as st
 
-from chatcore.auth import (check_bind_address, hash_password, is_loopback, login_config,
+from chatcore.dashboard.auth import (check_bind_address, hash_password, is_loopback, login_config,
                            verify_password)
-from chatcore.pii import mask_pii
+from chatcore.log.pii import mask_pii
 from conftest import ROOT
 
 
@@ -148,15 +148,15 @@ def test_write_time_redaction_is_off_by_default_and_works_when_on(space_factory,
     ("..", "conversation-conversation.md"),
 ])
 def test_export_file_names_stay_in_the_download_folder(cid, expected):
-    from chatcore.conversations import export_file_name
+    from chatcore.store.conversation_frames import export_file_name
 
     name = export_file_name(cid, "md")
     assert name == expected and "/" not in name and "\\" not in name and not name.startswith(".")
 
 
 def test_space_url_credentials_never_shown():
-    from chatcore.client import SpaceClient, SpaceError, space_health
-    from chatcore.settings import display_url
+    from chatcore.remote.client import SpaceClient, SpaceError, space_health
+    from chatcore.config import display_url
 
     url = "http://operator:hunter2@127.0.0.1:9/?token=abc"
     assert display_url(url) == "http://127.0.0.1:9/"

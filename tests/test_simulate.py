@@ -7,7 +7,7 @@ import sys
 import uuid
 from collections import defaultdict
 
-from chatcore.simulate import simulate, visitor_script
+from chatcore.staff.simulate import simulate, visitor_script
 
 from conftest import ROOT, free_port
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from chatcore.client import SpaceClient, SpaceError
+from chatcore.remote.client import SpaceClient, SpaceError
 
 TOKEN = "staff-token-for-tests-0123456789"
 FILE = {"meta": {"_type": "gradio.FileData"}}
@@ -393,7 +393,7 @@ def test_feedback_only_for_served_turns_rate_limited_and_400_for_garbage(guarded
     statuses = [httpx.post(fb, json={"conversation_id": "fb-real", "turn": 0, "rating": "up"}).status_code
                 for _ in range(30)]
     assert 429 in statuses and statuses.count(200) <= 20
-    from chatcore import annotations
+    from chatcore.log import annotations
 
     ratings = annotations.load_feedback(sp.log_path)
     assert set(ratings["conversation_id"]) == {"fb-real"}

@@ -20,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from chatcore import store as store_mod
 from chatcore.store import ingest as ingest_mod
 from chatcore.store import segments as segments_mod
-from chatcore.records import BAD_REASONS, COLUMNS, BadRecord, make_record
+from chatcore.log.records import BAD_REASONS, COLUMNS, BadRecord, make_record
 from chatcore.store import LogStore, load_log, parse_bytes, parse_line
 
 # --------------------------------------------------------------------------- both scanners
@@ -845,7 +845,7 @@ def test_folder_of_small_shards_is_cached(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("shape", ["v1", "seed", "mixed", "bad", "partial"])
 def test_questions_equal_the_plain_answers_on_every_kind_of_log(tmp_path, shape):
-    from chatcore.conversations import conversation_table, conversations_matching
+    from chatcore.store.conversation_frames import conversation_table, conversations_matching
     from chatcore.store.questions import Filters, Questions
 
     log = tmp_path / "log.jsonl"
@@ -970,8 +970,8 @@ json.dump({"seen": seen, "ids": sorted(lst.ids()), "stats": q.store.stats}, open
 
 WRITER = r"""
 import sys, time
-from chatcore.records import make_record
-from chatcore.writer import LogWriter
+from chatcore.log.records import make_record
+from chatcore.log.writer import LogWriter
 import os
 log, total, ready = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 deadline = time.monotonic() + 120

@@ -8,9 +8,9 @@ import time
 import orjson
 import pytest
 
-from chatcore.records import make_record
-from chatcore.tail import LogTail
-from chatcore.writer import LogWriter
+from chatcore.log.records import make_record
+from chatcore.log.follow import LogTail
+from chatcore.log.writer import LogWriter
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -212,7 +212,7 @@ def test_queue_is_bounded(tmp_path):
 
 
 def test_many_shards_with_few_open_files(tmp_path, monkeypatch):
-    from chatcore import tail as tail_mod
+    from chatcore.log import follow as tail_mod
 
     monkeypatch.setattr(tail_mod, "MAX_OPEN", 2)
     folder = tmp_path / "logs"

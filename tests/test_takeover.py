@@ -273,7 +273,7 @@ def test_replicas_share_the_takeover_and_the_channel(space_factory, tmp_path):
 
 
 def test_event_lines_and_old_shapes_load_together(tmp_path):
-    from chatcore import records
+    from chatcore.log import records
     from chatcore.store import load_log
 
     log = tmp_path / "mixed.jsonl"

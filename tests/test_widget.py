@@ -476,7 +476,7 @@ def _feedback(log_path, cid: str, expected: dict, timeout: float = 10.0) -> dict
     """``{turn: rating}`` for ``cid`` in feedback.jsonl, polled until it equals ``expected``."""
     import time
 
-    from chatcore.annotations import load_feedback
+    from chatcore.log.annotations import load_feedback
 
     deadline = time.monotonic() + timeout
     while True:

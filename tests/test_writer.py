@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from chatcore.records import make_record
-from chatcore.writer import LogWriter
+from chatcore.log.records import make_record
+from chatcore.log.writer import LogWriter
 
 PROCS, THREADS, PER_THREAD = 4, 4, 500
 BIG = 70 * 1024  # over 64 KB: larger than a pipe buffer, written in more than one go by some kernels

@@ -8,7 +8,7 @@ Truncation, replacement (new inode), deletion and new shards are all handled.
 Parsing is block-wise. A block of complete lines goes through ``pyarrow.json`` with
 an explicit schema; rows that the vectorised checks cannot vouch for, and blocks the
 fast parser rejects, are bisected down to small runs of lines that are parsed one by
-one with :func:`parse_line` (``orjson`` + :func:`chatcore.records.normalise`), which is
+one with :func:`parse_line` (``orjson`` + :func:`chatcore.log.records.normalise`), which is
 the reference for what a good line is. Either path gives the same rows and the same
 bad-line counts.
 
@@ -20,7 +20,7 @@ the same size and mtime is detected and read again. Failing to write the cache n
 breaks reading. (A same-size rewrite that only touches bytes between the samples
 is not seen; any change to the first or last 64 KB is.)
 
-:attr:`LogStore.frame` columns are :data:`chatcore.records.COLUMNS` (or the
+:attr:`LogStore.frame` columns are :data:`chatcore.log.records.COLUMNS` (or the
 projection asked for), with these dtypes:
 
 * ``ts``: ``datetime64[us, UTC]``
@@ -39,21 +39,21 @@ form), :mod:`.ingest` (shards, offsets, :class:`LogStore`), :mod:`.frames` (pand
 """
 from __future__ import annotations
 
-from .ingest import LogStore, load_log
-from .ingest import find_newline
-from .parse import parse_bytes, parse_line
-from .schema import ARROW_SCHEMA
+from chatcore.store.ingest import LogStore, load_log
+from chatcore.store.ingest import find_newline
+from chatcore.store.parse import parse_bytes, parse_line
+from chatcore.store.schema import ARROW_SCHEMA
 
 __all__ = ["LogStore", "load_log", "parse_line", "parse_bytes", "find_newline", "ARROW_SCHEMA"]
 
 
 def __getattr__(name):  # pandas is imported only by those who need frames
     if name in ("_to_pandas", "_empty_frame"):
-        from . import frames
+        from chatcore.store import frames
 
         return getattr(frames, name)
     if name in ("Questions", "Filters", "open_questions"):
-        from . import questions
+        from chatcore.store import questions
 
         return getattr(questions, name)
     raise AttributeError(name)

@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .schema import ARROW_SCHEMA
+from chatcore.store.schema import ARROW_SCHEMA
 
 
 

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any, Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..records import BAD_REASONS, COLUMNS
-from .parse import _parse_data
-from .schema import ARROW_SCHEMA, UTC_US
-from .segments import SegmentCache, _fingerprint
+from chatcore.log.records import BAD_REASONS, COLUMNS
+from chatcore.store.parse import _parse_data
+from chatcore.store.schema import ARROW_SCHEMA, UTC_US
+from chatcore.store.segments import SegmentCache, _fingerprint
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -195,7 +195,7 @@ class LogStore(SegmentCache):
     def refresh(self, progress: Progress | None = None) -> pd.DataFrame:
         """Parse what was appended since the last call; return the new rows only."""
         import pandas as pd
-        from .frames import _empty_frame, _to_pandas
+        from chatcore.store.frames import _empty_frame, _to_pandas
         with self._lock:
             tables = self._refresh(progress)
             if not tables:
@@ -325,7 +325,7 @@ class LogStore(SegmentCache):
             table, bad = _parse_data(data, end, Counter(), cols)
             # converting here overlaps with the parsing of the next blocks
             if eager and table.num_rows:
-                from .frames import _to_pandas
+                from chatcore.store.frames import _to_pandas
 
                 return table, bad, _to_pandas(table)
             return table, bad, None
@@ -391,7 +391,7 @@ class LogStore(SegmentCache):
     def frame(self) -> pd.DataFrame:
         """All good rows so far, in shard order then file order."""
         import pandas as pd
-        from .frames import _empty_frame, _to_pandas
+        from chatcore.store.frames import _empty_frame, _to_pandas
         with self._lock:
             self._ensure_loaded()
             if self._frame is not None and self._frame_tail:
@@ -432,7 +432,7 @@ class LogStore(SegmentCache):
         """Rows with ``since <= ts < until``. Shards that cannot match are skipped: on a
         first load, daily shards (``*.YYYY-MM-DD.jsonl``) far outside the range are not
         even read; loaded shards are skipped by their min/max time."""
-        from .frames import _empty_frame, _to_pandas
+        from chatcore.store.frames import _empty_frame, _to_pandas
         since, until = _as_utc(since), _as_utc(until)
         if (since is not None or until is not None) and "ts" not in self.columns:
             raise ValueError("a time-range query needs the ts column")

@@ -3,7 +3,7 @@
 A block of complete lines goes through ``pyarrow.json`` with an explicit schema; rows
 the vectorised checks cannot vouch for, and blocks the fast parser rejects, are
 bisected down to small runs of lines parsed one by one with :func:`parse_line`
-(``orjson`` + :func:`chatcore.records.normalise`). Either path gives the same rows
+(``orjson`` + :func:`chatcore.log.records.normalise`). Either path gives the same rows
 and the same bad-line counts.
 """
 from __future__ import annotations
@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from ..records import COLUMNS, BadRecord, normalise
-from . import native
-from .schema import ARROW_SCHEMA, STR, UTC_US
+from chatcore.log.records import COLUMNS, BadRecord, normalise
+from chatcore.store import native
+from chatcore.store.schema import ARROW_SCHEMA, STR, UTC_US
 
 #: Scratch size for the newline finder (one block).
 BLOCK_BYTES = 8 << 20

@@ -104,7 +104,7 @@ def _appended_rows(old: list, new: list) -> int | None:
     old rows (where the new ones start); else None."""
     import os
 
-    from .segments import _fingerprint
+    from chatcore.store.segments import _fingerprint
 
     if not old or len(new) < len(old):
         return None
@@ -271,7 +271,7 @@ class Questions:
 
     def set_ratings(self, counts, key: Any) -> None:
         """Rated turns per conversation (``conversation_id, up, down`` as from
-        :func:`chatcore.conversations.rating_counts`); ``key`` changes when they do."""
+        :func:`chatcore.store.conversation_frames.rating_counts`); ``key`` changes when they do."""
         with self._lock:
             if key == self._ratings_key:
                 return
@@ -379,7 +379,7 @@ class Questions:
                 hit = pc.or_(hit, pc.match_substring(table.column(name), needle, ignore_case=True))
         hit = pc.fill_null(hit, False)
         if f.since is not None or f.until is not None:
-            from .schema import UTC_US
+            from chatcore.store.schema import UTC_US
 
             ts = table.column("ts")
             if f.since is not None:
@@ -464,7 +464,7 @@ class Questions:
                        f"FROM turns{where} GROUP BY conversation_id ORDER BY max(ts) DESC, conversation_id")
                 table = self._with_first_text(_arrow(self._con.execute(sql, params)))
             if iso:
-                from ..listing import _iso_array
+                from chatcore.cli.listing import _iso_array
 
                 for name in ("first_ts", "last_ts"):
                     i = table.schema.get_field_index(name)
@@ -478,7 +478,7 @@ class Questions:
         import json
         import os
 
-        from .segments import CACHE_VERSION
+        from chatcore.store.segments import CACHE_VERSION
 
         ident = json.dumps([os.path.abspath(self.store.path), list(self.columns), CACHE_VERSION, _SUMMARY_VERSION])
         return self.store.cache_dir / f"summary-{hashlib.sha1(ident.encode()).hexdigest()[:20]}.arrow"
@@ -731,6 +731,6 @@ class Questions:
 
 def open_questions(path, columns=None, cache_dir=None, **kw) -> Questions:
     """A :class:`Questions` over a new :class:`chatcore.store.LogStore` of ``path``."""
-    from .ingest import LogStore
+    from chatcore.store.ingest import LogStore
 
     return Questions(LogStore(path, cache_dir=cache_dir, columns=columns), **kw)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from ..records import COLUMNS
+from chatcore.log.records import COLUMNS
 
 UTC_US = pa.timestamp("us", tz="UTC")
 #: Text is stored as large_string: what pandas' "str" dtype holds, so no copy later.

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from .schema import ARROW_SCHEMA
+from chatcore.store.schema import ARROW_SCHEMA
 
 if TYPE_CHECKING:
-    from .ingest import _Shard
+    from chatcore.store.ingest import _Shard
 
 CACHE_VERSION = 3
 #: A shard's cache is (re)written when at least this many parsed bytes are not in it.

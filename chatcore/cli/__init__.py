@@ -1,0 +1,1 @@
+"""``python -m chatcore``: the command line, one module per command."""

@@ -1,0 +1,222 @@
+"""``python -m chatcore <command>``: a thin layer over the functions the pages use."""
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+
+from chatcore.config import Settings
+
+
+class UsageError(Exception):
+    """Bad input from the command line: printed without a traceback, exit code 2."""
+
+
+def _add_log(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log", metavar="PATH",
+                   help="JSONL log file or folder of *.jsonl shards, or a Space's https:// URL "
+                        "(comma-separated for several; needs $CHAT_OPERATOR_TOKEN) "
+                        "(default: $CHAT_LOG_URL, $CHAT_LOG_PATH or ./data/chat_logs.jsonl)")
+
+
+def _add_dates(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", metavar="DATE", help="from this date or ISO time (inclusive)")
+    p.add_argument("--until", metavar="DATE", help="up to this date or ISO time (a bare date includes that whole day)")
+
+
+def parse_date_arg(value: str | None, *, end: bool = False) -> datetime | None:
+    from chatcore.cli.listing import parse_date
+
+    if value is None:
+        return None
+    try:
+        return parse_date(value, end=end)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _progress_to_stderr():
+    """A progress callback printing a one-line bar on stderr for first large loads."""
+    if not sys.stderr.isatty():
+        shown = {"last": -1}
+
+        def quiet(done: int, total: int) -> None:
+            if total >= 20_000_000:
+                pct = int(done * 10 / max(total, 1))
+                if pct != shown["last"]:
+                    shown["last"] = pct
+                    print(f"loading log: {pct * 10}%", file=sys.stderr, flush=True)
+
+        return quiet
+
+    def bar(done: int, total: int) -> None:
+        if total < 5_000_000:
+            return
+        pct = done / max(total, 1)
+        print(f"\rloading log {done / 1e6:7.1f}/{total / 1e6:.1f} MB "
+              f"[{'#' * int(pct * 30):<30}] {pct:4.0%}", end="" if done < total else "\n",
+              file=sys.stderr, flush=True)
+
+    return bar
+
+
+# ------------------------------------------------------------------------- commands
+
+
+def cmd_space(args) -> int:
+    from chatcore.space.app import serve
+
+    if args.log and args.log.strip().lower().startswith(("http://", "https://")):
+        raise UsageError("the Space writes a local log: --log must be a path")
+    settings = Settings.from_env(
+        remote=False, host=args.host, port=args.port, log_path=args.log, responder=args.responder,
+        replica=args.replica,
+    )
+    if args.allow_origin:
+        settings = settings.with_(allowed_origins=args.allow_origin)
+    serve(settings)
+    return 0
+
+
+class _NoPandas:
+    """An import hook that makes ``import pandas`` fail (see :func:`_without_pandas`)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas" or name.startswith("pandas."):
+            raise ImportError("pandas is not used by this command")
+        return None
+
+
+def _without_pandas() -> None:
+    """The conversation list never builds a pandas frame, but pyarrow imports pandas (a good
+    part of a warm run's time) the first time it checks whether a value is a pandas object.
+    In a one-shot ``python -m chatcore`` process, tell it there is none (unless something
+    imported it already); a caller of :func:`main` inside a longer-lived process keeps pandas."""
+    main_module = sys.modules.get("__main__")
+    one_shot = (getattr(main_module, "__spec__", None) is not None
+                and getattr(main_module.__spec__, "name", "") == "chatcore.__main__")
+    if one_shot and "pandas" not in sys.modules:
+        sys.meta_path.insert(0, _NoPandas())
+
+
+def cmd_conversations(args) -> int:
+    _without_pandas()
+    from chatcore.cli.listing import write_summary
+    from chatcore.store import LogStore
+    from chatcore.store.questions import Questions
+
+    settings = Settings.from_env(log_path=args.log)
+    since = parse_date_arg(args.since)
+    until = parse_date_arg(args.until, end=True)
+    if since and until and since >= until:
+        raise UsageError("--since must be before --until")
+    if not settings.log_path.exists():
+        raise UsageError(f"no log at {settings.log_path} (set --log or CHAT_LOG_PATH)")
+    # only the columns the list reads; the SQL engine groups, the Arrow answer is formatted as is
+    questions = Questions(LogStore(settings.log_path, columns=("ts", "conversation_id", "user_text")))
+    questions.sync(progress=_progress_to_stderr())
+    if args.format == "json" and since is None and until is None and getattr(sys.stdout, "buffer", None) is not None:
+        # the whole list, unchanged since it was last printed: sent as it was saved
+        if not questions.send_saved_summary_json(sys.stdout.buffer):
+            table = questions.summary(iso=True)
+            with questions.saving_summary_json() as copy:
+                write_summary(table, "json", sys.stdout, copy_to=copy)
+    else:
+        write_summary(questions.summary(since, until, iso=True), args.format, sys.stdout)
+    stats = questions.store.stats
+    if stats.get("bad_total"):
+        print(f"note: skipped {stats['bad_total']} bad line(s) in the log", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from chatcore.store.conversation_frames import export_conversation
+    from chatcore.cli.listing import clean
+    from chatcore.store import LogStore
+    from chatcore.store.frames import _to_pandas
+    from chatcore.store.questions import Questions
+
+    settings = Settings.from_env(log_path=args.log)
+    if not settings.log_path.exists():
+        raise UsageError(f"no log at {settings.log_path} (set --log or CHAT_LOG_PATH)")
+    questions = Questions(LogStore(settings.log_path))
+    questions.sync(progress=_progress_to_stderr())
+    turns = _to_pandas(questions.transcript(args.conversation))
+    if turns.empty:
+        print(f"no conversation {args.conversation!r} in {settings.log_path}", file=sys.stderr)
+        return 1
+    from chatcore.space.handoff import conversation_events
+
+    text = export_conversation(turns, args.format, conversation_events(settings.log_path, args.conversation))
+    # JSONL stays exact; Markdown and CSV are read by people: no terminal controls
+    sys.stdout.write(text if args.format == "jsonl" else clean(text))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m chatcore", description="Chat Operator")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("space", help="run the chat Space (Gradio) that writes the log")
+    p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 7860)")
+    _add_log(p)
+    p.add_argument("--responder", choices=["echo", "openai", "hf"], default=None,
+                   help="who writes the replies (default: $CHAT_RESPONDER or echo)")
+    p.add_argument("--replica", default=None,
+                   help="replica id: write the shard <log stem>.<replica>.jsonl (default $CHAT_REPLICA_ID)")
+    p.add_argument("--allow-origin", action="append", metavar="ORIGIN",
+                   help="browser origin allowed to call the Space (repeat; * for any; "
+                        "default $CHAT_ALLOWED_ORIGINS, localhost only)")
+    p.set_defaults(func=cmd_space)
+
+    p = sub.add_parser("conversations", help="list conversations in the log, one row each")
+    _add_log(p)
+    _add_dates(p)
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.set_defaults(func=cmd_conversations)
+
+    p = sub.add_parser("export", help="export one conversation")
+    p.add_argument("--conversation", required=True, metavar="ID")
+    _add_log(p)
+    p.add_argument("--format", choices=["jsonl", "csv", "md"], default="jsonl")
+    p.set_defaults(func=cmd_export)
+
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands():
+    """More commands: every module in ``chatcore/cli/`` with a ``register(sub)``, and the dashboard launcher."""
+    import importlib
+    import pkgutil
+
+    from chatcore import cli
+
+    names = [f"{cli.__name__}.{info.name}" for info in pkgutil.iter_modules(cli.__path__)]
+    for name in sorted([*names, "chatcore.dashboard.launcher"], key=lambda n: n.rsplit(".", 1)[1]):
+        register = getattr(importlib.import_module(name), "register", None)
+        if register is not None:
+            yield register
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        from chatcore.remote.mirror import MirrorError
+
+        if not isinstance(exc, MirrorError):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,1 @@
+"""Behind the operator dashboard: the launcher, the login check and view helpers (no streamlit here)."""

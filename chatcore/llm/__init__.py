@@ -1,0 +1,1 @@
+"""Model clients: the responders that write the bot's reply."""

@@ -1,0 +1,1 @@
+"""The conversation log: the record, the writer, the follower, annotations, forgetting."""

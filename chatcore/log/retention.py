@@ -1,0 +1,679 @@
+"""Deleting from the log: forgetting one conversation, and retention by age.
+
+Both work on the live log folder while Spaces append and dashboards read.
+
+*Forget* rewrites every shard holding a line of the conversation: under the exclusive
+``flock`` that :class:`chatcore.log.writer.LogWriter` takes for each append, the shard is
+copied without those lines to a temporary file that is renamed over it. A writer that
+opened the old file waits for that lock and then finds the path names a new file, so
+it reopens (see ``LogWriter._locked_fd``); no line of another conversation is lost or
+torn. The annotations of the conversation go the same way, the store's persisted cache
+drops every file holding the conversation, and an audit line (who, what, when, how
+many lines; never the content) goes to ``annotations/audit.jsonl``. Each rewrite is
+noted (file identities and removed byte ranges only) in ``.chatcore-cache/rewrites.jsonl``
+so a running :class:`chatcore.log.follow.LogTail` continues where it was instead of reading
+the shard again.
+
+*Retention* deletes whole daily shards (a ``YYYY-MM-DD`` in the file name) older than
+``keep_days``, then the annotations of conversations left in no shard, and the cache
+entries of the deleted shards.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable
+
+from chatcore.log.records import check_conversation_id, utc_now_iso
+from chatcore.config import log_folder
+from chatcore.store.ingest import shard_day
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = ".chatcore-cache"
+REWRITES_FILE = "rewrites.jsonl"
+AUDIT_FILE = "audit.jsonl"
+ANNOTATION_FILES = ("feedback.jsonl", "notes.jsonl", "suites.jsonl")
+EVAL_RUNS = "eval-runs"
+_BLOCK = 8 << 20
+
+
+def shard_files(log_path) -> list[Path]:
+    """Every shard of the log: the ``*.jsonl`` files of its folder."""
+    folder = log_folder(log_path)
+    try:
+        return sorted(p for p in folder.glob("*.jsonl") if p.is_file())
+    except OSError:
+        return []
+
+
+def _annotation_files(log_path) -> list[Path]:
+    from chatcore.log.annotations import annotations_dir
+
+    d = annotations_dir(log_path)
+    return [d / name for name in ANNOTATION_FILES if (d / name).is_file()]
+
+
+# ------------------------------------------------------------------ locked rewrite
+
+
+@dataclass
+class Rewrite:
+    path: Path
+    removed: int = 0
+    #: ``[offset, length]`` of each removed line in the old file
+    ranges: list = field(default_factory=list)
+    old: tuple = ()
+    new: tuple = ()
+
+
+def _open_locked(path: Path) -> int | None:
+    """``path`` opened and under an exclusive flock, checked to still be the file at
+    ``path`` once locked (it may have been replaced while we waited)."""
+    for _ in range(100):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            st = os.stat(path)
+            fst = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == (fst.st_dev, fst.st_ino):
+                return fd
+        except FileNotFoundError:
+            pass
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    raise OSError(errno.EAGAIN, f"{path} keeps being replaced")
+
+
+def _lines(fd: int, size: int, start: int = 0):
+    """``(offset, line)`` for each line of the file from ``start`` up to ``size`` (the
+    last one may lack its newline)."""
+    pos, carry, carry_at = start, b"", start
+    while pos < size:
+        data = os.pread(fd, min(_BLOCK, size - pos), pos)
+        if not data:
+            break
+        buf = carry + data
+        i0 = 0
+        while True:
+            i = buf.find(b"\n", i0)
+            if i < 0:
+                break
+            yield carry_at + i0, buf[i0:i + 1]
+            i0 = i + 1
+        carry, carry_at = buf[i0:], carry_at + i0
+        pos += len(data)
+    if carry:
+        yield carry_at, carry
+
+
+def _last_line_end(fd: int, size: int) -> int:
+    pos = size
+    while pos > 0:
+        lo = max(0, pos - (64 << 10))
+        data = os.pread(fd, pos - lo, lo)
+        i = data.rfind(b"\n")
+        if i >= 0:
+            return lo + i + 1
+        pos = lo
+    return 0
+
+
+def _copy_without(src: int, dst: int, start: int, end: int, ranges: list) -> None:
+    """Append the lines of ``src`` in ``[start, end)`` to ``dst``, except those at ``ranges``."""
+    cuts = {r[0] for r in ranges}
+    buf, pending = [], 0
+    for off, line in _lines(src, end, start):
+        if off in cuts:
+            continue
+        buf.append(line)
+        pending += len(line)
+        if pending >= _BLOCK:
+            _write_all(dst, b"".join(buf))
+            buf, pending = [], 0
+    if buf:
+        _write_all(dst, b"".join(buf))
+
+
+def rewrite_without(path: Path, drop: Callable[[bytes], bool], needle: bytes, *, dry_run: bool = False,
+                    before_rename: Callable[[Rewrite], None] | None = None) -> Rewrite:
+    """Remove the lines for which ``drop(line)`` is true (only lines containing
+    ``needle`` are asked). The file is untouched when nothing is dropped.
+    ``before_rename`` runs once the new file is complete, before it takes the name.
+
+    The complete lines present at the start are scanned and copied without the lock
+    (writers only append after them); the writers' flock is held only to copy what was
+    appended meanwhile and to rename, so appends wait for the tail end, not the file."""
+    for _ in range(5):
+        out = _rewrite_once(Path(path), drop, needle, dry_run, before_rename)
+        if out is not None:
+            return out
+    raise OSError(errno.EAGAIN, f"{path} keeps being replaced")
+
+
+def _rewrite_once(path: Path, drop, needle: bytes, dry_run: bool, before_rename) -> Rewrite | None:
+    out = Rewrite(path=path)
+    try:
+        rfd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return out
+    tmp, tfd = None, None
+    try:
+        fst = os.fstat(rfd)
+        out.old = (fst.st_dev, fst.st_ino)
+
+        def scan(start: int, end: int) -> None:
+            for off, line in _lines(rfd, end, start):
+                if needle in line and drop(line):
+                    out.removed += 1
+                    out.ranges.append([off, len(line)])
+
+        if dry_run:
+            scan(0, fst.st_size)
+            return out
+        s0 = _last_line_end(rfd, fst.st_size)
+        scan(0, s0)
+
+        def start_copy() -> None:
+            nonlocal tmp, tfd
+            tmp = path.with_name(f".{path.name}.rewrite.{os.getpid()}.{threading.get_ident()}.tmp")
+            tfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, fst.st_mode & 0o777)
+            _copy_without(rfd, tfd, 0, s0, out.ranges)
+
+        if out.ranges:
+            start_copy()  # the bulk, unlocked
+            os.fsync(tfd)  # so the fsync under the lock has only the tail end to flush
+        lfd = _open_locked(path)
+        if lfd is None:
+            return out if not out.ranges else None
+        try:
+            lst = os.fstat(lfd)
+            if (lst.st_dev, lst.st_ino) != out.old or lst.st_size < s0:
+                return None  # replaced or truncated meanwhile: start again
+            s1 = lst.st_size
+            head = len(out.ranges)
+            scan(s0, s1)
+            if not out.ranges:
+                return out
+            if tfd is None:
+                start_copy()
+            _copy_without(rfd, tfd, s0, s1, out.ranges[head:])
+            os.fsync(tfd)
+            nst = os.fstat(tfd)
+            out.new = (nst.st_dev, nst.st_ino)
+            os.close(tfd)
+            tfd = None
+            if before_rename is not None:
+                before_rename(out)
+            os.rename(tmp, path)  # still under the old file's flock: no append is lost
+            tmp = None
+            _fsync_dir(path.parent)
+            return out
+        finally:
+            fcntl.flock(lfd, fcntl.LOCK_UN)
+            os.close(lfd)
+    finally:
+        if tfd is not None:
+            os.close(tfd)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        os.close(rfd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        dfd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def forgotten_hash(conversation_id: str) -> str:
+    """How rewrite notes name a forgotten conversation (the id itself must not stay)."""
+    import hashlib
+
+    return hashlib.sha256(b"chatcore-forget:" + conversation_id.encode("utf-8")).hexdigest()
+
+
+def _note_rewrite(rw: Rewrite, conversation_id: str | None) -> None:
+    """Tell running tails how the replaced shard maps to the new one, and which
+    conversation (by hash) went, so they can drop what they hold of it."""
+    from chatcore.log.writer import LogWriter
+
+    folder = rw.path.parent / CACHE_DIR  # where a tail of this file looks (see rewrite_map)
+    rec = {"ts": utc_now_iso(), "name": rw.path.name, "old": list(rw.old), "new": list(rw.new),
+           "removed": rw.ranges, "forgot": forgotten_hash(conversation_id) if conversation_id else None}
+    w = LogWriter(folder / REWRITES_FILE)
+    ok = w.append(rec)
+    w.close()
+    if not ok:
+        raise OSError(f"could not note the rewrite: {w.last_error}")
+
+
+def rewrite_map(log_path) -> dict[tuple, tuple[tuple, list, str | None]]:
+    """``{new (dev, ino): (old (dev, ino), removed ranges, forgotten id hash)}`` from the rewrite
+    notes of the log's folder (for a file: its own folder)."""
+    import orjson
+
+    out = {}
+    try:
+        with open(log_folder(log_path) / CACHE_DIR / REWRITES_FILE, "rb") as f:
+            for line in f:
+                try:
+                    rec = orjson.loads(line)
+                    out[tuple(rec["new"])] = (tuple(rec["old"]), rec["removed"], rec.get("forgot"))
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    continue
+    except OSError:
+        pass
+    return out
+
+
+# ------------------------------------------------------------------------ caches
+
+
+def purge_cache(log_path, needles: list[bytes], shards: list[Path] = ()) -> int:
+    """Delete cache files holding any of ``needles``, and the cache entries of
+    ``shards``. A cache is rebuilt from the log, so deleting is always safe."""
+    import orjson
+
+    cache = log_folder(log_path) / CACHE_DIR
+    if not cache.is_dir():
+        return 0
+    names = {os.path.abspath(p) for p in shards}
+    removed = 0
+    for q in sorted(cache.rglob("*")):
+        if not q.is_file() or q.name == REWRITES_FILE:
+            continue
+        # a saved whole-log list is made from every shard: never worth keeping after a change
+        # (and a printed list may hold an id in an escaped form the needle would not match)
+        hit = q.name.startswith("summary-") or _contains(q, needles)
+        if not hit and names and q.suffix == ".json":
+            try:
+                hit = orjson.loads(q.read_bytes()).get("path") in names
+            except (OSError, orjson.JSONDecodeError, AttributeError):
+                pass
+        if hit:
+            q.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _contains(path: Path, needles: list[bytes]) -> bool:
+    """Whether the file's bytes hold any needle (read in blocks)."""
+    keep = max((len(n) for n in needles), default=1) - 1
+    tail = b""
+    try:
+        with open(path, "rb") as f:
+            while True:
+                block = f.read(_BLOCK)
+                if not block:
+                    return False
+                data = tail + block
+                if any(n in data for n in needles):
+                    return True
+                tail = data[-keep:] if keep else b""
+    except OSError:
+        return False
+
+
+def drop_cache_of_deleted(log_path) -> int:
+    """Cache entries (manifest and segments) of shards that no longer exist, and the
+    saved summaries built from all shards."""
+    import orjson
+
+    cache = log_folder(log_path) / CACHE_DIR
+    removed = 0
+    if not cache.is_dir():
+        return 0
+    for manifest in cache.glob("*.json"):
+        try:
+            path = orjson.loads(manifest.read_bytes()).get("path")
+        except (OSError, orjson.JSONDecodeError, AttributeError):
+            continue
+        if path and not os.path.exists(path):
+            key = manifest.stem
+            for seg in cache.glob(f"{key}.*"):
+                seg.unlink(missing_ok=True)
+                removed += 1
+    for summary in cache.glob("summary-*"):
+        summary.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+# ------------------------------------------------------------------------- forget
+
+
+def _quoted(cid: str) -> bytes:
+    return b'"' + cid.encode("utf-8") + b'"'
+
+
+def _drop_conversation(cid: str) -> Callable[[bytes], bool]:
+    import orjson
+
+    quoted = _quoted(cid)
+
+    def drop(line: bytes) -> bool:
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            # a torn fragment: drop it when it may be this conversation's
+            return quoted in line
+        return isinstance(obj, dict) and obj.get("conversation_id") == cid
+
+    return drop
+
+
+def linked_replays(log_path, conversation_id: str) -> list[str]:
+    """Ids of the replays of a conversation (replay links in the notes, eval run reports):
+    they repeat its visitor's questions, so forgetting it forgets them too."""
+    import orjson
+
+    from chatcore.log.annotations import annotations_dir
+
+    found: list[str] = []
+    needle = _quoted(conversation_id)
+    try:
+        with open(annotations_dir(log_path) / "notes.jsonl", "rb") as f:
+            for line in f:
+                if needle not in line:
+                    continue
+                try:
+                    obj = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if obj.get("kind") == "replay" and obj.get("conversation_id") == conversation_id \
+                        and isinstance(obj.get("value"), str):
+                    found.append(obj["value"])
+    except OSError:
+        pass
+    for report in sorted((annotations_dir(log_path) / EVAL_RUNS).glob("*.json")):
+        if not _contains(report, [needle]):
+            continue
+        try:
+            data = orjson.loads(report.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        for conv in (data.get("conversations") or []) if isinstance(data, dict) else []:
+            if isinstance(conv, dict) and conv.get("conversation_id") == conversation_id \
+                    and isinstance(conv.get("replay_id"), str):
+                found.append(conv["replay_id"])
+    out = []
+    for rid in found:
+        try:
+            check_conversation_id(rid)
+        except ValueError:
+            continue
+        if rid != conversation_id and rid not in out:
+            out.append(rid)
+    return out
+
+
+def _forget_in_reports(log_path, conversation_id: str, dry_run: bool) -> int:
+    """Drop the conversation from eval run reports (they hold its questions and replies)."""
+    import json
+
+    from chatcore.log.annotations import annotations_dir
+
+    needle = _quoted(conversation_id)
+    changed = 0
+    for report in sorted((annotations_dir(log_path) / EVAL_RUNS).glob("*.json")):
+        if not _contains(report, [needle]):
+            continue
+        try:
+            data = json.loads(report.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict) or not isinstance(data.get("conversations"), list):
+            continue
+        kept = [c for c in data["conversations"]
+                if not (isinstance(c, dict) and conversation_id in (c.get("conversation_id"), c.get("replay_id")))]
+        if len(kept) == len(data["conversations"]):
+            continue
+        changed += 1
+        if dry_run:
+            continue
+        data["conversations"] = kept
+        tmp = report.with_name(report.name + f".{os.getpid()}.forget.tmp")
+        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+        os.replace(tmp, report)
+    return changed
+
+
+def forget(log_path, conversation_id: str, *, by: str, dry_run: bool = False, _seen: set | None = None) -> dict:
+    """Remove every line of ``conversation_id`` from every shard, its annotations, eval
+    reports and cached copies, and the same for its replays; append an audit line.
+    Returns counts (and the shard names)."""
+    check_conversation_id(conversation_id)
+    seen = _seen if _seen is not None else set()
+    seen.add(conversation_id)
+    replays = [r for r in linked_replays(log_path, conversation_id) if r not in seen]
+    drop = _drop_conversation(conversation_id)
+    needle = _quoted(conversation_id)
+    shards, lines, rewritten = [], 0, []
+    for p in shard_files(log_path):
+        # the note comes first, so a tail that sees the new file already knows it
+        rw = rewrite_without(p, drop, needle, dry_run=dry_run,
+                             before_rename=lambda r: _note_rewrite(r, conversation_id))
+        if rw.removed:
+            shards.append(p.name)
+            lines += rw.removed
+            if not dry_run:
+                rewritten.append(rw)
+    notes = 0
+    for p in _annotation_files(log_path):
+        notes += rewrite_without(p, drop, needle, dry_run=dry_run,
+                                 before_rename=lambda r: _note_rewrite(r, conversation_id)).removed
+    reports = _forget_in_reports(log_path, conversation_id, dry_run)
+    result = {"conversation_id": conversation_id, "lines": lines, "shards": shards, "annotations": notes,
+              "eval_reports": reports, "replays": [], "dry_run": dry_run}
+    for rid in replays:
+        sub = forget(log_path, rid, by=by, dry_run=dry_run, _seen=seen)
+        if sub["lines"] or sub["annotations"]:
+            result["replays"].append({"conversation_id": rid, "lines": sub["lines"]})
+    if dry_run:
+        return result
+    cached = purge_cache(log_path, [conversation_id.encode("utf-8")], [rw.path for rw in rewritten])
+    # a dashboard may have been writing a cache segment of the old shard meanwhile
+    time.sleep(0.2)
+    cached += purge_cache(log_path, [conversation_id.encode("utf-8")])
+    result["cache_files"] = cached
+    from chatcore.staff.alerts import forget_in_state
+
+    forget_in_state(log_path, conversation_id)
+    audit(log_path, {"action": "forget", "conversation_id": conversation_id, "by": by,
+                     "lines": lines, "shards": shards, "annotations": notes, "eval_reports": reports,
+                     "replays": [r["conversation_id"] for r in result["replays"]]})
+    return result
+
+
+def audit(log_path, record: dict) -> None:
+    from chatcore.log.annotations import annotations_dir
+    from chatcore.log.writer import LogWriter
+
+    w = LogWriter(annotations_dir(log_path) / AUDIT_FILE)
+    if not w.append({"ts": utc_now_iso(), **record}):
+        raise OSError(f"could not write the audit line: {w.last_error}")
+    w.close()
+
+
+def matcher(text: str) -> Callable[[str], bool]:
+    """A test for an e-mail (any case) or a phone number (digits, any separators)."""
+    text = (text or "").strip()
+    if not text:
+        raise ValueError("give the e-mail or phone number to look for")
+    digits = re.sub(r"\D", "", text)
+    if "@" not in text and len(digits) >= 5 and re.fullmatch(r"[\d\s().+-]+", text):
+        # the number as given, or after a country code of 1-3 digits
+        pattern = re.compile(r"(?<!\d)(?:\d{1,3}[\s().-]{0,3})?" + r"[\s().-]{0,3}".join(digits) + r"(?!\d)")
+        return lambda s: bool(pattern.search(s))
+    low = text.lower()
+    return lambda s: low in s.lower()
+
+
+def find_matching(log_path, text: str) -> dict[str, int]:
+    """``{conversation_id: turns}`` of conversations whose visitor text or replies
+    contain ``text`` (an e-mail or phone number)."""
+    from chatcore.log.records import BadRecord
+    from chatcore.store import parse_line
+
+    hit = matcher(text)
+    out: dict[str, int] = {}
+    for line in _log_lines(log_path):
+        try:
+            rec = parse_line(line.rstrip(b"\n"))
+        except BadRecord:
+            continue
+        texts = [rec.get("user_text") or "", rec.get("response") or ""]
+        if any(isinstance(t, str) and hit(t) for t in texts):
+            cid = rec["conversation_id"]
+            out[cid] = out.get(cid, 0) + 1
+    return out
+
+
+def _log_lines(log_path):
+    """Every line of every shard of the log (shards that cannot be opened are skipped)."""
+    for p in shard_files(log_path):
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            for _, line in _lines(fd, os.fstat(fd).st_size):
+                yield line
+        finally:
+            os.close(fd)
+
+
+# ---------------------------------------------------------------------- retention
+
+
+def retention(log_path, keep_days: int, *, today: date | None = None, dry_run: bool = False,
+              by: str = "retention") -> dict:
+    """Delete the daily shards older than ``keep_days`` days, then the annotations of
+    conversations in no shard any more, and the cache entries of deleted shards."""
+    if keep_days < 1:
+        raise ValueError("keep at least 1 day")
+    today = today or datetime.now(timezone.utc).date()
+    cutoff = today - timedelta(days=keep_days)
+    old, undated = [], []
+    for p in shard_files(log_path):
+        day = shard_day(p)
+        if day is None:
+            undated.append(p.name)
+        elif day < cutoff:
+            old.append(p)
+    result = {"cutoff": cutoff.isoformat(), "deleted": [p.name for p in old], "undated": undated,
+              "annotations": 0, "dry_run": dry_run}
+    if dry_run or not old:
+        return result
+    for p in old:
+        fd = _open_locked(p)  # a writer mid-append finishes its line first
+        if fd is None:
+            continue
+        try:
+            p.unlink(missing_ok=True)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+    _fsync_dir(log_folder(log_path))
+    started = datetime.now(timezone.utc)
+    live = _live_ids(log_path)
+    result["annotations"] = _drop_orphan_annotations(log_path, live, started)
+    result["cache_files"] = drop_cache_of_deleted(log_path)
+    audit(log_path, {"action": "retention", "by": by, "keep_days": keep_days, "deleted": result["deleted"],
+                     "annotations": result["annotations"]})
+    return result
+
+
+def _live_ids(log_path) -> set[str]:
+    import orjson
+
+    ids = set()
+    for line in _log_lines(log_path):
+        if b"conversation_id" not in line:
+            continue
+        try:
+            cid = orjson.loads(line).get("conversation_id")
+        except (orjson.JSONDecodeError, AttributeError):
+            continue
+        if isinstance(cid, str):
+            ids.add(cid)
+    return ids
+
+
+def _drop_orphan_annotations(log_path, live: set[str], before: datetime) -> int:
+    """Annotations of conversations not in ``live``, written before ``before`` (a
+    conversation started after the scan keeps its fresh annotations)."""
+    import orjson
+
+    def drop(line: bytes) -> bool:
+        try:
+            obj = orjson.loads(line)
+            cid, ts = obj.get("conversation_id"), obj.get("ts")
+        except (orjson.JSONDecodeError, AttributeError):
+            return False
+        if not isinstance(cid, str) or cid in live or not isinstance(ts, str):
+            return False
+        try:
+            when = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        except ValueError:
+            return False
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return when < before
+
+    return sum(rewrite_without(p, drop, b"conversation_id", before_rename=lambda r: _note_rewrite(r, None)).removed
+               for p in _annotation_files(log_path))
+
+
+def start_schedule(log_path, keep_days: int, every_s: float = 3600.0) -> threading.Thread:
+    """Run :func:`retention` now and then every ``every_s`` seconds in a daemon thread.
+    Replicas sharing the folder take turns through a lock file."""
+
+    def loop() -> None:
+        lock_path = log_folder(log_path) / ".chatcore-retention.lock"
+        while True:
+            try:
+                lock_path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    res = retention(log_path, keep_days, by="schedule")
+                    if res["deleted"]:
+                        log.info("retention: deleted %d shard(s) older than %s", len(res["deleted"]), res["cutoff"])
+                except BlockingIOError:
+                    pass
+                finally:
+                    os.close(fd)
+            except Exception as exc:  # never let the thread die
+                log.warning("retention failed: %s", exc)
+            time.sleep(every_s)
+
+    th = threading.Thread(target=loop, name="chatcore-retention", daemon=True)
+    th.start()
+    return th

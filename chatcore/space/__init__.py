@@ -1,0 +1,1 @@
+"""The Space: the Gradio chat app, its front door, staff hand-off and its routes."""

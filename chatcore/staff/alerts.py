@@ -1,0 +1,495 @@
+"""Alerts: a watcher that follows the log and the annotations and posts to webhooks.
+
+``python -m chatcore alerts`` runs it as its own process (``./run.sh`` starts it when
+``CHAT_ALERT_WEBHOOKS`` is set), so a slow or dead receiver never slows a chat turn.
+It reads with :class:`chatcore.log.follow.LogTail` (the dashboard's reader) and raises:
+
+* ``thumbs_down``: a visitor or staff rating "down" (``annotations/feedback.jsonl``);
+* ``person_requested``: visitor text asking for a person (``CHAT_ALERT_PERSON_PHRASES``),
+  or a ``handoff_requested`` event line; once per conversation per 10 minutes;
+* ``keyword``: visitor text containing a word of ``CHAT_ALERT_KEYWORDS`` (``re:`` for a
+  regular expression); the payload names the keyword, never the text;
+* ``error_burst``: ``N`` responder errors within ``M`` minutes (``CHAT_ALERT_ERRORS=N/M``),
+  once per window;
+* ``log_write_failed``: the Space's ``/healthz`` counts more failed log writes.
+
+Webhooks (``CHAT_ALERT_WEBHOOKS``, comma-separated): ``slack:URL`` (or a
+``hooks.slack.com`` URL) gets ``{"text": ...}``; any other URL gets JSON
+``{id, event, conversation_id, turn, time, detail, link}`` where ``link`` opens the
+conversation in the dashboard (``CHAT_DASHBOARD_URL``). Each webhook has its own
+bounded queue (``CHAT_ALERT_QUEUE``, oldest dropped) and retries with exponential
+backoff (1 s doubling to 60 s; a 4xx other than 408/429 is given up after 5 tries).
+
+Restart-safe: where reading stopped, the undelivered alerts and the ids recently sent
+are kept in ``<log folder>/.chatcore-alerts/state.json`` (webhooks named by a hash,
+never by their URL); ``status.json`` beside it feeds the dashboard's Overview.
+Payloads and files hold conversation ids, never visitor text.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from chatcore.log.records import BadRecord
+from chatcore.config import DEFAULT_SPACE_URL, log_folder
+
+log = logging.getLogger("chatcore.staff.alerts")
+
+STATE_DIR = ".chatcore-alerts"
+DEFAULT_DASHBOARD_URL = "http://127.0.0.1:8501"
+DEFAULT_PERSON_PHRASES = (
+    "talk to a person", "talk to a human", "speak to a person", "speak to a human", "speak to someone",
+    "talk to someone", "real person", "human agent", "live agent", "talk to an agent", "speak to an agent",
+)
+EVENTS = ("thumbs_down", "person_requested", "keyword", "error_burst", "log_write_failed")
+_TITLES = {
+    "thumbs_down": "Thumbs down",
+    "person_requested": "A visitor asks for a person",
+    "keyword": "Keyword in visitor text",
+    "error_burst": "Burst of responder errors",
+    "log_write_failed": "Log writes failing",
+}
+RECENT = 50
+SENT_IDS = 5000
+PERSON_QUIET_S = 600
+
+
+def _env_list(name: str) -> list[str]:
+    return [x.strip() for x in (os.environ.get(name) or "").split(",") if x.strip()]
+
+
+def hook_name(url: str) -> str:
+    """What may be shown of a webhook: scheme, host and a short hash (Slack URLs carry
+    their secret in the path, so the path is never shown)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+    except ValueError:
+        return "(invalid URL)"
+    return f"{parts.scheme}://{host}/…#{hashlib.sha256(url.encode()).hexdigest()[:8]}"
+
+
+@dataclass
+class Hook:
+    url: str
+    slack: bool
+    key: str = ""
+
+    def __post_init__(self):
+        self.key = hashlib.sha256(self.url.encode()).hexdigest()[:16]
+
+    @classmethod
+    def parse(cls, entry: str) -> "Hook":
+        slack = False
+        for prefix, is_slack in (("slack:", True), ("json:", False)):
+            if entry.startswith(prefix):
+                entry, slack = entry[len(prefix):], is_slack
+                break
+        else:
+            slack = (urlsplit(entry).hostname or "").endswith("hooks.slack.com")
+        if urlsplit(entry).scheme not in ("http", "https"):
+            raise ValueError(f"a webhook must be an http(s) URL, got {hook_name(entry)}")
+        return cls(entry, slack)
+
+
+@dataclass
+class Config:
+    log_path: Path
+    hooks: list[Hook]
+    keywords: list[tuple[str, re.Pattern]] = field(default_factory=list)
+    person: list[str] = field(default_factory=lambda: list(DEFAULT_PERSON_PHRASES))
+    errors_n: int = 5
+    errors_minutes: float = 10.0
+    dashboard_url: str = DEFAULT_DASHBOARD_URL
+    space_url: str | None = DEFAULT_SPACE_URL
+    queue_max: int = 1000
+    poll_s: float = 0.5
+    health_s: float = 10.0
+    timeout_s: float = 10.0
+    max_backoff_s: float = 60.0
+
+    @classmethod
+    def from_env(cls, log_path, **overrides) -> "Config":
+        hooks = [Hook.parse(e) for e in _env_list("CHAT_ALERT_WEBHOOKS")]
+        errors = (os.environ.get("CHAT_ALERT_ERRORS") or "5/10").strip()
+        m = re.fullmatch(r"(\d+)\s*/\s*(\d+(?:\.\d+)?)", errors)
+        if not m or int(m.group(1)) < 1:
+            raise ValueError(f"CHAT_ALERT_ERRORS must look like N/M (N errors in M minutes), got {errors!r}")
+        person = _env_list("CHAT_ALERT_PERSON_PHRASES") or list(DEFAULT_PERSON_PHRASES)
+        values = dict(
+            log_path=Path(log_path), hooks=hooks, keywords=compile_keywords(_env_list("CHAT_ALERT_KEYWORDS")),
+            person=[p.lower() for p in person], errors_n=int(m.group(1)), errors_minutes=float(m.group(2)),
+            dashboard_url=(os.environ.get("CHAT_DASHBOARD_URL") or DEFAULT_DASHBOARD_URL).rstrip("/"),
+            space_url=os.environ.get("CHAT_SPACE_URL") or DEFAULT_SPACE_URL,
+            queue_max=int(os.environ.get("CHAT_ALERT_QUEUE") or 1000),
+        )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def compile_keywords(words: list[str]) -> list[tuple[str, re.Pattern]]:
+    out = []
+    for w in words:
+        if w.startswith("re:"):
+            try:
+                out.append((w, re.compile(w[3:], re.IGNORECASE)))
+            except re.error as exc:
+                raise ValueError(f"CHAT_ALERT_KEYWORDS: bad pattern {w!r}: {exc}") from None
+        else:
+            out.append((w, re.compile(r"(?<!\w)" + re.escape(w) + r"(?!\w)", re.IGNORECASE)))
+    return out
+
+
+# ------------------------------------------------------------------------ payloads
+
+
+def make_alert(event: str, conversation_id: str | None, turn, when: str, detail: str, dashboard_url: str) -> dict:
+    ident = hashlib.sha256(json.dumps([event, conversation_id, turn, when, detail]).encode()).hexdigest()[:20]
+    link = f"{dashboard_url}/conversations?conversation={quote(conversation_id)}" if conversation_id else dashboard_url
+    return {"id": ident, "event": event, "conversation_id": conversation_id, "turn": turn, "time": when,
+            "detail": detail, "link": link}
+
+
+def payload(alert: dict, slack: bool) -> dict:
+    if not slack:
+        return alert
+    title = _TITLES.get(alert["event"], alert["event"])
+    where = ""
+    if alert.get("conversation_id"):
+        turn = f", turn {alert['turn']}" if alert.get("turn") is not None else ""
+        where = f" in <{alert['link']}|{alert['conversation_id']}>{turn}"
+    detail = f" ({alert['detail']})" if alert.get("detail") else ""
+    return {"text": f"{title}{where}{detail} at {alert['time']}"}
+
+
+# ------------------------------------------------------------------------ the watcher
+
+
+def _raw(line: bytes) -> dict:
+    import orjson
+
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise BadRecord("bad_json") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("conversation_id"), str):
+        raise BadRecord("not_object")
+    return obj
+
+
+def _when(rec: dict) -> str:
+    ts = rec.get("ts") or rec.get("timestamp")
+    return ts if isinstance(ts, str) else datetime.now(timezone.utc).isoformat()
+
+
+def _parse_ts(value: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, AttributeError):
+        return datetime.now(timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+class Watcher:
+    """Follows the log and the feedback file, raises alerts and delivers them."""
+
+    def __init__(self, config: Config):
+        from chatcore.log.annotations import annotations_dir
+        from chatcore.log.follow import LogTail
+
+        self.config = config
+        self.dir = log_folder(config.log_path) / STATE_DIR
+        self.dir.mkdir(parents=True, exist_ok=True)
+        state = self._load("state.json")
+        self._lock = threading.Lock()
+        self.queues: dict[str, deque] = {h.key: deque(state.get("outbox", {}).get(h.key, []), maxlen=config.queue_max)
+                                         for h in config.hooks}
+        self.sent_ids: deque = deque(state.get("sent", []), maxlen=SENT_IDS)
+        self._sent_set = set(self.sent_ids)
+        self.recent: deque = deque(self._load("status.json").get("recent", []), maxlen=RECENT)
+        self.errors: deque = deque()
+        self.last_burst: str | None = state.get("last_burst")
+        self.person_seen: dict[str, float] = {}
+        self.write_errors: int | None = state.get("write_errors")
+        self.dropped = int(state.get("dropped", 0))
+        self.hook_state = {h.key: {"name": hook_name(h.url), "failing": False, "last_error": None,
+                                   "last_ok": None, "attempts": 0} for h in config.hooks}
+        resumed = "log" in state
+        self.log_tail = LogTail(config.log_path, parse=_raw, resume=state.get("log") if resumed else None)
+        self.fb_tail = LogTail(annotations_dir(config.log_path) / "feedback.jsonl", parse=_raw,
+                               resume=state.get("feedback") if resumed else None)
+        self._stop = threading.Event()
+        self._wake = {h.key: threading.Event() for h in config.hooks}
+        self._threads: list[threading.Thread] = []
+        self._dirty = True
+        self._forgotten_seen = 0
+        #: where reading stopped, taken after the drained records were handled
+        self._positions = (state.get("log") or {}, state.get("feedback") or {})
+
+    # -- persistence ---------------------------------------------------------------
+
+    def _load(self, name: str) -> dict:
+        try:
+            data = json.loads((self.dir / name).read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _save_file(self, name: str, data: dict) -> None:
+        tmp = self.dir / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self.dir / name)
+
+    def save(self) -> None:
+        with self._lock:
+            state = {"log": self._positions[0], "feedback": self._positions[1],
+                     "outbox": {k: list(q) for k, q in self.queues.items()}, "sent": list(self.sent_ids),
+                     "last_burst": self.last_burst, "write_errors": self.write_errors, "dropped": self.dropped}
+            status = {"updated": datetime.now(timezone.utc).isoformat(), "pid": os.getpid(),
+                      "recent": list(self.recent), "dropped": self.dropped,
+                      "hooks": [{**self.hook_state[k], "queued": len(q)} for k, q in self.queues.items()]}
+            self._save_file("state.json", state)
+            self._save_file("status.json", status)
+            self._dirty = False
+
+    # -- raising -------------------------------------------------------------------
+
+    def raise_alert(self, event: str, conversation_id, turn, when: str, detail: str = "") -> dict | None:
+        alert = make_alert(event, conversation_id, turn, when, detail, self.config.dashboard_url)
+        with self._lock:
+            if alert["id"] in self._sent_set:
+                return None  # raised before (a shard read again after a rewrite)
+            if len(self.sent_ids) == self.sent_ids.maxlen:
+                self._sent_set.discard(self.sent_ids[0])
+            self.sent_ids.append(alert["id"])
+            self._sent_set.add(alert["id"])
+            self.recent.append({**{k: alert[k] for k in ("id", "event", "conversation_id", "turn", "time", "detail")},
+                                "raised": datetime.now(timezone.utc).isoformat()})
+            for key, q in self.queues.items():
+                if len(q) == q.maxlen:
+                    self.dropped += 1  # the oldest goes
+                q.append(alert)
+                self._wake[key].set()
+            self._dirty = True
+        log.info("alert: %s", event)
+        return alert
+
+    def check_turn(self, rec: dict) -> None:
+        cid, when = rec["conversation_id"], _when(rec)
+        kind = rec.get("kind")
+        if kind == "handoff_requested":
+            self._person(cid, rec.get("at_turn"), when, "asked with the button" if rec.get("via") == "button" else "")
+            return
+        if kind not in (None, "turn"):
+            return
+        turn = rec.get("turn")
+        text = rec.get("user_text")
+        if isinstance(text, str) and text:
+            low = text.lower()
+            if any(p in low for p in self.config.person):
+                self._person(cid, turn, when, "")
+            for name, pattern in self.config.keywords:
+                if pattern.search(text):
+                    self.raise_alert("keyword", cid, turn, when, f"keyword: {name}")
+        if rec.get("error"):
+            self._error(cid, turn, when)
+
+    def _person(self, cid: str, turn, when: str, detail: str) -> None:
+        now = time.monotonic()
+        if now - self.person_seen.get(cid, -1e9) < PERSON_QUIET_S:
+            return
+        self.person_seen[cid] = now
+        self.raise_alert("person_requested", cid, turn, when, detail)
+
+    def _error(self, cid: str, turn, when: str) -> None:
+        t = _parse_ts(when)
+        window = timedelta(minutes=self.config.errors_minutes)
+        self.errors.append(t)
+        while self.errors and t - self.errors[0] > window:
+            self.errors.popleft()
+        if len(self.errors) < self.config.errors_n:
+            return
+        if self.last_burst and t - _parse_ts(self.last_burst) < window:
+            return  # one alert per window
+        self.last_burst = when
+        self.raise_alert("error_burst", cid, turn, when,
+                         f"{len(self.errors)} responder errors within {self.config.errors_minutes:g} min")
+
+    def check_feedback(self, rec: dict) -> None:
+        if rec.get("rating") == "down":
+            self.raise_alert("thumbs_down", rec["conversation_id"], rec.get("turn"), _when(rec),
+                             f"by {rec.get('by') or 'visitor'}")
+
+    def check_health(self) -> None:
+        from chatcore.remote.client import space_health
+
+        if not self.config.space_url:
+            return
+        h = space_health(self.config.space_url, timeout=5.0, log_path=self.config.log_path)
+        if h.get("status") not in ("ok", "degraded"):
+            return  # a Space that is down is not a failing log write
+        count = h.get("write_errors")
+        if not isinstance(count, int):
+            return
+        before = self.write_errors
+        if (before is not None and count > before) or (before is None and h.get("status") == "degraded"):
+            now = datetime.now(timezone.utc).isoformat()
+            self.raise_alert("log_write_failed", None, None, now,
+                             f"{count} failed log write(s) on the Space")
+        if count != before:
+            self.write_errors = count
+            self._dirty = True
+
+    def poll_once(self) -> int:
+        """Read what is new, raise its alerts, save where reading stopped."""
+        n = 0
+        self.log_tail.poll()
+        for rec in self.log_tail.drain():
+            self.check_turn(rec)
+            n += 1
+        self.fb_tail.poll()
+        for rec in self.fb_tail.drain():
+            self.check_feedback(rec)
+            n += 1
+        if len(self.log_tail.forgotten) != self._forgotten_seen:
+            self._forgotten_seen = len(self.log_tail.forgotten)
+            self.drop_conversations(lambda cid: _forgotten(cid, self.log_tail.forgotten))
+        positions = (self.log_tail.positions(), self.fb_tail.positions())
+        with self._lock:
+            if positions != self._positions:
+                self._positions = positions
+                self._dirty = True
+        return n
+
+    def drop_conversations(self, gone) -> None:
+        """Forget alerts about conversations for which ``gone(id)`` is true (listed and unsent)."""
+        with self._lock:
+            self.recent = deque((a for a in self.recent if not gone(a.get("conversation_id"))), maxlen=RECENT)
+            for key, q in self.queues.items():
+                kept = [a for a in q if not gone(a.get("conversation_id"))]
+                if len(kept) != len(q):
+                    q.clear()
+                    q.extend(kept)
+            self._dirty = True
+
+    # -- delivering ------------------------------------------------------------------
+
+    def _deliver_loop(self, hook: Hook) -> None:
+        q, wake, st = self.queues[hook.key], self._wake[hook.key], self.hook_state[hook.key]
+        backoff = 1.0
+        with httpx.Client(timeout=httpx.Timeout(self.config.timeout_s, connect=5.0), follow_redirects=False) as http:
+            while not self._stop.is_set():
+                with self._lock:
+                    alert = q[0] if q else None
+                if alert is None:
+                    wake.wait(1.0)
+                    wake.clear()
+                    continue
+                error, give_up = None, False
+                try:
+                    resp = http.post(hook.url, json=payload(alert, hook.slack))
+                    if not 200 <= resp.status_code < 300:
+                        error = f"HTTP {resp.status_code}"
+                        give_up = 400 <= resp.status_code < 500 and resp.status_code not in (408, 429)
+                except httpx.HTTPError as exc:
+                    error = type(exc).__name__
+                with self._lock:
+                    if error is None or (give_up and st["attempts"] + 1 >= 5):
+                        if q and q[0] is alert:
+                            q.popleft()
+                    if error is None:
+                        st.update(failing=False, last_error=None, last_ok=datetime.now(timezone.utc).isoformat(),
+                                  attempts=0)
+                    else:
+                        st.update(failing=True, last_error=error, attempts=st["attempts"] + 1)
+                        if give_up and st["attempts"] >= 5:
+                            st["attempts"] = 0
+                            st["given_up"] = st.get("given_up", 0) + 1
+                    self._dirty = True
+                try:
+                    self.save()
+                except OSError as exc:
+                    log.warning("alerts: could not save state: %s", exc)
+                if error is None:
+                    backoff = 1.0
+                else:
+                    log.warning("alerts: delivery to %s failed (%s); retrying in %.0f s", st["name"], error, backoff)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, self.config.max_backoff_s)
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        self._stop = stop or self._stop
+        for h in self.config.hooks:
+            th = threading.Thread(target=self._deliver_loop, args=(h,), name=f"alerts-{h.key[:6]}", daemon=True)
+            th.start()
+            self._threads.append(th)
+        next_health = 0.0
+        while not self._stop.is_set():
+            try:
+                self.poll_once()
+                if time.monotonic() >= next_health:
+                    next_health = time.monotonic() + self.config.health_s
+                    self.check_health()
+                if self._dirty:
+                    self.save()
+            except Exception as exc:  # keep watching
+                log.warning("alerts: %s: %s", type(exc).__name__, exc)
+            self._stop.wait(self.config.poll_s)
+        for th in self._threads:
+            th.join(self.config.timeout_s + 2)
+        self.save()
+
+
+def _forgotten(cid, hashes: set[str]) -> bool:
+    from chatcore.log.retention import forgotten_hash
+
+    return isinstance(cid, str) and forgotten_hash(cid) in hashes
+
+
+def forget_in_state(log_path, conversation_id: str) -> int:
+    """Drop a forgotten conversation from the watcher's files (a running watcher
+    drops it from memory itself when it sees the rewritten shard)."""
+    d = log_folder(log_path) / STATE_DIR
+    removed = 0
+    for name, lists in (("status.json", ("recent",)), ("state.json", ())):
+        path = d / name
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        for key in lists:
+            items = data.get(key) or []
+            data[key] = [a for a in items if a.get("conversation_id") != conversation_id]
+            removed += len(items) - len(data[key])
+        if name == "state.json":
+            for hook, items in (data.get("outbox") or {}).items():
+                kept = [a for a in items if a.get("conversation_id") != conversation_id]
+                removed += len(items) - len(kept)
+                data["outbox"][hook] = kept
+        tmp = d / f".{name}.forget.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    return removed
+
+
+def read_status(log_path) -> dict | None:
+    """The watcher's ``status.json`` (for the Overview), or None when it never ran."""
+    try:
+        data = json.loads((log_folder(log_path) / STATE_DIR / "status.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
