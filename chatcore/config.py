@@ -9,25 +9,10 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from chatcore.urls import display_url  # noqa: F401  (where most callers look for it)
+
 DEFAULT_LOG_PATH = "./data/chat_logs.jsonl"
 DEFAULT_SPACE_URL = "http://127.0.0.1:7860"
-
-
-def display_url(url: str) -> str:
-    """``url`` fit to show or log: without ``user:password@`` and without a query string."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        return "(invalid URL)"
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _env_int(name: str, default: int) -> int:

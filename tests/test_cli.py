@@ -93,7 +93,7 @@ def test_export_formats(log):
     out = run_cli("export", "--conversation", "c-mid", "--log", str(log), "--format", "md")
     assert out.stdout.startswith("# Conversation c-mid") and out.stdout.count("## Turn") == 3
     out = run_cli("export", "--conversation", "nope", "--log", str(log))
-    assert out.returncode == 1 and "no conversation" in out.stderr
+    assert out.returncode == 2 and "no conversation" in out.stderr  # an unknown id is a usage error
 
 
 def test_missing_log_is_a_clear_error(tmp_path):

@@ -213,7 +213,7 @@ def test_forget_dry_run_and_matching(tmp_path):
     assert r.returncode == 0, r.stderr
     assert b"Jane.Doe" not in log.read_bytes() and log.read_bytes().count(b"\n") == 3
     r = _cli("forget", "has-mail", "--log", str(log))
-    assert r.returncode == 1  # nothing left to forget
+    assert r.returncode == 2 and "no conversation" in r.stderr  # nothing left: the id names none
 
 
 def _daily_writer(log: str, counter, stop) -> None:

@@ -36,8 +36,11 @@ def run(args) -> int:
         by = args.by or getpass.getuser()
     except Exception:
         by = "cli"
+    from chatcore.cli.main import resolve_conversation
+
+    cid = resolve_conversation(settings.log_path, args.conversation_id)
     try:
-        result = forget(settings.log_path, args.conversation_id, by=by, dry_run=args.dry_run)
+        result = forget(settings.log_path, cid, by=by, dry_run=args.dry_run)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.format == "json":
@@ -45,13 +48,13 @@ def run(args) -> int:
     else:
         verb = "would remove" if args.dry_run else "removed"
         print(f"{verb} {result['lines']} line(s) from {len(result['shards'])} shard(s) "
-              f"and {result['annotations']} annotation(s) of {args.conversation_id}")
+              f"and {result['annotations']} annotation(s) of {cid}")
         for sub in result["replays"]:
             print(f"{verb} its replay {sub['conversation_id']} ({sub['lines']} line(s))")
         if result["eval_reports"]:
             print(f"{verb} it from {result['eval_reports']} eval run report(s)")
     if not result["lines"] and not result["annotations"]:
-        print(f"no conversation {args.conversation_id!r} in {settings.log_path}", file=sys.stderr)
+        print(f"no conversation {cid!r} in {settings.log_path}", file=sys.stderr)
         return 1
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime
+from pathlib import Path
 
 from chatcore.config import Settings
 
@@ -22,6 +23,25 @@ def _add_log(p: argparse.ArgumentParser) -> None:
 def _add_dates(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", metavar="DATE", help="from this date or ISO time (inclusive)")
     p.add_argument("--until", metavar="DATE", help="up to this date or ISO time (a bare date includes that whole day)")
+
+
+def resolve_conversation(log_path, text, questions=None) -> str:
+    """The full id ``text`` names in the log at ``log_path`` (an id or a unique prefix of
+    6+ characters); a usage error (exit 2) when it names none or several."""
+    from chatcore.log.ids import resolve_conversation_id
+
+    if questions is None:
+        from chatcore.store import LogStore
+        from chatcore.store.questions import Questions
+
+        if not Path(log_path).exists():
+            raise UsageError(f"no log at {log_path} (set --log or CHAT_LOG_PATH)")
+        questions = Questions(LogStore(log_path, columns=("ts", "conversation_id")))
+        questions.sync(progress=_progress_to_stderr())
+    try:
+        return resolve_conversation_id(text, questions.ids_starting_with)
+    except (ValueError, LookupError) as exc:
+        raise UsageError(str(exc)) from None
 
 
 def parse_date_arg(value: str | None, *, end: bool = False) -> datetime | None:
@@ -141,13 +161,11 @@ def cmd_export(args) -> int:
         raise UsageError(f"no log at {settings.log_path} (set --log or CHAT_LOG_PATH)")
     questions = Questions(LogStore(settings.log_path))
     questions.sync(progress=_progress_to_stderr())
-    turns = _to_pandas(questions.transcript(args.conversation))
-    if turns.empty:
-        print(f"no conversation {args.conversation!r} in {settings.log_path}", file=sys.stderr)
-        return 1
+    cid = resolve_conversation(settings.log_path, args.conversation, questions)
+    turns = _to_pandas(questions.transcript(cid))
     from chatcore.space.handoff import conversation_events
 
-    text = export_conversation(turns, args.format, conversation_events(settings.log_path, args.conversation))
+    text = export_conversation(turns, args.format, conversation_events(settings.log_path, cid))
     # JSONL stays exact; Markdown and CSV are read by people: no terminal controls
     sys.stdout.write(text if args.format == "jsonl" else clean(text))
     return 0

@@ -15,6 +15,8 @@ def run(args) -> int:
     from chatcore.config import Settings, display_url
     from chatcore.store import load_log
 
+    from chatcore.cli.main import resolve_conversation
+
     settings = Settings.from_env(log_path=args.log, space_url=args.space)
     try:
         check_conversation_id(args.conversation_id)
@@ -22,6 +24,7 @@ def run(args) -> int:
         raise UsageError(str(exc)) from None
     if not settings.log_path.exists():
         raise UsageError(f"no log at {settings.log_path} (set --log or CHAT_LOG_PATH)")
+    args.conversation_id = resolve_conversation(settings.log_path, args.conversation_id)
     frame, _ = load_log(settings.log_path)
     turns = frame[frame["conversation_id"] == args.conversation_id]
     if turns.empty:

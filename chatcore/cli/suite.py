@@ -29,6 +29,13 @@ def cmd_add(args) -> int:
     ids = list(args.ids or []) + list(args.id or [])
     if not (args.rated or args.tag or args.handed_off or since or until or ids):
         raise UsageError("choose conversations: --rated down, --tag NAME, --handed-off, --since/--until or IDs")
+    if ids:
+        from chatcore.cli.main import resolve_conversation
+        from chatcore.store import LogStore
+        from chatcore.store.questions import Questions
+
+        questions = Questions(LogStore(log_path, columns=("ts", "conversation_id")))
+        ids = [resolve_conversation(log_path, i, questions) for i in ids]
     frame, _ = load_log(log_path)
     try:
         chosen = select_conversations(frame, log_path, rated=args.rated, tags=args.tag or [],

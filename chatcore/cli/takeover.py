@@ -61,11 +61,13 @@ def run(args) -> int:
     if res.status_code != 200:
         if args.format != "json":
             print(f"error: {data.get('error') or 'HTTP ' + str(res.status_code)}", file=sys.stderr)
-        return 1
+        # no such conversation, or a prefix naming several: the caller's input, like a usage error
+        return 2 if res.status_code in (400, 404) else 1
     if args.format != "json":
-        done = {"take": f"{staff} has taken over {args.conversation_id}: the bot is paused",
-                "say": f"sent to {args.conversation_id}",
-                "handback": f"{args.conversation_id} is back with the bot"}[route]
+        cid = data.get("conversation_id") or args.conversation_id
+        done = {"take": f"{staff} has taken over {cid}: the bot is paused",
+                "say": f"sent to {cid}",
+                "handback": f"{cid} is back with the bot"}[route]
         print(done)
     return 0
 
@@ -75,7 +77,7 @@ def register(sub) -> None:
                            ("say", "write to the visitor of a conversation you have taken over"),
                            ("handback", "give a conversation you have taken over back to the bot")):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("conversation_id", metavar="ID")
+        p.add_argument("conversation_id", metavar="ID", help="the id, or a unique prefix of 6 or more characters")
         if name == "say":
             p.add_argument("text", metavar="TEXT")
         p.add_argument("--as", dest="as_name", metavar="NAME",

@@ -152,8 +152,21 @@ def record_feedback(log_path, conversation_id: str, turn: int, rating: str, *, b
         raise ValueError("by must be 'visitor' or 'staff'")
     rec = {"v": 1, "ts": utc_now_iso(), "conversation_id": conversation_id, "turn": turn,
            "rating": rating, "by": by, "source": source}
-    _append(annotations_dir(log_path) / "feedback.jsonl", rec)
+    path = annotations_dir(log_path) / "feedback.jsonl"
+    with _feedback_lock:
+        # a rating is stored once per turn and rater; only a change adds a line
+        current, _ = _derive(path, "latest", _latest_ratings)
+        if current.get((conversation_id, turn, by)) == rating:
+            return rec
+        _append(path, rec)
     return rec
+
+
+_feedback_lock = threading.Lock()
+
+
+def _latest_ratings(rows: list[dict]) -> dict[tuple[str, int, str], str]:
+    return {(r.get("conversation_id"), r.get("turn"), r.get("by")): r.get("rating") for r in rows}
 
 
 def load_feedback(log_path) -> pd.DataFrame:

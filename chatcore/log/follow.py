@@ -20,6 +20,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from chatcore.log.forgotten import ForgottenRegistry, forgotten_hash, rewrite_map
 from chatcore.log.records import BAD_REASONS, BadRecord
 from chatcore.store import find_newline, parse_line
 
@@ -79,9 +80,10 @@ class LogTail:
         self._observer = None
         self._observer_failed = False
         self.observer_kind: str | None = None
-        #: hashes (:func:`chatcore.log.retention.forgotten_hash`) of conversations forgotten
+        #: hashes (:func:`chatcore.log.forgotten.forgotten_hash`) of conversations forgotten
         #: while following; holders of delivered records drop theirs
         self.forgotten: set[str] = set()
+        self._registry = ForgottenRegistry(self.path)
 
     # -- life cycle -----------------------------------------------------------------
 
@@ -197,6 +199,10 @@ class LogTail:
 
     def _scan(self, initial: bool = False) -> None:
         self._initialised = True
+        # forgotten anywhere in the folder (also by retention, which rewrites no shard)
+        gone = self._registry.refresh()
+        if gone and not initial:
+            self._forget(gone)
         current: dict[str, os.stat_result] = {}
         for p in self._current_paths():
             try:
@@ -268,8 +274,6 @@ class LogTail:
     def _continue_rewritten(self, f: _Follow, path: str, st: os.stat_result) -> bool:
         """A shard rewritten without some lines (``forget``): follow the new file from
         the place matching where we were, instead of reading it again from the start."""
-        from chatcore.log.retention import rewrite_map
-
         seen = rewrite_map(self.path).get((st.st_dev, st.st_ino))
         if seen is None or tuple(seen[0]) != f.dev_ino:
             return False
@@ -286,10 +290,13 @@ class LogTail:
         g.guard = _pread(fd, max(0, g.offset - _GUARD), min(_GUARD, g.offset))
         self._follows[path] = g
         if seen[2]:
-            self.forgotten.add(seen[2])
-            with self._qlock:  # not handed out yet: drop now
-                self._queue = deque(r for r in self._queue if not _is_forgotten(r, self.forgotten))
+            self._forget({seen[2]})
         return True
+
+    def _forget(self, hashes: set[str]) -> None:
+        self.forgotten |= hashes
+        with self._qlock:  # not handed out yet: drop now
+            self._queue = deque(r for r in self._queue if not _is_forgotten(r, self.forgotten))
 
     def _limit_open_files(self) -> None:
         """Keep at most MAX_OPEN shards open (a folder may hold years of daily
@@ -405,8 +412,6 @@ class LogTail:
 
 
 def _is_forgotten(rec: dict, hashes: set[str]) -> bool:
-    from chatcore.log.retention import forgotten_hash
-
     cid = rec.get("conversation_id")
     return isinstance(cid, str) and forgotten_hash(cid) in hashes
 

@@ -32,14 +32,13 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
-from chatcore.log.records import check_conversation_id, utc_now_iso
 from chatcore.config import log_folder
+from chatcore.log.forgotten import CACHE_DIR, NOTE_FILES, note_rewrite, record_forgotten
+from chatcore.log.records import check_conversation_id, utc_now_iso
 from chatcore.store.ingest import shard_day
 
 log = logging.getLogger(__name__)
 
-CACHE_DIR = ".chatcore-cache"
-REWRITES_FILE = "rewrites.jsonl"
 AUDIT_FILE = "audit.jsonl"
 ANNOTATION_FILES = ("feedback.jsonl", "notes.jsonl", "suites.jsonl")
 EVAL_RUNS = "eval-runs"
@@ -251,45 +250,8 @@ def _fsync_dir(folder: Path) -> None:
         os.close(dfd)
 
 
-def forgotten_hash(conversation_id: str) -> str:
-    """How rewrite notes name a forgotten conversation (the id itself must not stay)."""
-    import hashlib
-
-    return hashlib.sha256(b"chatcore-forget:" + conversation_id.encode("utf-8")).hexdigest()
-
-
 def _note_rewrite(rw: Rewrite, conversation_id: str | None) -> None:
-    """Tell running tails how the replaced shard maps to the new one, and which
-    conversation (by hash) went, so they can drop what they hold of it."""
-    from chatcore.log.writer import LogWriter
-
-    folder = rw.path.parent / CACHE_DIR  # where a tail of this file looks (see rewrite_map)
-    rec = {"ts": utc_now_iso(), "name": rw.path.name, "old": list(rw.old), "new": list(rw.new),
-           "removed": rw.ranges, "forgot": forgotten_hash(conversation_id) if conversation_id else None}
-    w = LogWriter(folder / REWRITES_FILE)
-    ok = w.append(rec)
-    w.close()
-    if not ok:
-        raise OSError(f"could not note the rewrite: {w.last_error}")
-
-
-def rewrite_map(log_path) -> dict[tuple, tuple[tuple, list, str | None]]:
-    """``{new (dev, ino): (old (dev, ino), removed ranges, forgotten id hash)}`` from the rewrite
-    notes of the log's folder (for a file: its own folder)."""
-    import orjson
-
-    out = {}
-    try:
-        with open(log_folder(log_path) / CACHE_DIR / REWRITES_FILE, "rb") as f:
-            for line in f:
-                try:
-                    rec = orjson.loads(line)
-                    out[tuple(rec["new"])] = (tuple(rec["old"]), rec["removed"], rec.get("forgot"))
-                except (orjson.JSONDecodeError, KeyError, TypeError):
-                    continue
-    except OSError:
-        pass
-    return out
+    note_rewrite(rw.path, rw.old, rw.new, rw.ranges, conversation_id)
 
 
 # ------------------------------------------------------------------------ caches
@@ -306,7 +268,7 @@ def purge_cache(log_path, needles: list[bytes], shards: list[Path] = ()) -> int:
     names = {os.path.abspath(p) for p in shards}
     removed = 0
     for q in sorted(cache.rglob("*")):
-        if not q.is_file() or q.name == REWRITES_FILE:
+        if not q.is_file() or q.name in NOTE_FILES:
             continue
         # a saved whole-log list is made from every shard: never worth keeping after a change
         # (and a printed list may hold an id in an escaped form the needle would not match)
@@ -497,6 +459,8 @@ def forget(log_path, conversation_id: str, *, by: str, dry_run: bool = False, _s
             result["replays"].append({"conversation_id": rid, "lines": sub["lines"]})
     if dry_run:
         return result
+    # after the rewrite, so a holder that drops the id and reads the log again finds none of it
+    record_forgotten(log_path, [conversation_id])
     cached = purge_cache(log_path, [conversation_id.encode("utf-8")], [rw.path for rw in rewritten])
     # a dashboard may have been writing a cache segment of the old shard meanwhile
     time.sleep(0.2)
@@ -557,7 +521,11 @@ def find_matching(log_path, text: str) -> dict[str, int]:
 
 def _log_lines(log_path):
     """Every line of every shard of the log (shards that cannot be opened are skipped)."""
-    for p in shard_files(log_path):
+    return _shard_lines(shard_files(log_path))
+
+
+def _shard_lines(shards: list[Path]):
+    for p in shards:
         try:
             fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
@@ -591,6 +559,7 @@ def retention(log_path, keep_days: int, *, today: date | None = None, dry_run: b
               "annotations": 0, "dry_run": dry_run}
     if dry_run or not old:
         return result
+    leaving = _ids_in(old)
     for p in old:
         fd = _open_locked(p)  # a writer mid-append finishes its line first
         if fd is None:
@@ -603,6 +572,7 @@ def retention(log_path, keep_days: int, *, today: date | None = None, dry_run: b
     _fsync_dir(log_folder(log_path))
     started = datetime.now(timezone.utc)
     live = _live_ids(log_path)
+    record_forgotten(log_path, sorted(leaving - live))
     result["annotations"] = _drop_orphan_annotations(log_path, live, started)
     result["cache_files"] = drop_cache_of_deleted(log_path)
     audit(log_path, {"action": "retention", "by": by, "keep_days": keep_days, "deleted": result["deleted"],
@@ -611,10 +581,15 @@ def retention(log_path, keep_days: int, *, today: date | None = None, dry_run: b
 
 
 def _live_ids(log_path) -> set[str]:
+    return _ids_in(shard_files(log_path))
+
+
+def _ids_in(shards: list[Path]) -> set[str]:
+    """Every conversation id with a line in ``shards``."""
     import orjson
 
     ids = set()
-    for line in _log_lines(log_path):
+    for line in _shard_lines(shards):
         if b"conversation_id" not in line:
             continue
         try:

@@ -76,7 +76,7 @@ def is_url(value) -> bool:
 
 
 def _display(url: str) -> str:
-    from chatcore.config import display_url
+    from chatcore.urls import display_url
 
     return display_url(url)
 

@@ -31,6 +31,9 @@ from starlette.middleware.cors import CORSMiddleware
 
 from chatcore.log import annotations
 from chatcore.log import records
+from chatcore.log.follow import LogTail
+from chatcore.log.forgotten import ForgottenRegistry, ids_in
+from chatcore.log.ids import resolve_conversation_id
 from chatcore.log.pii import mask_pii
 from chatcore.llm.responders import Responder, ResponderError, make_responder
 from chatcore.space.guard import (SESSION_PATTERN, ClientAddress, InFlight, RateLimit, SpaceGuard, Uploads,
@@ -143,12 +146,16 @@ class Conversations:
         self.bytes = 0
         self._forgot = False  # some conversation was dropped entirely: unknown ids may be in the log
         self.log_path = Path(log_path) if log_path else None
-        self._offsets: dict[Path, int] = {}
+        #: The log folder's follower (from the end of what :meth:`seed_from_log` read).
+        self._tail: LogTail | None = None
         self._follow_lock = threading.Lock()
         #: Called with each event line (schema v2) found in the folder, in order.
         self.on_event = None
         #: ``weave(cid, [(turn, user, reply)], turn) -> context``: events placed among the turns.
         self.weave = None
+        #: Called with the hashes of conversations just forgotten (after this object dropped them).
+        self.on_forget = None
+        self._registry: ForgottenRegistry | None = None
 
     # -- memory --------------------------------------------------------------------------
 
@@ -308,14 +315,17 @@ class Conversations:
         return (user if isinstance(user, str) else "", reply if isinstance(reply, str) else "")
 
     def seed_from_log(self) -> int:
-        """Read turn numbers of every conversation in the log folder; returns lines read."""
+        """Read turn numbers of every conversation in the log folder, then follow it from
+        there; returns lines read."""
         counts: dict[str, int] = {}
         lines = 0
+        resume: dict[str, list[int]] = {}
         with self._follow_lock:
             for shard in self._shards():
                 done = 0
                 try:
                     with open(shard, "rb") as f:
+                        st = os.fstat(f.fileno())
                         rest = b""
                         while True:
                             block = f.read(8 * 1024 * 1024)
@@ -328,41 +338,98 @@ class Conversations:
                             for obj in self._lines(block[:end], self.on_event):
                                 lines += 1
                                 self._turn_of(obj, counts)
+                    resume[shard.name] = [st.st_dev, st.st_ino, done]
                 except OSError as exc:
                     log.warning("could not read %s to continue turn numbers: %s", shard.name, exc)
-                self._offsets[shard] = done
+            self._start_tail(resume)
         with self._lock:
             for cid, n in counts.items():
                 state = self._get(cid)
                 state.next_turn = max(state.next_turn, n)
         return lines
 
+    def _start_tail(self, resume: dict[str, list[int]]) -> None:
+        if self.log_path is None or self._tail is not None:
+            return
+        folder = self.log_path if self.log_path.is_dir() else self.log_path.parent
+        # every line of the folder, any replica's, turns and events alike, as decoded objects;
+        # shards the seed read continue where it stopped, new ones are read from their start
+        self._tail = LogTail(folder, parse=_conversation_object, resume=resume, from_start=True).start()
+
+    def stop(self) -> None:
+        if self._tail is not None:
+            self._tail.stop()
+
+    def drop_forgotten(self) -> list[str]:
+        """Drop what is held of conversations ``forget`` or ``retention`` removed since the
+        last look (context, turn counter; then ``on_forget``): the id starts afresh."""
+        if self.log_path is None:
+            return []
+        if self._registry is None:
+            self._registry = ForgottenRegistry(self.log_path)
+            self._registry.refresh()  # forgotten before this Space started: nothing held yet
+            return []
+        gone = self._registry.refresh()
+        if not gone:
+            return []
+        with self._lock:
+            dropped = ids_in(list(self._state), gone)
+            for cid in dropped:
+                self.bytes -= self._state.pop(cid).size
+        if self.on_forget is not None:
+            self.on_forget(gone)
+        return dropped
+
+    def exists(self, conversation_id: str) -> bool:
+        """Has this conversation a line in the log (any process's)?"""
+        self.follow()
+        with self._lock:
+            if conversation_id in self._state:
+                return True
+            forgot = self._forgot
+        if not forgot:
+            return False
+        self._rebuild(conversation_id)
+        with self._lock:
+            st = self._state.get(conversation_id)
+            if st is not None and st.next_turn == 0 and not st.turns:
+                del self._state[conversation_id]  # the search found nothing: hold no empty entry
+                return False
+            return st is not None
+
+    def ids_starting_with(self, prefix: str) -> list[str]:
+        """Known ids starting with ``prefix`` (any case), for :func:`chatcore.log.ids.resolve_conversation_id`."""
+        self.follow()
+        folded = prefix.casefold()
+        with self._lock:
+            found = [cid for cid in self._state if cid.casefold().startswith(folded)]
+        if not found and self.exists(prefix):
+            found = [prefix]
+        return found
+
+    def resolve(self, text) -> str:
+        """The full id a staff member means by ``text`` (see :mod:`chatcore.log.ids`)."""
+        return resolve_conversation_id(text, self.ids_starting_with)
+
     def follow(self) -> None:
         """Apply lines appended to the log folder since the last look (any process's)."""
         if self.log_path is None:
             return
+        self.drop_forgotten()
         with self._follow_lock:
-            for shard in self._shards():
-                start = self._offsets.get(shard, 0)
-                try:
-                    size = shard.stat().st_size
-                    if size < start:  # truncated or replaced
-                        start = 0
-                    if size == start:
-                        continue
-                    with open(shard, "rb") as f:
-                        f.seek(start)
-                        raw = f.read(size - start)
-                except OSError:
+            if self._tail is None:
+                self._start_tail({})
+            self._tail.poll()
+            for obj in self._tail.drain():
+                if records.is_event(obj):
+                    if self.on_event is not None:
+                        self.on_event(obj)
                     continue
-                end = raw.rfind(b"\n") + 1
-                self._offsets[shard] = start + end
-                for obj in self._lines(raw[:end], self.on_event):
-                    turn = obj.get("turn")
-                    if isinstance(turn, bool) or not isinstance(turn, int) or not 0 <= turn < 2**31:
-                        continue
-                    user, reply = self._texts(obj)
-                    self.observe(obj["conversation_id"], turn, user, reply, obj.get("error") is None)
+                turn = obj.get("turn")
+                if isinstance(turn, bool) or not isinstance(turn, int) or not 0 <= turn < 2**31:
+                    continue
+                user, reply = self._texts(obj)
+                self.observe(obj["conversation_id"], turn, user, reply, obj.get("error") is None)
 
     def _rebuild(self, cid: str) -> None:
         """Load ``cid``'s turns from the log folder (the part already followed)."""
@@ -372,7 +439,8 @@ class Conversations:
         found: dict[int, tuple[str, str]] = {}
         next_turn = 0
         with self._follow_lock:
-            shards = [(p, self._offsets.get(p, 0)) for p in self._shards()]
+            done = self._tail.positions() if self._tail is not None else {}
+            shards = [(p, done[p.name][2] if p.name in done else 0) for p in self._shards()]
         for shard, end in shards:
             if end <= 0:
                 continue
@@ -406,6 +474,13 @@ class Conversations:
                 if turn not in state.turns:
                     self._put_turn(state, turn, *found[turn])
             self._shrink()
+
+
+def _conversation_object(line: bytes) -> dict:
+    """One line of the folder as the follower hands it to :class:`Conversations`."""
+    for obj in records.conversation_objects(line):
+        return obj
+    raise records.BadRecord("json", "not a conversation line")
 
 
 def seed_turns(counter: Conversations, log_path: Path | None = None) -> int:

@@ -45,6 +45,8 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from chatcore.log import records
+from chatcore.log.forgotten import ids_in
+from chatcore.log.ids import SHOWN_CANDIDATES, AmbiguousConversation
 from chatcore.log.pii import mask_pii
 from chatcore.log.writer import LogWriter
 
@@ -144,6 +146,7 @@ class Handoff:
         self._stop = threading.Event()
         self.conversations.on_event = self.apply
         self.conversations.weave = self.weave
+        self.conversations.on_forget = self.drop_forgotten
 
     # -- derived state ------------------------------------------------------------------
 
@@ -179,6 +182,15 @@ class Handoff:
             if len(st.events) > MAX_EVENTS:
                 del st.events[: len(st.events) - MAX_EVENTS]
             self.version += 1
+
+    def drop_forgotten(self, hashes: set[str]) -> None:
+        """Conversations just forgotten: their events leave memory (channels serve none)."""
+        with self._lock:
+            gone = ids_in(list(self._state), hashes)
+            for cid in gone:
+                del self._state[cid]
+            if gone:
+                self.version += 1
 
     def _forget_some(self) -> None:
         """Drop the oldest conversations that are back with the bot (their events stay in the log)."""
@@ -375,6 +387,11 @@ def register(app, settings, service) -> Handoff:
             return error(f"staff only: send the {OPERATOR_TOKEN_HEADER} header", 403)
         return None
 
+    def unknown_id(exc: LookupError) -> JSONResponse:
+        if isinstance(exc, AmbiguousConversation):
+            return error(str(exc), 400, candidates=exc.candidates[:SHOWN_CANDIDATES])
+        return error(str(exc), 404)
+
     def cid_param(request: Request) -> str:
         return records.check_conversation_id(request.query_params.get("conversation_id"))
 
@@ -387,6 +404,9 @@ def register(app, settings, service) -> Handoff:
         except ValueError as exc:
             return error(str(exc), 400)
         cid = data["conversation_id"]
+        # only a conversation that has chatted may ask (else anyone could fill the log and Live)
+        if not await asyncio.to_thread(service.conversations.exists, cid):
+            return error("no such conversation: send a message first", 404)
         st = await asyncio.to_thread(handoff.requested, cid)
         return JSONResponse({"ok": True, **_state_json(st, config)})
 
@@ -407,7 +427,10 @@ def register(app, settings, service) -> Handoff:
                     raise ValueError(f"text is longer than {MAX_STAFF_TEXT} characters")
         except ValueError as exc:
             return error(str(exc), 400)
-        cid = data["conversation_id"]
+        try:
+            cid = await asyncio.to_thread(service.conversations.resolve, data["conversation_id"])
+        except LookupError as exc:
+            return unknown_id(exc)
         if action == "take":
             ok, st = await asyncio.to_thread(handoff.take, cid, staff)
         elif action == "say":
@@ -420,7 +443,7 @@ def register(app, settings, service) -> Handoff:
                              **_state_json(st, config))
             return error("you do not have this conversation: take it over first", 409,
                          **_state_json(st, config))
-        return JSONResponse({"ok": True, **_state_json(st, config)})
+        return JSONResponse({"ok": True, "conversation_id": cid, **_state_json(st, config)})
 
     @app.post("/handoff/take", include_in_schema=False)
     async def take(request: Request):
@@ -440,12 +463,13 @@ def register(app, settings, service) -> Handoff:
         if refused:
             return refused
         try:
-            cid = cid_param(request)
+            cid = service.conversations.resolve(cid_param(request))
         except ValueError as exc:
             return error(str(exc), 400)
-        handoff.conversations.follow()
+        except LookupError as exc:
+            return unknown_id(exc)
         st = handoff.state(cid)
-        return JSONResponse({**_state_json(st, config), "events": st.events})
+        return JSONResponse({"conversation_id": cid, **_state_json(st, config), "events": st.events})
 
     @app.get("/handoff/poll", include_in_schema=False)
     def poll(request: Request):

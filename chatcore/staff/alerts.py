@@ -453,7 +453,7 @@ class Watcher:
 
 
 def _forgotten(cid, hashes: set[str]) -> bool:
-    from chatcore.log.retention import forgotten_hash
+    from chatcore.log.forgotten import forgotten_hash
 
     return isinstance(cid, str) and forgotten_hash(cid) in hashes
 

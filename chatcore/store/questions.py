@@ -620,6 +620,15 @@ class Questions:
             return self._con.execute("SELECT count(*) FROM turns_narrow WHERE conversation_id = ? LIMIT 1",
                                      [conversation_id]).fetchone()[0] > 0
 
+    def ids_starting_with(self, prefix: str, limit: int = 100) -> list[str]:
+        """Conversation ids starting with ``prefix`` in any case (for :mod:`chatcore.log.ids`)."""
+        with self._lock:
+            self._ensure()
+            rows = self._con.execute(
+                "SELECT DISTINCT conversation_id FROM turns_narrow "
+                "WHERE starts_with(lower(conversation_id), ?) LIMIT ?", [prefix.lower(), limit]).fetchall()
+        return [r[0] for r in rows]
+
     def turns_of(self, f: Filters = Filters(), ids: list[str] | None = None) -> pa.Table:
         """Every turn of the conversations in the list for ``f`` (or of ``ids``), in time
         order: what an export of the filtered view holds."""

@@ -469,6 +469,8 @@
         method: "POST", headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ conversation_id: cid }), credentials: "omit", mode: "cors"
       }).then(function (res) {
+        // only a conversation that has started may ask (the Space answers 404 otherwise)
+        if (res.status === 404) throw SpaceError("space", "Write us a message first, then ask for a person.");
         if (!res.ok) throw SpaceError("http", "HTTP " + res.status);
       }).catch(function (err) {
         if (cid === state.cid) showError(friendly(err));
