@@ -223,7 +223,9 @@ def test_receiver_down_then_up_each_alert_once_across_a_restart(tmp_path, receiv
     # stopped, one more rating meanwhile, started again: only the new one is sent
     watcher.stop()
     annotations.record_feedback(log, "c1", 0, "up")
-    annotations.record_feedback(log, "c0", 0, "down")  # the same again: a new line, a new alert
+    annotations.record_feedback(log, "c0", 0, "down")  # the same again: stored once, no new alert
+    annotations.record_feedback(log, "c2", 0, "up")
+    annotations.record_feedback(log, "c2", 0, "down")  # changed back: a new line, a new alert
     w.append({"ts": "2026-11-21T10:05:00Z", "conversation_id": "c9", "turn": 0,
               "user_text": "get me a live agent", "response": ["ok"], "history": []})
     watchers(log, f"http://127.0.0.1:{port}/hook", down_space)
@@ -231,7 +233,7 @@ def test_receiver_down_then_up_each_alert_once_across_a_restart(tmp_path, receiv
     time.sleep(2)
     events = [(b["event"], b["conversation_id"]) for _, b in rx.got]
     assert sorted(events) == sorted([("thumbs_down", "c0"), ("thumbs_down", "c1"), ("thumbs_down", "c2"),
-                                     ("thumbs_down", "c0"), ("person_requested", "c9")])
+                                     ("thumbs_down", "c2"), ("person_requested", "c9")])
     ids = [b["id"] for _, b in rx.got]
     assert len(ids) == len(set(ids))
 

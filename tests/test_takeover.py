@@ -105,8 +105,8 @@ def test_text_request_takeover_handback_and_context(space_factory):
 
     took = cli(sp, "takeover", cid, "--as", "Ann")
     assert took.returncode == 0, took.stderr
-    assert state(sp, cid) | {"events": None} == {"status": "staff", "staff": "Ann", "waiting_since": None,
-                                                  "events": None}
+    assert state(sp, cid) | {"events": None} == {"conversation_id": cid, "status": "staff", "staff": "Ann",
+                                                  "waiting_since": None, "events": None}
     said = cli(sp, "say", cid, "Hi, this is Ann. How can I help?", "--as", "Ann")
     assert said.returncode == 0, said.stderr
     # The visitor writes while Ann holds it: no bot answer.
