@@ -1033,6 +1033,85 @@ def test_contains4_finds_the_needle_at_every_alignment_and_only_before_end():
     assert not _contains4(b'"t', 2, b'"ts"') and not _contains4(b"", 0, b'"ts"')
 
 
+# --------------------------------------------------------------------------- impossible times
+
+#: Times a line may carry that no calendar the readers use can hold: outside the years 1-9999
+#: once in UTC (as written, or only after the zone is applied).
+IMPOSSIBLE_TIMES = ["0000-01-01T00:00:00Z", "9999-12-31T23:59:59-05:00", "0001-01-01T00:30:00+01:00",
+                    "0000-06-01T12:00:00"]
+#: ... and the good times nearest to them.
+EDGE_TIMES = ["0001-01-01T00:00:00Z", "0001-01-01T01:00:00+01:00", "1969-07-20T20:17:40Z",
+              "9999-12-31T23:59:59.999999Z", "9999-12-31T18:59:59-05:00"]
+
+
+def _hostile_block_log(path: Path) -> int:
+    """A log of more than two parser blocks (read in parallel, block by block) in both shapes,
+    with a line at each impossible time, in its own conversation and in a busy one, inside a
+    block and next to its edges. Returns the number of hostile lines."""
+    from chatcore.store.ingest import BLOCK_BYTES
+
+    lines = [good_line(i) if i % 3 else seed_line(i) for i in range(60_000)]
+    hostile = 0
+    for k, stamp in enumerate(IMPOSSIBLE_TIMES * 3):
+        for conv in ("evil", "c3"):
+            rec = orjson.loads(good_line(k, conv=conv))
+            if k % 2:  # the seed's shape: the time under "timestamp"
+                rec = {"timestamp": stamp, "conversation_id": conv, "user_text": "q", "response": ["a", "b"],
+                       "history": []}
+            else:
+                rec["ts"] = stamp
+            lines.insert(k * 5_000 + 7, orjson.dumps(rec) + b"\n")
+            hostile += 1
+    lines.insert(30_000, good_line(30_000, conv="evil"))  # the conversation also has a good turn
+    # the edges of the calendar, and a time before 1970, are good times
+    for k, stamp in enumerate(EDGE_TIMES):
+        rec = orjson.loads(good_line(k, conv="edges"))
+        rec["ts"] = stamp
+        lines.insert(k * 9_000 + 11, orjson.dumps(rec) + b"\n")
+    data = b"".join(lines)
+    assert len(data) > 2 * BLOCK_BYTES
+    path.write_bytes(data)
+    return hostile
+
+
+def test_impossible_times_are_bad_lines_for_the_cli_list_and_export(tmp_path):
+    """A replica's shard, an imported log or a hostile mirrored Space can carry a time outside
+    the years 1-9999: the reference reader rejects such a line, and so must the block parser, or
+    the whole conversation list fails (the engine cannot hold the time) and the export of that
+    conversation with it."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    log = tmp_path / "log.jsonl"
+    hostile = _hostile_block_log(log)
+    rows, bad, _ = reference(log)
+    assert bad == {"wrong_type": hostile}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "chatcore", *args, "--log", str(log)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+
+    for _cache in ("cold", "warm"):  # the first run parses the log and saves the cache, the second reads it
+        listed = cli("conversations", "--format", "json")
+        assert listed.returncode == 0, listed.stderr[-2000:]
+        got = {c["conversation_id"]: c["turns"] for c in json.loads(listed.stdout)}
+        assert got == Counter(r["conversation_id"] for r in rows)
+        assert got["edges"] == len(EDGE_TIMES)
+        assert f"skipped {hostile} bad line(s)" in listed.stderr
+
+    exported = cli("export", "--conversation", "evil", "--format", "jsonl")
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    turns = [json.loads(line) for line in exported.stdout.splitlines()]
+    want = [r for r in rows if r["conversation_id"] == "evil"]
+    assert len(turns) == len(want) == 1 and turns[0]["user_text"] == want[0]["user_text"]
+    for conv, fmt in (("edges", "jsonl"), ("edges", "csv"), ("c3", "md")):
+        out = cli("export", "--conversation", conv, "--format", fmt)
+        assert out.returncode == 0, out.stderr[-2000:]
+    assert_matches(LogStore(log), log)
+
+
 # --------------------------------------------------------------------------- the compiled scanner
 
 #: Tests of the scanner itself run once, with it (the fixture above would also run them without).

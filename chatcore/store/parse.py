@@ -375,6 +375,7 @@ def _vouch(t: pa.Table) -> tuple[pa.Table, np.ndarray] | None:
             ts = pc.if_else(zoned, with_zone, pc.cast(no_zone, UTC_US))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
+    ts, t = _within_calendar(ts, t, mask)
     lat = t.column("latency_ms")
     if lat.null_count < len(lat):
         lat = pc.if_else(pc.fill_null(pc.less(lat, 0.0), False), _NULL_F64, lat)
@@ -401,6 +402,29 @@ def _vouch(t: pa.Table) -> tuple[pa.Table, np.ndarray] | None:
         schema=ARROW_SCHEMA,
     )
     return out, mask
+
+
+#: The first and last microsecond Python's datetime can hold (years 1-9999), since the epoch.
+_FIRST_US = -62135596800 * 10**6
+_LAST_US = 253402300800 * 10**6 - 1
+
+
+def _within_calendar(ts, t: pa.Table, mask: np.ndarray):
+    """Rows whose time, in UTC, lies outside the years 1-9999 (``0000-01-01T00:00:00Z``,
+    ``9999-12-31T23:59:59-05:00``) are taken out and their lines left to the reference parser,
+    which rejects them: the engine and the exports cannot represent such a time. ``mask`` (the
+    lines vouched for) is updated in place."""
+    if not len(ts):
+        return ts, t
+    mm = pc.min_max(ts)
+    lo, hi = mm["min"].value, mm["max"].value
+    if lo is None or (lo >= _FIRST_US and hi <= _LAST_US):
+        return ts, t
+    ok = pc.and_(pc.greater_equal(ts, pa.scalar(_FIRST_US, UTC_US)), pc.less_equal(ts, pa.scalar(_LAST_US, UTC_US)))
+    keep = _np_bool(ok)
+    vouched = np.flatnonzero(mask)
+    mask[vouched[~keep]] = False
+    return ts.filter(ok), t.filter(ok)
 
 
 def _file_names(col: pa.ChunkedArray) -> pa.ChunkedArray:
