@@ -1210,3 +1210,116 @@ def test_the_blocks_utf8_check_agrees_with_python():
         except UnicodeDecodeError:
             want = False
         assert _utf8_ok(memoryview(raw)) == want, raw
+
+
+# --------------------------------------------------------------------------- import
+
+
+def _log_to_import(path: Path) -> tuple[list[bytes], int]:
+    """A seed-shaped log (history and all) with what a real one may also hold: lines in the
+    current shape (one answered again), event lines, broken lines, impossible times, a history
+    quoting a "ts" key, a key spelled with escapes, and a last line still being written.
+    Returns (the lines, the number of event lines)."""
+    from chatcore.log.records import make_event
+
+    lines = [seed_line(i, conv=f"s{i % 40}") for i in range(3000)]
+    current = orjson.loads(good_line(7, conv="s3"))
+    extra = [
+        good_line(1, conv="now"),
+        orjson.dumps(dict(current, retry_of=current["turn"])) + b"\n",
+        orjson.dumps(make_event(conversation_id="s3", kind="handoff_requested", at_turn=2, via="button")) + b"\n",
+        orjson.dumps(make_event(conversation_id="s4", kind="staff_message", at_turn=1, staff="ann", text="hi")) + b"\n",
+        b'{"timestamp": "2026-10-01T10:00:00", "conversation_id": "s1", "response": ["a"], "history": [NaN, 1,]}\n',
+        b'{"timestamp": "0000-01-01T00:00:00", "conversation_id": "s1", "response": ["a"], "history": []}\n',
+        b'{"ts": "9999-12-31T23:59:59-05:00", "conversation_id": "s1", "response": "a"}\n',
+        b'{"t\\u0073": "2026-10-02T10:00:00Z", "timestamp": "2026-10-01T10:00:00", "conversation_id": "esc", '
+        b'"response": ["a", "b"]}\n',
+        b"not json\n",
+    ]
+    for k, line in enumerate(extra):
+        lines.insert(k * 311 + 5, line)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(lines) + b'{"timestamp": "2026-10-01T10:00:00", "conversation_id": "unfini')
+    return lines, 2
+
+
+def test_an_imported_log_reads_as_the_reference_reads_the_original(tmp_path, monkeypatch):
+    """``import`` writes each turn in the current shape without its history: the store reads the
+    converted log exactly as the reference reads the original (same rows, in order), event lines
+    and current-shape lines are copied byte for byte, and only rejected lines are left out."""
+    from chatcore.store import convert as convert_mod
+
+    monkeypatch.setattr(convert_mod, "BLOCK_BYTES", 64 << 10)  # many blocks, converted in parallel
+    src = tmp_path / "old" / "chat_logs.jsonl"
+    original, events = _log_to_import(src)
+    rows, bad, pending = reference(src)
+    assert pending and bad["event"] == events
+
+    result = convert_mod.convert_log(src, tmp_path / "new")
+    dst = tmp_path / "new" / "chat_logs.jsonl"
+    assert result.files == [dst] and result.unfinished == [src]
+
+    new_rows, new_bad, new_pending = reference(dst)
+    assert norm_ref(new_rows) == norm_ref(rows)
+    assert new_bad == {"event": events} and new_pending == 0
+    store = LogStore(dst)
+    assert rows_of(store.frame) == norm_ref(rows)
+    assert store.stats["events"] == events and store.stats["bad_total"] == 0
+
+    left_out = +Counter({k: v for k, v in bad.items() if k != "event"})
+    assert result.bad == left_out and result.turns == len(rows) and result.events == events
+    assert result.converted == len(rows) - 3  # three turns are in the current shape already
+    kept = set(original)
+    for line in dst.read_bytes().splitlines(keepends=True):
+        obj = orjson.loads(line)
+        if line in kept:  # copied: a line with a "ts" key, or an event
+            assert "ts" in obj or obj.get("kind") not in (None, "turn"), line
+        else:
+            assert "history" not in obj and "timestamp" not in obj and isinstance(obj["response"], str), line
+            assert obj["ts"].endswith("Z")
+    assert dst.stat().st_size < src.stat().st_size  # without the history
+
+
+def test_the_import_command_converts_once_and_never_overwrites(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "chatcore", "import", *map(str, args)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+
+    src = tmp_path / "old" / "chat_logs.jsonl"
+    _log_to_import(src)
+    rows, _, _ = reference(src)
+    done = cli(src)
+    assert done.returncode == 0, done.stderr
+    dst = tmp_path / "old" / "imported" / "chat_logs.jsonl"  # the default: beside the log
+    assert rows_of(LogStore(dst).frame) == norm_ref(rows)
+    assert f"imported {len(rows):,} turn(s)" in done.stdout
+    assert "3 turn(s) already in the current shape, 2 event line(s)" in done.stdout
+    assert "left out: 4 line(s)" in done.stderr and "no newline yet" in done.stderr
+
+    before = dst.read_bytes()
+    again = cli(src)
+    assert again.returncode == 2 and "never overwritten" in again.stderr
+    assert dst.read_bytes() == before
+
+    # a folder of shards: nothing is written when one of the files exists already
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    (folder / "a.jsonl").write_bytes(seed_line(1))
+    (folder / "b.jsonl").write_bytes(seed_line(2))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "b.jsonl").write_bytes(b"mine\n")
+    refused = cli(folder, "--out", out)
+    assert refused.returncode == 2 and "b.jsonl" in refused.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["b.jsonl"] and (out / "b.jsonl").read_bytes() == b"mine\n"
+    (out / "b.jsonl").unlink()
+    assert cli(folder, "--out", out).returncode == 0
+    assert rows_of(LogStore(out).frame) == norm_ref(reference(folder)[0])
+
+    missing = cli(tmp_path / "nowhere.jsonl")
+    assert missing.returncode == 2 and "no log at" in missing.stderr
