@@ -27,8 +27,6 @@ setup_python() {
     "$VENV/bin/python" -m pip install -q -r requirements.txt
     echo "$want" > "$stamp"
   fi
-  # The compiled line scanner for cold reads of large logs (skipped, with a note, without a C compiler).
-  "$VENV/bin/python" -c "from chatcore.store.native import main; main()"
 }
 
 setup_test_tools() {

@@ -5,13 +5,13 @@ import json
 import math
 import os
 import random
-import re
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
 import pandas as pd
+import pyarrow.compute as pc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,28 +22,6 @@ from chatcore.store import ingest as ingest_mod
 from chatcore.store import segments as segments_mod
 from chatcore.log.records import BAD_REASONS, COLUMNS, BadRecord, make_record
 from chatcore.store import LogStore, load_log, parse_bytes, parse_line
-
-# --------------------------------------------------------------------------- both scanners
-
-
-@pytest.fixture(autouse=True, scope="module", params=["compiled", "numpy"])
-def line_scanner(request):
-    """Every test here runs twice: with the compiled line scanner, and with the numpy checks
-    a machine without a C compiler uses (CHAT_NATIVE_SCAN=0, also for child processes)."""
-    from chatcore.store import native
-    from chatcore.store import parse as parse_mod
-
-    with pytest.MonkeyPatch.context() as mp:
-        if request.param == "compiled":
-            if parse_mod._SCANNER is None:
-                if native.compiler() is None:
-                    pytest.skip("no C compiler on this machine: only the numpy checks exist here")
-                pytest.fail("the compiled line scanner is not built or is stale: run ./run.sh setup")
-        else:
-            mp.setattr(parse_mod, "_SCANNER", None)
-            mp.setenv("CHAT_NATIVE_SCAN", "0")
-        yield request.param
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -608,7 +586,7 @@ class IncrementalMachine(RuleBasedStateMachine):
         assert_matches(self.store, self.folder)
 
 
-def test_incremental_machine(line_scanner):
+def test_incremental_machine():
     run_state_machine_as_test(IncrementalMachine,
                               settings=settings(max_examples=50, stateful_step_count=12, deadline=None))
 
@@ -1033,10 +1011,86 @@ def test_contains4_finds_the_needle_at_every_alignment_and_only_before_end():
     assert not _contains4(b'"t', 2, b'"ts"') and not _contains4(b"", 0, b'"ts"')
 
 
-# --------------------------------------------------------------------------- the compiled scanner
+# --------------------------------------------------------------------------- impossible times
 
-#: Tests of the scanner itself run once, with it (the fixture above would also run them without).
-COMPILED_ONLY = pytest.mark.parametrize("line_scanner", ["compiled"], indirect=True)
+#: Times a line may carry that no calendar the readers use can hold: outside the years 1-9999
+#: once in UTC (as written, or only after the zone is applied).
+IMPOSSIBLE_TIMES = ["0000-01-01T00:00:00Z", "9999-12-31T23:59:59-05:00", "0001-01-01T00:30:00+01:00",
+                    "0000-06-01T12:00:00"]
+#: ... and the good times nearest to them.
+EDGE_TIMES = ["0001-01-01T00:00:00Z", "0001-01-01T01:00:00+01:00", "1969-07-20T20:17:40Z",
+              "9999-12-31T23:59:59.999999Z", "9999-12-31T18:59:59-05:00"]
+
+
+def _hostile_block_log(path: Path) -> int:
+    """A log of more than two parser blocks (read in parallel, block by block) in both shapes,
+    with a line at each impossible time, in its own conversation and in a busy one, inside a
+    block and next to its edges. Returns the number of hostile lines."""
+    from chatcore.store.ingest import BLOCK_BYTES
+
+    lines = [good_line(i) if i % 3 else seed_line(i) for i in range(60_000)]
+    hostile = 0
+    for k, stamp in enumerate(IMPOSSIBLE_TIMES * 3):
+        for conv in ("evil", "c3"):
+            rec = orjson.loads(good_line(k, conv=conv))
+            if k % 2:  # the seed's shape: the time under "timestamp"
+                rec = {"timestamp": stamp, "conversation_id": conv, "user_text": "q", "response": ["a", "b"],
+                       "history": []}
+            else:
+                rec["ts"] = stamp
+            lines.insert(k * 5_000 + 7, orjson.dumps(rec) + b"\n")
+            hostile += 1
+    lines.insert(30_000, good_line(30_000, conv="evil"))  # the conversation also has a good turn
+    # the edges of the calendar, and a time before 1970, are good times
+    for k, stamp in enumerate(EDGE_TIMES):
+        rec = orjson.loads(good_line(k, conv="edges"))
+        rec["ts"] = stamp
+        lines.insert(k * 9_000 + 11, orjson.dumps(rec) + b"\n")
+    data = b"".join(lines)
+    assert len(data) > 2 * BLOCK_BYTES
+    path.write_bytes(data)
+    return hostile
+
+
+def test_impossible_times_are_bad_lines_for_the_cli_list_and_export(tmp_path):
+    """A replica's shard, an imported log or a hostile mirrored Space can carry a time outside
+    the years 1-9999: the reference reader rejects such a line, and so must the block parser, or
+    the whole conversation list fails (the engine cannot hold the time) and the export of that
+    conversation with it."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    log = tmp_path / "log.jsonl"
+    hostile = _hostile_block_log(log)
+    rows, bad, _ = reference(log)
+    assert bad == {"wrong_type": hostile}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "chatcore", *args, "--log", str(log)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+
+    for _cache in ("cold", "warm"):  # the first run parses the log and saves the cache, the second reads it
+        listed = cli("conversations", "--format", "json")
+        assert listed.returncode == 0, listed.stderr[-2000:]
+        got = {c["conversation_id"]: c["turns"] for c in json.loads(listed.stdout)}
+        assert got == Counter(r["conversation_id"] for r in rows)
+        assert got["edges"] == len(EDGE_TIMES)
+        assert f"skipped {hostile} bad line(s)" in listed.stderr
+
+    exported = cli("export", "--conversation", "evil", "--format", "jsonl")
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    turns = [json.loads(line) for line in exported.stdout.splitlines()]
+    want = [r for r in rows if r["conversation_id"] == "evil"]
+    assert len(turns) == len(want) == 1 and turns[0]["user_text"] == want[0]["user_text"]
+    for conv, fmt in (("edges", "jsonl"), ("edges", "csv"), ("c3", "md")):
+        out = cli("export", "--conversation", conv, "--format", fmt)
+        assert out.returncode == 0, out.stderr[-2000:]
+    assert_matches(LogStore(log), log)
+
+
+# --------------------------------------------------------------------------- lines the block path must read exactly
 
 
 def test_a_key_spelled_with_escapes_is_read_as_the_reference_reads_it():
@@ -1055,25 +1109,6 @@ def test_a_key_spelled_with_escapes_is_read_as_the_reference_reads_it():
     assert {r["ts"].year for r in rows} == {2026}
 
 
-def _scan_lines(lines: list[bytes]):
-    from chatcore.store import native
-
-    scanner = native.load()
-    data = b"".join(l + b"\n" for l in lines)
-    out, n, ends, flags = scanner.scan(data, len(data))
-    got = bytes(out[:n]).split(b"\n")[:-1]
-    assert len(got) == len(lines) == len(flags)
-    assert list(ends) == [i for i, b in enumerate(bytes(out[:n])) if b == 0x0A]
-    return got, [int(f) for f in flags]
-
-
-def _loads(raw: bytes):
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return json.loads(raw.decode("utf-8"))
-
-
 _history_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
     lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=4), max_leaves=12)
@@ -1081,27 +1116,26 @@ _raw_history = st.sampled_from([b"[NaN]", b"[1,]", b'["\\ud800"]', b'"\xff"', b"
                                 b'"\\ud83d\\ude00"', b"-0.5E+3", b"01", b"[true false]", b'{"a" 1}', b"nul"])
 
 
-_NAIVE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?")
 _field_values = (st.text(max_size=8) | st.lists(st.text(max_size=6), max_size=3) | st.none() | st.integers()
                  | st.datetimes().map(lambda d: d.isoformat()) | st.sampled_from(["2026-10-01T10:00:00.5",
                                                                                  "2026-10-01 10:00:00", "2026-10-01"])
                  | st.lists(st.one_of(st.text(max_size=3), st.integers()), max_size=3))
 
 
-def _expected_copy(obj: dict) -> dict:
-    """What the scanner's copy of a strict line must read as (keys unescaped and not repeated)."""
-    want = {k: v for k, v in obj.items() if k != "history"}
-    if "ts" not in want and "timestamp" in want:
-        value = want.pop("timestamp")
-        want["ts"] = value + "Z" if isinstance(value, str) and _NAIVE.fullmatch(value) else value
-    for key in ("response", "user_text"):
-        value = want.get(key)
-        if isinstance(value, list) and all(isinstance(x, str) for x in value):
-            want[key] = "\n".join(value)
-    return want
+def _among_good_lines(lines: list[bytes]) -> bytes:
+    """``lines`` between enough good lines of both shapes that the block path reads them (a
+    short run is read line by line)."""
+    pad = [seed_line(i) for i in range(12)] + [good_line(i) for i in range(12)]
+    return b"".join(pad[:12] + [line + b"\n" for line in lines] + pad[12:])
 
 
-@COMPILED_ONLY
+def assert_block_reads_as_reference(data: bytes) -> None:
+    table, bad = parse_bytes(data)
+    rows, ref_bad = _reference_of(data)
+    assert +bad == +ref_bad
+    assert rows_of(store_mod._to_pandas(table)) == norm_ref(rows)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.dictionaries(st.sampled_from(["ts", "timestamp", "conversation_id", "user_text", "response",
                                                            "a"]), _field_values, max_size=4),
@@ -1110,10 +1144,11 @@ def _expected_copy(obj: dict) -> dict:
                           st.booleans()),
                 min_size=1, max_size=12),
        st.lists(st.binary(max_size=30), max_size=4))
-def test_the_scanners_copy_reads_as_the_reference_reads_the_line(line_scanner, items, junk):
-    """A line the scanner calls strict is valid JSON for the reference reader, and its copy reads
-    as the same record in the current shape (no "history", "timestamp" as "ts", lists of lines
-    as text); any other line is copied byte for byte."""
+def test_fuzz_lines_with_any_history_read_as_the_reference_reads_them(items, junk):
+    """Lines of either shape with generated fields and a history, valid or broken (NaN, a
+    trailing comma, lone surrogate escapes, bytes that are not UTF-8, deep nesting), with
+    spaces around and among junk: the block path gives the reference's rows and bad counts
+    (a broken history makes the whole line bad, as in the reference, although no reader uses it)."""
     lines = []
     for fields, history, where, ascii_, pad, compact in items:
         sep = b"," if compact else b", "
@@ -1123,148 +1158,168 @@ def test_the_scanners_copy_reads_as_the_reference_reads_the_line(line_scanner, i
             parts.insert(min(where, len(parts)), b'"history": ' + history)
         lines.append(pad + b"{" + sep.join(parts) + b"}" + pad)
     lines += [j.replace(b"\n", b"") for j in junk]
-    got, flags = _scan_lines(lines)
-    for raw, out, f in zip(lines, got, flags):
-        strict = bool(f & 1)
-        try:
-            obj = _loads(raw)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            obj = None
-        if strict:
-            assert isinstance(obj, dict), raw
-            want = _expected_copy(obj)
-            assert _loads(out) == want, (raw, out)
-            assert bool(f & 2) == ("ts" in want), raw
-            assert f & 16  # valid UTF-8
-            assert bool(f & 8) == (out != raw), raw
-            assert len(out) <= len(raw)
-        else:
-            assert out == raw
-            assert not f & 8
-        if not f & 16:
-            with pytest.raises(UnicodeDecodeError):
-                raw.decode("utf-8")
+    assert_block_reads_as_reference(_among_good_lines(lines))
 
 
-@COMPILED_ONLY
-def test_the_scanner_rejects_what_strict_json_rejects(line_scanner):
-    bad = [b'{"a": NaN}', b'{"a": [1,]}', b'{"a": "\\ud800"}', b'{"a": "\\udc00x"}', b'{"a": "\xc0\x80"}',
-           b'{"a": "\xed\xa0\x80"}', b'{"a": "\xf4\x90\x80\x80"}', b'{"a": "tab\there"}', b'{"a": 01}',
-           b'{"a": 1.}', b'{"a": .5}', b'{"a": +1}', b'{"a": tru}', b'{"a" 1}', b'{"a": 1,}', b"{", b"}",
-           b'{"a": 1} x', b'{"a": "\\x41"}', b'{"a": "\\u12G4"}', b'{"h": ' + b"[" * 200 + b"]" * 200 + b"}",
-           b"[1]", b'"s"', b"", b"  "]
-    good = [b'{"a": "\\ud83d\\ude00"}', b'{"a": -0.5e-3}', b'{"a": "\xf0\x9f\x99\x82"}', b'{"a": 1e999}',
-            b' {"a": [[], {}, [{"b": null}]]}\r', b'{"history": ' + b"[" * 100 + b"]" * 100 + b"}"]
-    got, flags = _scan_lines(bad + good)
-    assert [f & 1 for f in flags] == [0] * len(bad) + [1] * len(good)
-    assert got[-1] == b"{}"
-    # the copy of a seed-shaped line, and what is left alone
-    seed = (b'{"timestamp": "2026-10-01T10:00:00.123456", "conversation_id": "c", "user_text": "hi", '
-            b'"response": ["a \\"q\\"", "", "\xc3\xa9"], "history": [["x", "y"]]}')
-    same = [b'{"ts": "2026-11-01T00:00:00Z", "timestamp": "2026-10-01T10:00:00", "response": ["a", 1]}',
-            b'{"timestamp": "2026-10-01T10:00:00", "timestamp": "2026-10-01T10:00:01"}',
-            b'{"t\\u0073": 1, "timestamp": "2026-10-01T10:00:00", "response": "x"}']
-    got, flags = _scan_lines([seed] + same)
-    assert got[0] == (b'{"ts": "2026-10-01T10:00:00.123456Z", "conversation_id": "c", "user_text": "hi", '
-                      b'"response": "a \\"q\\"\\n\\n\xc3\xa9"}')
-    assert got[1:] == same and [f & 8 for f in flags] == [8, 0, 0, 0]
+#: JSON values that strict JSON (RFC 8259) or UTF-8 rejects, and unusual values it accepts.
+NOT_STRICT_VALUES = [b"NaN", b"[1,]", b'"\\ud800"', b'"\\udc00x"', b'"\xc0\x80"', b'"\xed\xa0\x80"',
+                     b'"\xf4\x90\x80\x80"', b'"tab\there"', b"01", b"1.", b".5", b"+1", b"tru", b'"\\x41"',
+                     b'"\\u12G4"', b"[" * 200 + b"]" * 200, b'{"a" 1}']
+UNUSUAL_VALUES = [b'"\\ud83d\\ude00"', b"-0.5e-3", b'"\xf0\x9f\x99\x82"', b"1e999", b'[[], {}, [{"b": null}]]',
+                  b"[" * 100 + b"]" * 100, b'"\\u0000"']
 
 
-@COMPILED_ONLY
-def test_a_stale_or_absent_scanner_is_not_loaded(line_scanner, monkeypatch):
-    from chatcore.store import native
-
-    assert native.load() is not None
-    monkeypatch.setattr(native, "source_hash", lambda: "0" * 16)  # the source changed since the build
-    assert native.load() is None
-    monkeypatch.undo()
-    monkeypatch.setenv("CHAT_NATIVE_SCAN", "0")
-    assert native.load() is None
-
-
-@COMPILED_ONLY
-def test_the_scanner_is_memory_safe_on_hostile_lines(line_scanner, tmp_path):
-    """The log holds what visitors typed: the scanner is run over thousands of mutated lines
-    (cut strings and escapes, stray quotes and brackets, broken UTF-8, NUL bytes, blocks
-    ending without a newline), each block in a buffer of exactly its size, under
-    AddressSanitizer and UndefinedBehaviorSanitizer."""
-    import struct
-    import subprocess
-
-    from chatcore.store import native
-
-    harness = tmp_path / "harness"
-    build = subprocess.run([native.compiler(), "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-                            '-DSOURCE_HASH="test"', str(Path(__file__).parent / "native" / "scan_harness.c"),
-                            str(native.SOURCE), "-o", str(harness)], capture_output=True, text=True)
-    if build.returncode != 0 and "asan" in build.stderr.lower():
-        pytest.skip(f"this compiler has no AddressSanitizer: {build.stderr[-200:]}")
-    assert build.returncode == 0, build.stderr
-    rng = random.Random(11)
-    base = [seed_line(i) for i in range(60)] + [good_line(i) for i in range(60)]
-    tokens = [b'"', b"\\", b"\\u", b"\\ud83d", b"\\ude00", b"\\ud800", b"{", b"}", b"[", b"]", b",", b":",
-              b'"history"', b'"ts"', b"\xc3", b"\xe2\x82", b"\xf0\x9f\x99", b"\xed\xa0\x80", b"\xff", b"\x00",
-              b"\n", b" ", b"1e", b"-", b"0", b"true", b"nul", b'"\\u0074s"', b"[" * 200]
-    blobs = []
-    for _ in range(6000):
-        lines = []
-        for _ in range(rng.randint(1, 6)):
-            line = bytearray(rng.choice(base).rstrip(b"\n"))
-            for _ in range(rng.randint(0, 4)):
-                pos, op = rng.randint(0, len(line)), rng.random()
-                if op < 0.4:
-                    line[pos:pos] = rng.choice(tokens)
-                elif op < 0.7:
-                    del line[pos:pos + rng.randint(1, 40)]
-                else:
-                    line = line[:pos]
-            lines.append(bytes(line) + b"\n")
-        blob = b"".join(lines)
-        if rng.random() < 0.3:
-            blob = blob[:rng.randint(0, len(blob))]
-        blobs.append(struct.pack("<I", len(blob)) + blob)
-    (tmp_path / "blobs.bin").write_bytes(b"".join(blobs))
-    res = subprocess.run([str(harness), str(tmp_path / "blobs.bin")], capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
-    lines, strict = map(int, res.stdout.split()[0:3:2])
-    assert lines > 6000 and 0 < strict < lines  # both kinds were exercised
+def test_values_strict_json_rejects_read_as_the_reference_reads_them():
+    """Each value above, in the history, in a key no reader uses and in the text fields of both
+    shapes, and lines that are broken as a whole or repeat a key: the block path gives the
+    reference's rows and bad counts."""
+    lines = []
+    for value in NOT_STRICT_VALUES + UNUSUAL_VALUES:
+        for key in (b"history", b"x", b"user_text", b"response"):
+            lines.append(b'{"timestamp": "2026-10-01T10:00:00", "conversation_id": "s", "user_text": "u", '
+                         b'"response": ["r"], "' + key + b'": ' + value + b"}")
+            lines.append(b'{"v": 1, "ts": "2026-10-01T10:00:00Z", "conversation_id": "v", "response": "r", "'
+                         + key + b'": ' + value + b"}")
+    lines += [b"{", b"}", b'{"a": 1} x', b"[1]", b'"s"', b"", b"  ", b'{"a": 1,}',
+              b'{"ts": "2026-11-01T00:00:00Z", "timestamp": "2026-10-01T10:00:00", "response": ["a", 1]}',
+              b'{"timestamp": "2026-10-01T10:00:00", "timestamp": "2026-10-01T10:00:01", "conversation_id": "d"}',
+              b'{"t\\u0073": 1, "timestamp": "2026-10-01T10:00:00", "response": "x", "conversation_id": "e"}',
+              b' {"timestamp": "2026-10-01T10:00:00.123456", "conversation_id": "c", "user_text": "hi", '
+              b'"response": ["a \\"q\\"", "", "\xc3\xa9"], "history": [["x", "y"]]}\r']
+    data = _among_good_lines(lines)
+    assert_block_reads_as_reference(data)
+    table, _ = parse_bytes(data)
+    seed = table.filter(pc.equal(table.column("conversation_id"), "c")).to_pylist()
+    assert [r["response"] for r in seed] == ['a "q"\n\n\u00e9']
 
 
-@COMPILED_ONLY
-def test_the_scanners_utf8_checks_agree_with_each_other_and_with_python(line_scanner, tmp_path):
-    """The block's UTF-8 check has three forms (AVX2, SSSE3, plain C): they agree on every 1-3
-    byte sequence across the vector boundaries and on random longer ones (a C harness), and
-    the plain one agrees with Python's own decoder."""
-    import ctypes
-    import subprocess
+def test_the_blocks_utf8_check_agrees_with_python():
+    """Text a visitor typed reaches the log as bytes: the block's UTF-8 check (one pyarrow
+    validation per block) says what Python's decoder says, on every two-byte input and on
+    random sequences of lead and continuation bytes."""
+    from chatcore.store.parse import _utf8_ok
 
-    from chatcore.store import native
-
-    harness = tmp_path / "utf8"
-    build = subprocess.run([native.compiler(), "-O2", '-DSOURCE_HASH="test"',
-                            str(Path(__file__).parent / "native" / "utf8_harness.c"), str(native.SOURCE),
-                            "-o", str(harness)], capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
-    res = subprocess.run([str(harness)], capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stdout[-2000:]
-    total, valid = map(int, res.stdout.split())
-    assert total > 100_000_000 and 0 < valid < total
-
-    lib = ctypes.CDLL(str(native.LIBRARY))
-    lib.chatcore_utf8_valid.argtypes = [ctypes.c_char_p, ctypes.c_int64]
     rng = random.Random(5)
     samples = [bytes([a, b]) for a in range(256) for b in range(256)]
     samples += [bytes(rng.choice((rng.randrange(256), rng.randrange(0x80, 0xC0), rng.randrange(0xC0, 0x100)))
-                      for _ in range(rng.randint(3, 6))) for _ in range(60_000)]
-    try:
-        for path in (2, 0):  # the plain C one, then this processor's fastest
-            lib.chatcore_force_utf8_path(path)
-            for raw in samples:
-                try:
-                    raw.decode("utf-8")
-                    want = 1
-                except UnicodeDecodeError:
-                    want = 0
-                assert lib.chatcore_utf8_valid(raw, len(raw)) == want, (path, raw)
-    finally:
-        lib.chatcore_force_utf8_path(0)
+                      for _ in range(rng.randint(3, 6))) for _ in range(20_000)]
+    for raw in samples:
+        try:
+            raw.decode("utf-8")
+            want = True
+        except UnicodeDecodeError:
+            want = False
+        assert _utf8_ok(memoryview(raw)) == want, raw
+
+
+# --------------------------------------------------------------------------- import
+
+
+def _log_to_import(path: Path) -> tuple[list[bytes], int]:
+    """A seed-shaped log (history and all) with what a real one may also hold: lines in the
+    current shape (one answered again), event lines, broken lines, impossible times, a history
+    quoting a "ts" key, a key spelled with escapes, and a last line still being written.
+    Returns (the lines, the number of event lines)."""
+    from chatcore.log.records import make_event
+
+    lines = [seed_line(i, conv=f"s{i % 40}") for i in range(3000)]
+    current = orjson.loads(good_line(7, conv="s3"))
+    extra = [
+        good_line(1, conv="now"),
+        orjson.dumps(dict(current, retry_of=current["turn"])) + b"\n",
+        orjson.dumps(make_event(conversation_id="s3", kind="handoff_requested", at_turn=2, via="button")) + b"\n",
+        orjson.dumps(make_event(conversation_id="s4", kind="staff_message", at_turn=1, staff="ann", text="hi")) + b"\n",
+        b'{"timestamp": "2026-10-01T10:00:00", "conversation_id": "s1", "response": ["a"], "history": [NaN, 1,]}\n',
+        b'{"timestamp": "0000-01-01T00:00:00", "conversation_id": "s1", "response": ["a"], "history": []}\n',
+        b'{"ts": "9999-12-31T23:59:59-05:00", "conversation_id": "s1", "response": "a"}\n',
+        b'{"t\\u0073": "2026-10-02T10:00:00Z", "timestamp": "2026-10-01T10:00:00", "conversation_id": "esc", '
+        b'"response": ["a", "b"]}\n',
+        b"not json\n",
+    ]
+    for k, line in enumerate(extra):
+        lines.insert(k * 311 + 5, line)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(lines) + b'{"timestamp": "2026-10-01T10:00:00", "conversation_id": "unfini')
+    return lines, 2
+
+
+def test_an_imported_log_reads_as_the_reference_reads_the_original(tmp_path, monkeypatch):
+    """``import`` writes each turn in the current shape without its history: the store reads the
+    converted log exactly as the reference reads the original (same rows, in order), event lines
+    and current-shape lines are copied byte for byte, and only rejected lines are left out."""
+    from chatcore.store import convert as convert_mod
+
+    monkeypatch.setattr(convert_mod, "BLOCK_BYTES", 64 << 10)  # many blocks, converted in parallel
+    src = tmp_path / "old" / "chat_logs.jsonl"
+    original, events = _log_to_import(src)
+    rows, bad, pending = reference(src)
+    assert pending and bad["event"] == events
+
+    result = convert_mod.convert_log(src, tmp_path / "new")
+    dst = tmp_path / "new" / "chat_logs.jsonl"
+    assert result.files == [dst] and result.unfinished == [src]
+
+    new_rows, new_bad, new_pending = reference(dst)
+    assert norm_ref(new_rows) == norm_ref(rows)
+    assert new_bad == {"event": events} and new_pending == 0
+    store = LogStore(dst)
+    assert rows_of(store.frame) == norm_ref(rows)
+    assert store.stats["events"] == events and store.stats["bad_total"] == 0
+
+    left_out = +Counter({k: v for k, v in bad.items() if k != "event"})
+    assert result.bad == left_out and result.turns == len(rows) and result.events == events
+    assert result.converted == len(rows) - 3  # three turns are in the current shape already
+    kept = set(original)
+    for line in dst.read_bytes().splitlines(keepends=True):
+        obj = orjson.loads(line)
+        if line in kept:  # copied: a line with a "ts" key, or an event
+            assert "ts" in obj or obj.get("kind") not in (None, "turn"), line
+        else:
+            assert "history" not in obj and "timestamp" not in obj and isinstance(obj["response"], str), line
+            assert obj["ts"].endswith("Z")
+    assert dst.stat().st_size < src.stat().st_size  # without the history
+
+
+def test_the_import_command_converts_once_and_never_overwrites(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "chatcore", "import", *map(str, args)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+
+    src = tmp_path / "old" / "chat_logs.jsonl"
+    _log_to_import(src)
+    rows, _, _ = reference(src)
+    done = cli(src)
+    assert done.returncode == 0, done.stderr
+    dst = tmp_path / "old" / "imported" / "chat_logs.jsonl"  # the default: beside the log
+    assert rows_of(LogStore(dst).frame) == norm_ref(rows)
+    assert f"imported {len(rows):,} turn(s)" in done.stdout
+    assert "3 turn(s) already in the current shape, 2 event line(s)" in done.stdout
+    assert "left out: 4 line(s)" in done.stderr and "no newline yet" in done.stderr
+
+    before = dst.read_bytes()
+    again = cli(src)
+    assert again.returncode == 2 and "never overwritten" in again.stderr
+    assert dst.read_bytes() == before
+
+    # a folder of shards: nothing is written when one of the files exists already
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    (folder / "a.jsonl").write_bytes(seed_line(1))
+    (folder / "b.jsonl").write_bytes(seed_line(2))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "b.jsonl").write_bytes(b"mine\n")
+    refused = cli(folder, "--out", out)
+    assert refused.returncode == 2 and "b.jsonl" in refused.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["b.jsonl"] and (out / "b.jsonl").read_bytes() == b"mine\n"
+    (out / "b.jsonl").unlink()
+    assert cli(folder, "--out", out).returncode == 0
+    assert rows_of(LogStore(out).frame) == norm_ref(reference(folder)[0])
+
+    missing = cli(tmp_path / "nowhere.jsonl")
+    assert missing.returncode == 2 and "no log at" in missing.stderr

@@ -21,7 +21,6 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from chatcore.log.records import COLUMNS, BadRecord, normalise
-from chatcore.store import native
 from chatcore.store.schema import ARROW_SCHEMA, STR, UTC_US
 
 #: Scratch size for the newline finder (one block).
@@ -129,8 +128,6 @@ def _newlines(arr: np.ndarray) -> np.ndarray:
     return np.flatnonzero(eq)
 
 
-#: The compiled line scanner, when built (see chatcore.store.native); None: the numpy checks.
-_SCANNER = native.load()
 #: Raw bytes that may spell the key ``ts`` with escapes (``"\u0074s"``, ``"t\u0073"``): such a
 #: line is read with the current shape's schema, where pyarrow unescapes the key as the reference does.
 _TS_ESCAPES = (b"\\u0074", b"\\u0073")
@@ -138,38 +135,17 @@ _TS_ESCAPES = (b"\\u0074", b"\\u0073")
 
 class _Block:
     """The complete lines in ``data[:end]``; line i is ``data[starts[i]:ends[i]]``
-    (ends exclude the newline).
+    (ends exclude the newline)."""
 
-    With the compiled scanner, ``data`` is the scanner's copy of the lines: the same lines
-    in the same order; each line it found strictly valid (marked in ``strict``) is in the
-    current shape, without the ``history`` no reader uses (a seed-shaped line's ``timestamp``
-    is its ``ts``, a reply given as a list of lines is one text); the others are copied as
-    they are and read by the reference parser."""
+    __slots__ = ("data", "end", "buf", "arr", "n", "starts", "ends", "_utf8", "_lines", "_with_ts")
 
-    __slots__ = ("data", "end", "buf", "arr", "n", "starts", "ends", "strict", "_utf8", "_lines", "_with_ts")
-
-    def __init__(self, data: bytes, end: int, scanner=None):
-        self.strict = None
+    def __init__(self, data: bytes, end: int):
         self._utf8 = self._lines = self._with_ts = None
-        if scanner is not None:
-            out, end, nl, flags = scanner.scan(data, end)
-            self.buf = memoryview(out)[:end]
-            self.data = self.buf
-            strict = (flags & native.F_STRICT) != 0
-            self.strict = strict
-            # only strict lines are ever handed to pyarrow (see simple()), and they are valid UTF-8
-            self._utf8 = True
-            # the copy of a seed-shaped line has the current shape (see _scan.c): every strict
-            # line is read with the current shape's schema
-            self._with_ts = np.flatnonzero(strict)
-        else:
-            self.data = data
-            self.buf = memoryview(data)
-            nl = None
+        self.data = data
+        self.buf = memoryview(data)
         self.end = end
         self.arr = np.frombuffer(self.buf[:end], dtype=np.uint8)
-        if nl is None:
-            nl = _newlines(self.arr)
+        nl = _newlines(self.arr)
         starts = np.empty_like(nl)
         if len(nl):
             starts[0] = 0
@@ -216,8 +192,6 @@ class _Block:
         """Every line lo..hi-1 is a bare ``{...}`` (not blank, no spaces around):
         what the writer produces."""
         if hi <= lo:
-            return False
-        if self.strict is not None and not self.strict[lo:hi].all():
             return False
         arr, starts, ends = self.arr, self.starts[lo:hi], self.ends[lo:hi]
         if (ends - starts < 2).any():
@@ -375,6 +349,7 @@ def _vouch(t: pa.Table) -> tuple[pa.Table, np.ndarray] | None:
             ts = pc.if_else(zoned, with_zone, pc.cast(no_zone, UTC_US))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
+    ts, t = _within_calendar(ts, t, mask)
     lat = t.column("latency_ms")
     if lat.null_count < len(lat):
         lat = pc.if_else(pc.fill_null(pc.less(lat, 0.0), False), _NULL_F64, lat)
@@ -401,6 +376,29 @@ def _vouch(t: pa.Table) -> tuple[pa.Table, np.ndarray] | None:
         schema=ARROW_SCHEMA,
     )
     return out, mask
+
+
+#: The first and last microsecond Python's datetime can hold (years 1-9999), since the epoch.
+_FIRST_US = -62135596800 * 10**6
+_LAST_US = 253402300800 * 10**6 - 1
+
+
+def _within_calendar(ts, t: pa.Table, mask: np.ndarray):
+    """Rows whose time, in UTC, lies outside the years 1-9999 (``0000-01-01T00:00:00Z``,
+    ``9999-12-31T23:59:59-05:00``) are taken out and their lines left to the reference parser,
+    which rejects them: the engine and the exports cannot represent such a time. ``mask`` (the
+    lines vouched for) is updated in place."""
+    if not len(ts):
+        return ts, t
+    mm = pc.min_max(ts)
+    lo, hi = mm["min"].value, mm["max"].value
+    if lo is None or (lo >= _FIRST_US and hi <= _LAST_US):
+        return ts, t
+    ok = pc.and_(pc.greater_equal(ts, pa.scalar(_FIRST_US, UTC_US)), pc.less_equal(ts, pa.scalar(_LAST_US, UTC_US)))
+    keep = _np_bool(ok)
+    vouched = np.flatnonzero(mask)
+    mask[vouched[~keep]] = False
+    return ts.filter(ok), t.filter(ok)
 
 
 def _file_names(col: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -552,8 +550,6 @@ def _parse_lines(block: _Block, bad: Counter) -> list:
     nonempty = ends > starts
     simple = nonempty.copy()
     simple[nonempty] = (arr[starts[nonempty]] == 0x7B) & (arr[ends[nonempty] - 1] == 0x7D)
-    if block.strict is not None:
-        simple &= block.strict  # the scanner found the others broken (or unusual): the reference reads them
     out: list = []
     other = np.flatnonzero(~simple)
     if len(other):
@@ -585,18 +581,30 @@ def parse_bytes(buf: bytes | memoryview, bad: Counter | None = None) -> tuple[pa
 
 def _parse_data(buf: bytes, end: int, bad: Counter, columns: list[str] | None = None) -> tuple[pa.Table, Counter]:
     """Rows of the complete lines in ``buf[:end]`` (only ``columns``, if given) in line order."""
-    block = _Block(buf, end, _SCANNER)
+    table, _, _ = parse_block(buf, end, bad, columns)
+    return table, bad
+
+
+def parse_block(buf: bytes, end: int, bad: Counter, columns: list[str] | None = None
+                ) -> tuple[pa.Table, np.ndarray, _Block]:
+    """The rows of the complete lines in ``buf[:end]`` (only ``columns``, if given) in line
+    order, the line each row comes from (ascending line numbers), and the lines (a
+    :class:`_Block`: where each starts and ends). A line without a row is one the reference
+    rejects: ``bad`` counts it by reason."""
+    block = _Block(buf, end)
     pieces = [p for p in _parse_lines(block, bad) if p[1].num_rows]
     if columns is not None and list(columns) != ARROW_SCHEMA.names:
         pieces = [(ids, t.select(columns)) for ids, t in pieces]
     if not pieces:
         empty = ARROW_SCHEMA.empty_table()
-        return (empty if columns is None else empty.select(columns)), bad
+        return (empty if columns is None else empty.select(columns)), np.zeros(0, dtype=np.int64), block
     if len(pieces) == 1:
-        return pieces[0][1], bad
+        ids = pieces[0][0]
+        return pieces[0][1], (np.arange(block.n) if ids is None else ids), block
     table = pa.concat_tables([p[1] for p in pieces])
-    ids = np.concatenate([p[0] for p in pieces])
+    ids = np.concatenate([np.arange(block.n) if p[0] is None else p[0] for p in pieces])
     if (np.diff(ids) < 0).any():
-        table = table.take(pa.array(np.argsort(ids, kind="stable")))
-    return table, bad
-
+        order = np.argsort(ids, kind="stable")
+        table = table.take(pa.array(order))
+        ids = ids[order]
+    return table, ids, block

@@ -62,6 +62,14 @@ def _arrow(rel) -> pa.Table:
 
 
 _ROW_MASK = (1 << 40) - 1
+
+
+def _time_row_key(ts: str, row: str) -> str:
+    """SQL for one integer that orders turns by time, then by row number (file order). The time
+    counts from the year 1 (the earliest a stored time can be), so the key is never negative."""
+    return f"(((epoch_us({ts}) + 62135596800000000)::HUGEINT << 40) + {row})"
+
+
 _SUMMARY_VERSION = 2
 
 
@@ -319,7 +327,7 @@ class Questions:
         # integer key: time, then row number)
         ctes.append(
             "c AS (SELECT conversation_id, count(*) AS turns, min(ts) AS first_ts, max(ts) AS last_ts, "
-            f"{err} AS errors, CAST(min((epoch_us(ts)::HUGEINT << 40) + row) & {_ROW_MASK} AS BIGINT) "
+            f"{err} AS errors, CAST(min({_time_row_key('ts', 'row')}) & {_ROW_MASK} AS BIGINT) "
             "AS first_row FROM m GROUP BY conversation_id)")
         if "source" in has:  # distinct sources: grouped first, far cheaper than string_agg(DISTINCT)
             ctes.append("s AS (SELECT conversation_id, string_agg(source, ', ' ORDER BY source) AS source FROM "
@@ -349,7 +357,7 @@ class Questions:
             self._con.register("turns_tail", self._narrow().slice(base))
             self._con.register("kept_old", hit[1])
             self._con.register("kept_new", self._grouped(f, source="turns_tail"))
-            key_sql = "(epoch_us(first_ts)::HUGEINT << 40) + first_row"
+            key_sql = _time_row_key("first_ts", "first_row")
             table = _arrow(self._con.execute(
                 "WITH touched AS (SELECT * FROM kept_old SEMI JOIN kept_new USING (conversation_id)), "
                 "merged AS (SELECT conversation_id, CAST(sum(turns) AS BIGINT) AS turns, min(first_ts) AS first_ts, "
@@ -460,7 +468,7 @@ class Questions:
             else:
                 where, params = self._where(Filters(since=since, until=until))
                 sql = ("SELECT conversation_id, count(*) AS turns, min(ts) AS first_ts, max(ts) AS last_ts, "
-                       f"CAST(min((epoch_us(ts)::HUGEINT << 40) + row) & {_ROW_MASK} AS BIGINT) AS first_row "
+                       f"CAST(min({_time_row_key('ts', 'row')}) & {_ROW_MASK} AS BIGINT) AS first_row "
                        f"FROM turns{where} GROUP BY conversation_id ORDER BY max(ts) DESC, conversation_id")
                 table = self._with_first_text(_arrow(self._con.execute(sql, params)))
             if iso:
@@ -579,7 +587,7 @@ class Questions:
             return old[0].drop_columns(["first_row"])  # the saved answer: the big columns stay untouched
         base = _appended_rows(old[1], state) if old is not None else None
         group = ("SELECT conversation_id, count(*) AS turns, min(ts) AS first_ts, max(ts) AS last_ts, "
-                 f"CAST(min((epoch_us(ts)::HUGEINT << 40) + row) & {_ROW_MASK} AS BIGINT) AS first_row "
+                 f"CAST(min({_time_row_key('ts', 'row')}) & {_ROW_MASK} AS BIGINT) AS first_row "
                  "FROM turns{} GROUP BY conversation_id")
         if base is None:
             table = self._with_first_text(_arrow(self._con.execute(
@@ -590,7 +598,7 @@ class Questions:
             self._con.register("added", self._with_first_text(_arrow(self._con.execute(
                 group.format("").replace("FROM turns", "FROM turns_tail"))), keep_row=True))
             self._con.unregister("turns_tail")
-            key = "(epoch_us(first_ts)::HUGEINT << 40) + first_row"
+            key = _time_row_key("first_ts", "first_row")
             table = _arrow(self._con.execute(
                 "SELECT conversation_id, sum(turns)::BIGINT AS turns, min(first_ts) AS first_ts, "
                 f"max(last_ts) AS last_ts, CAST(min({key}) & {_ROW_MASK} AS BIGINT) AS first_row, "
