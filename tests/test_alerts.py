@@ -310,3 +310,85 @@ def test_forget_reaches_the_watcher_and_old_ratings_are_not_sent_again(tmp_path,
     state = (log.parent / ".chatcore-alerts" / "state.json").read_text()
     assert "/hook" not in state and "127.0.0.1" not in state  # webhooks by hash only
     assert "/hook" not in watcher.output()  # nor in what it prints
+
+
+# ------------------------------------------------------------------------ retrying
+
+
+class Answering:
+    """A webhook that answers each POST with the next status of ``statuses`` (the last one repeats)."""
+
+    def __init__(self, statuses: list[int]):
+        self.statuses, self.posts = list(statuses), 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status = outer.statuses[min(outer.posts, len(outer.statuses) - 1)]
+                outer.posts += 1
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("statuses, posts, given_up", [
+    ([404], 5, 1),               # refused for good: dropped after 5 tries
+    ([503, 429, 500, 200], 4, 0),  # refused for now: tried until it is taken
+])
+def test_delivery_retries_with_backoff_and_gives_up_only_on_a_lasting_refusal(tmp_path, statuses, posts, given_up):
+    from chatcore.staff.alerts import Config, Hook, Watcher as InProcess
+
+    hook = Answering(statuses)
+    log = tmp_path / "logs" / "chat_logs.jsonl"
+    LogWriter(log)
+    watcher = InProcess(Config(log_path=log, hooks=[Hook.parse(hook.url)], space_url=None, max_backoff_s=0.05))
+    stop = threading.Event()
+    runner = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        watcher.raise_alert("thumbs_down", "c1", 0, "2026-11-21T10:00:00Z")
+        queue = next(iter(watcher.queues.values()))
+        wait_for(lambda: not queue, 30)
+        time.sleep(0.3)  # time for a post too many, if there were one
+        state = next(iter(watcher.hook_state.values()))
+        assert hook.posts == posts
+        assert state.get("given_up", 0) == given_up
+        assert state["attempts"] == 0
+    finally:
+        stop.set()
+        runner.join(30)
+        hook.stop()
+
+
+def test_the_retry_policy_doubles_its_wait_up_to_a_cap_and_stops_at_once():
+    from chatcore import retry
+
+    stop = threading.Event()
+    waits, tries = [], []
+
+    def note(state):
+        waits.append(state.next_action.sleep)
+        if len(waits) == 6:
+            stop.set()
+
+    policy = retry.backoff(first=0.5, most=3.0, stop=stop, before_sleep=note).copy(sleep=lambda s: None)
+    with pytest.raises(OSError):
+        for attempt in policy:
+            with attempt:
+                tries.append(1)
+                raise OSError("down")
+    assert waits == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]
+    assert len(tries) == 7  # the try after the last wait, then the stop ends it

@@ -164,3 +164,21 @@ def test_space_url_credentials_never_shown():
         SpaceClient(url, timeout=5).send("hi")
     assert "hunter2" not in str(info.value) and "abc" not in str(info.value)
     assert "hunter2" not in space_health(url)["error"]
+
+
+# ------------------------------------------------------------------------ patterns
+
+
+def test_no_pattern_lets_a_trailing_newline_through():
+    """``$`` also matches before a final newline ("nl.jsonl\\n" passed a shard-name check and became
+    a file name); a pattern that checks a name, id or tag from outside is matched whole
+    (``fullmatch`` or ``\\Z``)."""
+    import re
+
+    sources = [*(ROOT / "chatcore").rglob("*.py"), *(ROOT / "pages").glob("*.py"), ROOT / "dashboard.py", ROOT / "app.py"]
+    dollar = re.compile(r"""re\.(?:compile|match|search|fullmatch)\(\s*r?b?(["'])(?:(?!\1).)*\$\1""")
+    absorbed = re.compile(r"""\\s\*\$["']""")  # a final \s* takes the newline in anyway
+    offenders = [f"{path.relative_to(ROOT)}:{n}" for path in sources
+                 for n, line in enumerate(path.read_text().splitlines(), 1)
+                 if dollar.search(line) and not absorbed.search(line)]
+    assert not offenders, offenders

@@ -524,3 +524,23 @@ def test_forged_hops_before_a_trusted_proxy_are_ignored(guarded):
     with ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(call, forged))
     assert sorted(statuses) == [200, 200] + [429] * 6, statuses
+
+
+def test_rate_limits_in_one_store_count_together_and_stay_apart_by_name(monkeypatch):
+    """Two Spaces that name one store (CHAT_RATE_LIMIT_STORAGE=redis://…) share each client's
+    allowance; limits of different names never mix."""
+    from chatcore import rate_limits
+    from chatcore.space.guard import RateLimit
+
+    shared = rate_limits.storage("memory://")  # stands for the one store both Spaces name
+    one, two = RateLimit(3, name="feedback", storage=shared), RateLimit(3, name="feedback", storage=shared)
+    client = "198.51.100.7"
+    assert [one.allow(client), two.allow(client), one.allow(client), two.allow(client)] == [True, True, True, False]
+    assert RateLimit(3, name="handoff-request", storage=shared).allow(client)
+    assert one.allow("198.51.100.8")
+    # Each limit of a process counts on its own unless a store is named.
+    assert RateLimit(3, name="feedback").allow(client)
+
+    monkeypatch.setenv("CHAT_RATE_LIMIT_STORAGE", "nosuch://127.0.0.1")
+    with pytest.raises(ValueError, match="CHAT_RATE_LIMIT_STORAGE"):
+        rate_limits.storage()

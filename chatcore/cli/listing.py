@@ -241,7 +241,7 @@ def format_summary(table, fmt: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")  # matched whole
 
 
 def parse_date(value: str, *, end: bool = False, tz: tzinfo = timezone.utc) -> datetime:
@@ -251,7 +251,7 @@ def parse_date(value: str, *, end: bool = False, tz: tzinfo = timezone.utc) -> d
     start of the next day, so ``--until 2026-11-21`` includes the whole 21st.
     """
     text = (value or "").strip()
-    if _DATE_ONLY.match(text):
+    if _DATE_ONLY.fullmatch(text):
         try:
             day = date.fromisoformat(text)
         except ValueError:

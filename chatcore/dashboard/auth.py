@@ -19,11 +19,16 @@ import hmac
 import ipaddress
 import os
 import secrets as _secrets
+import math
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Mapping
+
+from limits import RateLimitItemPerSecond
+from limits.strategies import MovingWindowRateLimiter
+
+from chatcore import rate_limits
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 HOW_TO_CONFIGURE = (
@@ -121,66 +126,67 @@ def check_bind_address(host: str, config: LoginConfig) -> None:
 
 
 class LoginThrottle:
-    """Password attempts allowed per client address and overall, in a sliding window.
+    """Password attempts allowed per client address and overall, in moving windows of the
+    ``limits`` library (this process's memory, or the store of ``CHAT_RATE_LIMIT_STORAGE``
+    when several dashboards must share the allowance).
 
     Shared by every browser session of the process (a class instance at module
     level, not session state): parallel websockets from one address share its
     allowance, and many addresses together share the overall one. An attempt is
     counted when it starts (so parallel attempts cannot all slip through before
-    the first one fails); a successful login takes that address's attempts back.
+    the first one fails); a successful login takes that address's attempts back,
+    from its own allowance and from the overall one (for the rest of the window).
     A refused attempt does not verify the password and is not counted.
     """
 
-    def __init__(self, per_address: int = 5, overall: int = 20, window: float = 60.0, clock=time.monotonic):
-        self.per_address = per_address
-        self.overall = overall
-        self.window = window
-        self._clock = clock
+    #: Bounds what the overall windows keep; the overall allowance itself is ``overall``.
+    _CEILING = 100_000
+
+    def __init__(self, per_address: int = 5, overall: int = 20, window: float = 60.0, storage=None):
+        self.per_address = max(1, int(per_address))
+        self.overall = max(1, int(overall))
+        self.window = max(1, math.ceil(window))  # whole seconds: the unit of a ``limits`` window
+        self._storage = storage if storage is not None else rate_limits.storage()
+        self._limiter = MovingWindowRateLimiter(self._storage)
+        self._address = RateLimitItemPerSecond(self.per_address, self.window, namespace="chatcore-login")
+        self._all = RateLimitItemPerSecond(self._CEILING, self.window, namespace="chatcore-login-all")
+        self._given_back = RateLimitItemPerSecond(self._CEILING, self.window, namespace="chatcore-login-back")
         self._lock = threading.Lock()
-        self._by_address: dict[str, deque[float]] = {}
-        self._all: deque[tuple[float, str]] = deque()
         self.refused = 0
 
-    def _expire(self, now: float) -> None:
-        cutoff = now - self.window
-        while self._all and self._all[0][0] <= cutoff:
-            _, address = self._all.popleft()
-            times = self._by_address.get(address)
-            if times:
-                times.popleft()
-                if not times:
-                    del self._by_address[address]
+    def _used(self, item, *key: str) -> tuple[int, float]:
+        stats = self._limiter.get_window_stats(item, *key)
+        return item.amount - stats.remaining, stats.reset_time
 
     def attempt(self, address: str | None) -> float:
         """Start one attempt from ``address``: 0 when it may go ahead, else the seconds to wait."""
         address = address or "local"
         with self._lock:
-            now = self._clock()
-            self._expire(now)
-            times = self._by_address.get(address)
-            if times is not None and len(times) >= self.per_address:
+            if not self._limiter.test(self._address, address):
                 self.refused += 1
-                return max(0.1, times[0] + self.window - now)
-            if len(self._all) >= self.overall:
+                return max(0.1, self._used(self._address, address)[1] - time.time())
+            used, reset = self._used(self._all)
+            if used - self._used(self._given_back)[0] >= self.overall:
                 self.refused += 1
-                return max(0.1, self._all[0][0] + self.window - now)
-            self._by_address.setdefault(address, deque()).append(now)
-            self._all.append((now, address))
+                return max(0.1, reset - time.time())
+            self._limiter.hit(self._all)
+            self._limiter.hit(self._address, address)
             return 0.0
 
     def succeeded(self, address: str | None) -> None:
         """A right password from ``address``: its attempts no longer count."""
         address = address or "local"
         with self._lock:
-            self._by_address.pop(address, None)
-            self._all = deque(item for item in self._all if item[1] != address)
+            used = self._used(self._address, address)[0]
+            if used:
+                self._limiter.hit(self._given_back, cost=used)
+            self._limiter.clear(self._address, address)
 
     def reset(self) -> None:
+        """Forget every attempt (the whole store: meant for tests)."""
         with self._lock:
-            self._by_address.clear()
-            self._all.clear()
+            self._storage.reset()
             self.refused = 0
-
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "LoginThrottle":

@@ -23,7 +23,7 @@ from chatcore.log.records import check_conversation_id, utc_now_iso
 from chatcore.log.writer import LogWriter
 
 RATINGS = ("up", "down")
-TAG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9 _-]{0,31}$")
+TAG_PATTERN = re.compile(r"[a-z0-9][a-z0-9 _-]{0,31}")  # matched whole
 MAX_NOTE = 4000
 _writers: dict[Path, LogWriter] = {}
 
@@ -213,7 +213,7 @@ def _note(log_path, conversation_id: str, kind: str, value: str, author: str) ->
 
 def normalise_tag(tag: str) -> str:
     tag = " ".join((tag or "").strip().lower().split())
-    if not TAG_PATTERN.match(tag):
+    if not TAG_PATTERN.fullmatch(tag):
         raise ValueError("a tag is 1–32 characters: letters, digits, space, - or _ (e.g. escalated)")
     return tag
 

@@ -18,7 +18,7 @@ PHONE = re.compile(r"(?<![\w+])(?:\+|00)?(?:\(?\d{1,4}\)?[ .\-]?){2,6}\d{2,4}(?!
 MASKS = (("[card]", CARD), ("[email]", EMAIL), ("[phone]", PHONE))
 
 
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$|^\d{1,2}[./-]\d{1,2}[./-]\d{2,4}$")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}")  # matched whole
 
 
 def _digits(s: str) -> int:
@@ -27,7 +27,7 @@ def _digits(s: str) -> int:
 
 def _phone(match: re.Match) -> str:
     found = match.group(0)
-    if _DATE.match(found.strip()) or not 7 <= _digits(found) <= 15:
+    if _DATE.fullmatch(found.strip()) or not 7 <= _digits(found) <= 15:
         return found
     return "[phone]"
 

@@ -17,9 +17,16 @@ How a copy stays right (the routes are in :mod:`chatcore.space.staff_routes`):
 * only complete lines are written, by appending, so a reader never sees half a line;
 * one sync at a time per folder (a lock file), so a CLI and a dashboard can share it.
 
+A Space may be hostile or broken, so the copy has bounds (see ``docs/security.md``):
+every request ends by a deadline (``CHAT_MIRROR_TIMEOUT``, :mod:`chatcore.remote.bounded_http`),
+the folder stops growing at ``CHAT_MIRROR_MAX_BYTES`` (what fits is kept, in whole lines),
+a listing or one event larger than :data:`MAX_LISTING_BYTES` is refused, and only names
+that match :data:`NAME_PATTERN` whole become files.
+
 :meth:`Mirror.start` follows the Space: a thread listens to the Space's event stream
 (new lines are announced as they are written) and a second one syncs on each event,
-and every :data:`RESYNC` seconds regardless; a dropped connection is retried with backoff.
+and every :data:`RESYNC` seconds regardless; a dropped connection is retried with
+the backoff of :mod:`chatcore.retry`.
 
 Staff actions (tags, notes, ratings, replay links) on a mirrored log are sent to the
 Space — :mod:`chatcore.log.annotations` asks :func:`mirror_for_path` — so the Space's
@@ -44,6 +51,9 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from chatcore import retry
+from chatcore.remote.bounded_http import BoundedHttp, Deadline, TooLarge, events
+
 log = logging.getLogger("chatcore.remote.mirror")
 
 PREFIX = "/staff/v1"
@@ -57,14 +67,29 @@ RESYNC = 10.0
 STATE_FILE = ".mirror.json"
 LOCK_FILE = ".mirror.lock"
 ANNOTATION_FILES = ("feedback.jsonl", "notes.jsonl")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.jsonl$")
+#: A file name the mirror accepts from a listing (matched whole: no path, no newline).
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.jsonl")
+TIMEOUT_ENV = "CHAT_MIRROR_TIMEOUT"
+MAX_BYTES_ENV = "CHAT_MIRROR_MAX_BYTES"
+#: Seconds one request to a Space may take in all, headers and body (``CHAT_MIRROR_TIMEOUT``).
+DEFAULT_TIMEOUT = 60.0
+#: Bytes a mirror folder may hold (``CHAT_MIRROR_MAX_BYTES``); past it the sync stops.
+DEFAULT_MAX_BYTES = 10_000_000_000
+#: A listing (or one event, which carries a listing) larger than this is refused: about
+#: 50,000 files, far more than a Space keeps.
+MAX_LISTING_BYTES = 4 << 20
+#: Largest answer to a staff action.
+MAX_ACTION_ANSWER_BYTES = 1 << 20
+_SIZE_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 #: A first sync this large prints progress on stderr.
 PROGRESS_FROM_BYTES = 5_000_000
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class MirrorError(RuntimeError):
-    """The remote log cannot be read; ``kind`` is ``config``, ``auth``, ``unreachable`` or ``protocol``."""
+    """The remote log cannot be read; ``kind`` is ``config``, ``auth``, ``unreachable``,
+    ``protocol``, ``timeout`` (a request passed ``CHAT_MIRROR_TIMEOUT``) or ``limit``
+    (the folder reached ``CHAT_MIRROR_MAX_BYTES``)."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)
@@ -107,6 +132,32 @@ def parse_urls(spec: str) -> list[str]:
     return urls
 
 
+def timeout_from_env() -> float:
+    """``CHAT_MIRROR_TIMEOUT`` seconds (default 60)."""
+    raw = (os.environ.get(TIMEOUT_ENV) or "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 86_400:
+        raise MirrorError("config", f"{TIMEOUT_ENV} must be a number of seconds such as 60, got {raw[:40]!r}")
+    return value
+
+
+def max_bytes_from_env() -> int:
+    """``CHAT_MIRROR_MAX_BYTES``: bytes, or a number with K, M, G or T (powers of 1000); default 10G."""
+    raw = (os.environ.get(MAX_BYTES_ENV) or "").strip()
+    if not raw:
+        return DEFAULT_MAX_BYTES
+    m = re.fullmatch(r"([0-9]{1,15}(?:\.[0-9]{1,6})?)\s*([KMGT]?)B?", raw.upper())
+    value = int(float(m.group(1)) * _SIZE_UNITS[m.group(2)]) if m else 0
+    if value <= 0:
+        raise MirrorError("config", f"{MAX_BYTES_ENV} must be a size such as 10G or 500M, got {raw[:40]!r}")
+    return value
+
+
 def default_folder(urls: list[str]) -> Path:
     """``$CHAT_MIRROR_DIR/<key>`` (default ``~/.cache/chatcore/mirrors/<key>``), one per set of URLs."""
     base = os.environ.get("CHAT_MIRROR_DIR")
@@ -143,12 +194,14 @@ class Mirror:
     """The logs of ``urls`` copied into ``folder`` (see the module docstring)."""
 
     def __init__(self, urls: list[str], token: str, folder: str | os.PathLike | None = None,
-                 timeout: float = 30.0):
+                 timeout: float | None = None, max_bytes: int | None = None):
         self.urls = list(urls)
         self.folder = Path(folder).resolve() if folder else default_folder(self.urls)
         self._token = token
-        self._timeout = timeout
-        self._client = httpx.Client(timeout=httpx.Timeout(timeout, connect=5.0), follow_redirects=False)
+        self.timeout = timeout_from_env() if timeout is None else timeout
+        self.max_bytes = max_bytes_from_env() if max_bytes is None else max_bytes
+        self._http = BoundedHttp(self.timeout)
+        self._used = 0  # bytes in the folder, counted while a sync writes
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -164,6 +217,7 @@ class Mirror:
         self.last_sync: float | None = None
         self.last_error: str | None = None
         self.events = 0
+        self.events_error: str | None = None
         self._seen: dict[str, dict] = {}  # the last listing synced, per Space
 
     # -- HTTP --------------------------------------------------------------------------
@@ -176,43 +230,56 @@ class Mirror:
             headers["Authorization"] = f"Bearer {hf}"  # a private Space: the HF token opens its door
         return headers
 
-    def _get(self, url: str, path: str, **params) -> httpx.Response:
+    def _request(self, method: str, url: str, path: str, *, cap: int, what: str, **kwargs):
+        """``(status, headers, body)`` of one request, within the deadline and ``cap``."""
         self.requests += 1
         try:
-            resp = self._client.get(url + PREFIX + path, params=params or None, headers=self._headers(url))
+            status, headers, body = self._http.request(method, url + PREFIX + path, cap=cap,
+                                                       headers=self._headers(url), **kwargs)
+        except Deadline:
+            raise MirrorError("timeout", f"{_display(url)} did not send {what} within {self.timeout:g} s "
+                                         f"({TIMEOUT_ENV}); try again later, or raise {TIMEOUT_ENV} "
+                                         "for a slow connection") from None
+        except TooLarge:
+            raise MirrorError("protocol", f"{_display(url)} sent {what} larger than {cap} bytes; refused") from None
         except httpx.HTTPError as exc:
             raise MirrorError("unreachable", f"cannot reach {_display(url)} ({type(exc).__name__})") from None
-        self._check(url, resp)
-        return resp
+        self._check(url, path, status)
+        return status, headers, body
 
-    def _get_range(self, url: str, path: str, offset: int, limit: int) -> tuple[httpx.Response, bytes]:
-        """One byte range; never more than ``limit`` bytes are accepted, whatever the server sends."""
-        self.requests += 1
-        body = bytearray()
+    def _listing(self, url: str) -> dict:
+        _status, _headers, body = self._request("GET", url, "/log", cap=MAX_LISTING_BYTES, what="its listing")
         try:
-            with self._client.stream("GET", url + PREFIX + path, params={"offset": offset, "limit": limit},
-                                     headers=self._headers(url)) as resp:
-                self._check(url, resp)
-                if resp.status_code == 200:
-                    for chunk in resp.iter_bytes():
-                        body += chunk
-                        if len(body) > limit:
-                            raise MirrorError("protocol", f"{_display(url)} sent more than was asked for")
-        except httpx.HTTPError as exc:
-            raise MirrorError("unreachable", f"cannot reach {_display(url)} ({type(exc).__name__})") from None
-        self.bytes_received += len(body)
-        return resp, bytes(body)
+            listing = json.loads(body)
+        except (ValueError, RecursionError):
+            listing = None
+        if not isinstance(listing, dict):
+            raise MirrorError("unreachable", f"{_display(url)} sent an unreadable listing")
+        return listing
+
+    def _get_range(self, url: str, path: str, offset: int, limit: int) -> tuple[int, httpx.Headers, bytes]:
+        """One byte range; never more than ``limit`` bytes are accepted, whatever the server sends."""
+        try:
+            status, headers, body = self._request("GET", url, path, cap=limit, what="a part of a file",
+                                                  params={"offset": offset, "limit": limit})
+        except MirrorError as exc:
+            if exc.kind == "protocol":
+                raise MirrorError("protocol", f"{_display(url)} sent more than was asked for") from None
+            raise
+        if status == 200:
+            self.bytes_received += len(body)
+        return status, headers, body
 
     @staticmethod
-    def _check(url: str, resp: httpx.Response) -> None:
-        if resp.status_code == 401:
+    def _check(url: str, path: str, status: int) -> None:
+        if status == 401:
             raise MirrorError("auth", f"{_display(url)} refused the operator token (HTTP 401): "
                                       "check CHAT_OPERATOR_TOKEN")
-        if resp.status_code == 404 and resp.request.url.path.endswith(PREFIX + "/log"):
+        if status == 404 and path == "/log":
             raise MirrorError("protocol", f"{_display(url)} does not serve its log (HTTP 404): "
                                           "set the CHAT_OPERATOR_TOKEN secret on the Space")
-        if resp.status_code >= 500:
-            raise MirrorError("unreachable", f"{_display(url)} answered HTTP {resp.status_code}")
+        if status >= 500:
+            raise MirrorError("unreachable", f"{_display(url)} answered HTTP {status}")
 
     # -- state ------------------------------------------------------------------------
 
@@ -252,17 +319,13 @@ class Mirror:
         listings, errors = {}, []
         for url in self.urls:
             try:
-                listing = self._get(url, "/log").json()
-                if not isinstance(listing, dict):
-                    raise ValueError
+                listing = self._listing(url)
                 listings[url] = listing
                 self._seen[url] = listing
             except MirrorError as exc:
-                if exc.kind in ("auth", "protocol", "config"):
+                if exc.kind != "unreachable":
                     raise
                 errors.append(str(exc))
-            except ValueError:
-                errors.append(f"{_display(url)} sent an unreadable listing")
         if not listings:
             self.last_error = "; ".join(errors)
             raise MirrorError("unreachable", self.last_error)
@@ -275,7 +338,7 @@ class Mirror:
                     if not isinstance(item, dict):
                         continue
                     name, size, ident = item.get("name"), item.get("size"), item.get("id")
-                    if not (isinstance(name, str) and NAME_PATTERN.match(name) and isinstance(size, int)
+                    if not (isinstance(name, str) and NAME_PATTERN.fullmatch(name) and isinstance(size, int)
                             and size >= 0 and isinstance(ident, str)):
                         continue
                     if kind == "annotation" and name not in ANNOTATION_FILES:
@@ -313,6 +376,7 @@ class Mirror:
         for url, kind, name, size, ident in wanted:
             todo += max(0, size - self._size(self._local(url, kind, name)))
         report = _Progress(progress, todo)
+        self._used = _folder_bytes(self.folder)
         changed_annotations = False
         fetched = 0
         for url, kind, name, size, ident in wanted:
@@ -329,8 +393,8 @@ class Mirror:
                     size = None  # learn it again from the answer
                     changed_annotations |= kind == "annotation"
                 except MirrorError as exc:
-                    if exc.kind == "auth":
-                        raise
+                    if exc.kind in ("auth", "timeout", "limit"):
+                        raise  # the state saved so far lets the next sync resume
                     errors.append(str(exc))
                     n = 0
                     break
@@ -381,14 +445,18 @@ class Mirror:
         with open(path, "ab") as out:
             offset = have
             while True:
+                room = self.max_bytes - self._used
+                if room <= 0:
+                    raise self._full(url)
                 back = min(OVERLAP, offset)
-                resp, body = self._get_range(url, route, offset - back, CHUNK)
-                if resp.status_code in (404, 416):
+                ask = min(CHUNK, back + room + 1)  # one byte more than fits tells "full" from "done"
+                status, headers, body = self._get_range(url, route, offset - back, ask)
+                if status in (404, 416):
                     raise _Reset
-                if resp.status_code != 200:
-                    raise MirrorError("protocol", f"{_display(url)} answered HTTP {resp.status_code}")
-                if resp.headers.get("X-Chat-Id") != ident:
-                    files[rel]["id"] = ident = resp.headers.get("X-Chat-Id") or ""
+                if status != 200:
+                    raise MirrorError("protocol", f"{_display(url)} answered HTTP {status}")
+                if headers.get("X-Chat-Id") != ident:
+                    files[rel]["id"] = ident = headers.get("X-Chat-Id") or ""
                     if offset:
                         raise _Reset
                 if back:
@@ -400,17 +468,31 @@ class Mirror:
                 cut = data.rfind(b"\n") + 1
                 if cut == 0 and len(body) >= CHUNK:
                     cut = len(data)  # one line longer than a chunk
+                full = len(data) > room  # the Space has more than fits
+                if full:
+                    cut = data[:room].rfind(b"\n") + 1  # the whole lines that fit
                 if cut:
                     out.write(data[:cut])
                     out.flush()
                     offset += cut
                     written += cut
+                    self._used += cut
+                    self.bytes_written += cut
                     report.add(cut)
-                remote_size = int(resp.headers.get("X-Chat-Size") or 0)
-                if not cut or offset >= remote_size or len(body) < CHUNK:
+                if full:
+                    raise self._full(url)
+                try:
+                    remote_size = int(headers.get("X-Chat-Size") or 0)
+                except ValueError:
+                    remote_size = 0
+                if not cut or offset >= remote_size or len(body) < ask:
                     break
-        self.bytes_written += written
         return written
+
+    def _full(self, url: str) -> MirrorError:
+        return MirrorError("limit", f"the copy of {_display(url)} reached {MAX_BYTES_ENV} ({self.max_bytes:,} bytes) "
+                                    f"and stopped; what it has is kept in {self.folder}. If the Space's log "
+                                    f"is really this large, raise {MAX_BYTES_ENV}")
 
     def _merge_annotations(self) -> None:
         """``annotations/<name>``: the Spaces' copies as one file (complete lines, by time)."""
@@ -466,26 +548,28 @@ class Mirror:
     def send_action(self, action: dict) -> dict:
         """POST a staff action to the (first) Space, then sync so this process sees it at once."""
         url = self.urls[0]
-        self.requests += 1
         try:
-            resp = self._client.post(url + PREFIX + "/annotations", json=action, headers=self._headers(url))
-        except httpx.HTTPError as exc:
-            raise OSError(f"cannot reach {_display(url)} ({type(exc).__name__}); not saved") from None
-        if resp.status_code == 401:
-            raise OSError(f"{_display(url)} refused the operator token; not saved")
-        if resp.status_code == 400:
-            try:
-                message = str(resp.json().get("error"))[:200]
-            except ValueError:
-                message = "rejected"
-            raise ValueError(message)
-        if resp.status_code != 200:
-            raise OSError(f"{_display(url)} answered HTTP {resp.status_code}; not saved")
+            status, _headers, body = self._request("POST", url, "/annotations", cap=MAX_ACTION_ANSWER_BYTES,
+                                                   what="its answer", json=action)
+        except MirrorError as exc:
+            if exc.kind == "auth":
+                raise OSError(f"{_display(url)} refused the operator token; not saved") from None
+            raise OSError(f"{exc}; not saved") from None
+        try:
+            answer = json.loads(body)
+        except (ValueError, RecursionError):
+            answer = None
+        answer = answer if isinstance(answer, dict) else {}
+        if status == 400:
+            raise ValueError(str(answer.get("error") or "rejected")[:200])
+        if status != 200:
+            raise OSError(f"{_display(url)} answered HTTP {status}; not saved")
         try:
             self.sync()
         except MirrorError as exc:
             log.warning("saved on the Space, but the mirror could not sync: %s", exc)
-        return resp.json().get("record") or {}
+        record = answer.get("record")
+        return record if isinstance(record, dict) else {}
 
     # -- following --------------------------------------------------------------------
 
@@ -518,45 +602,75 @@ class Mirror:
                 self._stop.wait(1.0)
 
     def _listen(self, url: str) -> None:
-        backoff = 0.5
-        timeout = httpx.Timeout(5.0, read=60.0)
+        # A stream that opened and then ended is opened again after a short pause; one that
+        # cannot be opened (or breaks the protocol) is retried with a growing pause.
         while not self._stop.is_set():
             try:
-                with httpx.Client(timeout=timeout) as client, \
-                        client.stream("GET", url + PREFIX + "/events", headers=self._headers(url)) as resp:
-                    if resp.status_code != 200:
-                        raise MirrorError("protocol", f"events: HTTP {resp.status_code}")
-                    backoff = 0.5
-                    # The first event is the listing as it is now: a sync catches up on anything
-                    # written while disconnected. Listings already synced wake nobody.
-                    for line in resp.iter_lines():
-                        if self._stop.is_set():
-                            return
-                        if line.startswith("data:"):
-                            self.events += 1
-                            try:
-                                listing = json.loads(line[5:])
-                            except ValueError:
-                                listing = None
-                            if listing is None or listing != self._seen.get(url):
-                                self._wake.set()
-            except Exception as exc:  # dropped, refused, restarting: try again
+                for attempt in retry.backoff(first=0.5, most=5.0, stop=self._stop):
+                    with attempt:
+                        self._follow_events(url)
+            except Exception as exc:  # stopped while failing
                 log.debug("event stream of %s: %s", _display(url), exc)
-            if self._stop.wait(backoff):
-                return
-            backoff = min(backoff * 2, 5.0)
+            self._stop.wait(0.5)
+
+    def _follow_events(self, url: str) -> None:
+        """Wake the sync on each new listing the Space announces, until the stream ends.
+        Raises when the stream cannot be opened or an event is larger than :data:`MAX_LISTING_BYTES`."""
+        if self._stop.is_set():
+            return
+        timeout = httpx.Timeout(5.0, read=60.0)  # the Space sends a keep-alive every 15 s
+        opened = False
+        try:
+            with httpx.Client(timeout=timeout, follow_redirects=False) as client, \
+                    client.stream("GET", url + PREFIX + "/events",
+                                  headers={**self._headers(url), "Accept": "text/event-stream"}) as resp:
+                if resp.status_code != 200:
+                    raise MirrorError("protocol", f"events: HTTP {resp.status_code}")
+                opened = True
+                # The first event is the listing as it is now: a sync catches up on anything
+                # written while disconnected. Listings already synced wake nobody.
+                for event in events(resp, MAX_LISTING_BYTES):
+                    if self._stop.is_set():
+                        return
+                    if not event.data:
+                        continue
+                    self.events += 1
+                    try:
+                        listing = json.loads(event.data)
+                    except (ValueError, RecursionError):
+                        listing = None
+                    if listing is None or listing != self._seen.get(url):
+                        self._wake.set()
+        except TooLarge as exc:
+            self.events_error = f"{_display(url)} sent {exc} on its event stream; refused"
+            raise MirrorError("protocol", self.events_error) from None
+        except httpx.HTTPError as exc:
+            if not opened:
+                raise
+            log.debug("event stream of %s ended: %s", _display(url), exc)
 
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._client.close()
+        self._http.close()
 
     def stats(self) -> dict:
         return {"urls": [_display(u) for u in self.urls], "folder": str(self.folder),
                 "bytes_received": self.bytes_received, "bytes_written": self.bytes_written,
                 "requests": self.requests, "resets": self.resets, "renames": self.renames,
-                "syncs": self.syncs, "events": self.events, "last_sync": self.last_sync,
-                "last_error": self.last_error}
+                "syncs": self.syncs, "events": self.events, "events_error": self.events_error,
+                "last_sync": self.last_sync, "last_error": self.last_error}
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink():
+                total += path.stat().st_size
+        except OSError:
+            pass
+    return total
 
 
 def _line_ts(line: bytes) -> str:

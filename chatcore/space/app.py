@@ -792,7 +792,7 @@ def build_app(settings: Settings, responder: Responder | None = None) -> tuple[F
                     type(exc).__name__)
         token = None
     service = ChatService(settings, responder, writer, operator_token=token)
-    feedback_limit = RateLimit(settings.feedback_per_minute)
+    feedback_limit = RateLimit(settings.feedback_per_minute, name="feedback")
 
     app = FastAPI(title="Chat Operator Space", docs_url=None, redoc_url=None)
     from chatcore.space import handoff

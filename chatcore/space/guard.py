@@ -30,9 +30,13 @@ import json
 import re
 import tempfile
 import threading
-import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from typing import Any, Awaitable, Callable
+
+from limits import RateLimitItemPerMinute
+from limits.strategies import MovingWindowRateLimiter
+
+from chatcore import rate_limits
 
 SESSION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 SMALL_BODY = 64 * 1024
@@ -201,27 +205,18 @@ class InFlight:
 
 
 class RateLimit:
-    """At most ``per_minute`` hits per key in any 60 seconds."""
+    """At most ``per_minute`` hits per key in any 60 seconds: a moving window of the ``limits``
+    library, counted where :func:`chatcore.rate_limits.storage` says (this process, or a store
+    shared by several Spaces). ``name`` keeps limits apart in a shared store."""
 
-    def __init__(self, per_minute: int, max_keys: int = 100_000):
+    def __init__(self, per_minute: int, name: str, storage=None):
         self.per_minute = max(1, per_minute)
-        self._hits: OrderedDict[str, deque] = OrderedDict()
-        self._lock = threading.Lock()
-        self._max_keys = max_keys
+        self.name = name
+        self._item = RateLimitItemPerMinute(self.per_minute)
+        self._limiter = MovingWindowRateLimiter(storage if storage is not None else rate_limits.storage())
 
     def allow(self, key: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            hits = self._hits.pop(key, None) or deque()
-            self._hits[key] = hits
-            while hits and now - hits[0] > 60:
-                hits.popleft()
-            while len(self._hits) > self._max_keys:
-                self._hits.popitem(last=False)
-            if len(hits) >= self.per_minute:
-                return False
-            hits.append(now)
-            return True
+        return self._limiter.hit(self._item, "chatcore-space", self.name, key)
 
 
 # ----------------------------------------------------------------------- body checks

@@ -362,7 +362,7 @@ def register(app, settings, service) -> Handoff:
                        path_for=settings.current_shard_path if settings.rotate == "daily" else None)
     handoff = Handoff(config, service, writer)
     service.handoff = handoff
-    request_limit = RateLimit(max(10, settings.feedback_per_minute))
+    request_limit = RateLimit(max(10, settings.feedback_per_minute), name="handoff-request")
     channels: dict[str, int] = {}  # open channels per client address
     channel_cap = max(1, settings.client_concurrency)
 

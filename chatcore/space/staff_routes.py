@@ -52,7 +52,7 @@ SCAN_INTERVAL = 0.05
 #: A comment line on an idle event stream, so clients notice a dead connection.
 KEEPALIVE = 15.0
 ANNOTATION_FILES = ("feedback.jsonl", "notes.jsonl")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.jsonl$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.jsonl")
 MAX_ACTION_BYTES = 32 * 1024
 NOTE_ACTIONS = {"tag": annotations.add_tag, "untag": annotations.remove_tag,
                 "note": annotations.add_note, "replay": annotations.link_replay}
@@ -84,7 +84,7 @@ class LogFolder:
             return out
         for entry in entries:
             name = entry.name
-            if not NAME_PATTERN.match(name) or not keep(name):
+            if not NAME_PATTERN.fullmatch(name) or not keep(name):
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)

@@ -17,8 +17,8 @@ Webhooks (``CHAT_ALERT_WEBHOOKS``, comma-separated): ``slack:URL`` (or a
 ``hooks.slack.com`` URL) gets ``{"text": ...}``; any other URL gets JSON
 ``{id, event, conversation_id, turn, time, detail, link}`` where ``link`` opens the
 conversation in the dashboard (``CHAT_DASHBOARD_URL``). Each webhook has its own
-bounded queue (``CHAT_ALERT_QUEUE``, oldest dropped) and retries with exponential
-backoff (1 s doubling to 60 s; a 4xx other than 408/429 is given up after 5 tries).
+bounded queue (``CHAT_ALERT_QUEUE``, oldest dropped) and retries with the backoff of
+:mod:`chatcore.retry` (1 s doubling to 60 s; a 4xx other than 408/429 is given up after 5 tries).
 
 Restart-safe: where reading stopped, the undelivered alerts and the ids recently sent
 are kept in ``<log folder>/.chatcore-alerts/state.json`` (webhooks named by a hash,
@@ -42,6 +42,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from chatcore import retry
 from chatcore.log.records import BadRecord
 from chatcore.config import DEFAULT_SPACE_URL, log_folder
 
@@ -64,6 +65,8 @@ _TITLES = {
 RECENT = 50
 SENT_IDS = 5000
 PERSON_QUIET_S = 600
+#: Tries of an alert that a webhook refuses (a 4xx other than 408/429) before it is dropped.
+GIVE_UP_AFTER = 5
 
 
 def _env_list(name: str) -> list[str]:
@@ -387,8 +390,7 @@ class Watcher:
     # -- delivering ------------------------------------------------------------------
 
     def _deliver_loop(self, hook: Hook) -> None:
-        q, wake, st = self.queues[hook.key], self._wake[hook.key], self.hook_state[hook.key]
-        backoff = 1.0
+        q, wake = self.queues[hook.key], self._wake[hook.key]
         with httpx.Client(timeout=httpx.Timeout(self.config.timeout_s, connect=5.0), follow_redirects=False) as http:
             while not self._stop.is_set():
                 with self._lock:
@@ -397,37 +399,68 @@ class Watcher:
                     wake.wait(1.0)
                     wake.clear()
                     continue
-                error, give_up = None, False
-                try:
-                    resp = http.post(hook.url, json=payload(alert, hook.slack))
-                    if not 200 <= resp.status_code < 300:
-                        error = f"HTTP {resp.status_code}"
-                        give_up = 400 <= resp.status_code < 500 and resp.status_code not in (408, 429)
-                except httpx.HTTPError as exc:
-                    error = type(exc).__name__
+                self._deliver(http, hook, alert)
+
+    def _deliver(self, http: httpx.Client, hook: Hook, alert: dict) -> None:
+        """Send ``alert`` until it is received, refused for good (a 4xx other than 408/429,
+        :data:`GIVE_UP_AFTER` tries) or the watcher stops (then it stays queued)."""
+        st = self.hook_state[hook.key]
+
+        def refused_for_good(state) -> bool:
+            exc = state.outcome.exception()
+            return isinstance(exc, _NotDelivered) and exc.final and state.attempt_number >= GIVE_UP_AFTER
+
+        def tell(state) -> None:
+            log.warning("alerts: delivery to %s failed (%s); retrying in %.0f s", st["name"],
+                        state.outcome.exception(), state.next_action.sleep)
+
+        try:
+            for attempt in retry.backoff(first=1.0, most=self.config.max_backoff_s, stop=self._stop,
+                                         give_up=refused_for_good, before_sleep=tell):
+                with attempt:
+                    if self._stop.is_set():
+                        return
+                    self._post(http, hook, alert)
+        except _NotDelivered as exc:
+            if exc.final and st["attempts"] >= GIVE_UP_AFTER:
                 with self._lock:
-                    if error is None or (give_up and st["attempts"] + 1 >= 5):
-                        if q and q[0] is alert:
-                            q.popleft()
-                    if error is None:
-                        st.update(failing=False, last_error=None, last_ok=datetime.now(timezone.utc).isoformat(),
-                                  attempts=0)
-                    else:
-                        st.update(failing=True, last_error=error, attempts=st["attempts"] + 1)
-                        if give_up and st["attempts"] >= 5:
-                            st["attempts"] = 0
-                            st["given_up"] = st.get("given_up", 0) + 1
+                    q = self.queues[hook.key]
+                    if q and q[0] is alert:
+                        q.popleft()
+                    st["attempts"] = 0
+                    st["given_up"] = st.get("given_up", 0) + 1
                     self._dirty = True
-                try:
-                    self.save()
-                except OSError as exc:
-                    log.warning("alerts: could not save state: %s", exc)
-                if error is None:
-                    backoff = 1.0
-                else:
-                    log.warning("alerts: delivery to %s failed (%s); retrying in %.0f s", st["name"], error, backoff)
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, self.config.max_backoff_s)
+                self._save_quietly()
+
+    def _post(self, http: httpx.Client, hook: Hook, alert: dict) -> None:
+        """One try: on success the alert leaves the queue; else raises :class:`_NotDelivered`."""
+        st, q = self.hook_state[hook.key], self.queues[hook.key]
+        error, final = None, False
+        try:
+            resp = http.post(hook.url, json=payload(alert, hook.slack))
+            if not 200 <= resp.status_code < 300:
+                error = f"HTTP {resp.status_code}"
+                final = 400 <= resp.status_code < 500 and resp.status_code not in (408, 429)
+        except httpx.HTTPError as exc:
+            error = type(exc).__name__
+        with self._lock:
+            if error is None:
+                if q and q[0] is alert:
+                    q.popleft()
+                st.update(failing=False, last_error=None, last_ok=datetime.now(timezone.utc).isoformat(),
+                          attempts=0)
+            else:
+                st.update(failing=True, last_error=error, attempts=st["attempts"] + 1)
+            self._dirty = True
+        self._save_quietly()
+        if error is not None:
+            raise _NotDelivered(error, final)
+
+    def _save_quietly(self) -> None:
+        try:
+            self.save()
+        except OSError as exc:
+            log.warning("alerts: could not save state: %s", exc)
 
     def run(self, stop: threading.Event | None = None) -> None:
         self._stop = stop or self._stop
@@ -450,6 +483,14 @@ class Watcher:
         for th in self._threads:
             th.join(self.config.timeout_s + 2)
         self.save()
+
+
+class _NotDelivered(Exception):
+    """A webhook did not take an alert; ``final`` when trying again will not change that."""
+
+    def __init__(self, error: str, final: bool):
+        super().__init__(error)
+        self.final = final
 
 
 def _forgotten(cid, hashes: set[str]) -> bool:
