@@ -118,3 +118,42 @@ def test_handoff_request_and_ratings_from_an_anonymous_client(space_factory, tmp
     up = httpx.post(f"{sp.url}/feedback", json={"conversation_id": cid, "turn": 0, "rating": "up"}, timeout=10)
     assert up.status_code == 200
     assert [json.loads(x)["rating"] for x in feedback.read_text().splitlines()] == ["down", "up"]
+
+
+def test_forget_on_the_space_leaves_no_copy_in_a_remote_dashboards_mirror(space_factory, tmp_path):
+    from chatcore.log.records import make_record
+    from chatcore.log.retention import forget
+    from chatcore.log.writer import LogWriter
+    from chatcore.remote import mirror
+    from chatcore.store import LogStore
+
+    token = "staff-forget-mirror"
+    sp = space_factory(tmp_path / "space-data" / "chat_logs.jsonl", env={"CHAT_OPERATOR_TOKEN": token})
+    cid = "conv-forget-mirror-01"
+    _chat(sp.url, cid, f"my card is {CARD}")
+    writer = LogWriter(sp.log_path)  # enough other turns for the dashboard's store to keep a cache
+    for i in range(600):
+        assert writer.append(make_record(conversation_id=f"bulk-{i % 40}", turn=i // 40, user_text="q" * 150,
+                                         response="a" * 150, latency_ms=3, source="api", backend="echo"))
+    writer.close()
+    m = mirror.Mirror([sp.url], token, tmp_path / "laptop" / "mirror")
+    try:
+        m.sync()
+        store = LogStore(m.folder)
+        store.sync()
+        store.close() if hasattr(store, "close") else None
+
+        def copies() -> list[str]:
+            return [str(p.relative_to(m.folder)) for p in m.folder.rglob("*")
+                    if p.is_file() and CARD.encode() in p.read_bytes()]
+
+        _until(lambda: any(".chatcore-cache" in c for c in copies()), "the store's cache (written aside)")
+        forget(sp.log_path, cid, by="test")
+        m.sync()
+        assert copies() == []
+        again = LogStore(m.folder)
+        again.sync()
+        time.sleep(1.0)  # its cache is written aside: give it the time to appear
+        assert copies() == []  # and the store rebuilt from the mirror has none of it
+    finally:
+        m.close()

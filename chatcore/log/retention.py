@@ -90,6 +90,10 @@ def purge_cache(log_path, needles: list[bytes], shards: list[Path] = ()) -> int:
         if hit:
             q.unlink(missing_ok=True)
             removed += 1
+            if q.suffix == ".json":  # a shard's manifest: its segments go with it
+                for seg in cache.glob(f"{q.stem}.*"):
+                    seg.unlink(missing_ok=True)
+                    removed += 1
     return removed
 
 

@@ -419,10 +419,16 @@ class Mirror:
             return 0
 
     def _remove(self, rel: str) -> None:
+        """A local copy the Space replaced, truncated or deleted goes, and so does every cache
+        made from it (a forget on the Space must not live on in this dashboard's cache)."""
+        from chatcore.log.retention import purge_cache
+
+        path = self.folder / rel
         try:
-            (self.folder / rel).unlink()
+            path.unlink()
         except OSError:
             pass
+        purge_cache(self.folder, [], [path])
 
     def _sync_file(self, url, kind, name, size, ident, rel, files, report, save) -> int:
         path = self.folder / rel
@@ -431,7 +437,7 @@ class Mirror:
         if entry is None or entry.get("id") != ident or (size is not None and size < have):
             if have or path.exists():
                 self.resets += entry is not None
-                path.unlink(missing_ok=True)
+                self._remove(rel)
             have = 0
         new_entry = {"url": url, "kind": kind, "name": name, "id": ident}
         if files.get(rel) != new_entry:
