@@ -13,7 +13,6 @@ from chatcore.space.app import serve
 if __name__ == "__main__":
     default_log = "/data/chat_logs.jsonl" if Path("/data").is_dir() else None
     serve(Settings.from_env(
-        remote=False,
         host=os.environ.get("CHAT_HOST", "0.0.0.0"),
         port=int(os.environ.get("PORT", "7860")),
         log_path=os.environ.get("CHAT_LOG_PATH") or default_log,

@@ -105,9 +105,9 @@ class Settings:
     log_url: str | None = None
 
     @classmethod
-    def from_env(cls, remote: bool = True, **overrides) -> "Settings":
-        """Settings from the environment and ``overrides``. With ``remote`` (not for the Space
-        itself), a log URL is mirrored first (:mod:`chatcore.remote.mirror`) and ``log_path`` is the copy."""
+    def from_env(cls, **overrides) -> "Settings":
+        """Settings from the environment and ``overrides``. Reading them has no side effect: a
+        log that is a URL is mirrored by :func:`chatcore.remote.log_settings.load_settings`."""
         values = dict(
             log_path=Path(os.environ.get("CHAT_LOG_PATH") or DEFAULT_LOG_PATH),
             responder=os.environ.get("CHAT_RESPONDER") or "echo",
@@ -130,15 +130,6 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if k in known and v is not None})
         if "log_path" in overrides and overrides["log_path"] is not None:
             values["log_path"] = Path(overrides["log_path"])
-        spec = remote_log_spec(overrides.get("log_path")) if remote else None
-        if spec:
-            from chatcore.remote.mirror import attach
-
-            mirror = attach(spec)
-            values["log_path"] = mirror.folder
-            values["log_url"] = ", ".join(display_url(u) for u in mirror.urls)
-            if not os.environ.get("CHAT_SPACE_URL") and not overrides.get("space_url"):
-                values["space_url"] = mirror.urls[0]
         return cls(**values)
 
     def with_(self, **changes) -> "Settings":

@@ -10,6 +10,7 @@ import streamlit as st
 from chatcore.remote.client import space_health
 from chatcore.dashboard.views import LiveFeed, SharedStore, check_space_log, resolve_timezone
 from chatcore.config import Settings
+from chatcore.remote.log_settings import load_settings
 
 PAGES = {
     "overview": "pages/overview.py",
@@ -41,7 +42,7 @@ def settings() -> Settings:
     from chatcore.remote.mirror import MirrorError
 
     try:
-        return Settings.from_env()
+        return load_settings()
     except MirrorError as exc:  # a remote log that cannot be read: say why, show nothing else
         st.error(f"The log cannot be read: {exc}", icon=":material/cloud_off:")
         st.stop()

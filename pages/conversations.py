@@ -359,11 +359,11 @@ def replay_panel(cid: str, original: pd.DataFrame) -> None:
 
 
 def _forget(cid: str) -> None:
-    from chatcore.log.retention import forget
+    from chatcore.staff.forget import forget_conversation
 
     ss.conv_forget_confirm = ""
     try:
-        res = forget(cfg.log_path, cid, by=current_user())
+        res = forget_conversation(cfg.log_path, cid, by=current_user())
     except (ValueError, OSError) as exc:
         ss.conv_forget_error = f"Nothing was forgotten: {exc}"
         return

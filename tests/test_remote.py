@@ -473,7 +473,7 @@ def _space_app(log_path: Path, monkeypatch):
     from chatcore.space.app import build_app
 
     monkeypatch.setenv("CHAT_OPERATOR_TOKEN", TOKEN)
-    app, _service = build_app(Settings.from_env(remote=False, log_path=log_path), make_responder("echo"))
+    app, _service = build_app(Settings.from_env(log_path=log_path), make_responder("echo"))
     return app
 
 

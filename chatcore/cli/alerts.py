@@ -10,9 +10,9 @@ import threading
 def run(args) -> int:
     from chatcore.staff.alerts import Config, Watcher, hook_name
     from chatcore.cli.main import UsageError
-    from chatcore.config import Settings
+    from chatcore.remote.log_settings import load_settings
 
-    settings = Settings.from_env(log_path=args.log)
+    settings = load_settings(log_path=args.log)
     try:
         config = Config.from_env(settings.log_path, space_url=args.space, health_s=args.health_every)
     except ValueError as exc:

@@ -73,10 +73,11 @@ def run(args) -> int:
     from chatcore.remote.client import space_health
     from chatcore.staff.evaluate import judge_from_env, latest_run, save_report
     from chatcore.staff.replay import strip_controls
-    from chatcore.config import Settings, display_url, operator_token
+    from chatcore.config import display_url, operator_token
+    from chatcore.remote.log_settings import load_settings
     from chatcore.staff.suites import get_suite
 
-    settings = Settings.from_env(log_path=args.log, space_url=args.space)
+    settings = load_settings(log_path=args.log, space_url=args.space)
     log_path = settings.log_path
     if args.compare:
         return compare(args, log_path)

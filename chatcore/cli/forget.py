@@ -8,10 +8,11 @@ import sys
 
 def run(args) -> int:
     from chatcore.cli.main import UsageError
-    from chatcore.log.retention import find_matching, forget
-    from chatcore.config import Settings
+    from chatcore.log.retention import find_matching
+    from chatcore.staff.forget import forget_conversation
+    from chatcore.remote.log_settings import load_settings
 
-    settings = Settings.from_env(log_path=args.log)
+    settings = load_settings(log_path=args.log)
     if not settings.log_path.exists():
         raise UsageError(f"no log at {settings.log_path} (set --log or CHAT_LOG_PATH)")
     if args.matching is not None:
@@ -40,7 +41,7 @@ def run(args) -> int:
 
     cid = resolve_conversation(settings.log_path, args.conversation_id)
     try:
-        result = forget(settings.log_path, cid, by=by, dry_run=args.dry_run)
+        result = forget_conversation(settings.log_path, cid, by=by, dry_run=args.dry_run)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.format == "json":

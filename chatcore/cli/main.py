@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from chatcore.config import Settings
+from chatcore.remote.log_settings import load_settings
 
 
 class UsageError(Exception):
@@ -88,8 +89,8 @@ def cmd_space(args) -> int:
 
     if args.log and args.log.strip().lower().startswith(("http://", "https://")):
         raise UsageError("the Space writes a local log: --log must be a path")
-    settings = Settings.from_env(
-        remote=False, host=args.host, port=args.port, log_path=args.log, responder=args.responder,
+    settings = Settings.from_env(  # the Space writes its own log: never a mirror
+        host=args.host, port=args.port, log_path=args.log, responder=args.responder,
         replica=args.replica,
     )
     if args.allow_origin:
@@ -125,7 +126,7 @@ def cmd_conversations(args) -> int:
     from chatcore.store import LogStore
     from chatcore.store.questions import Questions
 
-    settings = Settings.from_env(log_path=args.log)
+    settings = load_settings(log_path=args.log)
     since = parse_date_arg(args.since)
     until = parse_date_arg(args.until, end=True)
     if since and until and since >= until:
@@ -156,7 +157,7 @@ def cmd_export(args) -> int:
     from chatcore.store.frames import _to_pandas
     from chatcore.store.questions import Questions
 
-    settings = Settings.from_env(log_path=args.log)
+    settings = load_settings(log_path=args.log)
     if not settings.log_path.exists():
         raise UsageError(f"no log at {settings.log_path} (set --log or CHAT_LOG_PATH)")
     questions = Questions(LogStore(settings.log_path))

@@ -12,12 +12,13 @@ def run(args) -> int:
     from chatcore.remote.client import SpaceClient, SpaceError, space_health
     from chatcore.log.records import check_conversation_id
     from chatcore.staff.replay import diff_terminal, replay_conversation, strip_controls
-    from chatcore.config import Settings, display_url
+    from chatcore.config import display_url
+    from chatcore.remote.log_settings import load_settings
     from chatcore.store import load_log
 
     from chatcore.cli.main import resolve_conversation
 
-    settings = Settings.from_env(log_path=args.log, space_url=args.space)
+    settings = load_settings(log_path=args.log, space_url=args.space)
     try:
         check_conversation_id(args.conversation_id)
     except ValueError as exc:

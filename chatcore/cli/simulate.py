@@ -21,7 +21,8 @@ def register(sub) -> None:
 def run(args) -> int:
     from chatcore.cli.main import UsageError
     from chatcore.remote.client import space_health
-    from chatcore.config import Settings, display_url
+    from chatcore.config import display_url
+    from chatcore.remote.log_settings import load_settings
     from chatcore.log.records import ID_PATTERN
     from chatcore.staff.simulate import SIMULATED_SOURCE, simulate
 
@@ -32,7 +33,7 @@ def run(args) -> int:
     source = SIMULATED_SOURCE if args.source is None else args.source
     if not source or len(source) > 32 or not ID_PATTERN.match(source):
         raise UsageError("--source must be a short word such as simulated, widget or api")
-    url = args.space or Settings.from_env().space_url
+    url = args.space or load_settings().space_url
     health = space_health(url)
     if health.get("status") not in ("ok", "degraded"):
         raise UsageError(f"the Space at {display_url(url)} is not reachable: {health.get('error')}")

@@ -7,9 +7,9 @@ import sys
 
 def _log(args):
     from chatcore.cli.main import UsageError
-    from chatcore.config import Settings
+    from chatcore.remote.log_settings import load_settings
 
-    settings = Settings.from_env(log_path=args.log)
+    settings = load_settings(log_path=args.log)
     if not settings.log_path.exists():
         raise UsageError(f"no log at {settings.log_path} (set --log or CHAT_LOG_PATH)")
     return settings.log_path

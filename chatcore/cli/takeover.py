@@ -28,9 +28,10 @@ def run(args) -> int:
     from chatcore.cli.main import UsageError
     from chatcore.space.handoff import check_staff_name
     from chatcore.log.records import check_conversation_id
-    from chatcore.config import OPERATOR_TOKEN_HEADER, Settings, display_url, operator_token
+    from chatcore.config import OPERATOR_TOKEN_HEADER, display_url, operator_token
+    from chatcore.remote.log_settings import load_settings
 
-    settings = Settings.from_env(log_path=args.log, space_url=args.space)
+    settings = load_settings(log_path=args.log, space_url=args.space)
     try:
         check_conversation_id(args.conversation_id)
         staff = check_staff_name(_staff_name(args))

@@ -41,11 +41,11 @@ def format_turn(rec: dict, colour: bool = False, width: int = 100) -> str:
 
 def cmd_tail(args) -> int:
     from chatcore.cli.main import UsageError
-    from chatcore.config import Settings
+    from chatcore.remote.log_settings import load_settings
     from chatcore.store import load_log
     from chatcore.log.follow import LogTail
 
-    settings = Settings.from_env(log_path=args.log)
+    settings = load_settings(log_path=args.log)
     path = settings.log_path
     if not path.exists() and not path.parent.exists():
         raise UsageError(f"no log at {path} (set --log or CHAT_LOG_PATH)")
@@ -141,10 +141,10 @@ def cmd_stats(args) -> int:
     from chatcore.cli.main import UsageError, parse_date_arg
     from chatcore.remote.client import space_health
     from chatcore.dashboard.views import format_ms
-    from chatcore.config import Settings
+    from chatcore.remote.log_settings import load_settings
     from chatcore.store import load_log
 
-    settings = Settings.from_env(log_path=args.log)
+    settings = load_settings(log_path=args.log)
     if not settings.log_path.exists():
         raise UsageError(f"no log at {settings.log_path} (set --log or CHAT_LOG_PATH)")
     since = parse_date_arg(args.since)

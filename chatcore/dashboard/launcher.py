@@ -239,9 +239,10 @@ def run(args) -> int:
 
     from chatcore.remote.client import space_health
     from chatcore.dashboard.views import check_space_log, is_local_url
-    from chatcore.config import Settings, display_url
+    from chatcore.config import display_url
+    from chatcore.remote.log_settings import load_settings
 
-    settings = Settings.from_env(log_path=args.log)
+    settings = load_settings(log_path=args.log)
     space_url = _space_url(args, settings)
     shown_url = display_url(space_url)
     parsed = urlparse(space_url)

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Callable
 
 from chatcore.config import log_folder
-from chatcore.log.forgotten import CACHE_DIR, NOTE_FILES, note_rewrite, record_forgotten
+from chatcore.log.cache_purge import _contains, drop_cache_of_deleted, purge_cache
+from chatcore.log.forgotten import note_rewrite, record_forgotten
 from chatcore.log.records import check_conversation_id, utc_now_iso
 from chatcore.log.rewrite import Rewrite, _fsync_dir, _lines, _open_locked, rewrite_without
 from chatcore.store.ingest import shard_day
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 AUDIT_FILE = "audit.jsonl"
 ANNOTATION_FILES = ("feedback.jsonl", "notes.jsonl", "suites.jsonl")
 EVAL_RUNS = "eval-runs"
-_BLOCK = 8 << 20
 
 
 def shard_files(log_path) -> list[Path]:
@@ -61,83 +61,6 @@ def _annotation_files(log_path) -> list[Path]:
 
 def _note_rewrite(rw: Rewrite, conversation_id: str | None) -> None:
     note_rewrite(rw.path, rw.old, rw.new, rw.ranges, conversation_id)
-
-
-# ------------------------------------------------------------------------ caches
-
-
-def purge_cache(log_path, needles: list[bytes], shards: list[Path] = ()) -> int:
-    """Delete cache files holding any of ``needles``, and the cache entries of
-    ``shards``. A cache is rebuilt from the log, so deleting is always safe."""
-    import orjson
-
-    cache = log_folder(log_path) / CACHE_DIR
-    if not cache.is_dir():
-        return 0
-    names = {os.path.abspath(p) for p in shards}
-    removed = 0
-    for q in sorted(cache.rglob("*")):
-        if not q.is_file() or q.name in NOTE_FILES:
-            continue
-        # a saved whole-log list is made from every shard: never worth keeping after a change
-        # (and a printed list may hold an id in an escaped form the needle would not match)
-        hit = q.name.startswith("summary-") or _contains(q, needles)
-        if not hit and names and q.suffix == ".json":
-            try:
-                hit = orjson.loads(q.read_bytes()).get("path") in names
-            except (OSError, orjson.JSONDecodeError, AttributeError):
-                pass
-        if hit:
-            q.unlink(missing_ok=True)
-            removed += 1
-            if q.suffix == ".json":  # a shard's manifest: its segments go with it
-                for seg in cache.glob(f"{q.stem}.*"):
-                    seg.unlink(missing_ok=True)
-                    removed += 1
-    return removed
-
-
-def _contains(path: Path, needles: list[bytes]) -> bool:
-    """Whether the file's bytes hold any needle (read in blocks)."""
-    keep = max((len(n) for n in needles), default=1) - 1
-    tail = b""
-    try:
-        with open(path, "rb") as f:
-            while True:
-                block = f.read(_BLOCK)
-                if not block:
-                    return False
-                data = tail + block
-                if any(n in data for n in needles):
-                    return True
-                tail = data[-keep:] if keep else b""
-    except OSError:
-        return False
-
-
-def drop_cache_of_deleted(log_path) -> int:
-    """Cache entries (manifest and segments) of shards that no longer exist, and the
-    saved summaries built from all shards."""
-    import orjson
-
-    cache = log_folder(log_path) / CACHE_DIR
-    removed = 0
-    if not cache.is_dir():
-        return 0
-    for manifest in cache.glob("*.json"):
-        try:
-            path = orjson.loads(manifest.read_bytes()).get("path")
-        except (OSError, orjson.JSONDecodeError, AttributeError):
-            continue
-        if path and not os.path.exists(path):
-            key = manifest.stem
-            for seg in cache.glob(f"{key}.*"):
-                seg.unlink(missing_ok=True)
-                removed += 1
-    for summary in cache.glob("summary-*"):
-        summary.unlink(missing_ok=True)
-        removed += 1
-    return removed
 
 
 # ------------------------------------------------------------------------- forget
@@ -279,9 +202,6 @@ def forget(log_path, conversation_id: str, *, by: str, dry_run: bool = False, _s
     time.sleep(0.2)
     cached += purge_cache(log_path, [conversation_id.encode("utf-8")])
     result["cache_files"] = cached
-    from chatcore.staff.alerts import forget_in_state
-
-    forget_in_state(log_path, conversation_id)
     audit(log_path, {"action": "forget", "conversation_id": conversation_id, "by": by,
                      "lines": lines, "shards": shards, "annotations": notes, "eval_reports": reports,
                      "replays": [r["conversation_id"] for r in result["replays"]]})

@@ -421,7 +421,7 @@ class Mirror:
     def _remove(self, rel: str) -> None:
         """A local copy the Space replaced, truncated or deleted goes, and so does every cache
         made from it (a forget on the Space must not live on in this dashboard's cache)."""
-        from chatcore.log.retention import purge_cache
+        from chatcore.log.cache_purge import purge_cache
 
         path = self.folder / rel
         try:

@@ -17,7 +17,6 @@ SUMMARY_COLUMNS = ["conversation_id", "turns", "first_ts", "last_ts", "first_use
 #: What summarise_conversations reads: load only these for a conversation list (a 2x faster cold open).
 SUMMARY_INPUT_COLUMNS = ("ts", "conversation_id", "turn", "user_text")
 
-from chatcore.cli.listing import parse_date  # noqa: F401  (kept here for callers; pandas-free, for the CLI)
 
 
 def filter_dates(frame: pd.DataFrame, since: datetime | None = None, until: datetime | None = None) -> pd.DataFrame:

@@ -12,15 +12,11 @@ import json
 import os
 import threading
 from collections import Counter
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from chatcore.store.schema import ARROW_SCHEMA
-
-if TYPE_CHECKING:
-    from chatcore.store.ingest import _Shard
 
 CACHE_VERSION = 3
 #: A shard's cache is (re)written when at least this many parsed bytes are not in it.
@@ -52,9 +48,10 @@ def _fingerprint(fd: int, upto: int) -> str:
     return h.hexdigest()
 
 
-
 class SegmentCache:
-    """Mixin of :class:`chatcore.store.LogStore`: loading and writing a shard's segments."""
+    """Mixin of :class:`chatcore.store.LogStore`: loading and writing a shard's segments.
+    ``sh`` below is the store's state of one shard (``chatcore.store.ingest._Shard``; not
+    imported, so this module stays below the store that uses it)."""
 
     def _cache_key(self, path: str) -> str:
         ident = json.dumps([os.path.abspath(path), list(self.columns), CACHE_VERSION])
@@ -62,7 +59,7 @@ class SegmentCache:
 
     # -- cache -------------------------------------------------------------------
 
-    def _load_cache(self, sh: _Shard, fd: int, st: os.stat_result) -> None:
+    def _load_cache(self, sh, fd: int, st: os.stat_result) -> None:
         if self.cache_dir is None:
             return
         key = self._cache_key(sh.path)
@@ -98,7 +95,7 @@ class SegmentCache:
         sh.fp = meta["fingerprint"]
         sh.dev_ino = (st.st_dev, st.st_ino)
 
-    def _save_cache(self, sh: _Shard, fd: int) -> None:
+    def _save_cache(self, sh, fd: int) -> None:
         """Persist the rows parsed since the last segment as a new segment. The file
         is written in a background thread (see :meth:`wait_cache`); the snapshot and
         the fingerprint are taken here."""
@@ -141,7 +138,7 @@ class SegmentCache:
         self._writers = [w for w in self._writers if w.is_alive()] + [th]
         th.start()
 
-    def _write_segment(self, sh: _Shard, gen: int, key: str, tables: list, meta: dict) -> None:
+    def _write_segment(self, sh, gen: int, key: str, tables: list, meta: dict) -> None:
         try:
             try:  # Linux: lower this thread's priority, reading comes first
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
