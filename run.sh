@@ -4,7 +4,8 @@
 #                         (FLAGS go to `python -m chatcore dashboard`: --port 8502 --space-port 7870 --log PATH ...)
 #                         and the alerts watcher when CHAT_ALERT_WEBHOOKS is set
 #   ./run.sh test [ARGS]  set up, then run the tests (ARGS go to pytest; CHAT_TEST_WORKERS=3 processes)
-#   ./run.sh setup        only set up (.venv, Python packages, test tools)
+#   ./run.sh setup        only set up (.venv, Python packages from requirements.lock, test tools)
+#   ./run.sh lock         refresh requirements.lock and requirements.txt from pyproject.toml
 # Environment: see README.md (CHAT_LOG_PATH, CHAT_SPACE_URL, CHAT_RESPONDER, ...).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -17,16 +18,30 @@ setup_python() {
     echo "==> creating $VENV"
     "$PY" -m venv "$VENV"
   fi
-  # Reinstall only when requirements.txt changed.
+  # The versions the tests passed with, checked by hash; reinstalled only when the lock changed.
   local stamp="$VENV/.requirements.sha"
   local want
-  want=$(sha256sum requirements.txt | cut -d' ' -f1)
+  want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "==> installing Python packages (first run takes a minute or two)"
+    echo "==> installing Python packages from requirements.lock (first run takes a minute or two)"
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -r requirements.txt
+    "$VENV/bin/python" -m pip install -q --require-hashes -r requirements.lock
+    # the project itself, for the `chatcore` command (its dependencies are in the lock)
+    "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
     echo "$want" > "$stamp"
   fi
+}
+
+lock() {
+  # Refresh the pins from pyproject.toml: requirements.lock (runtime and test, with hashes)
+  # for ./run.sh, and requirements.txt (runtime only) for hosts such as Hugging Face Spaces.
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q "uv>=0.5,<1"
+  local compile=("$VENV/bin/python" -m uv pip compile pyproject.toml --quiet --python-version 3.11
+                 --python-platform x86_64-unknown-linux-gnu --no-header)
+  "${compile[@]}" --extra test --generate-hashes -o requirements.lock
+  "${compile[@]}" -o requirements.txt
+  echo "==> wrote requirements.lock and requirements.txt"
 }
 
 setup_test_tools() {
@@ -71,6 +86,9 @@ case "$cmd" in
     setup_python
     setup_test_tools
     ;;
+  lock)
+    lock
+    ;;
   test)
     shift
     setup_python
@@ -89,7 +107,7 @@ case "$cmd" in
     run_dashboard "$@"
     ;;
   *)
-    echo "usage: ./run.sh [run|test|setup] [ARGS]   (./run.sh --port 8502 --space-port 7870 moves both ports)" >&2
+    echo "usage: ./run.sh [run|test|setup|lock] [ARGS]   (./run.sh --port 8502 --space-port 7870 moves both ports)" >&2
     exit 2
     ;;
 esac
