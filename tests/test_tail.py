@@ -232,3 +232,22 @@ def test_many_shards_with_few_open_files(tmp_path, monkeypatch):
         assert sorted(got) == sorted(f"{p.name}-{rnd}" for p in shards)
         assert sum(f.fd is not None for f in tail._follows.values()) <= 2
     tail.stop()
+
+
+def test_backlog_starts_at_a_whole_line_within_the_last_bytes(tmp_path):
+    log = tmp_path / "chat.jsonl"
+    w = LogWriter(log)
+    for i in range(50):
+        assert w.append(make_record(conversation_id=f"c{i:02d}", turn=0, user_text=f"question {i:02d}",
+                                    response="ok", latency_ms=1, source="api", backend="echo"))
+    line = log.read_bytes().split(b"\n")[-2] + b"\n"
+    tail = LogTail(log, backlog_bytes=len(line) * 3 + 5)  # three whole lines and part of a fourth
+    tail.poll()
+    assert [r["conversation_id"] for r in tail.drain()] == ["c47", "c48", "c49"]
+    assert w.append(make_record(conversation_id="c50", turn=0, user_text="new", response="ok",
+                                latency_ms=1, source="api", backend="echo"))
+    tail.poll()
+    assert [r["conversation_id"] for r in tail.drain()] == ["c50"]
+    whole = LogTail(log, backlog_bytes=10**9)
+    whole.poll()
+    assert len(whole.drain()) == 51

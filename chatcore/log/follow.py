@@ -49,9 +49,10 @@ class LogTail:
     """Follows a log and queues the normalised records of new lines."""
 
     def __init__(self, path, poll_interval: float = 0.25, from_start: bool = False, max_queue: int = 1_000_000,
-                 parse=None, resume: dict | None = None):
+                 parse=None, resume: dict | None = None, backlog_bytes: int = 0):
         """``from_start=True`` delivers the lines already in the log too (meant for
-        small logs: every record becomes a dict; use LogStore for history).
+        small logs: every record becomes a dict; use LogStore for history);
+        ``backlog_bytes`` delivers the whole lines of the last that many bytes of each shard.
         ``max_queue`` bounds memory if nobody drains: the oldest records are dropped
         and counted in ``stats["dropped"]``. ``parse`` turns a line (bytes) into a dict
         or raises BadRecord (default: the store's :func:`parse_line`). ``resume`` is a
@@ -62,6 +63,7 @@ class LogTail:
         self.resume = resume
         self.poll_interval = float(poll_interval)
         self.from_start = from_start
+        self.backlog_bytes = max(0, int(backlog_bytes))
         self.max_queue = max_queue
         self._queue: deque[dict] = deque()
         self._qlock = threading.Lock()
@@ -249,6 +251,12 @@ class LogTail:
                     f.guard = _pread(fd, max(0, f.offset - _GUARD), min(_GUARD, f.offset))
             elif initial and not self.from_start:
                 f.offset = _last_line_end(fd, fst.st_size)
+                if self.backlog_bytes and f.offset:
+                    # back to the first whole line of the backlog
+                    start = max(0, f.offset - self.backlog_bytes)
+                    if start and _pread(fd, start - 1, 1) != b"\n":
+                        start = _next_line_start(fd, start, f.offset)
+                    f.offset = start
                 f.guard = _pread(fd, max(0, f.offset - _GUARD), min(_GUARD, f.offset))
             self._follows[path] = f
 
@@ -438,6 +446,20 @@ def _close(fd: int) -> None:
         os.close(fd)
     except OSError:
         pass
+
+
+def _next_line_start(fd: int, start: int, size: int) -> int:
+    """Offset just after the first newline at or after ``start`` (``size`` if none)."""
+    pos = start
+    while pos < size:
+        data = _pread(fd, pos, min(64 << 10, size - pos))
+        if not data:
+            break
+        i = data.find(b"\n")
+        if i >= 0:
+            return pos + i + 1
+        pos += len(data)
+    return size
 
 
 def _last_line_end(fd: int, size: int) -> int:
