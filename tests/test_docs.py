@@ -1,0 +1,121 @@
+"""The README and docs/ stay true to the tree: the README stays a short front door, every relative
+link (and its #anchor) leads somewhere, and every CHAT_* setting the code reads is documented."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+CONFIGURATION = ROOT / "docs" / "configuration.md"
+README_MAX_LINES = 250
+
+FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
+CODE_SPAN = re.compile(r"`[^`\n]*`")
+#: [text](target) and ![alt](target); the target ends at whitespace or ")".
+LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
+SETTING = re.compile(r"\bCHAT_[A-Z0-9_]*[A-Z0-9]\b")
+
+
+def markdown_files() -> list[Path]:
+    return [README, *sorted((ROOT / "docs").glob("*.md")), ROOT / "chatcore" / "space" / "widget" / "README.md"]
+
+
+def prose(text: str) -> str:
+    """The text outside fenced code blocks and code spans (links there are examples)."""
+    return CODE_SPAN.sub("", FENCE.sub("", text))
+
+
+def slug(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # a link's text only
+    text = text.strip().lower().replace("`", "")
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    found: set[str] = set()
+    for heading in HEADING.findall(FENCE.sub("", path.read_text(encoding="utf-8"))):
+        base = slug(heading)
+        name, n = base, 1
+        while name in found:  # GitHub numbers repeated headings: name, name-1, name-2
+            name, n = f"{base}-{n}", n + 1
+        found.add(name)
+    return found
+
+
+def broken_links(path: Path, root: Path = ROOT) -> list[str]:
+    """Relative links of ``path`` whose file (or #anchor in a Markdown file) does not exist,
+    named relative to ``root``."""
+    problems = []
+    for target in LINK.findall(prose(path.read_text(encoding="utf-8"))):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.IGNORECASE):  # https:, mailto:, …
+            continue
+        file_part, _, anchor = target.partition("#")
+        dest = (path.parent / file_part).resolve() if file_part else path
+        if not dest.exists():
+            problems.append(f"{path.relative_to(root)}: {target} (no such file)")
+        elif anchor and dest.suffix == ".md" and anchor.lower() not in anchors(dest):
+            problems.append(f"{path.relative_to(root)}: {target} (no heading #{anchor} in {dest.name})")
+    return problems
+
+
+def settings_read_by(paths: list[Path]) -> set[str]:
+    return {name for p in paths for name in SETTING.findall(p.read_text(encoding="utf-8"))}
+
+
+# ---------------------------------------------------------------------------------- the tree
+
+
+def test_readme_is_a_front_door():
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= README_MAX_LINES, (
+        f"README.md has {len(lines)} lines (at most {README_MAX_LINES}): move the details to a page in docs/")
+
+
+@pytest.mark.parametrize("path", markdown_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_lead_somewhere(path):
+    assert broken_links(path) == []
+
+
+def test_readme_links_every_docs_page():
+    linked = {t.partition("#")[0] for t in LINK.findall(prose(README.read_text(encoding="utf-8")))}
+    missing = [p.name for p in sorted((ROOT / "docs").glob("*.md")) if f"docs/{p.name}" not in linked]
+    assert missing == [], f"docs pages the README does not link: {missing}"
+
+
+def test_every_setting_of_config_is_documented():
+    names = settings_read_by([ROOT / "chatcore" / "config.py"])
+    assert "CHAT_LOG_PATH" in names  # the scan finds what config.py reads
+    documented = settings_read_by([CONFIGURATION])
+    assert sorted(names - documented) == [], "add these to docs/configuration.md"
+
+
+def test_every_setting_read_anywhere_is_documented():
+    code = [*(ROOT / "chatcore").rglob("*.py"), *(ROOT / "pages").glob("*.py"),
+            ROOT / "app.py", ROOT / "dashboard.py", ROOT / "run.sh"]
+    names = settings_read_by([p for p in code if p.exists()])
+    documented = settings_read_by([CONFIGURATION])
+    assert sorted(names - documented) == [], "add these to docs/configuration.md"
+
+
+# ------------------------------------------------------------------------- the checks work
+
+
+def test_the_checks_catch_what_they_are_for(tmp_path):
+    (tmp_path / "there.md").write_text("# A page\n\n## Event lines (schema v2)\n", encoding="utf-8")
+    page = tmp_path / "page.md"
+    page.write_text(
+        "[ok](there.md) [ok](there.md#event-lines-schema-v2) [ok](https://example.org/x)\n"
+        "![missing image](gone.png) [missing page](nowhere.md) [bad anchor](there.md#no-such)\n"
+        "```\n[inside a code block](ignored.md)\n```\n`[in a code span](ignored.md)`\n",
+        encoding="utf-8")
+    problems = broken_links(page, root=tmp_path)
+    assert problems == ["page.md: gone.png (no such file)", "page.md: nowhere.md (no such file)",
+                        "page.md: there.md#no-such (no heading #no-such in there.md)"]
+    (tmp_path / "config.py").write_text('os.environ.get("CHAT_NEW_THING")\nPREFIX = "CHAT_DASHBOARD_"\n')
+    assert settings_read_by([tmp_path / "config.py"]) == {"CHAT_NEW_THING"}
