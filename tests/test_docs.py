@@ -2,7 +2,12 @@
 link (and its #anchor) leads somewhere, and every CHAT_* setting the code reads is documented."""
 from __future__ import annotations
 
+import doctest
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 CONFIGURATION = ROOT / "docs" / "configuration.md"
+LOG_FORMAT = ROOT / "docs" / "log-format.md"
 README_MAX_LINES = 250
 
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
@@ -101,6 +107,71 @@ def test_every_setting_read_anywhere_is_documented():
     names = settings_read_by([p for p in code if p.exists()])
     documented = settings_read_by([CONFIGURATION])
     assert sorted(names - documented) == [], "add these to docs/configuration.md"
+
+
+# ------------------------------------------------------------- the log recipes print what they show
+
+BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def log_format_blocks() -> list[tuple[str, str]]:
+    return BLOCK.findall(LOG_FORMAT.read_text(encoding="utf-8"))
+
+
+def lines_of(text: str) -> list[str]:
+    return [line.rstrip() for line in text.strip("\n").splitlines()]
+
+
+@pytest.fixture
+def sample_log(tmp_path) -> Path:
+    """The page's small log, written by the page's own snippet (the project's writer)."""
+    [snippet] = [code for lang, code in log_format_blocks() if lang == "python" and "LogWriter(" in code]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, env=env, check=True, timeout=60)
+    log = tmp_path / "chat_logs.jsonl"
+    assert any('"kind":"staff_message"' in line for line in log.read_text().splitlines())
+    return tmp_path
+
+
+@pytest.mark.skipif(shutil.which("jq") is None, reason="jq is not installed")
+def test_the_jq_recipes_print_what_the_page_shows(sample_log):
+    examples = [code for lang, code in log_format_blocks() if lang == "bash" and code.startswith("$ jq")]
+    assert len(examples) >= 3  # the naive count, turns per conversation, the events
+    for code in examples:
+        lines = code.splitlines()
+        command = [lines[0][2:]]
+        rest = lines[1:]
+        while rest and not rest[0].startswith(("{", "[")):
+            command.append(rest.pop(0))
+        out = subprocess.run(["bash", "-c", "\n".join(command)], cwd=sample_log, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert lines_of(out.stdout) == lines_of("\n".join(rest)), command[0]
+
+
+def test_the_pandas_recipe_prints_what_the_page_shows(sample_log):
+    blocks = log_format_blocks()
+    [at] = [i for i, (lang, code) in enumerate(blocks) if lang == "python" and "per_conversation" in code]
+    recipe, (lang, shown) = blocks[at][1], blocks[at + 1]
+    assert lang == "text"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", recipe], cwd=sample_log, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert lines_of(out.stdout) == lines_of(shown)
+    assert "order-1              2" in shown  # two turns, not the eight lines the naive count gives
+
+
+def test_the_interactive_examples_print_what_the_page_shows(sample_log, monkeypatch):
+    monkeypatch.chdir(sample_log)
+    examples = [code for lang, code in log_format_blocks() if lang == "python" and code.startswith(">>>")]
+    assert len(examples) >= 2  # the naive pandas count, the project's reader
+    parser = doctest.DocTestParser()
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    report: list[str] = []
+    for i, code in enumerate(examples):
+        runner.run(parser.get_doctest(code, {}, f"log-format example {i}", str(LOG_FORMAT), 0), out=report.append)
+    assert runner.failures == 0, "".join(report)
 
 
 # ------------------------------------------------------------------------- the checks work
