@@ -3,6 +3,7 @@ link (and its #anchor) leads somewhere, and every CHAT_* setting the code reads 
 from __future__ import annotations
 
 import doctest
+import json
 import os
 import re
 import shutil
@@ -172,6 +173,39 @@ def test_the_interactive_examples_print_what_the_page_shows(sample_log, monkeypa
     for i, code in enumerate(examples):
         runner.run(parser.get_doctest(code, {}, f"log-format example {i}", str(LOG_FORMAT), 0), out=report.append)
     assert runner.failures == 0, "".join(report)
+
+
+def test_the_recipes_count_turns_as_the_cli_does(sample_log, monkeypatch):
+    """What the page promises: on a log with both shapes, event lines and a broken line, the
+    recipes agree with `python -m chatcore conversations`."""
+    log = sample_log / "chat_logs.jsonl"
+    with log.open("ab") as f:
+        f.write(b'{"v":1,"ts":"2026-11-21T1\n')  # cut short
+        f.write(b'{"v":1,"ts":"2026-11-21T11:00:00.000Z","conversation_id":"late-4","turn":0,"user_text":"hi",'
+                b'"files":[],"response":"hello","latency_ms":5,"source":"api","backend":"echo","model":null,'
+                b'"error":null,"session":null}\n')
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "chatcore", "conversations", "--log", str(log), "--format", "json"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    cli = {row["conversation_id"]: row["turns"] for row in json.loads(out.stdout)}
+    assert cli == {"order-1": 2, "refund-2": 3, "seed-3": 1, "late-4": 1}
+
+    blocks = log_format_blocks()
+    [recipe] = [code for lang, code in blocks if lang == "python" and "per_conversation" in code]
+    monkeypatch.chdir(sample_log)
+    namespace: dict = {}
+    exec(compile(recipe, str(LOG_FORMAT), "exec"), namespace)  # noqa: S102 - the page's own example
+    assert namespace["per_conversation"]["turns"].to_dict() == cli
+
+    if shutil.which("jq"):
+        [jq] = [code for lang, code in blocks if lang == "bash" and "fromjson?" in code and "turns: length" in code]
+        command = jq.splitlines()
+        command = "\n".join(line for line in [command[0][2:], *command[1:]] if not line.startswith("{"))
+        out = subprocess.run(["bash", "-c", command], cwd=sample_log, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        counted = {row["conversation_id"]: row["turns"] for row in map(json.loads, out.stdout.splitlines())}
+        assert counted == cli
 
 
 # ------------------------------------------------------------------------- the checks work
