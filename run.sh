@@ -6,7 +6,7 @@
 #   ./run.sh test [ARGS]  set up, then run the tests (ARGS go to pytest; CHAT_TEST_WORKERS=3 processes)
 #   ./run.sh setup        only set up (.venv, Python packages from requirements.lock, test tools)
 #   ./run.sh lock         refresh requirements.lock and requirements.txt from pyproject.toml
-# Environment: see README.md (CHAT_LOG_PATH, CHAT_SPACE_URL, CHAT_RESPONDER, ...).
+# Environment: see docs/configuration.md (CHAT_LOG_PATH, CHAT_SPACE_URL, CHAT_RESPONDER, ...).
 set -euo pipefail
 cd "$(dirname "$0")"
 

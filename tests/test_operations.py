@@ -211,7 +211,7 @@ def test_stats_prints_the_overview_figures(tmp_path):
     out = run_cli("stats", "--log", str(log), "--format", "json", "--space-url", "http://127.0.0.1:9")
     assert out.returncode == 0, out.stderr
     figures = json.loads(out.stdout)
-    assert figures == {  # stable snake_case keys, numbers as numbers (documented in README.md)
+    assert figures == {  # stable snake_case keys, numbers as numbers (documented in docs/operations.md)
         "since": None, "conversations": 3, "turns": 3, "conversations_today": 3, "turns_today": 3,
         "active_now": 3, "reply_time_p50_ms_today": 200.0, "reply_time_p95_ms_today": 290.0,
         "errors_today": 1, "bad_lines_skipped": 1, "space_status": "down",

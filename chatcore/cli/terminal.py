@@ -85,7 +85,7 @@ def cmd_tail(args) -> int:
 
 
 #: ``stats`` figures: stable JSON key -> label in the text output. The keys are documented in
-#: README.md ("In a terminal"); add new ones, never rename.
+#: docs/operations.md ("In a terminal"); add new ones, never rename.
 STATS_LABELS = {
     "since": "since",
     "conversations": "conversations",
