@@ -44,7 +44,8 @@ def compare(args, log_path) -> int:
           f"{diff['worse']} worse, {diff['better']} better, {diff['reply_changed']} repl(ies) changed")
     for r in diff["turns"]:
         if r["movement"] or r["reply_changed"]:
-            print(f"  {r['conversation_id']} turn {r['turn']}: {r['a']} -> {r['b']}"
+            a, b = (str(r[f"outcome_{x}"] or r[x]).replace("_", " ") for x in ("a", "b"))
+            print(f"  {r['conversation_id']} turn {r['turn']}: {a} -> {b}"
                   + (f" ({r['movement']})" if r["movement"] else ""))
             if r["reply_changed"]:
                 print(f"    {diff_terminal(r['reply_a'] or '', r['reply_b'] or '', colour)}")

@@ -503,6 +503,7 @@ def compare_runs(a: dict, b: dict) -> dict:
         reply_changed = bool(ta and tb and sa != "error" and sb != "error" and
                              (ta.get("reply") or "").strip() != (tb.get("reply") or "").strip())
         rows.append({"conversation_id": key[0], "turn": key[1], "a": sa, "b": sb, "movement": movement,
+                     "outcome_a": (ta or {}).get("outcome"), "outcome_b": (tb or {}).get("outcome"),
                      "reply_changed": reply_changed, "reply_a": (ta or {}).get("reply"),
                      "reply_b": (tb or {}).get("reply"), "reason_b": (tb or {}).get("reason")})
     return {

@@ -10,7 +10,7 @@ Stored append-only beside the other annotations, in ``<log folder>/annotations/s
   conversation (staff messages, the visitor's messages to staff, take-over and hand-back), each
   placed ``before`` a turn: replayed as staff actions, never as bot turns.
 * ``{kind: "remove", suite, conversation_id, author, ts}`` — it leaves the suite.
-* ``{kind: "options", suite, golden, handoff, author, ts}`` — the suite is *golden* (every turn's
+* ``{kind: "options", suite, conversation_id: "", golden, handoff, author, ts}`` — the suite is *golden* (every turn's
   reference is a known-good answer) and/or what a replayed request for a person should get
   (``handoff``: handed to a person again; ``answer``: a good answer from the bot).
 * ``{kind: "ideal", conversation_id, turn, value, author, ts}`` — the answer staff would have
@@ -274,7 +274,8 @@ def set_options(log_path, suite: str, *, golden: bool | None = None, handoff: st
     if handoff is not None and handoff not in HANDOFF_EXPECTATIONS:
         raise ValueError("a request for a person should get: handoff (a person again) or answer (from the bot)")
     current = load_suites(log_path).get(suite)
-    rec = {"v": 1, "ts": utc_now_iso(), "kind": "options", "suite": suite,
+    # conversation_id "": the annotation files' reader keeps only lines that have one.
+    rec = {"v": 1, "ts": utc_now_iso(), "kind": "options", "suite": suite, "conversation_id": "",
            "golden": bool(golden) if golden is not None else bool(current and current.golden),
            "handoff": handoff or (current.handoff if current else "handoff"),
            "author": (author or "staff")[:64]}
