@@ -307,6 +307,48 @@ def test_suite_filters_tags_handoff_and_picked_ids(tmp_path):
         select_conversations(frame, log, ids=["<script>"])
 
 
+def test_turn_kinds_from_ratings_button_requests_and_staff_context(tmp_path):
+    """A request for a person made with the widget's button makes the turn before it known-bad;
+    a visitor's 👍 outranks staff's 👎 (and a 👍 beats the request); staff messages are context."""
+    from chatcore.log.records import make_event, make_record
+    from chatcore.staff.suites import add_conversations
+    from chatcore.store import load_log
+
+    log = tmp_path / "chat_logs.jsonl"
+    lines = [make_record(conversation_id="b", turn=t, user_text=f"q{t}", response=f"r{t}", latency_ms=1,
+                         source="widget", backend="echo", ts=f"2026-11-02T10:0{t}:00.000Z") for t in range(4)]
+    lines.insert(2, make_event(conversation_id="b", kind="handoff_requested", at_turn=2, via="button",
+                               ts="2026-11-02T10:01:30.000Z"))
+    lines.insert(3, make_event(conversation_id="b", kind="staff_message", at_turn=2, staff="Ana", text="Hi, Ana here",
+                               ts="2026-11-02T10:01:40.000Z"))
+    with open(log, "w") as f:
+        f.writelines(json.dumps(line) + "\n" for line in lines)
+    annotations.record_feedback(log, "b", 2, "down", by="staff")
+    annotations.record_feedback(log, "b", 2, "up", by="visitor")
+    annotations.record_feedback(log, "b", 3, "down", by="staff")
+    frame, _ = load_log(log)
+    assert add_conversations(log, "s", frame, ["b"]) == ["b"]
+    conv = get_suite(log, "s").conversations["b"]
+    assert [t.kind for t in conv.turns] == ["unrated", "bad", "good", "bad"]
+    assert [t.user_text for t in conv.turns] == ["q0", "q1", "q2", "q3"]  # the staff message is no turn
+    assert conv.context == [{"before": 2, "kind": "staff_message", "text": "Hi, Ana here", "staff": "Ana"}]
+
+
+def test_failing_lines_shorten_and_strip_what_visitors_wrote():
+    """A reply or reference carrying terminal escapes or a direction override is shown inert and
+    shortened on one line."""
+    from chatcore.cli.eval import SHORT, failing_lines
+
+    turn = {"turn": 3, "status": "fail", "outcome": "still_failing", "expect": "bad",
+            "reason": "still the answer \x1b]0;pwned\x07that was rated down", "reply": "\x1b[2J" + "x" * 500,
+            "reference": "line one\nline two \u202eevil", "ideal": None}
+    lines = failing_lines("c-1", turn)
+    assert lines[0].startswith("FAIL c-1 turn 3 [still failing]: still the answer ")
+    assert lines[1].startswith("    reply: ") and len(lines[1]) == len("    reply: ") + SHORT
+    assert lines[2] == "    reference (rated down): line one line two \ufffdevil"
+    assert not any(c in "".join(lines) for c in "\x1b\x07\u202e")
+
+
 # --------------------------------------------------------------------------------- runs
 
 
@@ -772,11 +814,13 @@ def test_conversations_page_adds_to_a_suite_and_saves_an_ideal_answer(dashboard_
     at = _open("pages/conversations.py")
     at.selectbox(key="conv_pick").select("c-thanks").run()
     at.text_input(key="suite_name").set_value("from-page").run()
+    at.checkbox(key="suite_golden").check().run()
     next(b for b in at.button if b.key == "suite_add_btn").click().run()
     assert not at.exception, at.exception
     suite = get_suite(log, "from-page")
-    assert list(suite.conversations) == ["c-thanks"]
+    assert list(suite.conversations) == ["c-thanks"] and suite.golden
     assert suite.conversations["c-thanks"].turns[0].reference == "You said: thanks a lot"
+    assert suite.conversations["c-thanks"].turns[0].kind == "good"  # rated up
     at.text_area(key="suite_ideal_text_c-thanks_0").set_value("You're welcome!").run()
     next(b for b in at.button if b.key == "suite_ideal_btn").click().run()
     assert not at.exception, at.exception
