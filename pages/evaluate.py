@@ -20,8 +20,9 @@ cfg = settings()
 ss = st.session_state
 
 header("Evaluate", ":material/fact_check:",
-       "Replay a suite of logged conversations against a Space (e.g. a staging Space with a new prompt) "
-       "and score every turn against the logged reply and the ideal answer, or with a judge model.")
+       "Replay a suite of logged conversations against a Space (e.g. a staging Space with a new prompt). "
+       "A reply rated down must be fixed (it matches the ideal answer, or a judge model says so); a reply "
+       "rated up, or nobody rated, must hold. See docs/regression-gate.md.")
 
 try:
     suites = {name: s for name, s in load_suites(cfg.log_path).items() if s.conversations}

@@ -418,6 +418,8 @@ def test_thumbs_down_suite_against_the_unchanged_space_fails(world):
     # half the turns pass: a bar of one half lets it through
     assert cli("eval", "gate", "--space", world["prod"].url, "--log", log, "--min-pass", "0.5").returncode == 0
     assert cli("eval", "gate", "--space", world["prod"].url, "--log", log, "--min-pass", "0.51").returncode == 1
+    history = cli("eval", "--history", "gate", "--log", log).stdout.splitlines()
+    assert len(history) >= 4 and all("0 fixed, 2 still failing, 0 broke, 2 held, 0 unjudged" in h for h in history)
 
 
 def test_ideal_answers_given_by_the_new_space_fix_the_suite(world):

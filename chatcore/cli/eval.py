@@ -55,7 +55,7 @@ def compare(args, log_path) -> int:
 
 
 def history(args, log_path) -> int:
-    from chatcore.staff.evaluate import list_runs
+    from chatcore.staff.evaluate import list_runs, summary_words
 
     runs = list_runs(log_path, args.history)
     if args.format == "json":
@@ -64,8 +64,9 @@ def history(args, log_path) -> int:
         return 0
     for r in runs:
         s = r["summary"]
+        words = f"  {summary_words(s)}" if "held" in s else ""  # reports saved before the words have none
         print(f"{r['run_id']:<40} {r.get('started', '')}  {_pct(s['pass_rate']):>6}  "
-              f"{s['failed']} failed of {s['turns']}  {r.get('space', '')}")
+              f"{s['failed']} failed of {s['turns']}{words}  {r.get('space', '')}")
     if not runs:
         print(f"no runs of {args.history!r} yet")
     return 0
