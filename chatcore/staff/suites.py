@@ -33,6 +33,8 @@ from chatcore.log.records import check_conversation_id, utc_now_iso
 SUITE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 MAX_IDEAL = 4000
 MAX_CONTEXT_TEXT = 8000
+#: Context items kept per conversation (as many as the Space keeps in memory for one).
+MAX_CONTEXT_ITEMS = 200
 #: What a turn's reference is. ``bad``: known-bad, a counter-example (rated down by a visitor or
 #: staff, or the visitor asked for a person right after it); ``good``: known-good (rated up);
 #: ``handoff``: the visitor asked for a person in this turn (the reference is the hand-off
@@ -173,7 +175,7 @@ def conversation_context(frame: pd.DataFrame, conversation_id: str, events) -> l
         out.append({"before": _index_before(logged, e["at_turn"]), "kind": e["kind"],
                     "text": (text or "")[:MAX_CONTEXT_TEXT] or None,
                     "staff": e.get("staff") if isinstance(e.get("staff"), str) else None})
-    return out
+    return out[-MAX_CONTEXT_ITEMS:]
 
 
 def select_conversations(frame: pd.DataFrame, log_path, *, rated: str | None = None, tags=(),
