@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -564,7 +563,8 @@ def test_handoff_suite(world):
         # expecting a hand-off, that same Space broke the request for a person
         assert cli("suite", "set", "handoffs", "--handoff-expect", "handoff", "--log", log).returncode == 0
         r = cli("eval", "handoffs", "--space", world["fixed"].url, "--log", log)
-        assert r.returncode == 1 and "FAIL c-handoff turn 1 [broke]: answered instead of handing to a person" in r.stdout
+        assert r.returncode == 1
+        assert "FAIL c-handoff turn 1 [broke]: answered instead of handing to a person" in r.stdout
         assert f"    reference (hand-off): {NOTICE}" in r.stdout
     finally:
         cli("suite", "set", "handoffs", "--handoff-expect", "handoff", "--log", log)
