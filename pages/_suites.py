@@ -31,11 +31,16 @@ def suite_panel(cid: str, turns: pd.DataFrame, log_path, author: str = "staff") 
         with right:
             add = st.button("Add to suite", icon=":material/playlist_add:", key="suite_add_btn",
                             disabled=turns.empty)
+        golden = st.checkbox("Golden suite: every turn is a known-good answer", key="suite_golden",
+                             help="Otherwise ratings say which turns are known-bad (rated down, or the visitor "
+                                  "asked for a person right after) and known-good (rated up).")
         if add:
             try:
                 frame = turns.assign(conversation_id=cid)
                 added = sx.add_conversations(log_path, (name or "").strip(), frame, [cid],
                                              filter="picked by hand", author=author)
+                if added and golden:
+                    sx.set_options(log_path, name.strip(), golden=True, author=author)
             except (ValueError, OSError) as exc:
                 ss.suite_msg = ("error", str(exc))
             else:

@@ -20,8 +20,9 @@ cfg = settings()
 ss = st.session_state
 
 header("Evaluate", ":material/fact_check:",
-       "Replay a suite of logged conversations against a Space (e.g. a staging Space with a new prompt) "
-       "and score every turn against the logged reply and the ideal answer, or with a judge model.")
+       "Replay a suite of logged conversations against a Space (e.g. a staging Space with a new prompt). "
+       "A reply rated down must be fixed (it matches the ideal answer, or a judge model says so); a reply "
+       "rated up, or nobody rated, must hold. See docs/regression-gate.md.")
 
 try:
     suites = {name: s for name, s in load_suites(cfg.log_path).items() if s.conversations}
@@ -48,7 +49,8 @@ with st.form("eval_form", border=True):
                              help="An OpenAI-compatible server that judges each turn (prompt: "
                                   "chatcore/staff/eval_judge_prompt.md). Empty: score by similarity.")
     c, d, e = st.columns(3)
-    min_pass = c.number_input("Pass rate needed", 0.0, 1.0, 1.0, 0.05, key="eval_min_pass")
+    min_pass = c.number_input("Share of turns that must pass", 0.0, 1.0, 1.0, 0.05, key="eval_min_pass",
+                              help="A turn passes when it is fixed or held. Below this share the gate fails.")
     threshold = d.number_input("Similarity to pass", 0.05, 1.0, ev.DEFAULT_SIMILARITY, 0.05, key="eval_similarity")
     parallel = e.number_input("In parallel", 1, ev.MAX_PARALLEL, ev.DEFAULT_PARALLEL, 1, key="eval_parallel")
     run = st.form_submit_button("Run the suite", icon=":material/play_arrow:", type="primary")
@@ -100,9 +102,7 @@ def _run() -> None:
             status.update(label="Run failed", state="error", expanded=False)
             ss.eval_error = box["error"]
             return
-        report = box["report"]
-        report["min_pass"] = float(min_pass)
-        report["gate"] = "pass" if report["summary"]["pass_rate"] >= float(min_pass) else "fail"
+        report = ev.apply_gate(box["report"], float(min_pass))
         try:
             ev.save_report(cfg.log_path, report)
         except OSError as exc:
@@ -152,18 +152,25 @@ report = next(r for r in runs if r["run_id"] == shown_id)
 s = report["summary"]
 
 st.subheader("Results", anchor=False)
-m = st.columns(6)
+m = st.columns(4)
 m[0].metric("Pass rate", f"{s['pass_rate']:.0%}")
 m[1].metric("Turns passed", f"{s['passed']} / {s['turns']}")
 m[2].metric("Changed", s["changed"])
-m[3].metric("Worse", s["worse"])
-m[4].metric("Better", s["better"])
-m[5].metric("Not answered", s["errors"])
+m[3].metric("Not answered", s["errors"])
+# The gate's words (chatcore.staff.evaluate.OUTCOMES); reports saved before them have none.
+if "held" in s:
+    w = st.columns(5)
+    for col, (word, label) in zip(w, [("fixed", "Fixed"), ("still_failing", "Still failing"), ("broke", "Broke"),
+                                      ("held", "Held"), ("unjudged", "Unjudged")]):
+        col.metric(label, s[word], help=ev.OUTCOMES[word])
+if report.get("baseline_run"):
+    st.caption(f"Since run {report['baseline_run']}: {s['worse']} worse, {s['better']} better.")
 gate = report.get("gate")
 if gate:
     (st.success if gate == "pass" else st.error)(
-        f"Gate {gate}: pass rate {s['pass_rate']:.1%} against {report.get('min_pass', 1.0):.0%} needed "
-        f"· Space {report.get('space')}" + (f" · judge {report['judge']['url']}" if report.get("judge") else ""))
+        f"Gate {gate}: {ev.summary_words(s)} · {s['pass_rate']:.1%} of turns pass against "
+        f"{report.get('min_pass', 1.0):.0%} needed · Space {report.get('space')}"
+        + (f" · judge {report['judge']['url']}" if report.get("judge") else ""))
 if s["errors"]:
     st.warning(f"{s['errors']} turn(s) were not answered by the Space (down, timed out or refused): "
                "counted as failed.", icon=":material/warning:")
@@ -174,6 +181,10 @@ _BOX = '<div class="eval-diff" style="white-space:pre-wrap;font-size:0.95rem;lin
 # Streamlit's bundled Material icons: no emoji font needed.
 ICON = {"pass": ":material/check_circle:", "fail": ":material/cancel:", "error": ":material/warning:",
         "judge_error": ":material/warning:"}
+#: What a turn's reference is, by how the turn was scored.
+EXPECT = {"bad": ("known-bad", "Rated down (known-bad reply)"), "good": ("known-good", "Logged reply (known-good)"),
+          "handoff": ("asked for a person: hand off again", "Logged reply (hand-off notice)"),
+          "answer": ("asked for a person: answer now", "Logged reply (hand-off notice)")}
 
 only_failing = st.toggle("Only conversations with failing turns", value=True, key="eval_only_failing")
 for conv in report["conversations"]:
@@ -183,10 +194,15 @@ for conv in report["conversations"]:
     label = f"{conv['conversation_id']} · " + (f"{bad} of {len(conv['turns'])} turn(s) failing" if bad
                                                else "all turns pass")
     with st.expander(label, expanded=bool(bad)):
+        if conv.get("context_error"):
+            st.warning(f"Staff context: {conv['context_error']}", icon=":material/warning:")
         for t in conv["turns"]:
             with st.container(border=True):
                 move = f" · {t['movement']}" if t.get("movement") else ""
-                st.caption(f"Turn {t['turn']} · {ICON.get(t['status'], '')} {t['status']}{move}")
+                kind, ref_label = EXPECT.get(t.get("expect"), ("", "Logged reply (reference)"))
+                word = str(t.get("outcome") or t["status"]).replace("_", " ")
+                st.caption(f"Turn {t['turn']} · {ICON.get(t['status'], '')} {word}{move}"
+                           + (f" · {kind}" if kind else ""))
                 st.text(t["user_text"])
                 if t.get("reason"):
                     st.markdown(f"**Reason:** {escape_markdown(t['reason'])}")
@@ -196,7 +212,7 @@ for conv in report["conversations"]:
                 paint = lambda h: _BOX.format(h.replace("<del>", _DEL).replace("<ins>", _INS))  # noqa: E731
                 lc, rc = st.columns(2)
                 with lc:
-                    st.caption("Logged reply (reference)")
+                    st.caption(ref_label)
                     st.html(paint(left))
                 with rc:
                     st.caption("Reply now")

@@ -2,13 +2,12 @@
 
 Everything runs on 127.0.0.1: the Spaces (``python -m chatcore space``), an OpenAI-compatible
 model server the Spaces' ``openai`` responder talks to, and an OpenAI-compatible judge that
-speaks both the streaming (SSE) and the plain JSON protocol.
+speaks both the streaming (SSE) and the plain JSON protocol and keeps what it was sent.
 """
 from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -26,13 +25,25 @@ from conftest import ROOT, SpaceProcess
 
 TOKEN = "staff-token-of-the-eval-tests"
 REFUSAL = "Sorry, I cannot help with refunds."
+NOTICE = "I've asked a member of our team to join. Someone will be with you shortly."
+STAFF_SAID = "Your order ships tomorrow."
+#: What a Space whose system prompt says "Answer well." replies (the answers staff wanted).
+IDEAL = {
+    "I want a refund": "You can have a refund: send the order number and it is paid within 5 days.",
+    "where is my parcel": "Your parcel left the depot this morning and arrives tomorrow.",
+    "my order is late": "Sorry it is late: it left the warehouse today and arrives on Friday.",
+    "talk to a person please": "Happy to help myself: your order arrives on Friday, and a refund is possible.",
+    "thanks a lot": "Glad I could help, have a nice day!",
+}
 
 
 class _OpenAIServer:
     """``/v1/chat/completions`` on a free loopback port.
 
     role ``model``: replies like the echo responder (``You said: …``, numbered after the first
-    message) unless the system prompt says ``Refuse refunds`` and the message is about a refund.
+    message) unless the system prompt says ``Refuse refunds`` and the message is about a refund,
+    or says ``Answer well.`` and the message is one of :data:`IDEAL`. Asked about the invoice
+    after staff said :data:`STAFF_SAID`, it answers from that (context from a person).
     role ``judge``: reads the new reply out of the prompt and fails a refusal, with a reason.
     """
 
@@ -103,6 +114,8 @@ class _OpenAIServer:
             reply = prompt.rsplit("New reply:\n", 1)[1].strip()
             if "cannot help" in reply:
                 return 'Verdict: {"pass": false, "reason": "The new reply refuses the refund\\nthe visitor asked for."}'
+            if "counter-example" in prompt:
+                return '{"pass": true, "reason": "It fixes what the rated-down reply got wrong."}'
             return '{"pass": true, "reason": "Same substance as the reference."}'
         system = " ".join(m["content"] for m in messages if m["role"] == "system")
         text = messages[-1]["content"]
@@ -110,6 +123,10 @@ class _OpenAIServer:
             time.sleep(12)  # far longer than the run's timeout in test_a_turn_that_times_out…
         if "Refuse refunds" in system and "refund" in text.lower():
             return REFUSAL
+        if "Answer well." in system and text in IDEAL:
+            return IDEAL[text]
+        if "invoice" in text and any(STAFF_SAID in m["content"] for m in messages if m["role"] == "assistant"):
+            return "The invoice comes with the parcel tomorrow, as my colleague said."
         n = sum(m["role"] == "user" for m in messages)
         return f"You said: {text}" + (f" (message {n} in this conversation)" if n > 1 else "")
 
@@ -126,18 +143,37 @@ CONVERSATIONS = {
 }
 
 
+def _handed_off_conversation(space, client) -> None:
+    """c-handoff: a late order; the visitor asks for a person, staff take over and answer, the
+    visitor writes to them, staff hand back, and the bot answers from what staff said."""
+    from chatcore.space.handoff import staff_call
+
+    client.reset()
+    client.send("my order is late", "c-handoff", source="api")
+    assert client.send("talk to a person please", "c-handoff", source="api").reply == NOTICE
+    for route, extra in (("take", {}), ("say", {"text": STAFF_SAID})):
+        assert staff_call(space.url, TOKEN, route, {"conversation_id": "c-handoff", "staff": "Ana", **extra})[0]
+    assert client.send("ok, thanks", "c-handoff", source="api").reply == ""  # held: to staff, not the bot
+    assert staff_call(space.url, TOKEN, "handback", {"conversation_id": "c-handoff", "staff": "Ana"})[0]
+    assert "my colleague" in client.send("and the invoice?", "c-handoff", source="api").reply
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """A production log with rated conversations, and Spaces: as before, and with a new prompt."""
+    """A production log with rated and handed-off conversations, and Spaces: as before (prod),
+    with a prompt that refuses refunds (changed), and one that gives the answers staff wanted
+    and hands no one to a person (fixed)."""
     base = tmp_path_factory.mktemp("eval")
     model = _OpenAIServer("model")
     judge = _OpenAIServer("judge")
     env = {"CHAT_RESPONDER": "openai", "OPENAI_BASE_URL": model.url, "CHAT_OPERATOR_TOKEN": TOKEN}
     prod = SpaceProcess(base / "prod" / "chat_logs.jsonl", env=env)
     changed = SpaceProcess(base / "staging" / "chat_logs.jsonl", env={**env, "CHAT_SYSTEM_PROMPT": "Refuse refunds."})
+    fixed = SpaceProcess(base / "fixed" / "chat_logs.jsonl",
+                         env={**env, "CHAT_SYSTEM_PROMPT": "Answer well.", "CHAT_HANDOFF_PHRASES": "no one types this"})
     started = []
     try:
-        for sp in (prod, changed):
+        for sp in (prod, changed, fixed):
             sp.start()
             started.append(sp)
         client = SpaceClient(prod.url, operator_token=TOKEN)
@@ -147,9 +183,10 @@ def world(tmp_path_factory):
                 client.send(text, cid, source="api")
             if rating:
                 annotations.record_feedback(prod.log_path, cid, rating[0], rating[1])
+        _handed_off_conversation(prod, client)
         client.close()
-        yield {"log": prod.log_path, "prod": prod, "changed": changed, "model": model, "judge": judge,
-               "base": base}
+        yield {"log": prod.log_path, "prod": prod, "changed": changed, "fixed": fixed, "model": model,
+               "judge": judge, "base": base}
     finally:
         for sp in started:
             sp.stop()
@@ -173,6 +210,15 @@ def _suite(world, name: str, *extra: str) -> None:
 def _failing(report: dict) -> dict[tuple[str, int], dict]:
     return {(c["conversation_id"], t["turn"]): t for c in report["conversations"] for t in c["turns"]
             if not t["passed"]}
+
+
+def _outcomes(report: dict) -> dict[tuple[str, int], str]:
+    return {(c["conversation_id"], t["turn"]): t["outcome"] for c in report["conversations"] for t in c["turns"]}
+
+
+def _words(report: dict) -> tuple:
+    s = report["summary"]
+    return tuple(s[w] for w in ("fixed", "still_failing", "broke", "held", "unjudged", "not_answered"))
 
 
 # ------------------------------------------------------------------------------- suites
@@ -260,82 +306,275 @@ def test_suite_filters_tags_handoff_and_picked_ids(tmp_path):
         select_conversations(frame, log, ids=["<script>"])
 
 
+def test_turn_kinds_from_ratings_button_requests_and_staff_context(tmp_path):
+    """A request for a person made with the widget's button makes the turn before it known-bad;
+    a visitor's 👍 outranks staff's 👎 (and a 👍 beats the request); staff messages are context."""
+    from chatcore.log.records import make_event, make_record
+    from chatcore.staff.suites import add_conversations
+    from chatcore.store import load_log
+
+    log = tmp_path / "chat_logs.jsonl"
+    lines = [make_record(conversation_id="b", turn=t, user_text=f"q{t}", response=f"r{t}", latency_ms=1,
+                         source="widget", backend="echo", ts=f"2026-11-02T10:0{t}:00.000Z") for t in range(4)]
+    lines.insert(2, make_event(conversation_id="b", kind="handoff_requested", at_turn=2, via="button",
+                               ts="2026-11-02T10:01:30.000Z"))
+    lines.insert(3, make_event(conversation_id="b", kind="staff_message", at_turn=2, staff="Ana", text="Hi, Ana here",
+                               ts="2026-11-02T10:01:40.000Z"))
+    with open(log, "w") as f:
+        f.writelines(json.dumps(line) + "\n" for line in lines)
+    annotations.record_feedback(log, "b", 2, "down", by="staff")
+    annotations.record_feedback(log, "b", 2, "up", by="visitor")
+    annotations.record_feedback(log, "b", 3, "down", by="staff")
+    frame, _ = load_log(log)
+    assert add_conversations(log, "s", frame, ["b"]) == ["b"]
+    conv = get_suite(log, "s").conversations["b"]
+    assert [t.kind for t in conv.turns] == ["unrated", "bad", "good", "bad"]
+    assert [t.user_text for t in conv.turns] == ["q0", "q1", "q2", "q3"]  # the staff message is no turn
+    assert conv.context == [{"before": 2, "kind": "staff_message", "text": "Hi, Ana here", "staff": "Ana"}]
+
+
+def test_failing_lines_shorten_and_strip_what_visitors_wrote():
+    """A reply or reference carrying terminal escapes or a direction override is shown inert and
+    shortened on one line."""
+    from chatcore.cli.eval import SHORT, failing_lines
+
+    turn = {"turn": 3, "status": "fail", "outcome": "still_failing", "expect": "bad",
+            "reason": "still the answer \x1b]0;pwned\x07that was rated down", "reply": "\x1b[2J" + "x" * 500,
+            "reference": "line one\nline two \u202eevil", "ideal": None}
+    lines = failing_lines("c-1", turn)
+    assert lines[0].startswith("FAIL c-1 turn 3 [still failing]: still the answer ")
+    assert lines[1].startswith("    reply: ") and len(lines[1]) == len("    reply: ") + SHORT
+    assert lines[2] == "    reference (rated down): line one line two \ufffdevil"
+    assert not any(c in "".join(lines) for c in "\x1b\x07\u202e")
+
+
 # --------------------------------------------------------------------------------- runs
 
 
-def test_unchanged_space_passes_with_similarity_and_with_judge(world):
+def test_suite_knows_known_bad_known_good_and_handoff_turns(world):
+    """Kinds come from ratings and hand-offs: rated down, or followed by a request for a person,
+    is known-bad; rated up is known-good; the request itself is a hand-off turn. What people
+    said is kept as context, never as a turn."""
+    log = str(world["log"])
+    _suite(world, "gate")
+    gate = get_suite(log, "gate")
+    assert [t.kind for t in gate.conversations["c-refund"].turns] == ["bad", "unrated"]
+    assert [t.kind for t in gate.conversations["c-parcel"].turns] == ["unrated", "bad"]
+    r = cli("suite", "add", "handoffs", "--handed-off", "--log", log)
+    assert r.returncode == 0 and "1 conversation(s) added" in r.stdout, r.stdout + r.stderr
+    conv = get_suite(log, "handoffs").conversations["c-handoff"]
+    assert [(t.user_text, t.kind) for t in conv.turns] == [
+        ("my order is late", "bad"), ("talk to a person please", "handoff"), ("and the invoice?", "unrated")]
+    assert conv.turns[1].reference == NOTICE
+    assert [(c["before"], c["kind"], c["text"]) for c in conv.context] == [
+        (2, "handoff_taken", None), (2, "staff_message", STAFF_SAID), (2, "visitor_message", "ok, thanks"),
+        (2, "handoff_returned", None)]
+    shown = cli("suite", "show", "handoffs", "--log", log).stdout
+    assert "[0] known-bad" in shown and "[1] asks for a person (hand off)" in shown
+    assert f"(staff: {STAFF_SAID})" in shown and "(visitor to staff: ok, thanks)" in shown
+    # a golden suite: every turn is known-good, the rated-down one too
+    r = cli("suite", "add", "golden-set", "--id", "c-refund", "--golden", "--log", log)
+    assert r.returncode == 0, r.stderr
+    golden = get_suite(log, "golden-set")
+    assert golden.golden and {golden.expectation(t) for t in golden.conversations["c-refund"].turns} == {"good"}
+
+
+def test_thumbs_down_suite_against_the_unchanged_space_fails(world):
+    """The references of a rated-down suite are the answers visitors rated down: the same
+    answers again are still failing, and the gate fails, with the reply and the reference shown."""
     _suite(world, "gate")
     log = str(world["log"])
     report_path = world["base"] / "unchanged.json"
     r = cli("eval", "gate", "--space", world["prod"].url, "--log", log, "--report", str(report_path))
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == 1, r.stdout + r.stderr
     report = json.loads(report_path.read_text())
-    assert report["summary"]["pass_rate"] == 1.0
-    assert report["summary"]["changed"] == 0 and report["summary"]["errors"] == 0
-    assert report["summary"]["turns"] == 4 and report["gate"] == "pass"
-    assert "pass rate 100.0%" in r.stdout
+    assert _outcomes(report) == {("c-refund", 0): "still_failing", ("c-refund", 1): "held",
+                                 ("c-parcel", 0): "held", ("c-parcel", 1): "still_failing"}
+    assert _words(report) == (0, 2, 0, 2, 0, 0)
+    s = report["summary"]
+    assert (s["pass_rate"], s["changed"], s["known_bad"], s["known_good"], s["better"]) == (0.5, 0, 2, 2, 0)
+    assert report["gate"] == "fail" and set(report["outcomes"]) >= {"fixed", "still_failing", "broke", "held",
+                                                                    "unjudged"}
+    lines = r.stdout.splitlines()
+    at = lines.index("FAIL c-refund turn 0 [still failing]: still the answer that was rated down")
+    assert lines[at + 1] == "    reply: You said: I want a refund"
+    assert lines[at + 2] == "    reference (rated down): You said: I want a refund"
+    assert "suite gate: 0 fixed, 2 still failing, 0 broke, 2 held, 0 unjudged; 50.0% of 4 turns pass" in r.stdout
+    assert "gate fail" in r.stdout
     # replayed as source=replay, with the staff token, in turn order within each conversation
-    replays = [rec for rec in world["prod"].records() if rec["source"] == "replay"]
+    replays = [rec for rec in world["prod"].records() if rec.get("source") == "replay"]
     assert len(replays) == 4
     by_conv: dict[str, list[str]] = {}
     for rec in replays:
         by_conv.setdefault(rec["conversation_id"], []).append(rec["user_text"])
     assert sorted(by_conv.values()) == [["I want a refund", "order 42 please"], ["hello", "where is my parcel"]]
-
+    # a judge is not asked about unchanged replies: the same answer is still the one rated down
     before = len(world["judge"].requests)
     r = cli("eval", "gate", "--space", world["prod"].url, "--judge", world["judge"].url, "--log", log,
-            "--format", "json", env={"CHAT_JUDGE_API_KEY": "judge-secret-key"})
-    assert r.returncode == 0, r.stderr
-    report = json.loads(r.stdout)
-    asked = world["judge"].requests[before:]
-    assert len(asked) == 4 and not any(q["body"]["stream"] for q in asked)
-    assert all(q["auth"] == "Bearer judge-secret-key" for q in asked)
-    assert "judge-secret-key" not in r.stdout + r.stderr
-    assert {t["reason"] for c in report["conversations"] for t in c["turns"]} == {"Same substance as the reference."}
+            "--format", "json")
+    assert r.returncode == 1 and len(world["judge"].requests) == before
+    assert _words(json.loads(r.stdout)) == (0, 2, 0, 2, 0, 0)
+    # half the turns pass: a bar of one half lets it through
+    assert cli("eval", "gate", "--space", world["prod"].url, "--log", log, "--min-pass", "0.5").returncode == 0
+    assert cli("eval", "gate", "--space", world["prod"].url, "--log", log, "--min-pass", "0.51").returncode == 1
+    history = cli("eval", "--history", "gate", "--log", log).stdout.splitlines()
+    assert len(history) >= 4 and all("0 fixed, 2 still failing, 0 broke, 2 held, 0 unjudged" in h for h in history)
 
 
-def test_changed_space_fails_on_the_expected_turns_with_reasons(world):
+def test_ideal_answers_given_by_the_new_space_fix_the_suite(world):
+    """Staff write the answers they wanted; a Space whose model now gives them passes the gate
+    (exit 0), each rated-down turn fixed, the others held; compared with the unchanged run, better."""
     _suite(world, "gate")
     log = str(world["log"])
-    url = world["changed"].url
-    r = cli("eval", "gate", "--space", url, "--log", log, "--format", "json")
-    assert r.returncode == 1, r.stderr
-    plain = json.loads(r.stdout)
-    assert set(_failing(plain)) == {("c-refund", 0)}
-    assert plain["summary"]["changed"] == 1 and plain["summary"]["worse"] == 1
-    assert plain["summary"]["pass_rate"] == 0.75 and plain["gate"] == "fail"
-    failing = _failing(plain)[("c-refund", 0)]
-    assert failing["reply"] == REFUSAL and failing["status"] == "fail"
+    for cid, turn, text in (("c-refund", 0, "I want a refund"), ("c-parcel", 1, "where is my parcel")):
+        assert cli("suite", "ideal", cid, str(turn), IDEAL[text], "--log", log).returncode == 0
+    try:
+        unchanged = cli("eval", "gate", "--space", world["prod"].url, "--log", log, "--format", "json")
+        assert unchanged.returncode == 1
+        r = cli("eval", "gate", "--space", world["fixed"].url, "--log", log, "--format", "json")
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr
+        report = json.loads(r.stdout)
+        assert _outcomes(report) == {("c-refund", 0): "fixed", ("c-refund", 1): "held",
+                                     ("c-parcel", 0): "held", ("c-parcel", 1): "fixed"}
+        fixed = next(t for c in report["conversations"] for t in c["turns"] if t["outcome"] == "fixed")
+        assert fixed["similarity_ideal"] == 1.0 and "ideal answer" in fixed["reason"]
+        assert report["summary"]["pass_rate"] == 1.0 and report["gate"] == "pass"
+        assert (report["summary"]["better"], report["summary"]["worse"]) == (2, 0)
+        # the comparison of the two runs names the turns that moved
+        diff = json.loads(cli("eval", "--compare", json.loads(unchanged.stdout)["run_id"], report["run_id"],
+                              "--log", log, "--format", "json").stdout)
+        assert sorted((t["conversation_id"], t["turn"]) for t in diff["turns"] if t["movement"] == "better") == [
+            ("c-parcel", 1), ("c-refund", 0)]
+        text = cli("eval", "--compare", json.loads(unchanged.stdout)["run_id"], report["run_id"], "--log", log).stdout
+        assert "c-refund turn 0: still failing -> fixed (better)" in text
+        assert "You [-said:-]{+can+}" in text
+        assert cli("eval", "--compare", report["run_id"], "no-such-run", "--log", log).returncode == 1
+    finally:
+        for cid, turn in (("c-refund", 0), ("c-parcel", 1)):
+            cli("suite", "ideal", cid, str(turn), "--clear", "--log", log)
 
-    before = len(world["judge"].requests)
-    r = cli("eval", "gate", "--space", url, "--log", log, "--judge", world["judge"].url, "--judge-stream")
+
+def test_a_changed_answer_without_ideal_or_judge_is_unjudged_and_the_judge_decides(world):
+    """A known-bad turn answered differently is not fixed just because it changed: without an
+    ideal answer or a judge it is unjudged (and fails); the judge is sent the known-bad reply,
+    the ideal answer and the staff's notes, and its verdict decides."""
+    _suite(world, "gate")
+    log = str(world["log"])
+    url = world["changed"].url  # refuses refunds
+    r = cli("eval", "gate", "--space", url, "--log", log)
     assert r.returncode == 1
-    assert all(q["body"]["stream"] for q in world["judge"].requests[before:])
-    # the judge's reason, on one line, for the failing turn only
-    fail_lines = [line for line in r.stdout.splitlines() if line.startswith("FAIL")]
-    assert fail_lines == ["FAIL c-refund turn 0 [fail]: The new reply refuses the refund the visitor asked for."]
-    assert "pass rate 75.0%" in r.stdout and "gate fail" in r.stdout
+    lines = r.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("FAIL c-refund turn 0 [unjudged]"))
+    assert lines[at + 1] == f"    reply: {REFUSAL}"
+    assert lines[at + 2] == "    reference (rated down): You said: I want a refund"
+    assert "--judge URL" in lines[at]
 
-    # a lower bar lets the same Space through
-    assert cli("eval", "gate", "--space", url, "--log", log, "--min-pass", "0.7").returncode == 0
+    annotations.add_note(world["log"], "c-refund", "Refunds are allowed within 30 days: say how.")
+    assert cli("suite", "ideal", "c-refund", "0", IDEAL["I want a refund"], "--log", log).returncode == 0
+    try:
+        before = len(world["judge"].requests)
+        r = cli("eval", "gate", "--space", url, "--log", log, "--judge", world["judge"].url, "--judge-stream",
+                "--format", "json", env={"CHAT_JUDGE_API_KEY": "judge-secret-key"})
+        assert r.returncode == 1
+        asked = world["judge"].requests[before:]
+        assert len(asked) == 1  # only the changed reply; the unchanged ones need no judge
+        assert asked[0]["body"]["stream"] and asked[0]["auth"] == "Bearer judge-secret-key"
+        prompt = asked[0]["body"]["messages"][-1]["content"]
+        assert "Reference reply:\nYou said: I want a refund\n" in prompt  # the known-bad reply
+        assert f"Ideal answer:\n{IDEAL['I want a refund']}\n" in prompt
+        assert "Staff notes:\nRefunds are allowed within 30 days: say how.\n" in prompt
+        assert "counter-example" in prompt and f"New reply:\n{REFUSAL}" in prompt
+        assert "judge-secret-key" not in r.stdout + r.stderr
+        report = json.loads(r.stdout)
+        turn = _failing(report)[("c-refund", 0)]
+        assert turn["outcome"] == "still_failing"
+        assert turn["reason"] == "The new reply refuses the refund the visitor asked for."
+    finally:
+        cli("suite", "ideal", "c-refund", "0", "--clear", "--log", log)
+    # without an ideal answer, a judge that accepts the new reply fixes the turn
+    report = json.loads(cli("eval", "gate", "--space", world["fixed"].url, "--log", log, "--judge",
+                            world["judge"].url, "--format", "json").stdout)
+    assert _outcomes(report)[("c-refund", 0)] == "fixed"
+    assert _failing(report) == {}
 
-    # compare the unchanged run with the changed one
-    runs = json.loads(cli("eval", "--history", "gate", "--format", "json", "--log", log).stdout)
-    assert len(runs) >= 3
-    ok = next(x["run_id"] for x in runs if x["pass_rate"] == 1.0)
-    bad = next(x["run_id"] for x in runs if x["pass_rate"] == 0.75)
-    r = cli("eval", "--compare", ok, bad, "--log", log, "--format", "json")
+
+def test_thumbs_up_suite_holds_unchanged_and_breaks_when_replies_change(world):
+    log = str(world["log"])
+    r = cli("suite", "add", "liked", "--rated", "up", "--log", log)
+    assert r.returncode == 0 and "1 conversation(s)" in r.stdout
+    r = cli("eval", "liked", "--space", world["prod"].url, "--log", log, "--format", "json")
     assert r.returncode == 0, r.stderr
-    diff = json.loads(r.stdout)
-    assert diff["worse"] == 1 and diff["better"] == 0
-    assert [(t["conversation_id"], t["turn"]) for t in diff["turns"] if t["movement"]] == [("c-refund", 0)]
-    text = cli("eval", "--compare", ok, bad, "--log", log).stdout
-    assert "c-refund turn 0: pass -> fail (worse)" in text and "[-You said:" in text
-    assert cli("eval", "--compare", ok, "no-such-run", "--log", log).returncode == 1
+    assert _outcomes(json.loads(r.stdout)) == {("c-thanks", 0): "held"}
+    r = cli("eval", "liked", "--space", world["fixed"].url, "--log", log)
+    assert r.returncode == 1
+    assert "FAIL c-thanks turn 0 [broke]" in r.stdout
+    assert f"    reply: {IDEAL['thanks a lot']}" in r.stdout
+    assert "    reference (logged): You said: thanks a lot" in r.stdout
+    assert "0 fixed, 0 still failing, 1 broke, 0 held, 0 unjudged" in r.stdout
+    # a golden suite holds every turn it keeps, the rated-down one too
+    if "golden-set" not in load_suites(log):
+        assert cli("suite", "add", "golden-set", "--id", "c-refund", "--golden", "--log", log).returncode == 0
+    r = cli("eval", "golden-set", "--space", world["prod"].url, "--log", log, "--format", "json")
+    assert r.returncode == 0 and _words(json.loads(r.stdout)) == (0, 0, 0, 2, 0, 0)
 
 
-def test_an_ideal_answer_makes_a_turn_better(world, tmp_path):
-    """The ideal answer is a second way to pass, and a turn that reaches it counts as better."""
+def test_handoff_suite(world):
+    """A handed-off conversation: the turn before the request for a person is known-bad; the
+    request holds when the Space hands off again (as the suite expects by default); what staff
+    said is replayed through the staff routes, so the bot's later turn gets the same context,
+    and no staff message becomes a bot turn."""
+    log = str(world["log"])
+    if "handoffs" not in load_suites(log):
+        assert cli("suite", "add", "handoffs", "--handed-off", "--log", log).returncode == 0
+    requested_before = sum(rec.get("kind") == "handoff_requested" for rec in world["prod"].records())
+    r = cli("eval", "handoffs", "--space", world["prod"].url, "--log", log, "--format", "json")
+    assert r.returncode == 1, r.stderr
+    report = json.loads(r.stdout)
+    turns = report["conversations"][0]["turns"]
+    assert [(t["expect"], t["outcome"]) for t in turns] == [("bad", "still_failing"), ("handoff", "held"),
+                                                           ("good", "held")]
+    assert turns[1]["reply"] == NOTICE and turns[2]["same"]  # the staff's words reached the bot's context
+    assert report["conversations"][0]["context_error"] is None
+    replay_id = report["conversations"][0]["replay_id"]
+    replayed = [rec for rec in world["prod"].records() if rec["conversation_id"] == replay_id]
+    assert [rec["user_text"] for rec in replayed if "kind" not in rec] == [
+        "my order is late", "talk to a person please", "and the invoice?"]  # three bot turns, no more
+    assert [rec["kind"] for rec in replayed if "kind" in rec] == [
+        "handoff_taken", "staff_message", "visitor_message", "handoff_returned"]
+    assert next(rec for rec in replayed if rec.get("kind") == "staff_message")["text"] == STAFF_SAID
+    # a replay asks nobody for a person: no new request reached the staff
+    assert sum(rec.get("kind") == "handoff_requested" for rec in world["prod"].records()) == requested_before
+    assert cli("eval", "handoffs", "--space", world["prod"].url, "--log", log, "--min-pass", "0.66").returncode == 0
+
+    # the team wants the bot to answer now: handing off again is still failing ...
+    r = cli("suite", "set", "handoffs", "--handoff-expect", "answer", "--log", log)
+    assert r.returncode == 0 and "should get: answer" in r.stdout
+    try:
+        report = json.loads(cli("eval", "handoffs", "--space", world["prod"].url, "--log", log,
+                                "--format", "json").stdout)
+        assert [t["outcome"] for t in report["conversations"][0]["turns"]] == ["still_failing", "still_failing",
+                                                                              "held"]
+        # ... and a Space that answers what staff wanted, with no hand-off, passes
+        for turn, text in ((0, "my order is late"), (1, "talk to a person please")):
+            assert cli("suite", "ideal", "c-handoff", str(turn), IDEAL[text], "--log", log).returncode == 0
+        r = cli("eval", "handoffs", "--space", world["fixed"].url, "--log", log, "--format", "json")
+        assert r.returncode == 0, r.stdout[-2000:]
+        assert [t["outcome"] for t in json.loads(r.stdout)["conversations"][0]["turns"]] == ["fixed", "fixed", "held"]
+        # expecting a hand-off, that same Space broke the request for a person
+        assert cli("suite", "set", "handoffs", "--handoff-expect", "handoff", "--log", log).returncode == 0
+        r = cli("eval", "handoffs", "--space", world["fixed"].url, "--log", log)
+        assert r.returncode == 1
+        assert "FAIL c-handoff turn 1 [broke]: answered instead of handing to a person" in r.stdout
+        assert f"    reference (hand-off): {NOTICE}" in r.stdout
+    finally:
+        cli("suite", "set", "handoffs", "--handoff-expect", "handoff", "--log", log)
+        for turn in (0, 1):
+            cli("suite", "ideal", "c-handoff", str(turn), "--clear", "--log", log)
+
+
+def test_an_ideal_answer_is_a_second_way_for_a_known_good_turn_to_hold(world, tmp_path):
+    """An unrated turn whose reply changed holds when it matches the ideal answer; a first run
+    has no earlier run, so nothing is better or worse."""
     log = str(world["log"])
     r = cli("suite", "pick", "ideal", "c-refund-unrated", "--log", log)
     assert r.returncode == 0
@@ -344,11 +583,12 @@ def test_an_ideal_answer_makes_a_turn_better(world, tmp_path):
     report = json.loads(cli("eval", "ideal", "--space", world["changed"].url, "--log", log,
                             "--format", "json").stdout)
     turn = report["conversations"][0]["turns"][0]
-    assert turn["passed"] and turn["movement"] == "better" and turn["similarity_ideal"] == 1.0
-    assert report["summary"]["better"] == 1 and report["summary"]["changed"] == 1
+    assert turn["passed"] and turn["outcome"] == "held" and turn["similarity_ideal"] == 1.0
+    assert turn["movement"] is None and report["baseline_run"] is None
+    assert report["summary"]["better"] == 0 and report["summary"]["changed"] == 1
 
 
-def test_exit_codes_and_usage_errors(world, tmp_path):
+def test_exit_codes_usage_errors_and_the_default_space(world, tmp_path):
     _suite(world, "gate")
     log = str(world["log"])
     assert cli("eval", "no-such-suite", "--space", world["prod"].url, "--log", log).returncode == 2
@@ -361,12 +601,19 @@ def test_exit_codes_and_usage_errors(world, tmp_path):
     down = f"http://127.0.0.1:{free_port()}"
     r = cli("eval", "gate", "--space", down, "--log", log)
     assert r.returncode == 1 and "cannot reach the Space" in r.stderr and "nothing was replayed" in r.stderr
-    # a judge that is down: every turn is a judge error, counted as failed
-    r = cli("eval", "gate", "--space", world["prod"].url, "--judge", down + "/v1", "--log", log,
+    assert "Check the --space URL" in r.stderr
+    # a judge that is down: the changed reply is unjudged (a judge error), counted as failed
+    r = cli("eval", "gate", "--space", world["changed"].url, "--judge", down + "/v1", "--log", log,
             "--format", "json", "--timeout", "10")
     assert r.returncode == 1
     report = json.loads(r.stdout)
-    assert report["summary"]["judge_errors"] == 4 and report["summary"]["passed"] == 0
+    assert report["summary"]["judge_errors"] == 1 and report["summary"]["unjudged"] == 1
+    assert _failing(report)[("c-refund", 0)]["status"] == "judge_error"
+    # without --space: $CHAT_SPACE_URL, else the local Space (as replay and simulate do)
+    r = cli("eval", "gate", "--log", log, "--format", "json", env={"CHAT_SPACE_URL": world["prod"].url})
+    assert r.returncode == 1 and json.loads(r.stdout)["space"] == world["prod"].url
+    r = cli("eval", "gate", "--log", log, "--format", "json", env={"CHAT_SPACE_URL": ""})
+    assert r.returncode != 2 and "127.0.0.1:7860" in r.stdout + r.stderr
 
 
 def test_space_down_mid_run_counts_failed_not_changed(world, tmp_path):
@@ -523,11 +770,16 @@ def test_evaluate_page_runs_a_suite_and_shows_turns_reasons_and_history(dashboar
     submit.click().run()
     assert not at.exception, at.exception
     report = at.session_state["eval_last"]
-    assert report["suite"] == "gate" and report["summary"]["pass_rate"] == 0.75
-    assert set(_failing(report)) == {("c-refund", 0)}
+    assert report["suite"] == "gate" and report["summary"]["pass_rate"] == 0.5
+    assert _outcomes(report) == {("c-refund", 0): "unjudged", ("c-refund", 1): "held",
+                                 ("c-parcel", 0): "held", ("c-parcel", 1): "still_failing"}
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Pass rate"] == "75%" and metrics["Turns passed"] == "3 / 4" and metrics["Changed"] == "1"
-    assert any("Gate fail" in e.value for e in at.error)
+    assert metrics["Pass rate"] == "50%" and metrics["Turns passed"] == "2 / 4" and metrics["Changed"] == "1"
+    assert (metrics["Fixed"], metrics["Still failing"], metrics["Broke"], metrics["Held"], metrics["Unjudged"]) == (
+        "0", "1", "0", "2", "1")
+    assert any("Gate fail: 0 fixed, 1 still failing, 0 broke, 2 held, 1 unjudged" in e.value for e in at.error)
+    assert any("Rated down (known-bad reply)" in c.value for c in at.caption)
+    assert any("unjudged · known-bad" in c.value for c in at.caption)
     # the failing conversation is open with the word diff, escaped, and the reason
     html = "".join(h.proto.body for h in at.main.get("html"))
     assert "<del" in html and "<ins" in html and "refunds.</ins>" in html
@@ -536,11 +788,14 @@ def test_evaluate_page_runs_a_suite_and_shows_turns_reasons_and_history(dashboar
     assert any(r["run_id"] == report["run_id"] for r in __import__("chatcore.staff.evaluate").staff.evaluate.list_runs(world["log"], "gate"))
     assert report["run_id"] in at.selectbox(key="eval_pick").options
 
-    # a second run against the unchanged Space: the history has both, with a chart of the pass rate
-    at.text_input(key="eval_space").set_value(world["prod"].url)
+    # a second run against the Space that gives the answers staff wanted, half the turns needed:
+    # the history has both, with a chart of the pass rate
+    at.text_input(key="eval_space").set_value(world["fixed"].url)
+    at.number_input(key="eval_min_pass").set_value(0.5)
     next(b for b in at.button if "eval_form" in (b.key or "")).click().run()
     assert not at.exception, at.exception
-    assert at.session_state["eval_last"]["summary"]["pass_rate"] == 1.0
+    second = at.session_state["eval_last"]
+    assert second["summary"]["pass_rate"] == 0.5 and second["gate"] == "pass"  # no ideal, no judge: unjudged
     assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart"), [type(e).__name__ for e in at.main]
     assert any("Gate pass" in s.value for s in at.success)
 
@@ -561,11 +816,13 @@ def test_conversations_page_adds_to_a_suite_and_saves_an_ideal_answer(dashboard_
     at = _open("pages/conversations.py")
     at.selectbox(key="conv_pick").select("c-thanks").run()
     at.text_input(key="suite_name").set_value("from-page").run()
+    at.checkbox(key="suite_golden").check().run()
     next(b for b in at.button if b.key == "suite_add_btn").click().run()
     assert not at.exception, at.exception
     suite = get_suite(log, "from-page")
-    assert list(suite.conversations) == ["c-thanks"]
+    assert list(suite.conversations) == ["c-thanks"] and suite.golden
     assert suite.conversations["c-thanks"].turns[0].reference == "You said: thanks a lot"
+    assert suite.conversations["c-thanks"].turns[0].kind == "good"  # rated up
     at.text_area(key="suite_ideal_text_c-thanks_0").set_value("You're welcome!").run()
     next(b for b in at.button if b.key == "suite_ideal_btn").click().run()
     assert not at.exception, at.exception
@@ -582,7 +839,7 @@ def test_a_run_without_the_staff_token_replays_nothing(world, tmp_path):
     """source=replay is a staff source: with a wrong token every turn is refused by the Space,
     reported as not answered, and the gate fails."""
     _suite(world, "gate")
-    replays_before = sum(rec["source"] == "replay" for rec in world["prod"].records())
+    replays_before = sum(rec.get("source") == "replay" for rec in world["prod"].records())
     r = cli("eval", "gate", "--space", world["prod"].url, "--log", str(world["log"]), "--format", "json",
             env={"CHAT_OPERATOR_TOKEN": "not-the-token"})
     assert r.returncode == 1
@@ -590,4 +847,4 @@ def test_a_run_without_the_staff_token_replays_nothing(world, tmp_path):
     assert report["summary"]["errors"] == report["summary"]["turns"] == 4
     assert report["summary"]["changed"] == 0
     assert "not-the-token" not in r.stdout + r.stderr
-    assert sum(rec["source"] == "replay" for rec in world["prod"].records()) == replays_before
+    assert sum(rec.get("source") == "replay" for rec in world["prod"].records()) == replays_before

@@ -1,7 +1,9 @@
-"""``python -m chatcore eval NAME --space URL``: the regression gate (see chatcore/staff/evaluate.py).
+"""``python -m chatcore eval NAME [--space URL]``: the regression gate (see chatcore/staff/evaluate.py
+and docs/regression-gate.md).
 
-Exit codes: 0 the pass rate reached ``--min-pass``; 1 it did not (or the Space could not be
-reached, or a compared run is missing); 2 bad arguments.
+The Space is ``--space``, else ``$CHAT_SPACE_URL``, else the local Space (as for ``replay`` and
+``simulate``). Exit codes: 0 the share of turns that pass reached ``--min-pass``; 1 it did not
+(or the Space could not be reached, or a compared run is missing); 2 bad arguments.
 """
 from __future__ import annotations
 
@@ -42,7 +44,8 @@ def compare(args, log_path) -> int:
           f"{diff['worse']} worse, {diff['better']} better, {diff['reply_changed']} repl(ies) changed")
     for r in diff["turns"]:
         if r["movement"] or r["reply_changed"]:
-            print(f"  {r['conversation_id']} turn {r['turn']}: {r['a']} -> {r['b']}"
+            a, b = (str(r[f"outcome_{x}"] or r[x]).replace("_", " ") for x in ("a", "b"))
+            print(f"  {r['conversation_id']} turn {r['turn']}: {a} -> {b}"
                   + (f" ({r['movement']})" if r["movement"] else ""))
             if r["reply_changed"]:
                 print(f"    {diff_terminal(r['reply_a'] or '', r['reply_b'] or '', colour)}")
@@ -52,7 +55,7 @@ def compare(args, log_path) -> int:
 
 
 def history(args, log_path) -> int:
-    from chatcore.staff.evaluate import list_runs
+    from chatcore.staff.evaluate import list_runs, summary_words
 
     runs = list_runs(log_path, args.history)
     if args.format == "json":
@@ -61,8 +64,9 @@ def history(args, log_path) -> int:
         return 0
     for r in runs:
         s = r["summary"]
+        words = f"  {summary_words(s)}" if "held" in s else ""  # reports saved before the words have none
         print(f"{r['run_id']:<40} {r.get('started', '')}  {_pct(s['pass_rate']):>6}  "
-              f"{s['failed']} failed of {s['turns']}  {r.get('space', '')}")
+              f"{s['failed']} failed of {s['turns']}{words}  {r.get('space', '')}")
     if not runs:
         print(f"no runs of {args.history!r} yet")
     return 0
@@ -71,7 +75,7 @@ def history(args, log_path) -> int:
 def run(args) -> int:
     from chatcore.cli.main import UsageError
     from chatcore.remote.client import space_health
-    from chatcore.staff.evaluate import judge_from_env, latest_run, save_report
+    from chatcore.staff.evaluate import apply_gate, judge_from_env, latest_run, save_report, summary_words
     from chatcore.staff.replay import strip_controls
     from chatcore.config import display_url, operator_token
     from chatcore.remote.log_settings import load_settings
@@ -84,15 +88,13 @@ def run(args) -> int:
     if args.history:
         return history(args, log_path)
     if not args.name:
-        raise UsageError("name the suite: python -m chatcore eval NAME --space URL")
+        raise UsageError("name the suite: python -m chatcore eval NAME [--space URL]")
     if not 0.0 <= args.min_pass <= 1.0:
         raise UsageError("--min-pass is a fraction from 0 to 1 (e.g. 0.9)")
     if not 0.0 < args.similarity <= 1.0:
         raise UsageError("--similarity is a fraction above 0, up to 1")
     if not 1 <= args.parallel <= 32:
         raise UsageError("--parallel is from 1 to 32")
-    if not args.space and not os.environ.get("CHAT_SPACE_URL"):
-        raise UsageError("name the Space to test with --space URL (or $CHAT_SPACE_URL)")
     try:
         suite = get_suite(log_path, args.name)
     except (KeyError, ValueError):
@@ -116,7 +118,9 @@ def run(args) -> int:
     where = display_url(settings.space_url)
     health = space_health(settings.space_url, timeout=5.0)
     if health.get("status") not in ("ok", "degraded"):
-        print(f"error: cannot reach the Space at {where}; nothing was replayed.", file=sys.stderr)
+        how = ("Check the --space URL" if args.space else
+               "Start it, or name the Space with --space URL (or $CHAT_SPACE_URL)")
+        print(f"error: cannot reach the Space at {where}; nothing was replayed. {how}.", file=sys.stderr)
         return 1
     previous = latest_run(log_path, suite.name)
     quiet = args.format == "json"
@@ -136,8 +140,7 @@ def run(args) -> int:
     finally:
         if judge:
             judge.close()
-    report["min_pass"] = args.min_pass
-    report["gate"] = "pass" if report["summary"]["pass_rate"] >= args.min_pass else "fail"
+    apply_gate(report, args.min_pass)
     try:
         saved = save_report(log_path, report)
     except OSError as exc:
@@ -152,18 +155,47 @@ def run(args) -> int:
         for conv in report["conversations"]:
             for t in conv["turns"]:
                 if not t["passed"]:
-                    print(f"FAIL {conv['conversation_id']} turn {t['turn']} [{t['status']}]: "
-                          f"{strip_controls(t['reason'])}")
-        print(f"suite {suite.name}: pass rate {_pct(s['pass_rate'])} ({s['passed']}/{s['turns']} turns, "
-              f"{s['conversations_passed']}/{s['conversations']} conversations); "
-              f"changed {s['changed']}, worse {s['worse']}, better {s['better']}, "
-              f"not answered {s['errors']}" + (f", judge errors {s['judge_errors']}" if s["judge_errors"] else ""))
+                    print("\n".join(failing_lines(conv["conversation_id"], t)))
+            if conv.get("context_error"):
+                print(f"note {conv['conversation_id']}: {strip_controls(conv['context_error'])}")
+        print(f"suite {suite.name}: {summary_words(s)}; "
+              f"{_pct(s['pass_rate'])} of {s['turns']} turns pass, "
+              f"{s['conversations_passed']}/{s['conversations']} conversations"
+              + (f", judge errors {s['judge_errors']}" if s["judge_errors"] else ""))
+        if report.get("baseline_run"):
+            print(f"since run {report['baseline_run']}: {s['worse']} worse, {s['better']} better")
         print(f"run {report['run_id']}" + (f", report {saved}" if saved else "")
               + f"; gate {report['gate']} (min pass {_pct(args.min_pass)})")
     if s["errors"]:
         print(f"{s['errors']} turn(s) were not answered by the Space at {where} (down, timed out or "
               "refused): counted as failed", file=sys.stderr)
     return 0 if report["gate"] == "pass" else 1
+
+
+#: What a failing turn's reference was, by the turn's expectation.
+REFERENCE_LABEL = {"bad": "rated down", "answer": "hand-off", "good": "logged", "handoff": "hand-off"}
+SHORT = 160
+
+
+def _short(text: str) -> str:
+    from chatcore.staff.replay import strip_controls
+
+    one = " ".join(strip_controls(text or "").split())
+    return one if len(one) <= SHORT else one[:SHORT - 1] + "…"
+
+
+def failing_lines(conversation_id: str, turn: dict) -> list[str]:
+    """A failing turn for a terminal: why, then the new reply and the reference (shortened)."""
+    from chatcore.staff.replay import strip_controls
+
+    word = str(turn.get("outcome") or turn["status"]).replace("_", " ")
+    lines = [f"FAIL {conversation_id} turn {turn['turn']} [{word}]: {strip_controls(turn['reason'])}"]
+    if turn["status"] != "error":
+        lines.append(f"    reply: {_short(turn['reply'])}")
+    lines.append(f"    reference ({REFERENCE_LABEL.get(turn.get('expect'), 'logged')}): {_short(turn['reference'])}")
+    if turn.get("ideal"):
+        lines.append(f"    ideal: {_short(turn['ideal'])}")
+    return lines
 
 
 def run_suite_cli(suite, url, judge, args, token, log_path, previous, progress):
@@ -185,7 +217,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("eval", help="replay a suite against a Space and score it (exit 1 below --min-pass)")
     p.add_argument("name", nargs="?", metavar="NAME", help="the suite")
-    p.add_argument("--space", metavar="URL", help="the Space to test (default $CHAT_SPACE_URL)")
+    p.add_argument("--space", metavar="URL",
+                   help="the Space to test (default $CHAT_SPACE_URL or http://127.0.0.1:7860)")
     p.add_argument("--judge", metavar="URL|none",
                    help="OpenAI-compatible API base (http://host:port/v1) to judge each turn; "
                         "none (default): score by similarity")
@@ -193,7 +226,8 @@ def register(sub) -> None:
     p.add_argument("--judge-stream", action="store_true", help="ask the judge for a streamed answer")
     p.add_argument("--judge-prompt", metavar="FILE", help="prompt file (default chatcore/staff/eval_judge_prompt.md)")
     p.add_argument("--min-pass", type=float, default=1.0, metavar="FRACTION",
-                   help="lowest pass rate that passes the gate (default 1.0)")
+                   help="lowest share of turns that pass (fixed or held) for the gate to pass; "
+                        "exit 1 below it (default 1.0)")
     p.add_argument("--similarity", type=float, default=DEFAULT_SIMILARITY, metavar="FRACTION",
                    help=f"without a judge: how alike a reply must be to pass (default {DEFAULT_SIMILARITY})")
     p.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N",

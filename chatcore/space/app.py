@@ -670,7 +670,7 @@ class ChatService:
                     retry_of=turn if replaces else None,
                 )
             )
-            if notice is not None and done:
+            if notice is not None and done and source.lower() != "replay":
                 handoff.requested(conversation_id, turn + 1, via="chat")
 
     def rate_from_ui(self, session: str | None, history: Any, index: Any, liked: Any) -> bool:

@@ -70,8 +70,12 @@ def new_replay_id() -> str:
 
 
 def replay_conversation(turns: pd.DataFrame, client: SpaceClient, *, replay_id: str | None = None,
-                        on_turn: Callable[[ReplayTurn], None] | None = None) -> ReplayResult:
-    """Send each user turn of ``turns`` (one conversation) to the Space, in order."""
+                        on_turn: Callable[[ReplayTurn], None] | None = None,
+                        before_turn: Callable[[int, str, SpaceClient], None] | None = None) -> ReplayResult:
+    """Send each user turn of ``turns`` (one conversation) to the Space, in order.
+
+    ``before_turn(index, replay_id, client)`` is called before each turn is sent (not once the
+    Space stopped answering): where what people said in the conversation is replayed."""
     if turns.empty:
         raise ValueError("the conversation has no turns to replay")
     ordered = turns.sort_values("ts", kind="stable")
@@ -88,6 +92,8 @@ def replay_conversation(turns: pd.DataFrame, client: SpaceClient, *, replay_id: 
             item = ReplayTurn(i, text, old, "", error="no user text to replay")
         else:
             try:
+                if before_turn is not None:
+                    before_turn(i, result.replay_id, client)
                 new = "".join(client.stream(text, result.replay_id, source="replay"))
                 item = ReplayTurn(i, text, old, new)
             except Exception as exc:  # SpaceError and friends: keep going, mark the turn
