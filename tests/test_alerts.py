@@ -392,3 +392,26 @@ def test_the_retry_policy_doubles_its_wait_up_to_a_cap_and_stops_at_once():
                 raise OSError("down")
     assert waits == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]
     assert len(tries) == 7  # the try after the last wait, then the stop ends it
+
+
+def test_an_alert_dropped_while_it_is_retried_is_not_sent_again(tmp_path):
+    """A conversation forgotten while its alert waits for a failing webhook: the retries stop."""
+    from chatcore.staff.alerts import Config, Hook, Watcher as InProcess
+
+    hook = Answering([503])
+    log = tmp_path / "logs" / "chat_logs.jsonl"
+    watcher = InProcess(Config(log_path=log, hooks=[Hook.parse(hook.url)], space_url=None, max_backoff_s=0.05))
+    stop = threading.Event()
+    runner = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        watcher.raise_alert("thumbs_down", "forget-me", 0, "2026-11-21T10:00:00Z")
+        wait_for(lambda: hook.posts >= 3, 30)
+        watcher.drop_conversations(lambda cid: cid == "forget-me")
+        after = hook.posts
+        time.sleep(0.5)  # ten retry periods
+        assert hook.posts <= after + 1  # at most the one already under way
+    finally:
+        stop.set()
+        runner.join(30)
+        hook.stop()

@@ -17,9 +17,9 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import math
 import os
 import secrets as _secrets
-import math
 import threading
 import time
 from dataclasses import dataclass

@@ -418,7 +418,10 @@ class Watcher:
             for attempt in retry.backoff(first=1.0, most=self.config.max_backoff_s, stop=self._stop,
                                          give_up=refused_for_good, before_sleep=tell):
                 with attempt:
-                    if self._stop.is_set():
+                    with self._lock:
+                        queue = self.queues[hook.key]
+                        dropped = not queue or queue[0] is not alert  # e.g. its conversation was forgotten
+                    if dropped or self._stop.is_set():
                         return
                     self._post(http, hook, alert)
         except _NotDelivered as exc:
