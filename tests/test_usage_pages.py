@@ -47,10 +47,6 @@ def spend_log(tmp_path, monkeypatch):
     return log
 
 
-def _table(at, key):
-    return next(d.value for d in at.dataframe if d.proto.id.endswith(key) or key in str(d.proto.id))
-
-
 def test_overview_shows_tokens_cost_and_compares_prompt_versions(spend_log):
     at = open_page("overview")
     assert metric(at, "Tokens today") == "1,050 / 105"
@@ -85,9 +81,9 @@ def test_conversations_show_cost_and_filter_by_prompt_version(spend_log):
     table = at.dataframe[0].value
     cost = dict(zip(table["conversation_id"], table["cost"]))
     assert cost["old-a"] == pytest.approx(0.04) and cost["new-a"] == pytest.approx(0.005)
-    assert cost["new-b"] is None or cost["new-b"] != cost["new-b"]  # no price: empty, never 0
+    assert cost["new-b"] is None or cost["new-b"] != cost["new-b"]  # no price: empty (None or NaN), never 0
     picker = next(s for s in at.selectbox if s.key == "conv_prompt_version")
-    assert picker.options == ["v1", "v2"] or sorted(picker.options) == ["v1", "v2"]
+    assert sorted(picker.options) == ["v1", "v2"]
     picker.select("v1").run()
     assert not at.exception
     assert sorted(at.dataframe[0].value["conversation_id"]) == ["old-a", "old-b"]

@@ -162,7 +162,7 @@ def complete(client: openai.OpenAI, *, model: str, messages: list[dict], who: st
              **params: Any) -> tuple[str, Usage | None]:
     """One chat completion without streaming: (the reply's text, usage or None)."""
     try:
-        answer = client.chat.completions.create(model=model, messages=messages,
+        answer = client.chat.completions.create(model=model, messages=messages, stream=False,
                                                 extra_headers=_headers(client), **params)
         choices = answer.choices
         if not choices:
