@@ -61,6 +61,8 @@ def spend_box(questions, now) -> None:
     from chatcore.log import annotations
     from chatcore.store.conversation_frames import rating_counts
 
+    if questions is None:  # no log yet
+        return
     today, week = start_of_day(now, tz), start_of_day(now - timedelta(days=6), tz)
     total_week = questions.spend(week)
     versions_week = questions.spend(week, by="prompt_version")

@@ -107,3 +107,34 @@ def test_eval_replays_a_suite_with_a_draft_prompt(model_space, tmp_path):
     assert len(replays) == 2 and {x["prompt_version"] for x in replays} == {draft_version(DRAFT)}
     missing = cli("eval", "drafts", "--space", sp.url, "--log", str(log), "--prompt", str(tmp_path / "nope.md"))
     assert missing.returncode == 2 and "cannot read --prompt" in missing.stderr
+
+
+def test_the_chat_page_sends_a_draft_for_its_replies_only(model_space, monkeypatch):
+    from test_pages import _env, open_page  # noqa: F401
+
+    import streamlit as st
+    from conftest import apptest_knows_the_entry_navigates
+
+    sp, server = model_space
+    monkeypatch.setenv("CHAT_TIMEZONE", "UTC")
+    monkeypatch.setenv("CHAT_LOG_PATH", str(sp.log_path))
+    monkeypatch.setenv("CHAT_SPACE_URL", sp.url)
+    monkeypatch.setenv("CHAT_OPERATOR_TOKEN", TOKEN)
+    apptest_knows_the_entry_navigates(monkeypatch)
+    try:
+        at = open_page("chat")
+        at.text_area(key="chat_draft").set_value(DRAFT).run()
+        assert any(draft_version(DRAFT) in c.value for c in at.caption)
+        at.chat_input(key="chat_prompt").set_value("try the draft").run()
+        assert not at.exception and not at.error
+        at.text_area(key="chat_draft").set_value("").run()
+        at.chat_input(key="chat_prompt").set_value("and the live one").run()
+        assert not at.exception and not at.error
+        cid = at.session_state["chat_cid"]
+    finally:
+        st.cache_resource.clear()
+        st.cache_data.clear()
+    assert _systems(server)[-2:] == [DRAFT, LIVE]
+    mine = [r for r in sp.records() if r["conversation_id"] == cid]
+    assert [(r["source"], r["prompt_version"] == draft_version(DRAFT)) for r in mine] == \
+        [("operator", True), ("operator", False)]
