@@ -215,3 +215,16 @@ def test_spend_alert_once_a_day_and_across_a_restart(tmp_path):
             Config.from_env(log)
         finally:
             del os.environ["CHAT_ALERT_SPEND_USD"]
+
+
+def test_the_hf_responder_reports_usage_where_its_server_sends_it(monkeypatch):
+    from chatcore.llm.responders import TurnReport, make_hf
+
+    for usage, want in ((USAGE, openai_chat.Usage(1200, 85, 200, 30)), (None, None)):
+        with CompletionsServer(usage=usage) as server:
+            monkeypatch.setenv("HF_BASE_URL", server.url.removesuffix("/v1"))
+            report = TurnReport()
+            text = "".join(make_hf().answer("hello", [], report))
+        assert text == "Model reply to: hello (1 msgs)"
+        assert server.requests[-1]["body"]["stream_options"] == {"include_usage": True}
+        assert report.usage == want

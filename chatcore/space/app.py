@@ -452,6 +452,12 @@ class ChatService:
         self.prompt_version = prompts.prompt_version(responder.system_prompt,
                                                      os.environ.get("CHAT_PROMPT_VERSION"))
         self.refused_drafts = 0
+        #: Each bot turn as an OpenTelemetry span (CHAT_OTLP_ENDPOINT), else None.
+        self.tracer = None
+        if os.environ.get("CHAT_OTLP_ENDPOINT", "").strip():
+            from chatcore.llm.traces import TurnTracer
+
+            self.tracer = TurnTracer.from_env()
 
     def is_staff(self, headers: Any) -> bool:
         try:
@@ -644,6 +650,8 @@ class ChatService:
                 prompt_version=version,
             )
             self.writer.append(record)
+            if self.tracer is not None and notice is None:
+                self.tracer.turn(record)
             if notice is not None and done:
                 handoff.requested(conversation_id, turn + 1, via="chat")
             elif model_handoff and done:
@@ -678,6 +686,8 @@ class ChatService:
             "responder_errors": self.responder_errors,
             "generated_conversation_ids": self.generated_ids,
         }
+        if self.tracer is not None:
+            public["trace_export_errors"] = self.tracer.health()["failed"]
         if not staff:
             return public
         return {
@@ -698,6 +708,7 @@ class ChatService:
             "refused_staff_sources": self.refused_staff,
             "refused_drafts": self.refused_drafts,
             "prompt_version": self.prompt_version,
+            "traces": self.tracer.health() if self.tracer is not None else None,
         }
 
 
