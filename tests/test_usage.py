@@ -228,3 +228,18 @@ def test_the_hf_responder_reports_usage_where_its_server_sends_it(monkeypatch):
         assert text == "Model reply to: hello (1 msgs)"
         assert server.requests[-1]["body"]["stream_options"] == {"include_usage": True}
         assert report.usage == want
+
+
+def test_a_handoff_the_model_asked_for_raises_the_person_alert(tmp_path):
+    from chatcore.log import records
+    from chatcore.log.writer import LogWriter
+    from chatcore.staff.alerts import Config, Watcher
+
+    log = tmp_path / "log.jsonl"
+    w = LogWriter(log)
+    watcher = Watcher(Config(log_path=log, hooks=[], space_url=None))
+    watcher.poll_once()
+    w.append(records.make_event(conversation_id="m-1", kind="handoff_requested", at_turn=1, via="model"))
+    watcher.poll_once()
+    assert [(a["event"], a["conversation_id"], a["detail"]) for a in watcher.recent] == \
+        [("person_requested", "m-1", "the model asked for a person")]

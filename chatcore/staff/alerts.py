@@ -306,7 +306,8 @@ class Watcher:
         cid, when = rec["conversation_id"], _when(rec)
         kind = rec.get("kind")
         if kind == "handoff_requested":
-            self._person(cid, rec.get("at_turn"), when, "asked with the button" if rec.get("via") == "button" else "")
+            how = {"button": "asked with the button", "model": "the model asked for a person"}
+            self._person(cid, rec.get("at_turn"), when, how.get(rec.get("via"), ""))
             return
         if kind not in (None, "turn"):
             return
