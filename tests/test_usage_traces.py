@@ -92,10 +92,11 @@ def test_each_bot_turn_is_a_genai_span_at_the_collector(space_factory, tmp_path)
             for text in ("first", "second"):
                 client.predict(message={"text": text, "files": []}, conversation_id=cid, api_name="/chat")
             spans = _wait(lambda: receiver.spans if len(receiver.spans) >= 2 else None)
-            health = sp.health()
+            # counted once the collector's answer is back on the exporter's thread
+            health = _wait(lambda: (lambda h: h if h["traces"]["exported"] >= 2 else None)(sp.health()))
     finally:
         receiver.stop()
-    first, second = spans[:2]
+    first, second = sorted(spans[:2], key=lambda x: x["attrs"]["chat.turn"])
     assert first["name"] == "chat m-traced" and first["kind"] == 3  # SPAN_KIND_CLIENT
     a = first["attrs"]
     assert a["gen_ai.operation.name"] == "chat" and a["gen_ai.provider.name"] == "openai"
