@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PY=${PYTHON:-python3}
-VENV=.venv
+VENV=${VENV:-.venv}
 
 setup_python() {
   if [ ! -x "$VENV/bin/python" ]; then

@@ -1,4 +1,5 @@
-"""Chat: send test prompts to the Space as an operator and watch the reply stream."""
+"""Chat: send test prompts to the Space as an operator and watch the reply stream, optionally
+with a draft system prompt the Space uses for these replies only."""
 from __future__ import annotations
 
 import os
@@ -12,6 +13,7 @@ from chatcore.log.annotations import record_feedback
 from chatcore.remote.client import SpaceClient, SpaceError
 from chatcore.dashboard.views import escaped_stream, format_ms, format_time, health_summary
 from chatcore.config import display_url
+from chatcore.llm.prompts import draft_version, encode_draft
 from pages._shared import through_entry, header, health, log_check, settings, viewer_tz
 
 through_entry()
@@ -35,13 +37,20 @@ if "chat_cid" not in ss:
     start_conversation_state()
 
 
+def draft_prompt() -> str | None:
+    """The draft system prompt typed on this page (None: the Space's own prompt)."""
+    text = ss.get("chat_draft") or ""
+    return text if text.strip() else None
+
+
 def client() -> SpaceClient:
-    """One SpaceClient per browser session (it holds the Space's session)."""
+    """One SpaceClient per browser session (it holds the Space's session) and draft prompt."""
     current = ss.get("chat_client")
-    if current is None or current.url != cfg.space_url.rstrip("/"):
+    draft = draft_prompt()
+    if current is None or current.url != cfg.space_url.rstrip("/") or current.system_prompt != draft:
         if current is not None:
             current.close()
-        current = SpaceClient(cfg.space_url, timeout=TIMEOUT, log_path=cfg.log_path)
+        current = SpaceClient(cfg.space_url, timeout=TIMEOUT, log_path=cfg.log_path, system_prompt=draft)
         ss.chat_client = current
     return current
 
@@ -90,6 +99,21 @@ with st.container(border=True):
     else:
         st.caption(f":red[●] Space not reachable at {display_url(cfg.space_url)}")
 
+with st.expander("Draft system prompt", icon=":material/edit_note:", expanded=bool(draft_prompt())):
+    st.caption("Try a system prompt before it goes live: the Space uses it for the replies to this page "
+               "only (sent with the staff token), and logs them with the draft's prompt version. "
+               "Leave it empty for the Space's own prompt.")
+    st.text_area("Draft system prompt", key="chat_draft", height=140, label_visibility="collapsed",
+                 placeholder="You are the support assistant of …")
+    draft_error = None
+    if draft_prompt():
+        try:
+            encode_draft(draft_prompt())
+            st.caption(f"Replies use this draft · prompt version `{draft_version(draft_prompt())}`")
+        except ValueError as exc:
+            draft_error = str(exc)
+            st.error(draft_error, icon=":material/error:")
+
 logs = log_check(cfg.space_url, str(cfg.log_path)) if h["ok"] else {"status": "down"}
 if logs["status"] == "different":
     st.warning(f"The Space writes a different log from the one this dashboard reads: {logs['reason']}. "
@@ -125,6 +149,11 @@ if ss.chat_error:
 prompt = st.chat_input("Type a test prompt…", key="chat_prompt")
 if ss.pop("chat_retry", False) and ss.chat_pending:
     prompt = ss.chat_pending
+
+if prompt and draft_error:
+    ss.chat_pending = prompt
+    ss.chat_error = f"Not sent: {draft_error}"
+    st.rerun()
 
 if prompt:
     with st.chat_message("user"):

@@ -88,10 +88,15 @@ with st.container(border=True):
         else:
             custom = (picked, picked)
     since, until = preset_range(preset, now=now, tz=tz, custom=custom)
-    r1, r2, r3 = st.columns([1.2, 2, 1.5])
+    r1, r2, r3, r4 = st.columns([1.2, 2, 1.5, 1.2])
     rating = r1.selectbox("Rating", RATING_FILTERS, key="conv_rating")
     note_query = r2.text_input("Search tags and notes", key="conv_note_search", placeholder="e.g. refund")
     tag = r3.selectbox("Tag", known_tags, index=None, key="conv_tag", placeholder="Any tag")
+    versions = [r["prompt_version"] for r in questions.spend(by="prompt_version") if r["prompt_version"]] \
+        if questions is not None else []
+    version = r4.selectbox("Prompt version", versions, index=None, key="conv_prompt_version",
+                           placeholder="Any prompt", help="Conversations with a reply written by this system "
+                                                          "prompt (CHAT_PROMPT_VERSION, or a hash of the prompt)")
 
 query = (query or "").strip()
 # a pasted full conversation id opens that conversation
@@ -103,6 +108,9 @@ if (query and query != ss.get("conv_query_opened") and questions is not None and
 ids = None
 if tag or (note_query or "").strip():
     ids = frozenset(annotations.conversations_with(notes, tag=tag or None, text=(note_query or "").strip() or None))
+if version:
+    by_version = questions.prompt_version_ids(version, Filters(since=since, until=until))
+    ids = by_version if ids is None else ids & by_version
 filters = Filters(since=since, until=until, search=query, sources=tuple(chosen), rating=rating, ids=ids)
 listing = questions.conversations(filters) if questions is not None else None
 total = listing.total if listing is not None else 0
@@ -132,7 +140,7 @@ with st.container(border=True):
         sort = o1.selectbox("Sort by", list(SORTS), key="conv_sort")
         size = o2.selectbox("Rows per page", PAGE_SIZES, index=1, key="conv_page_size")
         pages = max(1, -(-total // size))
-        signature = (preset, custom, query, tuple(chosen), rating, tag, note_query, sort, size)
+        signature = (preset, custom, query, tuple(chosen), rating, tag, note_query, version, sort, size)
         if ss.get("conv_page", 1) > pages or ss.get("conv_page_for") != signature:
             ss.conv_page = 1  # other filters, order or page size: back to the first page
         ss.conv_page_for = signature
@@ -141,6 +149,7 @@ with st.container(border=True):
         by, descending = SORTS[sort]
         page_rows = listing.page((page - 1) * size, size, by=by, descending=descending).to_pandas()
         questions_text = page_rows["first_user_text"].map(mask_pii) if mask else page_rows["first_user_text"]
+        costs = questions.conversation_costs(list(page_rows["conversation_id"]))
         # the first question and the last turn come first: they fit a 1366 px wide window
         shown = {
             "last": [format_time(t, tz, now) for t in page_rows["last_ts"]],
@@ -151,6 +160,7 @@ with st.container(border=True):
             "source": [s or "" for s in page_rows["source"]],
             "tags": [", ".join(sorted(notes.get(c, {}).get("tags", ()))) for c in page_rows["conversation_id"]],
             "duration": [format_duration(d) for d in page_rows["duration_s"]],
+            "cost": [costs.get(c) for c in page_rows["conversation_id"]],
             "first": [format_time(t, tz, now) for t in page_rows["first_ts"]],
             "conversation_id": list(page_rows["conversation_id"]),
         }
@@ -164,6 +174,9 @@ with st.container(border=True):
             "source": st.column_config.TextColumn("source", width=90),
             "tags": st.column_config.TextColumn("tags", width=110),
             "duration": st.column_config.TextColumn("duration", width=90),
+            "cost": st.column_config.NumberColumn("cost", width=80, format="$%.4f",
+                                                  help="What the model charged for the whole conversation "
+                                                       "(CHAT_PRICES); empty without a price or usage"),
             "first": st.column_config.TextColumn("first", width=130),
             "conversation_id": st.column_config.TextColumn("conversation_id", width=130),
         }

@@ -1,8 +1,9 @@
-"""Overview: today's traffic, reply times, errors and the health of the Space and the log."""
+"""Overview: today's traffic, reply times, errors, tokens and cost (by model and by prompt
+version) and the health of the Space and the log."""
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import streamlit as st
 
@@ -33,6 +34,82 @@ def format_seconds(value) -> str:
     if value is None:
         return "—"
     return f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
+
+
+@st.cache_data(ttl=15, show_spinner=False)
+def handed_off(log_path: str) -> frozenset:
+    from chatcore.space.handoff import handed_off_ids
+
+    return frozenset(handed_off_ids(log_path))
+
+
+def format_usd(value) -> str:
+    if value is None:
+        return "—"
+    return f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
+
+
+def format_tokens(row: dict | None) -> str:
+    if not row:
+        return "0 / 0"
+    return f"{row['input_tokens']:,} / {row['output_tokens']:,}"
+
+
+def spend_box(questions, now) -> None:
+    """Tokens and cost today and over 7 days, by model and by prompt version, and per prompt
+    version what a lead compares (shown once a turn reported usage or a prompt version)."""
+    from chatcore.log import annotations
+    from chatcore.store.conversation_frames import rating_counts
+
+    if questions is None:  # no log yet
+        return
+    today, week = start_of_day(now, tz), start_of_day(now - timedelta(days=6), tz)
+    total_week = questions.spend(week)
+    versions_week = questions.spend(week, by="prompt_version")
+    if not total_week or (not total_week[0]["input_tokens"] and not total_week[0]["output_tokens"]
+                          and not any(r["prompt_version"] for r in versions_week)):
+        return
+    total_today = questions.spend(today)
+    try:
+        feedback, version = annotations.feedback_state(cfg.log_path)
+        questions.set_ratings(rating_counts(feedback), version)
+    except Exception:  # a broken annotations file must not take the page down
+        pass
+    with st.container(border=True, key="overview_spend"):
+        st.subheader("Tokens and cost", anchor=False)
+        st.caption("Tokens as the model servers reported them (input / output); cost from CHAT_PRICES, "
+                   "only for models with a price")
+        a, b, c, d = st.columns(4)
+        a.metric("Tokens today", format_tokens(total_today[0] if total_today else None))
+        b.metric("Cost today", format_usd(total_today[0]["cost_usd"] if total_today else None))
+        c.metric("Tokens, 7 days", format_tokens(total_week[0]))
+        d.metric("Cost, 7 days", format_usd(total_week[0]["cost_usd"]))
+        by_model, by_version = st.tabs(["By model", "By prompt version"])
+        for tab, key in ((by_model, "model"), (by_version, "prompt_version")):
+            with tab:
+                for label, since in (("Today", today), ("Last 7 days", week)):
+                    rows = questions.spend(since, by=key)
+                    st.caption(label)
+                    st.dataframe({key.replace("_", " "): [r[key] or "(none)" for r in rows],
+                                  "turns": [r["turns"] for r in rows],
+                                  "input tokens": [r["input_tokens"] for r in rows],
+                                  "output tokens": [r["output_tokens"] for r in rows],
+                                  "cost": [format_usd(r["cost_usd"]) for r in rows]},
+                                 hide_index=True, key=f"overview_spend_{key}_{label}")
+        rows = questions.prompt_versions(week, handed_off(str(cfg.log_path)))
+        if rows:
+            st.subheader("Prompt versions, last 7 days", anchor=False)
+            pct = lambda v: "—" if v is None else f"{100 * v:.0f} %"  # noqa: E731
+            st.dataframe({"prompt version": [r["prompt_version"] for r in rows],
+                          "since": [format_time(r["first_ts"], tz, now) for r in rows],
+                          "conversations": [r["conversations"] for r in rows],
+                          "👎 share": [pct(r["negative_share"]) for r in rows],
+                          "handed to a person": [pct(r["handoff_share"]) for r in rows],
+                          "reply time p50": [format_ms(r["reply_p50_ms"]) for r in rows],
+                          "cost per conversation": [format_usd(r["cost_per_conversation"]) for r in rows]},
+                         hide_index=True, key="overview_prompt_versions")
+            st.caption("Each conversation counts for the version of its latest reply. 👎 share: thumbs-down "
+                       "among its rated replies; handed to a person: taken over by staff.")
 
 
 def alerts_box(now) -> None:
@@ -163,6 +240,7 @@ def overview() -> None:
                 hide_index=True,
             )
 
+    spend_box(questions, now)
     alerts_box(now)
 
     if fig.turns_total == 0:

@@ -161,7 +161,8 @@ def test_each_event_kind_once_slack_and_json(tmp_path, receivers, watchers, spac
     space = space_factory(log, env={"CHAT_RESPONDER": "openai",
                                     "OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1"})
     watchers(log, f"json:{rx.url('/json')},slack:{rx.url('/slack')}", space.url,
-             env={"CHAT_ALERT_KEYWORDS": "refund,re:law(yer|suit)", "CHAT_ALERT_ERRORS": "3/5"})
+             env={"CHAT_ALERT_KEYWORDS": "refund,re:law(yer|suit)", "CHAT_ALERT_ERRORS": "3/5",
+                  "CHAT_ALERT_SPEND_USD": "0.5"})
 
     _chat(space.url, "I want a REFUND for order 12", "alert-kw")
     _chat(space.url, "Can I talk to a person please?", "alert-person")  # a handoff request: no bot call
@@ -169,14 +170,19 @@ def test_each_event_kind_once_slack_and_json(tmp_path, receivers, watchers, spac
     _chat(space.url, "hello again", "alert-plain")  # the third failed reply: a burst
     annotations.record_feedback(log, "alert-plain", 0, "down")
     annotations.record_feedback(log, "alert-plain", 0, "up")
+    from chatcore.log.records import make_record
+
+    for cost in (0.3, 0.3):  # two priced turns (as a model with CHAT_PRICES logs them): over 0.5 USD today
+        LogWriter(log).append(make_record(conversation_id="alert-spend", turn=0, user_text="q", response="a",
+                                          latency_ms=1, source="api", backend="openai", model="m", cost_usd=cost))
     wait_for(lambda: {b["event"] for b in rx.events("/json")} >= {"keyword", "person_requested", "error_burst",
-                                                                 "thumbs_down"}, 60)
+                                                                 "thumbs_down", "spend"}, 60)
     # failing log writes: the log file becomes a folder, the Space counts a failed write
     os.rename(log, log.with_name("moved.jsonl"))
     log.mkdir()
     _chat(space.url, "this turn cannot be logged", "alert-nolog")
     wait_for(lambda: space.health()["write_errors"] >= 1, 30)
-    wait_for(lambda: len(rx.events("/json")) >= 5 and len(rx.events("/slack")) >= 5, 60)
+    wait_for(lambda: len(rx.events("/json")) >= 6 and len(rx.events("/slack")) >= 6, 60)
     time.sleep(2)  # anything sent twice would arrive meanwhile
 
     got = rx.events("/json")
@@ -187,12 +193,13 @@ def test_each_event_kind_once_slack_and_json(tmp_path, receivers, watchers, spac
     assert by_event["thumbs_down"]["conversation_id"] == "alert-plain" and by_event["thumbs_down"]["turn"] == 0
     assert by_event["error_burst"]["conversation_id"] == "alert-plain"
     assert by_event["log_write_failed"]["conversation_id"] is None
+    assert by_event["spend"]["conversation_id"] is None and "0.60 USD" in by_event["spend"]["detail"]
     for b in got:
         assert set(b) >= {"id", "event", "conversation_id", "turn", "time", "link"}
         if b["conversation_id"]:
             assert b["link"] == f"{DASH}/conversations?conversation={b['conversation_id']}"
     slack = rx.events("/slack")
-    assert len(slack) == 5 and all(list(b) == ["text"] for b in slack)
+    assert len(slack) == 6 and all(list(b) == ["text"] for b in slack)
     assert any("Thumbs down" in b["text"] and "alert-plain" in b["text"] for b in slack)
     everything = json.dumps(rx.got)
     assert "order 12" not in everything and "talk to a person please" not in everything  # no visitor text

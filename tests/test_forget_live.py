@@ -10,7 +10,7 @@ import httpx
 from gradio_client import Client
 
 from conftest import PYTHON, ROOT
-from test_responders import _CompletionsServer
+from openai_fake import CompletionsServer as _CompletionsServer
 
 CARD = "4111-1111-1111-1111"
 EMAIL = "kim.support@example.com"

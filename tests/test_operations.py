@@ -216,6 +216,7 @@ def test_stats_prints_the_overview_figures(tmp_path):
         "active_now": 3, "reply_time_p50_ms_today": 200.0, "reply_time_p95_ms_today": 290.0,
         "errors_today": 1, "bad_lines_skipped": 1, "space_status": "down",
         "space_error": figures["space_error"], "space_write_errors": None,
+        "input_tokens": 0, "output_tokens": 0, "cost_usd": None,  # no usage reported
     }
     assert "cannot reach" in figures["space_error"]
     assert all(type(figures[k]) is int for k in ("conversations", "turns", "errors_today", "bad_lines_skipped"))

@@ -1,70 +1,13 @@
-"""Responders against real servers: an OpenAI-compatible streaming server on loopback."""
+"""Responders against real servers: an OpenAI-compatible streaming server on loopback (tests/openai_fake.py)."""
 from __future__ import annotations
 
-import json
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from gradio_client import Client
+from openai_fake import CompletionsServer as _CompletionsServer
 
 from chatcore.llm.responders import ResponderError, echo_stream, make_openai
-
-
-class _CompletionsServer:
-    """A small server speaking /v1/chat/completions with ``stream: true`` (SSE), as llama.cpp and vLLM do."""
-
-    def __init__(self, mode: str = "ok"):
-        self.mode = mode
-        self.requests: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append({"body": body, "auth": self.headers.get("Authorization")})
-                if self.path != "/v1/chat/completions":
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                if outer.mode == "500":
-                    self.send_response(500)
-                    self.send_header("Content-Length", "2")
-                    self.end_headers()
-                    self.wfile.write(b"no")
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.end_headers()
-                last = body["messages"][-1]["content"]
-                pieces = ["Model ", "reply ", "to: ", last, f" ({len(body['messages'])} msgs)"]
-                for i, piece in enumerate(pieces):
-                    if outer.mode == "garbage" and i == 2:
-                        self.wfile.write(b"data: {not json\n\n")
-                        self.wfile.flush()
-                        return
-                    chunk = {"id": "c1", "object": "chat.completion.chunk", "model": body["model"],
-                             "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
-                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                    self.wfile.flush()
-                self.wfile.write(b"data: [DONE]\n\n")
-                self.wfile.flush()
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def test_echo_streams_word_by_word():

@@ -114,7 +114,20 @@ def run(args) -> int:
                                    **({"model": args.judge_model} if args.judge_model else {}))
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+    draft = None
+    if args.prompt:
+        from chatcore.llm.prompts import encode_draft
+
+        try:
+            draft = Path(args.prompt).read_text(encoding="utf-8")
+            encode_draft(draft)
+        except OSError as exc:
+            raise UsageError(f"cannot read --prompt: {exc.strerror}") from None
+        except (ValueError, UnicodeError) as exc:
+            raise UsageError(f"--prompt: {exc}") from None
     token = operator_token(log_path)
+    if draft is not None and not token:
+        raise UsageError("a draft prompt is sent with the staff token: set CHAT_OPERATOR_TOKEN")
     where = display_url(settings.space_url)
     health = space_health(settings.space_url, timeout=5.0)
     if health.get("status") not in ("ok", "degraded"):
@@ -136,10 +149,14 @@ def run(args) -> int:
           f"against {where}" + (f", judged by {display_url(judge.endpoint)}" if judge else ""),
           file=sys.stderr, flush=True)
     try:
-        report = run_suite_cli(suite, settings.space_url, judge, args, token, log_path, previous, progress)
+        report = run_suite_cli(suite, settings.space_url, judge, args, token, log_path, previous, progress, draft)
     finally:
         if judge:
             judge.close()
+    if draft is not None:
+        from chatcore.llm.prompts import draft_version
+
+        report["prompt_version"] = draft_version(draft)
     apply_gate(report, args.min_pass)
     try:
         saved = save_report(log_path, report)
@@ -198,12 +215,17 @@ def failing_lines(conversation_id: str, turn: dict) -> list[str]:
     return lines
 
 
-def run_suite_cli(suite, url, judge, args, token, log_path, previous, progress):
+def run_suite_cli(suite, url, judge, args, token, log_path, previous, progress, draft=None):
+    from chatcore.remote.client import SpaceClient
     from chatcore.staff.evaluate import run_suite
+
+    def with_draft():  # every replay carries the draft system prompt (and the staff token)
+        return SpaceClient(url, timeout=args.timeout, operator_token=token, log_path=log_path, system_prompt=draft)
 
     return run_suite(suite, url, judge=judge, parallel=args.parallel, threshold=args.similarity,
                      timeout=args.timeout, operator_token=token, token_log_path=log_path,
-                     previous=previous, on_conversation=progress)
+                     previous=previous, on_conversation=progress,
+                     client_factory=with_draft if draft is not None else None)
 
 
 #: chatcore.staff.evaluate's defaults, repeated here: building the command line must not import that
@@ -233,6 +255,9 @@ def register(sub) -> None:
     p.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N",
                    help=f"conversations replayed at once (default {DEFAULT_PARALLEL})")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each reply")
+    p.add_argument("--prompt", metavar="FILE",
+                   help="replay with this draft system prompt instead of the Space's own (staff token "
+                        "needed; the Space's settings stay as they are)")
     p.add_argument("--report", metavar="PATH", help="also write the JSON report here")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="compare two runs (ids or report files)")

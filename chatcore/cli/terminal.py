@@ -97,10 +97,20 @@ STATS_LABELS = {
     "reply_time_p95_ms_today": "reply time p95 today",
     "errors_today": "errors today",
     "bad_lines_skipped": "bad lines skipped",
+    "input_tokens": "input tokens",
+    "output_tokens": "output tokens",
+    "cost_usd": "cost (USD)",
     "space_status": "space",
     "space_error": "space error",
     "space_write_errors": "space write errors",
 }
+
+
+def _total(frame, column: str, kind):
+    """Sum of a column's known values, or None when it has none."""
+    if column not in frame.columns or not frame[column].notna().any():
+        return None
+    return kind(frame[column].sum())
 
 
 def stats_figures(frame, read_stats: dict, since=None, health: dict | None = None) -> dict:
@@ -123,6 +133,11 @@ def stats_figures(frame, read_stats: dict, since=None, health: dict | None = Non
         "reply_time_p95_ms_today": ms(fig.latency_p95),
         "errors_today": int(fig.errors_today),
         "bad_lines_skipped": int(read_stats.get("bad_total", 0) or 0),
+        # for the whole range read (``since``), as the model servers reported them; the cost
+        # of priced models only (CHAT_PRICES), None when no turn has one
+        "input_tokens": _total(frame, "input_tokens", int) or 0,
+        "output_tokens": _total(frame, "output_tokens", int) or 0,
+        "cost_usd": _total(frame, "cost_usd", lambda v: round(float(v), 6)),
         "space_status": None,
         "space_error": None,
         "space_write_errors": None,

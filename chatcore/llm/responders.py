@@ -5,23 +5,25 @@ yields pieces of the reply as they arrive (the Space accumulates them).
 ``history`` is a list of ``{"role": "user"|"assistant", "content": str}``.
 
 * ``echo``   — deterministic, no network; streams word by word. The default.
-* ``openai`` — any OpenAI-compatible ``/v1/chat/completions`` server with
-  ``stream: true`` (llama.cpp server, vLLM, TGI, OpenAI).
+* ``openai`` — any OpenAI-compatible ``/v1/chat/completions`` server (llama.cpp server, vLLM,
+  TGI, OpenAI) through :mod:`chatcore.llm.openai_chat`, streaming and asking for usage.
   Env: ``OPENAI_BASE_URL`` (default ``http://127.0.0.1:8080/v1``), ``OPENAI_MODEL``,
-  ``OPENAI_API_KEY`` (optional), ``CHAT_SYSTEM_PROMPT`` (optional).
+  ``OPENAI_API_KEY`` (optional), ``OPENAI_TIMEOUT`` (s, default 60), ``OPENAI_MAX_RETRIES``
+  (default 2), ``CHAT_SYSTEM_PROMPT`` (optional), ``CHAT_HANDOFF_TOOL=on`` (offer the
+  ``request_human`` tool).
 * ``hf``     — ``huggingface_hub.InferenceClient.chat_completion(stream=True)``.
   Env: ``HF_MODEL`` (default ``HuggingFaceH4/zephyr-7b-beta``), ``HF_TOKEN``, or
   ``HF_BASE_URL`` for an Inference Endpoint / TGI server of your own.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-import httpx
+from chatcore.llm import openai_chat
+from chatcore.llm.openai_chat import Usage
 
 
 class ResponderError(RuntimeError):
@@ -29,10 +31,40 @@ class ResponderError(RuntimeError):
 
 
 @dataclass
+class TurnReport:
+    """What a responder tells the Space about one reply, beside its text (filled as it streams)."""
+
+    #: Token counts as the model server reported them (None: it reported none).
+    usage: Usage | None = None
+    #: The model called the ``request_human`` tool (CHAT_HANDOFF_TOOL=on).
+    wants_human: bool = False
+
+
+@dataclass
 class Responder:
+    """``stream(user_text, history)`` yields the reply's pieces. A responder that talks to a
+    model also has ``reply(user_text, history, report, system)``: the same stream, filling a
+    :class:`TurnReport`, with ``system`` (a draft) in place of its own system prompt."""
+
     name: str
     model: str | None
-    stream: Callable[[str, list[dict]], Iterator[str]]
+    stream: Callable[[str, list[dict]], Iterator[str]] | None = None
+    reply: Callable[..., Iterator[str]] | None = None
+    #: The system prompt it sends (CHAT_SYSTEM_PROMPT), for the turn's ``prompt_version``.
+    system_prompt: str | None = None
+
+    def __post_init__(self):
+        if self.stream is None and self.reply is not None:
+            self.stream = lambda text, history: self.reply(text, history, TurnReport())
+        if self.stream is None:
+            raise ValueError("a responder needs stream or reply")
+
+    def answer(self, user_text: str, history: list[dict], report: TurnReport,
+               system: str | None = None) -> Iterator[str]:
+        """The reply's pieces, filling ``report`` when the responder can."""
+        if self.reply is None:
+            return self.stream(user_text, history)
+        return self.reply(user_text, history, report, system)
 
 
 # ------------------------------------------------------------------------------ echo
@@ -59,52 +91,63 @@ def make_echo() -> Responder:
 # ---------------------------------------------------------------------------- openai
 
 
-def _messages(user_text: str, history: list[dict]) -> list[dict]:
-    system = os.environ.get("CHAT_SYSTEM_PROMPT")
+#: The tool offered with CHAT_HANDOFF_TOOL=on: the model calls it to hand the visitor to a person.
+REQUEST_HUMAN_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "request_human",
+        "description": "Hand this conversation to a human support agent. Call it when the visitor asks "
+                       "for a person, or when you cannot help them.",
+        "parameters": {"type": "object", "properties": {
+            "reason": {"type": "string", "description": "Why a person is needed, in a few words."}}},
+    },
+}
+
+
+def _messages(user_text: str, history: list[dict], system: str | None) -> list[dict]:
     msgs = [{"role": "system", "content": system}] if system else []
     msgs += [{"role": m["role"], "content": m["content"]} for m in history]
     msgs.append({"role": "user", "content": user_text})
     return msgs
 
 
+def _env_number(name: str, default: float, kind=float):
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+
+def handoff_tool_enabled() -> bool:
+    return os.environ.get("CHAT_HANDOFF_TOOL", "").strip().lower() in ("1", "on", "true", "yes")
+
+
 def make_openai() -> Responder:
-    base = os.environ.get("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1").rstrip("/")
     model = os.environ.get("OPENAI_MODEL", "default")
-    key = os.environ.get("OPENAI_API_KEY", "")
-    timeout = float(os.environ.get("OPENAI_TIMEOUT", "60"))
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    client = httpx.Client(timeout=httpx.Timeout(timeout, connect=5.0), headers=headers)
+    client = openai_chat.make_client(
+        os.environ.get("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1"),
+        os.environ.get("OPENAI_API_KEY") or None,
+        timeout=_env_number("OPENAI_TIMEOUT", 60.0),
+        max_retries=_env_number("OPENAI_MAX_RETRIES", 2, int),
+    )
+    tools = [REQUEST_HUMAN_TOOL] if handoff_tool_enabled() else None
+    system_prompt = os.environ.get("CHAT_SYSTEM_PROMPT") or None
 
-    def stream(user_text: str, history: list[dict]) -> Iterator[str]:
-        body = {"model": model, "messages": _messages(user_text, history), "stream": True}
+    def reply(user_text: str, history: list[dict], report: TurnReport, system: str | None = None) -> Iterator[str]:
+        chat = openai_chat.ChatStream(client, model=model, messages=_messages(
+            user_text, history, system if system is not None else system_prompt), tools=tools)
         try:
-            with client.stream("POST", f"{base}/chat/completions", json=body) as resp:
-                if resp.status_code != 200:
-                    resp.read()
-                    raise ResponderError(
-                        f"the model server answered HTTP {resp.status_code}"
-                    )
-                for line in resp.iter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        return
-                    try:
-                        chunk = json.loads(data)
-                        delta = chunk["choices"][0].get("delta") or {}
-                    except (ValueError, KeyError, IndexError, TypeError):
-                        raise ResponderError("the model server sent a malformed stream") from None
-                    piece = delta.get("content")
-                    if piece:
-                        yield piece
-        except httpx.TimeoutException:
-            raise ResponderError("the model server timed out") from None
-        except httpx.HTTPError as exc:
-            # Only the exception type: messages can carry URLs with credentials.
-            raise ResponderError(f"could not reach the model server ({type(exc).__name__})") from None
+            yield from chat
+        except openai_chat.ModelServerError as exc:
+            raise ResponderError(str(exc)) from None
+        finally:
+            report.usage = chat.usage
+            report.wants_human = any(c.name == REQUEST_HUMAN_TOOL["function"]["name"] for c in chat.tool_calls)
 
-    return Responder("openai", model, stream)
+    return Responder("openai", model, None, reply=reply, system_prompt=system_prompt)
 
 
 # -------------------------------------------------------------------------------- hf
@@ -122,21 +165,28 @@ def make_hf() -> Responder:
     else:
         client = InferenceClient(model, token=token, timeout=timeout)
     max_tokens = int(os.environ.get("HF_MAX_TOKENS", "512"))
+    system_prompt = os.environ.get("CHAT_SYSTEM_PROMPT") or None
 
-    def stream(user_text: str, history: list[dict]) -> Iterator[str]:
+    def reply(user_text: str, history: list[dict], report: TurnReport, system: str | None = None) -> Iterator[str]:
         try:
             # The configured model goes in every request (without it, a client made with
             # base_url sends "dummy"); it is also what the Space logs as ``model``.
+            # Usage is asked for as the openai responder does; TGI and the Hub's routers
+            # send it in the last chunk when they support it.
             for chunk in client.chat_completion(
-                _messages(user_text, history), model=model, max_tokens=max_tokens, stream=True
+                _messages(user_text, history, system if system is not None else system_prompt),
+                model=model, max_tokens=max_tokens, stream=True, stream_options={"include_usage": True},
             ):
+                usage = openai_chat.usage_from(getattr(chunk, "usage", None))
+                if usage is not None:
+                    report.usage = usage
                 piece = chunk.choices[0].delta.content if chunk.choices else None
                 if piece:
                     yield piece
         except Exception as exc:  # the hub raises many types; keep the name only
             raise ResponderError(f"Hugging Face inference failed ({type(exc).__name__})") from None
 
-    return Responder("hf", model, stream)
+    return Responder("hf", model, None, reply=reply, system_prompt=system_prompt)
 
 
 FACTORIES = {"echo": make_echo, "openai": make_openai, "hf": make_hf}

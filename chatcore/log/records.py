@@ -3,12 +3,20 @@
 Schema v1 (written by the Space):
 
     v, ts, conversation_id, turn, user_text, files, response, latency_ms,
-    source, backend, model, error, session[, retry_of]
+    source, backend, model, error, session[, retry_of][, usage][, cost_usd][, prompt_version]
 
 ``retry_of`` is present only on a turn that was answered again (Retry on the
 Space's page): it holds the turn number it replaces, which is also the line's own
 ``turn``. The earlier answer stays in the log; the Space rebuilds a conversation's
 context from the latest line per (conversation_id, turn).
+
+A bot turn may also carry what its model server reported and what it cost (absent when
+there is nothing to say, so older lines are just as valid): ``usage`` —
+``{"input_tokens", "output_tokens"[, "cached_tokens"][, "reasoning_tokens"]}`` as the
+server reported them; ``cost_usd`` — from ``CHAT_PRICES`` for the model (never estimated);
+``prompt_version`` — which system prompt wrote the reply (see :mod:`chatcore.llm.costs`).
+They are read into the columns ``input_tokens``, ``output_tokens``, ``cost_usd`` and
+``prompt_version``.
 
 Schema v2 adds event lines beside the turns, in the same log and with the same
 ``conversation_id``: a line with a ``kind`` other than ``"turn"`` is an event, never a
@@ -16,9 +24,10 @@ turn (it has no ``turn`` number and is not counted as one)::
 
     v=2, ts, conversation_id, kind, id, at_turn, staff, text[, via]
 
-``kind`` is one of :data:`EVENT_KINDS`: ``handoff_requested`` (the visitor asked for a
-person; ``via`` is ``button`` or ``chat``), ``handoff_taken`` / ``handoff_returned`` (``staff`` took the conversation / gave it
-back to the bot), ``handoff_timeout`` (nobody took it in time; ``text`` is the fallback the
+``kind`` is one of :data:`EVENT_KINDS`: ``handoff_requested`` (a person was asked for;
+``via`` is ``button`` or ``chat`` for the visitor, ``model`` when the model called its
+``request_human`` tool), ``handoff_taken`` / ``handoff_returned`` (``staff`` took the
+conversation / gave it back to the bot), ``handoff_timeout`` (nobody took it in time; ``text`` is the fallback the
 visitor saw), ``staff_message`` (``text`` written by ``staff``) and ``visitor_message`` (the
 visitor wrote while staff held the conversation: the bot did not answer). ``at_turn`` is
 the number of turns the conversation had when the event happened, which places it in the
@@ -67,7 +76,13 @@ COLUMNS = (
     "files",
     "session",
     "v",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "prompt_version",
 )
+#: Keys of a turn's ``usage`` object that are read into columns.
+USAGE_COLUMNS = ("input_tokens", "output_tokens")
 
 #: A plausible conversation id: what a browser UUID, a ticket number or a
 #: ``user:42`` style key looks like, and nothing that could be a path or markup.
@@ -164,6 +179,9 @@ def make_record(
     session: str | None = None,
     ts: str | None = None,
     retry_of: int | None = None,
+    usage: dict | None = None,
+    cost_usd: float | None = None,
+    prompt_version: str | None = None,
 ) -> dict:
     """Build a v1 record ready for :class:`chatcore.log.writer.LogWriter`."""
     record = {
@@ -183,6 +201,12 @@ def make_record(
     }
     if retry_of is not None:
         record["retry_of"] = retry_of
+    if usage is not None:
+        record["usage"] = usage
+    if cost_usd is not None:
+        record["cost_usd"] = cost_usd
+    if prompt_version is not None:
+        record["prompt_version"] = prompt_version
     return record
 
 
@@ -260,6 +284,32 @@ def _files(value: Any) -> list[str]:
     return names
 
 
+def _usage(value: Any) -> tuple[int | None, int | None]:
+    """(input_tokens, output_tokens) of a turn's ``usage`` object (either may be missing)."""
+    if value is None:
+        return None, None
+    if not isinstance(value, dict):
+        raise BadRecord("wrong_type", "usage is not an object")
+    out = []
+    for key in USAGE_COLUMNS:
+        n = value.get(key)
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not -(2**63) <= n < 2**63):
+            raise BadRecord("wrong_type", f"usage.{key} is not an integer")
+        out.append(n)
+    return out[0], out[1]
+
+
+def _number(obj: dict, key: str) -> float | None:
+    """A number that is absent, or unknown when not finite or negative (like ``latency_ms``)."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadRecord("wrong_type", f"{key} is not a number")
+    value = float(value)
+    return value if math.isfinite(value) and value >= 0 else None
+
+
 def normalise(obj: Any) -> dict:
     """Map one decoded JSON value onto the normalised columns, or raise BadRecord."""
     if not isinstance(obj, dict):
@@ -275,13 +325,8 @@ def normalise(obj: Any) -> dict:
         raise BadRecord("wrong_type", "turn is not an integer")
     if turn is not None and not (0 <= turn < 2**31):
         raise BadRecord("wrong_type", "turn is out of range")
-    latency = obj.get("latency_ms")
-    if latency is not None:
-        if isinstance(latency, bool) or not isinstance(latency, (int, float)):
-            raise BadRecord("wrong_type", "latency_ms is not a number")
-        latency = float(latency)
-        if not math.isfinite(latency) or latency < 0:
-            latency = None
+    latency = _number(obj, "latency_ms")
+    input_tokens, output_tokens = _usage(obj.get("usage"))
     v = obj.get("v")
     if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
         raise BadRecord("wrong_type", "v is not an integer")
@@ -299,6 +344,10 @@ def normalise(obj: Any) -> dict:
         "files": _files(obj.get("files")),
         "session": _opt_str(obj, "session"),
         "v": v if v is not None else 0,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cost_usd": _number(obj, "cost_usd"),
+        "prompt_version": _opt_str(obj, "prompt_version"),
     }
 
 

@@ -46,17 +46,24 @@ class SpaceClient:
     """``token`` is a Hugging Face token (private Spaces). ``operator_token`` is the staff token
     sent as ``X-Chat-Operator-Token`` (needed for the staff sources ``operator`` and ``replay``);
     when not given it is read with :func:`chatcore.config.operator_token` for ``log_path``
-    (default: ``CHAT_LOG_PATH``), i.e. ``CHAT_OPERATOR_TOKEN`` or the token file beside the log."""
+    (default: ``CHAT_LOG_PATH``), i.e. ``CHAT_OPERATOR_TOKEN`` or the token file beside the log.
+    ``system_prompt`` is a draft the Space uses instead of its own for every reply to this client
+    (staff only: see :mod:`chatcore.llm.prompts`)."""
 
     def __init__(self, url: str, token: str | None = None, timeout: float = 60.0,
                  connect_timeout: float = 5.0, operator_token: str | None = None,
-                 log_path=None):
+                 log_path=None, system_prompt: str | None = None):
         self.url = url.rstrip("/")
         self.token = token
         self.operator_token = operator_token
         self.log_path = log_path
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self.system_prompt = system_prompt or None
+        if self.system_prompt is not None:
+            from chatcore.llm.prompts import encode_draft
+
+            encode_draft(self.system_prompt)  # ValueError now, not at the first message
         self._client = None
         self._lock = threading.Lock()
 
@@ -68,7 +75,12 @@ class SpaceClient:
         token = self.operator_token
         if token is None:
             token = operator_token(self.log_path if self.log_path is not None else Settings.from_env().log_path)
-        return {OPERATOR_TOKEN_HEADER: token} if token else {}
+        headers = {OPERATOR_TOKEN_HEADER: token} if token else {}
+        if self.system_prompt is not None:
+            from chatcore.llm.prompts import DRAFT_HEADER, encode_draft
+
+            headers[DRAFT_HEADER] = encode_draft(self.system_prompt)
+        return headers
 
     def _connect(self):
         from gradio_client import Client

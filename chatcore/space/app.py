@@ -8,7 +8,11 @@ The public contract (never break it)::
     Client(url).predict(message={"text": ..., "files": []}, conversation_id=..., api_name="/chat")
 
 ``source`` is an optional third input (``widget``, ``operator``, ``api``, …; default ``api``);
-the staff sources ``operator`` and ``replay`` need the ``X-Chat-Operator-Token`` header.
+the staff sources ``operator`` and ``replay`` need the ``X-Chat-Operator-Token`` header, and so
+does a draft system prompt (``X-Chat-Draft-Prompt``, see :mod:`chatcore.llm.prompts`).
+Each bot turn is logged with the usage its model server reported, its cost (``CHAT_PRICES``)
+and its ``prompt_version``; with ``CHAT_HANDOFF_TOOL=on`` the model may call ``request_human``,
+which starts a hand-off as the widget's button does.
 The same server also answers ``GET /healthz`` and ``POST /feedback`` and serves the widget
 (``/widget.js``). Every request passes :class:`chatcore.space.guard.SpaceGuard` first.
 """
@@ -35,7 +39,8 @@ from chatcore.log.follow import LogTail
 from chatcore.log.forgotten import ForgottenRegistry, ids_in
 from chatcore.log.ids import resolve_conversation_id
 from chatcore.log.pii import mask_pii
-from chatcore.llm.responders import Responder, ResponderError, make_responder
+from chatcore.llm import costs, prompts
+from chatcore.llm.responders import Responder, ResponderError, TurnReport, make_responder
 from chatcore.space.guard import (SESSION_PATTERN, ClientAddress, InFlight, RateLimit, SpaceGuard, Uploads,
                     event_body_cap)
 from chatcore.config import (OPERATOR_TOKEN_HEADER, Settings, ensure_operator_token, log_folder,
@@ -517,6 +522,17 @@ class ChatService:
         self._lock = threading.Lock()
         #: :class:`chatcore.space.handoff.Handoff` once registered: staff takeover of conversations.
         self.handoff = None
+        self.prices = costs.prices_from_env()
+        #: The live prompt's version (CHAT_PROMPT_VERSION, else a hash of the responder's system prompt).
+        self.prompt_version = prompts.prompt_version(responder.system_prompt,
+                                                     os.environ.get("CHAT_PROMPT_VERSION"))
+        self.refused_drafts = 0
+        #: Each bot turn as an OpenTelemetry span (CHAT_OTLP_ENDPOINT), else None.
+        self.tracer = None
+        if os.environ.get("CHAT_OTLP_ENDPOINT", "").strip():
+            from chatcore.llm.traces import TurnTracer
+
+            self.tracer = TurnTracer.from_env()
 
     def is_staff(self, headers: Any) -> bool:
         try:
@@ -568,6 +584,28 @@ class ChatService:
             raise gr.Error(f"source {source!r} is for staff: send the {OPERATOR_TOKEN_HEADER} header.")
         return text, files, conversation_id, source
 
+    def draft_of(self, request: Any) -> str | None:
+        """The draft system prompt a staff request carries (None when there is none).
+        Refused (gr.Error) without the staff token: a visitor must never steer the model's
+        instructions."""
+        headers = getattr(request, "headers", None)
+        try:
+            value = headers.get(prompts.DRAFT_HEADER.lower()) if headers is not None else None
+        except AttributeError:
+            value = None
+        if not value:
+            return None
+        if not self.is_staff(headers):
+            self.refused_drafts += 1
+            raise gr.Error(f"A draft system prompt is for staff: send the {OPERATOR_TOKEN_HEADER} header.")
+        if self.responder.reply is None:
+            raise gr.Error(f"The {self.responder.name} responder takes no system prompt: "
+                           "start the Space with the openai or hf responder to try a draft.")
+        try:
+            return prompts.decode_draft(value)
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from None
+
     @staticmethod
     def describe_files(files: list) -> list[dict]:
         """Name and size of each (already checked) upload, for the log."""
@@ -610,6 +648,7 @@ class ChatService:
 
     def chat(self, message, history, conversation_id=None, source=None, request: gr.Request = None) -> Iterator[str]:
         text, files, conversation_id, source = self.validate(message, conversation_id, source, request)
+        draft = self.draft_of(request)
         session = getattr(request, "session_hash", None)
         if not (isinstance(session, str) and SESSION_PATTERN.fullmatch(session)):
             session = None
@@ -630,11 +669,21 @@ class ChatService:
         started = time.perf_counter()
         reply, error = "", None
         done = False
+        report = TurnReport()
+        # The model asked for a person (request_human): as the widget's button does. Staff
+        # trying the bot (operator, replay) are not handed to themselves.
+        model_handoff = False
         try:
             try:
-                pieces = iter([notice]) if notice is not None else self.responder.stream(text, context)
+                pieces = iter([notice]) if notice is not None else \
+                    self.responder.answer(text, context, report, system=draft)
                 for piece in pieces:
                     reply += piece
+                    yield reply
+                if report.wants_human and handoff is not None and \
+                        source.lower() not in records.STAFF_SOURCES:
+                    model_handoff = True
+                    reply += ("\n\n" if reply else "") + handoff.config.notice
                     yield reply
             except ResponderError as exc:
                 error = str(exc)
@@ -654,24 +703,35 @@ class ChatService:
             logged_text, logged_reply = text, records.clean_text(reply)
             if self.settings.redact_pii:
                 logged_text, logged_reply = mask_pii(logged_text), mask_pii(logged_reply)
-            self.writer.append(
-                records.make_record(
-                    conversation_id=conversation_id,
-                    turn=turn,
-                    user_text=logged_text,
-                    response=logged_reply,
-                    latency_ms=(time.perf_counter() - started) * 1000,
-                    source=source,
-                    backend=self.responder.name if notice is None else "handoff",
-                    model=self.responder.model if notice is None else None,
-                    error=error,
-                    files=self.describe_files(files),
-                    session=session,
-                    retry_of=turn if replaces else None,
-                )
+            model = self.responder.model if notice is None else None
+            version = None
+            if notice is None:
+                version = prompts.draft_version(draft) if draft is not None else self.prompt_version
+            record = records.make_record(
+                conversation_id=conversation_id,
+                turn=turn,
+                user_text=logged_text,
+                response=logged_reply,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                source=source,
+                backend=self.responder.name if notice is None else "handoff",
+                model=model,
+                error=error,
+                files=self.describe_files(files),
+                session=session,
+                retry_of=turn if replaces else None,
+                usage=report.usage.as_log() if report.usage is not None else None,
+                cost_usd=costs.cost_usd(self.prices, model, report.usage),
+                prompt_version=version,
             )
+            self.writer.append(record)
+            if self.tracer is not None and notice is None:
+                self.tracer.turn(record)
+            # a replay that asks for a person hands off as a visitor would, but pages nobody
             if notice is not None and done and source.lower() != "replay":
                 handoff.requested(conversation_id, turn + 1, via="chat")
+            elif model_handoff and done:
+                handoff.requested(conversation_id, turn + 1, via="model")
 
     def rate_from_ui(self, session: str | None, history: Any, index: Any, liked: Any) -> bool:
         with self._lock:
@@ -702,6 +762,8 @@ class ChatService:
             "responder_errors": self.responder_errors,
             "generated_conversation_ids": self.generated_ids,
         }
+        if self.tracer is not None:
+            public["trace_export_errors"] = self.tracer.health()["failed"]
         if not staff:
             return public
         return {
@@ -720,6 +782,9 @@ class ChatService:
             "redact_pii": self.settings.redact_pii,
             "context_bytes": self.conversations.bytes,
             "refused_staff_sources": self.refused_staff,
+            "refused_drafts": self.refused_drafts,
+            "prompt_version": self.prompt_version,
+            "traces": self.tracer.health() if self.tracer is not None else None,
         }
 
 

@@ -178,7 +178,7 @@ class Handoff:
                 return
             st.events.append({"id": str(obj.get("id") or ""), "kind": kind, "text": text, "staff": staff,
                               "ts": obj.get("ts"), "at_turn": at_turn, "status": st.status,
-                              "via": obj.get("via") if obj.get("via") in ("chat", "button") else None})
+                              "via": obj.get("via") if obj.get("via") in ("chat", "button", "model") else None})
             if len(st.events) > MAX_EVENTS:
                 del st.events[: len(st.events) - MAX_EVENTS]
             self.version += 1

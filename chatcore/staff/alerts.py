@@ -11,7 +11,9 @@ It reads with :class:`chatcore.log.follow.LogTail` (the dashboard's reader) and 
   regular expression); the payload names the keyword, never the text;
 * ``error_burst``: ``N`` responder errors within ``M`` minutes (``CHAT_ALERT_ERRORS=N/M``),
   once per window;
-* ``log_write_failed``: the Space's ``/healthz`` counts more failed log writes.
+* ``log_write_failed``: the Space's ``/healthz`` counts more failed log writes;
+* ``spend``: the cost of the day's turns (UTC, ``cost_usd`` of each turn) passed
+  ``CHAT_ALERT_SPEND_USD``; once per day.
 
 Webhooks (``CHAT_ALERT_WEBHOOKS``, comma-separated): ``slack:URL`` (or a
 ``hooks.slack.com`` URL) gets ``{"text": ...}``; any other URL gets JSON
@@ -54,13 +56,14 @@ DEFAULT_PERSON_PHRASES = (
     "talk to a person", "talk to a human", "speak to a person", "speak to a human", "speak to someone",
     "talk to someone", "real person", "human agent", "live agent", "talk to an agent", "speak to an agent",
 )
-EVENTS = ("thumbs_down", "person_requested", "keyword", "error_burst", "log_write_failed")
+EVENTS = ("thumbs_down", "person_requested", "keyword", "error_burst", "log_write_failed", "spend")
 _TITLES = {
     "thumbs_down": "Thumbs down",
     "person_requested": "A visitor asks for a person",
     "keyword": "Keyword in visitor text",
     "error_burst": "Burst of responder errors",
     "log_write_failed": "Log writes failing",
+    "spend": "Today's model spend passed the limit",
 }
 RECENT = 50
 SENT_IDS = 5000
@@ -122,6 +125,8 @@ class Config:
     health_s: float = 10.0
     timeout_s: float = 10.0
     max_backoff_s: float = 60.0
+    #: USD a day's turns may cost before the ``spend`` alert (CHAT_ALERT_SPEND_USD; None: no alert).
+    spend_usd: float | None = None
 
     @classmethod
     def from_env(cls, log_path, **overrides) -> "Config":
@@ -131,12 +136,19 @@ class Config:
         if not m or int(m.group(1)) < 1:
             raise ValueError(f"CHAT_ALERT_ERRORS must look like N/M (N errors in M minutes), got {errors!r}")
         person = _env_list("CHAT_ALERT_PERSON_PHRASES") or list(DEFAULT_PERSON_PHRASES)
+        spend = (os.environ.get("CHAT_ALERT_SPEND_USD") or "").strip()
+        try:
+            spend_usd = float(spend) if spend else None
+        except ValueError:
+            spend_usd = -1.0
+        if spend_usd is not None and not (0 < spend_usd < float("inf")):
+            raise ValueError(f"CHAT_ALERT_SPEND_USD must be a number of USD above 0, got {spend!r}")
         values = dict(
             log_path=Path(log_path), hooks=hooks, keywords=compile_keywords(_env_list("CHAT_ALERT_KEYWORDS")),
             person=[p.lower() for p in person], errors_n=int(m.group(1)), errors_minutes=float(m.group(2)),
             dashboard_url=(os.environ.get("CHAT_DASHBOARD_URL") or DEFAULT_DASHBOARD_URL).rstrip("/"),
             space_url=os.environ.get("CHAT_SPACE_URL") or DEFAULT_SPACE_URL,
-            queue_max=int(os.environ.get("CHAT_ALERT_QUEUE") or 1000),
+            queue_max=int(os.environ.get("CHAT_ALERT_QUEUE") or 1000), spend_usd=spend_usd,
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -227,6 +239,9 @@ class Watcher:
         self.person_seen: dict[str, float] = {}
         self.write_errors: int | None = state.get("write_errors")
         self.dropped = int(state.get("dropped", 0))
+        #: the cost of the day's turns so far: {"day": "YYYY-MM-DD" (UTC), "usd": float, "alerted": bool}
+        spend = state.get("spend")
+        self.spend = spend if isinstance(spend, dict) else {"day": None, "usd": 0.0, "alerted": False}
         self.hook_state = {h.key: {"name": hook_name(h.url), "failing": False, "last_error": None,
                                    "last_ok": None, "attempts": 0} for h in config.hooks}
         resumed = "log" in state
@@ -259,7 +274,8 @@ class Watcher:
         with self._lock:
             state = {"log": self._positions[0], "feedback": self._positions[1],
                      "outbox": {k: list(q) for k, q in self.queues.items()}, "sent": list(self.sent_ids),
-                     "last_burst": self.last_burst, "write_errors": self.write_errors, "dropped": self.dropped}
+                     "last_burst": self.last_burst, "write_errors": self.write_errors, "dropped": self.dropped,
+                     "spend": self.spend}
             status = {"updated": datetime.now(timezone.utc).isoformat(), "pid": os.getpid(),
                       "recent": list(self.recent), "dropped": self.dropped,
                       "hooks": [{**self.hook_state[k], "queued": len(q)} for k, q in self.queues.items()]}
@@ -293,7 +309,8 @@ class Watcher:
         cid, when = rec["conversation_id"], _when(rec)
         kind = rec.get("kind")
         if kind == "handoff_requested":
-            self._person(cid, rec.get("at_turn"), when, "asked with the button" if rec.get("via") == "button" else "")
+            how = {"button": "asked with the button", "model": "the model asked for a person"}
+            self._person(cid, rec.get("at_turn"), when, how.get(rec.get("via"), ""))
             return
         if kind not in (None, "turn"):
             return
@@ -308,6 +325,28 @@ class Watcher:
                     self.raise_alert("keyword", cid, turn, when, f"keyword: {name}")
         if rec.get("error"):
             self._error(cid, turn, when)
+        cost = rec.get("cost_usd")
+        if self.config.spend_usd is not None and isinstance(cost, (int, float)) and not isinstance(cost, bool):
+            self._spend(float(cost), when)
+
+    def _spend(self, cost: float, when: str) -> None:
+        if not 0 < cost < float("inf"):
+            return
+        day = _parse_ts(when).astimezone(timezone.utc).date().isoformat()
+        with self._lock:
+            spend = self.spend
+            if spend.get("day") is None or day > spend["day"]:
+                spend.update(day=day, usd=0.0, alerted=False)
+            elif day < spend["day"]:
+                return  # a line of an earlier day, read late: that day is over
+            spend["usd"] = float(spend.get("usd") or 0.0) + cost
+            self._dirty = True
+            crossed = spend["usd"] > self.config.spend_usd and not spend.get("alerted")
+            if crossed:
+                spend["alerted"] = True
+        if crossed:
+            self.raise_alert("spend", None, None, when,
+                             f"{spend['usd']:.2f} USD on {day} (UTC), over the {self.config.spend_usd:g} USD limit")
 
     def _person(self, cid: str, turn, when: str, detail: str) -> None:
         now = time.monotonic()

@@ -40,7 +40,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-import httpx
 import pandas as pd
 
 from chatcore.log.annotations import annotations_dir
@@ -110,6 +109,7 @@ class Judge:
     stream: bool = False
     timeout: float = 60.0
     prompt: str | None = None
+    max_retries: int = 2
 
     def __post_init__(self):
         if not re.match(r"^https?://", self.url or ""):
@@ -118,11 +118,13 @@ class Judge:
         self.endpoint = base if base.endswith("/chat/completions") else base + "/chat/completions"
         if self.prompt is None:
             self.prompt = JUDGE_PROMPT_FILE.read_text(encoding="utf-8")
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        self._http = httpx.Client(timeout=httpx.Timeout(self.timeout, connect=5.0), headers=headers)
+        from chatcore.llm import openai_chat
+
+        self._client = openai_chat.make_client(self.endpoint.removesuffix("/chat/completions"), self.api_key,
+                                               timeout=self.timeout, max_retries=self.max_retries)
 
     def close(self) -> None:
-        self._http.close()
+        self._client.close()
 
     def render(self, user_text: str, reference: str, ideal: str | None, reply: str, expect: str = "good",
                note: str | None = None) -> str:
@@ -135,40 +137,20 @@ class Judge:
 
     def verdict(self, user_text: str, reference: str, ideal: str | None, reply: str, expect: str = "good",
                 note: str | None = None) -> tuple[bool, str]:
-        body = {"model": self.model, "temperature": 0, "stream": self.stream,
-                "messages": [{"role": "user", "content": self.render(user_text, reference, ideal, reply,
-                                                                     expect, note)}]}
-        where = display_url(self.endpoint)
+        """Ask the judge (through :mod:`chatcore.llm.openai_chat`, streamed or not) for its verdict."""
+        from chatcore.llm import openai_chat
+
+        messages = [{"role": "user", "content": self.render(user_text, reference, ideal, reply, expect, note)}]
+        who = f"the judge at {display_url(self.endpoint)}"
         try:
             if self.stream:
-                parts = []
-                with self._http.stream("POST", self.endpoint, json=body) as resp:
-                    if resp.status_code != 200:
-                        raise JudgeError(f"the judge at {where} answered HTTP {resp.status_code}")
-                    for line in resp.iter_lines():
-                        if not line.startswith("data:"):
-                            continue
-                        data = line[5:].strip()
-                        if data == "[DONE]":
-                            break
-                        try:
-                            delta = json.loads(data)["choices"][0].get("delta") or {}
-                        except (ValueError, KeyError, IndexError, TypeError):
-                            raise JudgeError("the judge sent a stream that is not chat completions") from None
-                        parts.append(delta.get("content") or "")
-                content = "".join(parts)
+                content = "".join(openai_chat.ChatStream(self._client, model=self.model, messages=messages,
+                                                         who=who, temperature=0))
             else:
-                resp = self._http.post(self.endpoint, json=body)
-                if resp.status_code != 200:
-                    raise JudgeError(f"the judge at {where} answered HTTP {resp.status_code}")
-                try:
-                    content = resp.json()["choices"][0]["message"]["content"] or ""
-                except (ValueError, KeyError, IndexError, TypeError):
-                    raise JudgeError("the judge's answer is not chat completions JSON") from None
-        except httpx.TimeoutException:
-            raise JudgeError(f"the judge at {where} did not answer in time") from None
-        except httpx.HTTPError as exc:
-            raise JudgeError(f"cannot reach the judge at {where} ({type(exc).__name__})") from None
+                content, _ = openai_chat.complete(self._client, model=self.model, messages=messages, who=who,
+                                                  temperature=0)
+        except openai_chat.ModelServerError as exc:
+            raise JudgeError(str(exc)) from None
         return parse_verdict(content)
 
 

@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from chatcore.log.records import COLUMNS, BadRecord, normalise
-from chatcore.store.schema import ARROW_SCHEMA, STR, UTC_US
+from chatcore.log.records import COLUMNS, USAGE_COLUMNS, BadRecord, normalise
+from chatcore.store.schema import ARROW_SCHEMA, STR, USAGE_STRUCT, UTC_US
 
 #: Scratch size for the newline finder (one block).
 BLOCK_BYTES = 8 << 20
@@ -33,9 +33,9 @@ MIN_FAST_LINES = 16
 #: columns, but ``ts`` as text (parsed afterwards) and ``files`` as ``{"name"}`` objects.
 #: ``kind`` is read only to recognise event lines (schema v2): those are never vouched for here,
 #: and the reference parser counts them as ``event`` lines, not turns.
-_JSON_SCHEMA = ARROW_SCHEMA.set(0, pa.field("ts", STR)).set(
+_JSON_SCHEMA = pa.schema([f for f in ARROW_SCHEMA if f.name not in USAGE_COLUMNS]).set(0, pa.field("ts", STR)).set(
     ARROW_SCHEMA.get_field_index("files"), pa.field("files", pa.list_(pa.struct([("name", pa.string())])))
-).append(pa.field("kind", STR))
+).append(pa.field("kind", STR)).append(pa.field("usage", USAGE_STRUCT))
 _PARSE_OPTIONS = pajson.ParseOptions(
     explicit_schema=_JSON_SCHEMA, unexpected_field_behavior="ignore", newlines_in_values=False
 )
@@ -58,7 +58,8 @@ _READ_OPTIONS = pajson.ReadOptions(use_threads=False, block_size=ARROW_BLOCK)
 
 
 def _check_text(rec: dict) -> None:
-    for key in ("conversation_id", "user_text", "response", "source", "backend", "model", "error", "session"):
+    for key in ("conversation_id", "user_text", "response", "source", "backend", "model", "error", "session",
+                "prompt_version"):
         value = rec[key]
         if value is not None:
             value.encode("utf-8")
@@ -298,10 +299,11 @@ def _vouch(t: pa.Table) -> tuple[pa.Table, np.ndarray] | None:
     turn = t.column("turn")
     if turn.null_count < len(turn):
         ok = pc.and_(ok, pc.fill_null(pc.and_(pc.greater_equal(turn, 0), pc.less(turn, 2**31)), True))
-    lat = t.column("latency_ms")
-    if lat.null_count < len(lat):
-        # NaN, Infinity or a number too big for a double: let the reference decide
-        ok = pc.and_(ok, pc.fill_null(pc.is_finite(lat), True))
+    for name in ("latency_ms", "cost_usd"):
+        num = t.column(name)
+        if num.null_count < len(num):
+            # NaN, Infinity or a number too big for a double: let the reference decide
+            ok = pc.and_(ok, pc.fill_null(pc.is_finite(num), True))
     files = t.column("files")
     mask = _np_bool(ok)
     if pc.sum(pc.list_value_length(files)).as_py():
@@ -350,9 +352,12 @@ def _vouch(t: pa.Table) -> tuple[pa.Table, np.ndarray] | None:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
     ts, t = _within_calendar(ts, t, mask)
-    lat = t.column("latency_ms")
-    if lat.null_count < len(lat):
-        lat = pc.if_else(pc.fill_null(pc.less(lat, 0.0), False), _NULL_F64, lat)
+
+    def unknown_if_negative(num):
+        if num.null_count == len(num):
+            return num
+        return pc.if_else(pc.fill_null(pc.less(num, 0.0), False), _NULL_F64, num)
+    lat = unknown_if_negative(t.column("latency_ms"))
     src = t.column("source")
     src = pc.if_else(pc.fill_null(pc.greater(pc.utf8_length(src), 0), False), src, _UNKNOWN)
     def nonull(col, fill):
@@ -372,6 +377,9 @@ def _vouch(t: pa.Table) -> tuple[pa.Table, np.ndarray] | None:
             _file_names(t.column("files")),
             t.column("session"),
             nonull(t.column("v"), 0),
+            *(pc.struct_field(t.column("usage"), [i]) for i in range(len(USAGE_COLUMNS))),
+            unknown_if_negative(t.column("cost_usd")),
+            t.column("prompt_version"),
         ],
         schema=ARROW_SCHEMA,
     )

@@ -681,6 +681,118 @@ class Questions:
                     "latency_p95": None if today[3] is None else float(today[3]),
                     "errors_today": int(today[4]), "active_now": int(active)}
 
+    # -- tokens, cost and prompt versions ---------------------------------------
+
+    #: What :meth:`spend` can group by.
+    SPEND_KEYS = ("model", "prompt_version")
+
+    def _has(self, *names: str) -> bool:
+        return set(names) <= set(self.columns)
+
+    def spend(self, since: datetime | None = None, until: datetime | None = None, by: str | None = None) -> list[dict]:
+        """Tokens and cost of the turns in ``[since, until)``: one row (``by`` None) or one per
+        ``model`` / ``prompt_version`` (most expensive first), each with ``turns``,
+        ``input_tokens``, ``output_tokens`` (as the model servers reported them) and ``cost_usd``
+        (None when no turn there has a price)."""
+        if by is not None and by not in self.SPEND_KEYS:
+            raise ValueError(f"cannot group spend by {by!r}")
+        with self._lock:
+            self._ensure()
+            if not self._has("input_tokens", "output_tokens", "cost_usd") or (by and not self._has(by)):
+                return []
+            where, params = self._where(Filters(since=since, until=until))
+            key = f"{by} AS {by}, " if by else ""
+            group = " GROUP BY 1 ORDER BY coalesce(sum(cost_usd), 0) DESC, 1" if by else ""
+            cur = self._con.execute(
+                f"SELECT {key}count(*) AS turns, CAST(coalesce(sum(input_tokens), 0) AS BIGINT) AS input_tokens, "
+                "CAST(coalesce(sum(output_tokens), 0) AS BIGINT) AS output_tokens, sum(cost_usd) AS cost_usd "
+                f"FROM turns{where}{group}", params)
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def spend_by_day(self, day_starts: list[datetime]) -> list[float]:
+        """The cost (USD) of the turns in each day ``[day_starts[i], day_starts[i+1])``; the last
+        day runs to now. 0.0 for a day without priced turns."""
+        with self._lock:
+            self._ensure()
+            if not day_starts or not self._has("cost_usd"):
+                return [0.0] * len(day_starts)
+            out = []
+            for i, start in enumerate(day_starts):
+                end = day_starts[i + 1] if i + 1 < len(day_starts) else None
+                where, params = self._where(Filters(since=start, until=end))
+                value = self._con.execute(f"SELECT sum(cost_usd) FROM turns{where}", params).fetchone()[0]
+                out.append(float(value or 0.0))
+            return out
+
+    def conversation_costs(self, ids: list[str]) -> dict[str, float]:
+        """The cost (USD) of each of ``ids`` that has priced turns, over all its turns."""
+        with self._lock:
+            self._ensure()
+            if not ids or not self._has("cost_usd"):
+                return {}
+            self._con.register("cost_ids", pa.table({"conversation_id": pa.array(list(ids), pa.string())}))
+            rows = self._con.execute(
+                "SELECT conversation_id, sum(cost_usd) FROM turns SEMI JOIN cost_ids USING (conversation_id) "
+                "WHERE cost_usd IS NOT NULL GROUP BY 1").fetchall()
+            self._con.unregister("cost_ids")
+            return {cid: float(cost) for cid, cost in rows}
+
+    def prompt_version_ids(self, version: str, f: Filters = Filters()) -> frozenset[str]:
+        """Conversations with a turn written by prompt ``version`` (in the date range and sources)."""
+        with self._lock:
+            self._ensure()
+            if not self._has("prompt_version"):
+                return frozenset()
+            where, params = self._where(f)
+            where = (where + " AND" if where else " WHERE") + " prompt_version = ?"
+            rows = self._con.execute(f"SELECT DISTINCT conversation_id FROM turns{where}", [*params, version])
+            return frozenset(r[0] for r in rows.fetchall())
+
+    def prompt_versions(self, since: datetime | None = None, handed_off: set[str] | frozenset[str] = frozenset(),
+                        limit: int = 20) -> list[dict]:
+        """Per prompt version (newest first) what a lead compares: ``conversations`` (each counted
+        for the version of its latest versioned turn in range), ``turns``, ``negative_share``
+        (thumbs-down among the rated turns of those conversations, None without ratings),
+        ``handoff_share`` (share of them in ``handed_off``), ``reply_p50_ms`` (its turns'
+        logged reply time), ``cost_per_conversation`` (USD, None without priced turns),
+        ``first_ts`` / ``last_ts``."""
+        with self._lock:
+            self._ensure()
+            if not self._has("prompt_version", "cost_usd", "latency_ms"):
+                return []
+            where, params = self._where(Filters(since=since))
+            where = (where + " AND" if where else " WHERE") + " prompt_version IS NOT NULL"
+            self._con.register("handed", pa.table({"conversation_id": pa.array(sorted(handed_off), pa.string())}))
+            sql = (
+                f"WITH v AS (SELECT conversation_id, prompt_version, ts, latency_ms, cost_usd, row FROM turns{where}), "
+                "conv AS (SELECT conversation_id, arg_max(prompt_version, (epoch_us(ts)::HUGEINT << 40) + row) "
+                "AS version, sum(cost_usd) AS cost FROM v GROUP BY 1), "
+                "t AS (SELECT prompt_version AS version, count(*) AS turns, quantile_cont(latency_ms, 0.5) AS p50, "
+                "min(ts) AS first_ts, max(ts) AS last_ts FROM v GROUP BY 1), "
+                "c AS (SELECT conv.version, count(*) AS conversations, "
+                "count(*) FILTER (WHERE h.conversation_id IS NOT NULL) AS handed, "
+                "sum(coalesce(r.up, 0)) AS up, sum(coalesce(r.down, 0)) AS down, "
+                "sum(conv.cost) AS cost, count(conv.cost) AS priced "
+                "FROM conv LEFT JOIN ratings r USING (conversation_id) LEFT JOIN handed h USING (conversation_id) "
+                "GROUP BY 1) "
+                "SELECT t.version, coalesce(c.conversations, 0), t.turns, c.up, c.down, c.handed, t.p50, c.cost, "
+                "c.priced, t.first_ts, t.last_ts FROM t LEFT JOIN c USING (version) ORDER BY t.last_ts DESC LIMIT ?")
+            rows = self._con.execute(sql, [*params, int(limit)]).fetchall()
+            self._con.unregister("handed")
+        out = []
+        for version, convs, turns, up, down, handed, p50, cost, priced, first_ts, last_ts in rows:
+            up, down, handed = int(up or 0), int(down or 0), int(handed or 0)
+            out.append({
+                "prompt_version": version, "conversations": int(convs), "turns": int(turns),
+                "negative_share": down / (up + down) if up + down else None,
+                "handoff_share": handed / convs if convs else None,
+                "reply_p50_ms": None if p50 is None else float(p50),
+                "cost_per_conversation": float(cost) / convs if priced and convs else None,
+                "first_ts": first_ts, "last_ts": last_ts,
+            })
+        return out
+
     def turns_per_hour(self, start: datetime, hours: int = 24) -> list[int]:
         """Turns in each hour from ``start``: ``hours`` counts, the k-th for ``start + k h <= ts <
         start + (k+1) h``."""

@@ -403,7 +403,7 @@
       } else {
         if (ev.kind === "handoff_taken") text = who + " joined the chat.";
         else if (ev.kind === "handoff_returned") text = who + " left the chat. " + TITLE + " is back to help.";
-        else if (ev.kind === "handoff_requested" && ev.via === "chat") text = ""; // already the reply
+        else if (ev.kind === "handoff_requested" && (ev.via === "chat" || ev.via === "model")) text = ""; // already the reply
         if (text) {
           entry = { role: "note", text: text, who: "", eid: ev.id };
           bubble("note", text);
