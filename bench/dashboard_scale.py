@@ -54,14 +54,24 @@ def _current_rss_mb() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--turns", type=int, default=1_000_000)
-    ap.add_argument("--shape", default="v1", choices=["v1", "seed", "mixed"])
+    ap.add_argument("--shape", default="v1", choices=["v1", "seed", "seed-no-history", "mixed"])
     ap.add_argument("--out", default="/tmp/chatcore-bench")
     ap.add_argument("--skip-pandas", action="store_true")
     ap.add_argument("--skip-polars", action="store_true", help="(needs the whole log in memory)")
     ap.add_argument("--keep-cache", action="store_true", help="do not start from a cold store")
     ap.add_argument("--skip-apptest", action="store_true", help="only the browser part")
     ap.add_argument("--skip-browser", action="store_true", help="only the AppTest part")
+    ap.add_argument("--only-fresh-open", action="store_true",
+                    help="only the Conversations page's first open in fresh processes (the cache on disk)")
+    ap.add_argument("--repeat", type=int, default=2, help="fresh processes for the first-open figure")
+    ap.add_argument("--job", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.job:
+        import json
+
+        name, *rest = args.job
+        print(json.dumps(globals()[f"job_{name}"](*rest)))
+        return
 
     from bench.store import _try, generate
 
@@ -85,10 +95,92 @@ def main() -> None:
         if r:
             refs.append((name, r))
 
+    if args.only_fresh_open:
+        fresh_open_part(args, log, [r for r in (_try("duckdb_list", log, args.shape) for _ in range(args.repeat)) if r])
+        return
     if not args.skip_apptest:
         apptest_part(args, log, refs)
+        fresh_open_part(args, log, [r for name, r in refs if name == "duckdb"])
     if not args.skip_browser:
         browser_part(args, log)
+
+
+def job_fresh_open(log: str) -> dict:
+    """In this fresh process: the dashboard's Conversations page opened once (AppTest), the
+    store's cache already on disk. Times from the start of the process's own work (imports
+    included) to the page drawn."""
+    t0 = time.perf_counter()
+    os.environ["CHAT_LOG_PATH"] = log
+    os.environ["CHAT_SPACE_URL"] = "http://127.0.0.1:9"  # nothing answers: health is quick
+    os.environ["CHAT_TIMEZONE"] = "UTC"
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import AppTest
+
+    original_init = PagesManager.__init__
+
+    def init(self, *a, **k):  # as tests/conftest.apptest_knows_the_entry_navigates
+        original_init(self, *a, **k)
+        PagesManager.uses_pages_directory = False
+
+    PagesManager.__init__ = init
+    imported = time.perf_counter() - t0
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=600)
+    at.switch_page("pages/conversations.py").run()
+    if at.exception:
+        raise SystemExit(f"the Conversations page failed: {at.exception}")
+    rows = len(at.dataframe[0].value) if at.dataframe else 0
+    opened = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    at.selectbox(key="conv_preset").select("All time").run()
+    if at.exception:
+        raise SystemExit(f'"All time" failed: {at.exception}')
+    return {"s": opened, "imports_s": imported, "rows": rows, "all_time_s": time.perf_counter() - t1,
+            "rss_mb": _rss_mb()}
+
+
+def job_fresh_open_setup(log: str) -> dict:
+    """What a dashboard leaves on disk: the store's segments and the whole log's groups."""
+    from chatcore.store import LogStore
+    from chatcore.store.questions import Filters, Questions
+
+    q = Questions(LogStore(log))
+    q.sync()
+    q.conversations(Filters())
+    q.store.wait_cache()
+    return {"turns": q.conversations(Filters()).turns}
+
+
+def fresh_open_part(args, log: Path, duckdb_refs: list) -> None:
+    """The Conversations page's first open in a fresh dashboard process, the cache on disk (the
+    first run below writes it if needed), against plain DuckDB's list from the JSONL (a fresh
+    process too, measured in the same run)."""
+    _run_here("fresh_open_setup", log)  # the store's cache and the saved groups, as a dashboard leaves them
+    runs = [_run_here("fresh_open", log) for _ in range(args.repeat)]
+    print(f"\nConversations page, first open in a fresh process with the cache on disk, {args.turns:,} turns "
+          f"({args.shape}); load average {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    ddb = sorted(r["proc_s"] for r in duckdb_refs)
+    ref = ddb[len(ddb) // 2] if ddb else float("nan")
+    for i, r in enumerate(runs, 1):
+        ratio = r["s"] / ref
+        print(f"  run {i}: {r['s']:6.2f} s in the process ({r['proc_s']:.2f} s with start-up; imports "
+              f"{r['imports_s']:.2f} s; {r['rows']} rows shown) = {ratio:.2f}x DuckDB's list ({ref:.2f} s, its whole "
+              f"process) <= 1.0x {'PASS' if ratio <= 1.0 else 'MISS'}; then \"All time\" {r['all_time_s']:.2f} s "
+              f"({r['all_time_s'] / ref:.2f}x); peak RSS {r['rss_mb']:,.0f} MB")
+
+
+def _run_here(job: str, *args) -> dict:
+    """A job of this script in a fresh process (wall time of the whole process as proc_s)."""
+    import json
+    import subprocess
+
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, __file__, "--job", job, *map(str, args)], capture_output=True, text=True,
+                         cwd=str(ROOT))
+    if out.returncode != 0:
+        raise SystemExit(f"job {job} failed:\n{out.stderr[-3000:]}")
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res["proc_s"] = time.perf_counter() - t0
+    return res
 
 
 def apptest_part(args, log: Path, refs: list) -> None:
