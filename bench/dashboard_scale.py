@@ -88,7 +88,7 @@ def main() -> None:
 
     # the references first, while this process is small (a child inherits its peak RSS figure)
     refs = []
-    for name in (() if args.skip_apptest else ("duckdb", "polars", "pandas")):
+    for name in (() if args.skip_apptest or args.only_fresh_open else ("duckdb", "polars", "pandas")):
         if (name == "pandas" and args.skip_pandas) or (name == "polars" and args.skip_polars):
             continue
         r = _try(f"{name}_list", log, args.shape)
@@ -161,11 +161,11 @@ def fresh_open_part(args, log: Path, duckdb_refs: list) -> None:
     ddb = sorted(r["proc_s"] for r in duckdb_refs)
     ref = ddb[len(ddb) // 2] if ddb else float("nan")
     for i, r in enumerate(runs, 1):
-        ratio = r["s"] / ref
-        print(f"  run {i}: {r['s']:6.2f} s in the process ({r['proc_s']:.2f} s with start-up; imports "
-              f"{r['imports_s']:.2f} s; {r['rows']} rows shown) = {ratio:.2f}x DuckDB's list ({ref:.2f} s, its whole "
-              f"process) <= 1.0x {'PASS' if ratio <= 1.0 else 'MISS'}; then \"All time\" {r['all_time_s']:.2f} s "
-              f"({r['all_time_s'] / ref:.2f}x); peak RSS {r['rss_mb']:,.0f} MB")
+        ratio = r["proc_s"] / ref  # whole processes on both sides
+        print(f"  run {i}: {r['proc_s']:6.2f} s, the whole process (of which imports {r['imports_s']:.2f} s and the "
+              f"page {r['s'] - r['imports_s']:.2f} s; {r['rows']} rows shown) = {ratio:.2f}x DuckDB's list ({ref:.2f} s, "
+              f"its whole process) <= 1.0x {'PASS' if ratio <= 1.0 else 'MISS'}; then \"All time\" "
+              f"{r['all_time_s']:.2f} s ({r['all_time_s'] / ref:.2f}x); peak RSS {r['rss_mb']:,.0f} MB")
 
 
 def _run_here(job: str, *args) -> dict:
