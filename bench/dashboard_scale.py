@@ -105,10 +105,11 @@ def main() -> None:
         browser_part(args, log)
 
 
-def job_fresh_open(log: str) -> dict:
+def job_fresh_open(log: str, all_time: str = "no") -> dict:
     """In this fresh process: the dashboard's Conversations page opened once (AppTest), the
     store's cache already on disk. Times from the start of the process's own work (imports
-    included) to the page drawn."""
+    included) to the page drawn; with ``all_time`` "yes", then "All time" is chosen (timed on
+    its own)."""
     t0 = time.perf_counter()
     os.environ["CHAT_LOG_PATH"] = log
     os.environ["CHAT_SPACE_URL"] = "http://127.0.0.1:9"  # nothing answers: health is quick
@@ -130,6 +131,8 @@ def job_fresh_open(log: str) -> dict:
         raise SystemExit(f"the Conversations page failed: {at.exception}")
     rows = len(at.dataframe[0].value) if at.dataframe else 0
     opened = time.perf_counter() - t0
+    if all_time != "yes":
+        return {"s": opened, "imports_s": imported, "rows": rows, "rss_mb": _rss_mb()}
     t1 = time.perf_counter()
     at.selectbox(key="conv_preset").select("All time").run()
     if at.exception:
@@ -155,7 +158,8 @@ def fresh_open_part(args, log: Path, duckdb_refs: list) -> None:
     first run below writes it if needed), against plain DuckDB's list from the JSONL (a fresh
     process too, measured in the same run)."""
     _run_here("fresh_open_setup", log)  # the store's cache and the saved groups, as a dashboard leaves them
-    runs = [_run_here("fresh_open", log) for _ in range(args.repeat)]
+    runs = [_run_here("fresh_open", log) for _ in range(args.repeat)]  # the first open only: whole processes
+    then = _run_here("fresh_open", log, "yes")
     print(f"\nConversations page, first open in a fresh process with the cache on disk, {args.turns:,} turns "
           f"({args.shape}); load average {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
     ddb = sorted(r["proc_s"] for r in duckdb_refs)
@@ -164,8 +168,9 @@ def fresh_open_part(args, log: Path, duckdb_refs: list) -> None:
         ratio = r["proc_s"] / ref  # whole processes on both sides
         print(f"  run {i}: {r['proc_s']:6.2f} s, the whole process (of which imports {r['imports_s']:.2f} s and the "
               f"page {r['s'] - r['imports_s']:.2f} s; {r['rows']} rows shown) = {ratio:.2f}x DuckDB's list ({ref:.2f} s, "
-              f"its whole process) <= 1.0x {'PASS' if ratio <= 1.0 else 'MISS'}; then \"All time\" "
-              f"{r['all_time_s']:.2f} s ({r['all_time_s'] / ref:.2f}x); peak RSS {r['rss_mb']:,.0f} MB")
+              f"its whole process) <= 1.0x {'PASS' if ratio <= 1.0 else 'MISS'}; peak RSS {r['rss_mb']:,.0f} MB")
+    print(f"  then \"All time\" in another fresh process, after its first open: {then['all_time_s']:.2f} s "
+          f"({then['all_time_s'] / ref:.2f}x DuckDB's list); peak RSS {then['rss_mb']:,.0f} MB")
 
 
 def _run_here(job: str, *args) -> dict:
