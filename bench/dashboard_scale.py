@@ -4,7 +4,7 @@ Streamlit's AppTest (no browser, the dashboard in this process) and headless Chr
 (the real server, ``python -m chatcore dashboard``, in its own process).
 
     python bench/dashboard_scale.py [--turns 1000000] [--shape v1] [--out DIR] [--skip-pandas]
-                                    [--skip-apptest] [--skip-browser]
+                                    [--skip-apptest] [--skip-browser] [--only-fresh-open] [--repeat 2]
 
 The log is generated (or reused) under DIR (default /tmp/chatcore-bench). One process
 plays the dashboard server: a first session opens the Conversations page on a cold
@@ -19,6 +19,11 @@ second session (a new browser context: nothing cached) then does the same. For e
 it prints the time from the click until the page's main content is drawn and the run has
 finished, the table rows (``st.dataframe``) and chart rows the browser received over the
 websocket until then, and at the end the dashboard process's peak RSS (VmHWM).
+
+After the AppTest part (or alone, with ``--only-fresh-open``): the Conversations page's first
+open in fresh processes whose store cache and saved whole-log groups are on disk (what a
+restarted dashboard finds), each timed as a whole process against plain DuckDB's list (goal:
+at most 1.0x), then "All time" in another fresh process.
 
 Beside them, measured in the same run on the same file, what answering the same
 "All time" list from the raw JSONL costs: DuckDB ``read_json`` + GROUP BY, polars and
