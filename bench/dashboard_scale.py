@@ -4,7 +4,7 @@ Streamlit's AppTest (no browser, the dashboard in this process) and headless Chr
 (the real server, ``python -m chatcore dashboard``, in its own process).
 
     python bench/dashboard_scale.py [--turns 1000000] [--shape v1] [--out DIR] [--skip-pandas]
-                                    [--skip-apptest] [--skip-browser]
+                                    [--skip-apptest] [--skip-browser] [--only-fresh-open] [--repeat 2]
 
 The log is generated (or reused) under DIR (default /tmp/chatcore-bench). One process
 plays the dashboard server: a first session opens the Conversations page on a cold
@@ -19,6 +19,11 @@ second session (a new browser context: nothing cached) then does the same. For e
 it prints the time from the click until the page's main content is drawn and the run has
 finished, the table rows (``st.dataframe``) and chart rows the browser received over the
 websocket until then, and at the end the dashboard process's peak RSS (VmHWM).
+
+After the AppTest part (or alone, with ``--only-fresh-open``): the Conversations page's first
+open in fresh processes whose store cache and saved whole-log groups are on disk (what a
+restarted dashboard finds), each timed as a whole process against plain DuckDB's list (goal:
+at most 1.0x), then "All time" in another fresh process.
 
 Beside them, measured in the same run on the same file, what answering the same
 "All time" list from the raw JSONL costs: DuckDB ``read_json`` + GROUP BY, polars and
@@ -54,14 +59,24 @@ def _current_rss_mb() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--turns", type=int, default=1_000_000)
-    ap.add_argument("--shape", default="v1", choices=["v1", "seed", "mixed"])
+    ap.add_argument("--shape", default="v1", choices=["v1", "seed", "seed-no-history", "mixed"])
     ap.add_argument("--out", default="/tmp/chatcore-bench")
     ap.add_argument("--skip-pandas", action="store_true")
     ap.add_argument("--skip-polars", action="store_true", help="(needs the whole log in memory)")
     ap.add_argument("--keep-cache", action="store_true", help="do not start from a cold store")
     ap.add_argument("--skip-apptest", action="store_true", help="only the browser part")
     ap.add_argument("--skip-browser", action="store_true", help="only the AppTest part")
+    ap.add_argument("--only-fresh-open", action="store_true",
+                    help="only the Conversations page's first open in fresh processes (the cache on disk)")
+    ap.add_argument("--repeat", type=int, default=2, help="fresh processes for the first-open figure")
+    ap.add_argument("--job", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.job:
+        import json
+
+        name, *rest = args.job
+        print(json.dumps(globals()[f"job_{name}"](*rest)))
+        return
 
     from bench.store import _try, generate
 
@@ -78,17 +93,104 @@ def main() -> None:
 
     # the references first, while this process is small (a child inherits its peak RSS figure)
     refs = []
-    for name in (() if args.skip_apptest else ("duckdb", "polars", "pandas")):
+    for name in (() if args.skip_apptest or args.only_fresh_open else ("duckdb", "polars", "pandas")):
         if (name == "pandas" and args.skip_pandas) or (name == "polars" and args.skip_polars):
             continue
         r = _try(f"{name}_list", log, args.shape)
         if r:
             refs.append((name, r))
 
+    if args.only_fresh_open:
+        fresh_open_part(args, log, [r for r in (_try("duckdb_list", log, args.shape) for _ in range(args.repeat)) if r])
+        return
     if not args.skip_apptest:
         apptest_part(args, log, refs)
+        fresh_open_part(args, log, [r for name, r in refs if name == "duckdb"])
     if not args.skip_browser:
         browser_part(args, log)
+
+
+def job_fresh_open(log: str, all_time: str = "no") -> dict:
+    """In this fresh process: the dashboard's Conversations page opened once (AppTest), the
+    store's cache already on disk. Times from the start of the process's own work (imports
+    included) to the page drawn; with ``all_time`` "yes", then "All time" is chosen (timed on
+    its own)."""
+    t0 = time.perf_counter()
+    os.environ["CHAT_LOG_PATH"] = log
+    os.environ["CHAT_SPACE_URL"] = "http://127.0.0.1:9"  # nothing answers: health is quick
+    os.environ["CHAT_TIMEZONE"] = "UTC"
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import AppTest
+
+    original_init = PagesManager.__init__
+
+    def init(self, *a, **k):  # as tests/conftest.apptest_knows_the_entry_navigates
+        original_init(self, *a, **k)
+        PagesManager.uses_pages_directory = False
+
+    PagesManager.__init__ = init
+    imported = time.perf_counter() - t0
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=600)
+    at.switch_page("pages/conversations.py").run()
+    if at.exception:
+        raise SystemExit(f"the Conversations page failed: {at.exception}")
+    rows = len(at.dataframe[0].value) if at.dataframe else 0
+    opened = time.perf_counter() - t0
+    if all_time != "yes":
+        return {"s": opened, "imports_s": imported, "rows": rows, "rss_mb": _rss_mb()}
+    t1 = time.perf_counter()
+    at.selectbox(key="conv_preset").select("All time").run()
+    if at.exception:
+        raise SystemExit(f'"All time" failed: {at.exception}')
+    return {"s": opened, "imports_s": imported, "rows": rows, "all_time_s": time.perf_counter() - t1,
+            "rss_mb": _rss_mb()}
+
+
+def job_fresh_open_setup(log: str) -> dict:
+    """What a dashboard leaves on disk: the store's segments and the whole log's groups."""
+    from chatcore.store import LogStore
+    from chatcore.store.questions import Filters, Questions
+
+    q = Questions(LogStore(log))
+    q.sync()
+    q.conversations(Filters())
+    q.store.wait_cache()
+    return {"turns": q.conversations(Filters()).turns}
+
+
+def fresh_open_part(args, log: Path, duckdb_refs: list) -> None:
+    """The Conversations page's first open in a fresh dashboard process, the cache on disk (the
+    first run below writes it if needed), against plain DuckDB's list from the JSONL (a fresh
+    process too, measured in the same run)."""
+    _run_here("fresh_open_setup", log)  # the store's cache and the saved groups, as a dashboard leaves them
+    runs = [_run_here("fresh_open", log) for _ in range(args.repeat)]  # the first open only: whole processes
+    then = _run_here("fresh_open", log, "yes")
+    print(f"\nConversations page, first open in a fresh process with the cache on disk, {args.turns:,} turns "
+          f"({args.shape}); load average {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    ddb = sorted(r["proc_s"] for r in duckdb_refs)
+    ref = ddb[len(ddb) // 2] if ddb else float("nan")
+    for i, r in enumerate(runs, 1):
+        ratio = r["proc_s"] / ref  # whole processes on both sides
+        print(f"  run {i}: {r['proc_s']:6.2f} s, the whole process (of which imports {r['imports_s']:.2f} s and the "
+              f"page {r['s'] - r['imports_s']:.2f} s; {r['rows']} rows shown) = {ratio:.2f}x DuckDB's list ({ref:.2f} s, "
+              f"its whole process) <= 1.0x {'PASS' if ratio <= 1.0 else 'MISS'}; peak RSS {r['rss_mb']:,.0f} MB")
+    print(f"  then \"All time\" in another fresh process, after its first open: {then['all_time_s']:.2f} s "
+          f"({then['all_time_s'] / ref:.2f}x DuckDB's list); peak RSS {then['rss_mb']:,.0f} MB")
+
+
+def _run_here(job: str, *args) -> dict:
+    """A job of this script in a fresh process (wall time of the whole process as proc_s)."""
+    import json
+    import subprocess
+
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, __file__, "--job", job, *map(str, args)], capture_output=True, text=True,
+                         cwd=str(ROOT))
+    if out.returncode != 0:
+        raise SystemExit(f"job {job} failed:\n{out.stderr[-3000:]}")
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res["proc_s"] = time.perf_counter() - t0
+    return res
 
 
 def apptest_part(args, log: Path, refs: list) -> None:

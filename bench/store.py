@@ -1,18 +1,22 @@
 """Benchmark of chatcore.store / chatcore.log.follow against DuckDB, polars and plain pandas.
 
-    python bench/store.py [--turns 1000000] [--shapes v1,seed,mixed] [--out DIR] [--repeat 3]
-                          [--skip-pandas] [--list-only]
+    python bench/store.py [--turns 1000000] [--shapes v1,seed,seed-no-history,mixed] [--out DIR] [--repeat 3]
+                          [--skip-pandas] [--skip-polars] [--skip-import] [--list-only]
 
 Generates (or reuses) realistic logs in DIR (default /tmp/chatcore-bench), one per log
 shape: ``v1`` (what the Space writes), ``seed`` (the seed Space's shape: ``timestamp``
 without a zone, the reply as a list of lines, the chat ``history`` before the message, which
-grows with the conversation) and ``mixed`` (each line one or the other).
+grows with the conversation), ``seed-no-history`` (the same without the history) and
+``mixed`` (each line v1 or seed).
 
 First, per shape, the CLI conversation list (``python -m chatcore conversations --format
 json``, a fresh process each time; wall time and the process's peak RSS), cold (no cache)
 and warm (cache present), beside references measured in the same run on the same file:
 DuckDB ``read_json`` + GROUP BY conversation_id, polars ``read_ndjson`` + group_by (if
-installed) and naive ``pandas.read_json(lines=True)`` + groupby.
+installed) and naive ``pandas.read_json(lines=True)`` + groupby, with the goals (cold <= 1.5x
+DuckDB, warm <= 0.2x; the seed's shape without history >= 10x faster than pandas cold). For
+``seed`` and ``mixed`` also ``python -m chatcore import`` once, and the cold list of the
+imported log.
 
 Then (v1 only, unless --list-only), each cold figure in a fresh subprocess:
 
@@ -71,7 +75,8 @@ def generate(path: Path, turns: int, seed: int = 7, start: datetime | None = Non
              shape: str = "v1") -> None:
     """A log of ``turns`` turns. ``shape``: ``v1`` (what the Space writes), ``seed`` (what the
     seed's Space wrote: ``timestamp`` without a zone, ``response`` as a list of lines, the chat
-    ``history`` before the message, ``json.dumps(..., ensure_ascii=False)`` spacing)
+    ``history`` before the message, ``json.dumps(..., ensure_ascii=False)`` spacing),
+    ``seed-no-history`` (the same without ``history``: what the seed's shape costs on its own)
     or ``mixed`` (each line one or the other at random)."""
     import orjson
 
@@ -121,11 +126,13 @@ def generate(path: Path, turns: int, seed: int = 7, start: datetime | None = Non
             }
             lines = _lines(rec["response"])
             past = history.setdefault(i, []) if shape != "v1" else None
-            if shape == "seed" or (shape == "mixed" and rng.random() < 0.5):
+            if shape in ("seed", "seed-no-history") or (shape == "mixed" and rng.random() < 0.5):
                 # as the seed's log_turn: datetime.utcnow().isoformat() (no zone), the Gradio
                 # history so far, json.dumps(record, ensure_ascii=False)
                 old = {"timestamp": ts.replace(tzinfo=None).isoformat(), "conversation_id": rec["conversation_id"],
                        "user_text": rec["user_text"], "response": lines, "history": list(past)}
+                if shape == "seed-no-history":
+                    del old["history"]
                 buf.append(json.dumps(old, ensure_ascii=False).encode() + b"\n")
             else:
                 buf.append(orjson.dumps(rec) + b"\n")
@@ -339,7 +346,8 @@ def job_duckdb_list(path: str, shape: str) -> dict:
     import duckdb
 
     # (in a mixed log DuckDB may type one key TIMESTAMP and the other VARCHAR: both as text)
-    ts = {"v1": "ts", "seed": "timestamp"}.get(shape, "coalesce(ts::VARCHAR, timestamp::VARCHAR)")
+    ts = {"v1": "ts", "seed": "timestamp", "seed-no-history": "timestamp"}.get(
+        shape, "coalesce(ts::VARCHAR, timestamp::VARCHAR)")
     src = f"read_json('{path}', format='newline_delimited')"
     if shape == "mixed":  # both keys exist somewhere: let DuckDB see the union of the fields
         src = f"read_json('{path}', format='newline_delimited', union_by_name=true)"
@@ -450,6 +458,38 @@ def list_figures(log: Path, shape: str, repeat: int, skip_pandas: bool, skip_pol
     return res
 
 
+def run_import(log: Path, out: Path) -> dict:
+    """``python -m chatcore import LOG --out OUT`` in a fresh process: wall time and peak RSS."""
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "chatcore", "import", str(log), "--out", str(out)], cwd=str(ROOT),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise SystemExit(f"import failed on {log}")
+    return {"s": time.perf_counter() - t0, "rss_mb": usage.ru_maxrss / 1024,
+            "bytes": sum(p.stat().st_size for p in out.glob("*.jsonl"))}
+
+
+def import_figures(log: Path, repeat: int) -> dict:
+    """Importing a seed-shaped log once, then the cold list of the imported log."""
+    out = log.parent.parent / f"{log.parent.name}-imported"
+    runs = [run_import(log, out) for _ in range(repeat)]
+    res = {"import": _median(runs, "s")}
+    colds = []
+    for _ in range(repeat):
+        shutil.rmtree(out / ".chatcore-cache", ignore_errors=True)
+        colds.append(run_cli_list(out))
+    res["cold_after"] = _median(colds, "s")
+    shutil.rmtree(out, ignore_errors=True)
+    return res
+
+
+#: Goals of the CLI list (same-run ratios): cold and warm against DuckDB, and the seed's shape
+#: without its history against naive pandas.
+LIST_GOALS = {"cold_x_duckdb": 1.5, "warm_x_duckdb": 0.2, "seed_x_pandas": 10.0}
+
+
 def print_list_figures(turns: int, shape: str, log: Path, r: dict) -> None:
     ddb = r["duckdb"]["s"]
     print(f"\nconversation list, {turns:,} turns, {shape} shape ({log.stat().st_size / 1e6:,.0f} MB): "
@@ -463,9 +503,20 @@ def print_list_figures(turns: int, shape: str, log: Path, r: dict) -> None:
             continue
         best = f"  (best {fig['best_s']:.2f} s)" if "best_s" in fig else ""
         print(f"  {label:34s} {fig['s']:8.2f} {fig['rss_mb']:12.0f} {fig['s'] / ddb:9.2f}{best}")
+    cold_x, warm_x = r["cold"]["s"] / ddb, r["warm"]["s"] / ddb
+    print(f"  goals: cold {cold_x:.2f}x DuckDB <= {LIST_GOALS['cold_x_duckdb']}x {_mark(cold_x <= LIST_GOALS['cold_x_duckdb'])}; "
+          f"warm {warm_x:.2f}x <= {LIST_GOALS['warm_x_duckdb']}x {_mark(warm_x <= LIST_GOALS['warm_x_duckdb'])}")
     if r["pandas"]:
-        print(f"  ours cold vs pandas: {r['pandas']['s'] / r['cold']['s']:.1f}x faster")
+        faster = r["pandas"]["s"] / r["cold"]["s"]
+        goal = (f"  >= {LIST_GOALS['seed_x_pandas']}x {_mark(faster >= LIST_GOALS['seed_x_pandas'])}"
+                if shape == "seed-no-history" else "")
+        print(f"  ours cold vs pandas: {faster:.1f}x faster{goal}")
     print(f"  groups: ours {r['cold']['groups']:,}, DuckDB {r['duckdb']['groups']:,}")
+    if "import" in r:
+        im, after = r["import"], r["cold_after"]
+        print(f"  import once (python -m chatcore import): {im['s']:.2f} s, peak RSS {im['rss_mb']:.0f} MB, "
+              f"{log.stat().st_size / 1e6:,.0f} MB -> {im['bytes'] / 1e6:,.0f} MB; then the cold list of the "
+              f"imported log {after['s']:.2f} s ({after['s'] / ddb:.2f}x DuckDB on the original)")
 
 
 def _run(job: str, *args) -> dict:
@@ -492,10 +543,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--turns", type=int, default=1_000_000)
     ap.add_argument("--out", default="/tmp/chatcore-bench")
-    ap.add_argument("--shapes", default="v1,seed,mixed", help="log shapes for the conversation list")
+    ap.add_argument("--shapes", default="v1,seed,mixed",
+                    help="log shapes for the conversation list (v1, seed, seed-no-history, mixed)")
     ap.add_argument("--list-only", action="store_true", help="only the conversation list figures")
     ap.add_argument("--skip-polars", action="store_true", help="skip polars (it needs the whole log in memory)")
     ap.add_argument("--skip-pandas", action="store_true", help="skip the slow pandas baseline")
+    ap.add_argument("--skip-import", action="store_true", help="skip importing the seed-shaped and mixed logs")
     ap.add_argument("--repeat", type=int, default=3, help="runs of the cold and warm measures (median judged)")
     ap.add_argument("--job", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -517,8 +570,10 @@ def main() -> None:
             print(f"generating {args.turns:,} turns ({shape}) -> {shaped} ...", file=sys.stderr)
             generate(shaped, args.turns, shape=shape)
             print(f"  done in {time.perf_counter() - t:.1f}s", file=sys.stderr)
-        print_list_figures(args.turns, shape, shaped, list_figures(shaped, shape, args.repeat, args.skip_pandas,
-                                                                      args.skip_polars))
+        figures = list_figures(shaped, shape, args.repeat, args.skip_pandas, args.skip_polars)
+        if shape in ("seed", "mixed") and not args.skip_import:
+            figures.update(import_figures(shaped, args.repeat))
+        print_list_figures(args.turns, shape, shaped, figures)
         if shape == "v1":  # appending to a copy (the log stays reusable)
             copy = out / f"append-{args.turns}" / "chat_logs.jsonl"
             copy.parent.mkdir(exist_ok=True)

@@ -474,6 +474,9 @@ def assert_questions_match(q, path: Path) -> None:
     rows, _, _ = reference(path)
     want = reference_list(rows)
     assert questions_list(q) == want
+    assert q.sources() == sorted({r["source"] for r in rows})
+    totals = q.overview(T0, T0)
+    assert (totals["turns_total"], totals["conversations_total"]) == (len(rows), len(want))
     # the CLI's list (persisted whole-log summary, merged after appends)
     got = {r["conversation_id"]: (r["turns"], r["first_ts"], r["last_ts"], r["first_user_text"])
            for r in q.summary().to_pylist()}
@@ -1323,3 +1326,44 @@ def test_the_import_command_converts_once_and_never_overwrites(tmp_path):
 
     missing = cli(tmp_path / "nowhere.jsonl")
     assert missing.returncode == 2 and "no log at" in missing.stderr
+
+
+# --------------------------------------------------------------------------- the whole log's groups on disk
+
+
+def test_a_fresh_process_reads_the_whole_logs_groups_instead_of_grouping_every_turn(tmp_path, monkeypatch):
+    """The dashboard's all-time list (and the totals and sources) of a log whose cache is on disk:
+    a new Questions reads the saved groups; after appends it groups only the new rows; after a
+    rewrite it groups everything again. Every answer equals the plain one."""
+    from chatcore.store.questions import Filters, Questions
+
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"".join(good_line(i) if i % 4 else seed_line(i) for i in range(3000)))
+    first = Questions(LogStore(log))
+    assert_questions_match(first, log)
+    first.store.wait_cache()
+
+    grouped = []
+    original = Questions._grouped
+
+    def counting(self, f, source="turns_narrow"):
+        grouped.append((f, source))
+        return original(self, f, source)
+
+    monkeypatch.setattr(Questions, "_grouped", counting)
+    fresh = Questions(LogStore(log))
+    assert_questions_match(fresh, log)
+    assert [g for g in grouped if g[0] == Filters()] == []  # read from disk, not grouped
+
+    with open(log, "ab") as f:
+        f.write(b"".join(good_line(i, conv=f"new{i % 3}") for i in range(3000, 3100)))
+    grouped.clear()
+    after = Questions(LogStore(log))
+    assert_questions_match(after, log)
+    assert [g for g in grouped if g[0] == Filters()] == [(Filters(), "turns_tail")]  # only the new rows
+
+    log.write_bytes(b"".join(good_line(i, conv=f"other{i % 5}") for i in range(500)))  # rewritten
+    grouped.clear()
+    rewritten = Questions(LogStore(log))
+    assert_questions_match(rewritten, log)
+    assert [g for g in grouped if g[0] == Filters()] == [(Filters(), "turns_narrow")]

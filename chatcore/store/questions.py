@@ -73,7 +73,13 @@ def _time_row_key(ts: str, row: str) -> str:
 _SUMMARY_VERSION = 2
 
 
-def _read_summary(path) -> tuple[pa.Table, list] | None:
+#: Columns of the CLI's saved whole-log list.
+SUMMARY_NAMES = ["conversation_id", "turns", "first_ts", "last_ts", "first_row", "first_user_text"]
+#: Columns of the dashboard's saved whole-log groups (see Questions._grouped).
+GROUP_NAMES = ["conversation_id", "turns", "first_ts", "last_ts", "errors", "first_row", "source", "first_user_text"]
+
+
+def _read_summary(path, names: list[str] = SUMMARY_NAMES) -> tuple[pa.Table, list] | None:
     """A saved whole-log list and the store state it was made from (None if absent or broken)."""
     import json
 
@@ -83,7 +89,6 @@ def _read_summary(path) -> tuple[pa.Table, list] | None:
         with pa.memory_map(str(path), "r") as src:
             table = ipc.open_file(src).read_all()
         state = json.loads(table.schema.metadata[b"state"])
-        names = ["conversation_id", "turns", "first_ts", "last_ts", "first_row", "first_user_text"]
         if table.column_names != names:
             return None
         return table.replace_schema_metadata(None), state
@@ -217,6 +222,7 @@ class Questions:
         self._ratings_key: Any = None
         self.columns = tuple(store.columns)
         self._ratings_table = None
+        self._groups_saved_at = float("-inf")
 
     @property
     def _con(self):
@@ -344,9 +350,13 @@ class Questions:
         only the new rows are grouped and merged in (a live log does not regroup a million
         turns on every refresh)."""
         key = (f.since, f.until, f.sources)
+        whole = key == (None, None, ())
         state = self.store.state()
         hit = self._groups.get(key)
+        if hit is None and whole:
+            hit = self._saved_groups()
         if hit is not None and hit[0] == state:
+            self._groups[key] = hit
             self._groups.move_to_end(key)
             return hit[1]
         base = _appended_rows(hit[0], state) if hit is not None else None
@@ -373,7 +383,53 @@ class Questions:
         self._groups[key] = (state, table)
         while len(self._groups) > LIST_CACHE:
             self._groups.popitem(last=False)
+        if whole:
+            self._save_groups(state, table, merged=base is not None)
         return table
+
+    # The whole log's groups are kept on disk beside the segments with the store state they were
+    # made from: a fresh process (a restarted dashboard) reads them instead of grouping every turn,
+    # and a log that only grew at its end has just its new rows grouped and merged in.
+    #: A live log's groups are saved again at most this often (seconds) when only merged.
+    GROUPS_SAVE_EVERY = 300.0
+
+    def _groups_path(self):
+        path = self._summary_path()
+        return None if path is None else path.with_name(f"{path.stem}.groups.arrow")
+
+    def _saved_groups(self) -> tuple[list, pa.Table] | None:
+        path = self._groups_path()
+        saved = _read_summary(path, GROUP_NAMES) if path is not None else None
+        if saved is None:
+            return None
+        table, state = saved
+        return state, table
+
+    def _save_groups(self, state: list, table: pa.Table, merged: bool) -> None:
+        import json
+        import time
+
+        path = self._groups_path()
+        now = time.monotonic()
+        if path is None or (merged and now - self._groups_saved_at < self.GROUPS_SAVE_EVERY):
+            return
+        try:
+            _write_summary(path, table, json.dumps(state))
+            self._groups_saved_at = now
+        except OSError:
+            pass  # a cache that cannot be written is only slower
+
+    def _whole_groups(self) -> pa.Table | None:
+        """The whole log's groups when they are at hand for the current rows (kept in memory or
+        saved on disk), else None: never computed here."""
+        state = self.store.state()
+        hit = self._groups.get((None, None, ()))
+        if hit is None or hit[0] != state:
+            hit = self._saved_groups()
+            if hit is None or hit[0] != state:
+                return None
+            self._groups[(None, None, ())] = hit
+        return hit[1]
 
     def _search_ids(self, needle: str, f: Filters) -> pa.Table:
         """Conversations with a turn in the date range and sources whose question or reply
@@ -663,9 +719,10 @@ class Questions:
             self._ensure()
             totals = self._totals
             if totals is None or totals[0] != self._version:
-                n, convs = self._con.execute(
-                    "SELECT count(*), count(DISTINCT conversation_id) FROM turns_narrow").fetchone()
-                totals = self._totals = (self._version, int(n), int(convs))
+                groups = self._whole_groups()  # one row per conversation, when at hand
+                convs = (groups.num_rows if groups is not None
+                         else pc.count_distinct(self._table.column("conversation_id")).as_py())
+                totals = self._totals = (self._version, self._table.num_rows, int(convs))
             has = set(self.columns)
             lat = ("quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.95)" if "latency_ms" in has
                    else "NULL, NULL")
@@ -846,9 +903,9 @@ class Questions:
             if self._sources is None:
                 if "source" not in self.columns:
                     return []
-                rows = self._con.execute("SELECT DISTINCT source FROM turns_narrow WHERE source IS NOT NULL "
-                                         "ORDER BY source").fetchall()
-                self._sources = [r[0] for r in rows]
+                # Arrow's hash kernel over the one column (no engine start, no scan of the others)
+                values = pc.unique(self._table.column("source")).drop_null()
+                self._sources = sorted(values.to_pylist())
             return list(self._sources)
 
     def close(self) -> None:
