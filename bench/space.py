@@ -172,7 +172,7 @@ class _NullWriter:
 def bench_logging_cost(turns: int, tmp: Path) -> dict:
     from chatcore.llm.responders import make_echo
     from chatcore.config import Settings
-    from chatcore.space.app import ChatService
+    from chatcore.space.chat import ChatService
 
     settings = Settings.from_env(log_path=tmp / "inproc.jsonl")
     results = {}

@@ -4,7 +4,7 @@ Everything is a line of the log (schema v2 events, see :mod:`chatcore.log.record
 state of each conversation (``bot``, ``waiting`` for a person, ``staff`` held by someone)
 is derived from those lines only. So it survives a restart of the Space and is the same
 on every replica that shares the log folder: each Space follows the folder's shards
-(:meth:`chatcore.space.app.Conversations.follow`) and applies the events it finds.
+(:meth:`chatcore.space.memory.ConversationMemory.follow`) and applies the events it finds.
 
 Routes (on the Space's FastAPI app):
 
