@@ -424,12 +424,12 @@ class Questions:
         saved on disk), else None: never computed here."""
         state = self.store.state()
         hit = self._groups.get((None, None, ()))
-        if hit is None or hit[0] != state:
+        if hit is None:  # (groups kept in memory are never older than the saved ones)
             hit = self._saved_groups()
             if hit is None or hit[0] != state:
                 return None
             self._groups[(None, None, ())] = hit
-        return hit[1]
+        return hit[1] if hit[0] == state else None
 
     def _search_ids(self, needle: str, f: Filters) -> pa.Table:
         """Conversations with a turn in the date range and sources whose question or reply
