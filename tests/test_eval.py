@@ -240,9 +240,11 @@ def test_suite_from_thumbs_down_conversations(world):
     r = cli("suite", "add", "empty", "--rated", "down", "--until", "2020-01-01", "--log", log)
     assert r.returncode == 0 and "0 conversation(s)" in r.stdout
 
-    # pick by hand, an unknown id is named and skipped
+    # pick by hand: an unknown id is a usage error (the one id resolver) and nothing is added
     r = cli("suite", "pick", "thumbs-down", "c-thanks", "no-such-id", "--log", log)
-    assert r.returncode == 0 and "no-such-id" in r.stderr
+    assert r.returncode == 2 and "no-such-id" in r.stderr
+    r = cli("suite", "pick", "thumbs-down", "c-thanks", "--log", log)
+    assert r.returncode == 0, r.stderr
     assert "c-thanks" in get_suite(log, "thumbs-down").conversations
 
     # remove a conversation (append-only: the file only grows)
