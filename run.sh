@@ -27,7 +27,7 @@ setup_python() {
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q --require-hashes -r requirements.lock
     # the project itself, for the `chatcore` command (its dependencies are in the lock)
-    "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
+    "$VENV/bin/python" -m pip install -q --no-deps -e .
     echo "$want" > "$stamp"
   fi
 }
