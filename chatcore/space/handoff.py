@@ -77,6 +77,21 @@ def _env_float(name: str, default: float) -> float:
     return value
 
 
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"{name} must be on or off (1/0, true/false), got {raw!r}")
+
+
+#: A staff client's id for one message it sends (the same id sent twice is one message).
+REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}\Z")
+
+
 @dataclass(frozen=True)
 class HandoffConfig:
     #: Seconds a request for a person may wait before the fallback (CHAT_HANDOFF_TIMEOUT).
@@ -89,6 +104,11 @@ class HandoffConfig:
     fallback: str = DEFAULT_FALLBACK
     #: The name visitors see for any staff member; empty: the staff member's own (CHAT_STAFF_DISPLAY_NAME).
     display_name: str = ""
+    #: Does the bot answer while a visitor waits for a person (CHAT_HANDOFF_BOT_WHILE_WAITING)?
+    #: ``True`` (the default): the visitor is never left without an answer, and the request stays
+    #: open until someone takes it or it times out. ``False``: the visitor's messages wait for the
+    #: person (logged as ``visitor_message``), the bot is silent.
+    bot_while_waiting: bool = True
 
     @classmethod
     def from_env(cls) -> "HandoffConfig":
@@ -100,6 +120,7 @@ class HandoffConfig:
             notice=os.environ.get("CHAT_HANDOFF_NOTICE", "").strip() or DEFAULT_NOTICE,
             fallback=os.environ.get("CHAT_HANDOFF_FALLBACK", "").strip() or DEFAULT_FALLBACK,
             display_name=os.environ.get("CHAT_STAFF_DISPLAY_NAME", "").strip(),
+            bot_while_waiting=_env_bool("CHAT_HANDOFF_BOT_WHILE_WAITING", True),
         )
 
     def asks_for_person(self, text: str) -> bool:
@@ -173,9 +194,11 @@ class Handoff:
                 effective = (st.status, st.staff) != before
             if not effective:
                 return
+            request_id = obj.get("request_id") if isinstance(obj.get("request_id"), str) else None
             st.events.append({"id": str(obj.get("id") or ""), "kind": kind, "text": text, "staff": staff,
                               "ts": obj.get("ts"), "at_turn": at_turn, "status": st.status,
-                              "via": obj.get("via") if obj.get("via") in ("chat", "button") else None})
+                              "via": obj.get("via") if obj.get("via") in ("chat", "button") else None,
+                              "request_id": request_id})
             if len(st.events) > MAX_EVENTS:
                 del st.events[: len(st.events) - MAX_EVENTS]
             self.version += 1
@@ -201,8 +224,13 @@ class Handoff:
             if e["kind"] == "handoff_requested":
                 text = self.config.notice if e["staff"] is None else text
             shown = self.config.display_name or e["staff"]
-            out.append({"id": e["id"], "kind": e["kind"], "text": text, "via": e["via"],
-                        "staff": shown if e["staff"] else None, "ts": e["ts"], "status": e["status"]})
+            item = {"id": e["id"], "kind": e["kind"], "text": text, "via": e["via"],
+                    "staff": shown if e["staff"] else None, "ts": e["ts"], "status": e["status"]}
+            if e["kind"] == "handoff_requested":
+                item["bot_answers"] = self.config.bot_while_waiting
+                if e["via"] == "chat":
+                    item["turn"] = e["at_turn"] - 1  # the turn whose reply was the notice (not rated)
+            out.append(item)
         return out
 
     def weave(self, cid: str, pairs: list[tuple[int, str, str]], turn: int) -> list[dict]:
@@ -247,12 +275,12 @@ class Handoff:
         return ok
 
     def intercept(self, cid: str, text: str, source: str) -> tuple[str | None, str | None]:
-        """Before a turn: ``("held", None)`` when staff hold ``cid`` (the message is logged as a
-        ``visitor_message``), ``("notice", text)`` when the message asks for a person, else
-        ``(None, None)``."""
+        """Before a turn: ``("held", None)`` when staff hold ``cid``, or it waits for a person and
+        the bot is not to answer meanwhile (the message is logged as a ``visitor_message``),
+        ``("notice", text)`` when the message asks for a person, else ``(None, None)``."""
         self.conversations.follow()
         st = self.state(cid)
-        if st.status == "staff":
+        if st.status == "staff" or (st.status == "waiting" and not self.config.bot_while_waiting):
             self._write(cid, "visitor_message", text=text)
             return "held", None
         if st.status == "bot" and source.lower() not in records.STAFF_SOURCES \
@@ -279,13 +307,18 @@ class Handoff:
             st = self.state(cid)
             return st.status == "staff" and st.staff == staff, st
 
-    def say(self, cid: str, staff: str, text: str) -> tuple[bool, ConversationState]:
+    def say(self, cid: str, staff: str, text: str, request_id: str | None = None) -> tuple[bool, ConversationState]:
+        """A staff message. ``request_id`` (the sender's id for this message) makes a resend
+        harmless: a message with an id already logged for ``cid`` is not written again."""
         with self._act:
             self.conversations.follow()
             st = self.state(cid)
             if st.status != "staff" or st.staff != staff:
                 return False, st
-            self._write(cid, "staff_message", staff=staff, text=text)
+            if request_id is not None and any(e.get("request_id") == request_id for e in st.events):
+                return True, st
+            extra = {"request_id": request_id} if request_id is not None else {}
+            self._write(cid, "staff_message", staff=staff, text=text, **extra)
             return True, self.state(cid)
 
     def handback(self, cid: str, staff: str) -> tuple[bool, ConversationState]:
@@ -397,8 +430,11 @@ def register(app, settings, service) -> Handoff:
         try:
             data = await body_of(request)
             staff = check_staff_name(data.get("staff"))
-            text = None
+            text = request_id = None
             if action == "say":
+                request_id = data.get("request_id")
+                if request_id is not None and not (isinstance(request_id, str) and REQUEST_ID.fullmatch(request_id)):
+                    raise ValueError("request_id must be 8-64 letters, digits, - or _")
                 text = data.get("text")
                 if not isinstance(text, str) or not text.strip():
                     raise ValueError("text must be a non-empty string")
@@ -411,7 +447,7 @@ def register(app, settings, service) -> Handoff:
         if action == "take":
             ok, st = await asyncio.to_thread(handoff.take, cid, staff)
         elif action == "say":
-            ok, st = await asyncio.to_thread(handoff.say, cid, staff, text)
+            ok, st = await asyncio.to_thread(handoff.say, cid, staff, text, request_id)
         else:
             ok, st = await asyncio.to_thread(handoff.handback, cid, staff)
         if not ok:

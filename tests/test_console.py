@@ -1,0 +1,164 @@
+"""The staff console behind the Live page, without a browser: a resent staff message is one
+message, exports keep every line of a handed-off conversation in log order, what the bot
+does while a visitor waits, and what the inbox shows (the visitor's last words, idle times).
+
+Real Spaces on 127.0.0.1 (subprocesses) and the real CLI; the browser flows are in
+test_console_e2e.py.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import time
+
+import httpx
+from gradio_client import Client
+
+from conftest import PYTHON, ROOT, SpaceProcess
+
+NOTICE = "Someone from the team will join you."
+ENV = {"CHAT_HANDOFF_NOTICE": NOTICE}
+
+
+def chat(sp: SpaceProcess, cid: str, text: str, client: Client | None = None) -> str:
+    client = client or Client(sp.url, verbose=False)
+    return client.predict(message={"text": text, "files": []}, conversation_id=cid, source="widget",
+                          api_name="/chat")
+
+
+def staff(sp: SpaceProcess, route: str, **body) -> httpx.Response:
+    return httpx.post(f"{sp.url}/handoff/{route}", json=body, headers={"X-Chat-Operator-Token": sp.token()},
+                      timeout=10)
+
+
+def log_kinds(sp: SpaceProcess, cid: str) -> list[str]:
+    """The conversation's lines in the order they are in the log file."""
+    return [r.get("kind", "turn") for r in sp.records() if r["conversation_id"] == cid]
+
+
+def export(sp: SpaceProcess, cid: str, fmt: str) -> str:
+    out = subprocess.run([PYTHON, "-m", "chatcore", "export", "--conversation", cid, "--log", str(sp.log_path),
+                          "--format", fmt], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+# ------------------------------------------------------------------ one message, once
+
+
+def test_a_staff_message_sent_twice_with_its_id_is_logged_once(space_factory):
+    """The duplicate seen in use: the same message posted twice 145 ms apart (a rerun that
+    replayed the composer's value) was logged, and shown to the visitor, twice."""
+    sp = space_factory(env=ENV)
+    cid = "conv-once"
+    chat(sp, cid, "hello")
+    assert staff(sp, "take", conversation_id=cid, staff="Kim").status_code == 200
+    body = {"conversation_id": cid, "staff": "Kim", "text": "Hi, Kim here.", "request_id": "req-1234abcd"}
+    first = staff(sp, "say", **body)
+    time.sleep(0.145)
+    second = staff(sp, "say", **body)
+    assert (first.status_code, second.status_code) == (200, 200)  # a resend is not an error
+    said = [r for r in sp.records() if r.get("kind") == "staff_message"]
+    assert [r["text"] for r in said] == ["Hi, Kim here."]
+    events = httpx.get(f"{sp.url}/handoff/poll", params={"conversation_id": cid}).json()["events"]
+    assert [e["kind"] for e in events] == ["handoff_taken", "staff_message"]
+    # A new id is a new message, even with the same words.
+    assert staff(sp, "say", **{**body, "request_id": "req-5678efgh"}).status_code == 200
+    assert [r.get("kind") for r in sp.records()].count("staff_message") == 2
+    # The id is checked like any other field a caller sends.
+    for bad in ("x", "a b c d e f g h", "../../etc/passwd", 12345678, "é" * 10):
+        res = staff(sp, "say", **{**body, "request_id": bad})
+        assert res.status_code == 400, bad
+    assert [r.get("kind") for r in sp.records()].count("staff_message") == 2
+
+
+# ----------------------------------------------------------------------------- exports
+
+
+def test_exports_of_a_handed_off_conversation_follow_the_log(space_factory):
+    sp = space_factory(env=ENV)
+    cid = "conv-export-order"
+    client = Client(sp.url, verbose=False)
+    chat(sp, cid, "hello", client)
+    assert chat(sp, cid, "can I talk to a person?", client) == NOTICE
+    assert staff(sp, "take", conversation_id=cid, staff="Kim").status_code == 200
+    assert staff(sp, "say", conversation_id=cid, staff="Kim", text="=HYPERLINK(\"x\") Kim here").status_code == 200
+    assert chat(sp, cid, "my parcel is late", client) == ""
+    assert staff(sp, "say", conversation_id=cid, staff="Kim", text="It ships today.").status_code == 200
+    assert staff(sp, "handback", conversation_id=cid, staff="Kim").status_code == 200
+    chat(sp, cid, "thanks", client)
+    order = log_kinds(sp, cid)
+    assert order == ["turn", "turn", "handoff_requested", "handoff_taken", "staff_message", "visitor_message",
+                     "staff_message", "handoff_returned", "turn"]
+    texts = {"staff_message": ["=HYPERLINK(\"x\") Kim here", "It ships today."],
+             "visitor_message": ["my parcel is late"]}
+
+    rows = list(csv.DictReader(io.StringIO(export(sp, cid, "csv"))))
+    assert [r["kind"] for r in rows] == order
+    assert [r["text"] for r in rows if r["kind"] == "staff_message"] == \
+        ["'" + texts["staff_message"][0], texts["staff_message"][1]]  # no formula from a staff message either
+    assert [r["text"] for r in rows if r["kind"] == "visitor_message"] == texts["visitor_message"]
+    assert [r["user_text"] for r in rows if r["kind"] == "turn"] == ["hello", "can I talk to a person?", "thanks"]
+    assert {r["staff"] for r in rows if r["kind"] in ("handoff_taken", "staff_message", "handoff_returned")} == {"Kim"}
+
+    lines = [json.loads(x) for x in export(sp, cid, "jsonl").splitlines()]
+    assert [x["kind"] for x in lines] == order
+    assert [x["text"] for x in lines if x["kind"] == "staff_message"] == texts["staff_message"]
+    assert [x["turn"] for x in lines if x["kind"] == "turn"] == [0, 1, 2]
+
+    md = export(sp, cid, "md")
+    marks = {"turn": "## Turn", "handoff_requested": "> the visitor asked for a person",
+             "handoff_taken": "> Kim took over", "staff_message": "**Staff (Kim):**",
+             "visitor_message": "**User (to staff):**", "handoff_returned": "> Kim handed back"}
+    found = sorted((md.index(marks[k], start), k) for k, start in _starts(md, marks))
+    assert [k for _, k in found] == order
+
+
+def _starts(md: str, marks: dict) -> list[tuple[str, int]]:
+    """Every place of every mark in ``md``: (kind, position)."""
+    out = []
+    for kind, mark in marks.items():
+        at = md.find(mark)
+        while at != -1:
+            out.append((kind, at))
+            at = md.find(mark, at + 1)
+    return out
+
+
+# -------------------------------------------------------------- while a visitor waits
+
+
+def test_the_bot_answers_while_a_visitor_waits_by_default(space_factory):
+    sp = space_factory(env=ENV)
+    cid = "conv-wait-bot"
+    assert httpx.post(f"{sp.url}/handoff/request", json={"conversation_id": cid}).status_code == 200
+    assert chat(sp, cid, "are you there?") == "You said: are you there?"
+    events = httpx.get(f"{sp.url}/handoff/poll", params={"conversation_id": cid}).json()
+    assert events["status"] == "waiting"  # still waiting for the person
+    assert events["events"][0]["bot_answers"] is True  # what the widget tells the visitor
+
+
+def test_the_bot_can_be_told_to_wait_with_the_visitor(space_factory):
+    sp = space_factory(env={**ENV, "CHAT_HANDOFF_BOT_WHILE_WAITING": "off"})
+    cid = "conv-wait-quiet"
+    client = Client(sp.url, verbose=False)
+    chat(sp, cid, "hello", client)
+    assert chat(sp, cid, "talk to a person please", client) == NOTICE
+    assert chat(sp, cid, "it is about my order 1234", client) == ""  # no bot answer: it waits for the person
+    assert log_kinds(sp, cid) == ["turn", "turn", "handoff_requested", "visitor_message"]
+    events = httpx.get(f"{sp.url}/handoff/poll", params={"conversation_id": cid}).json()["events"]
+    assert events[0]["bot_answers"] is False and events[0]["turn"] == 1  # the notice was turn 1's reply
+    assert staff(sp, "take", conversation_id=cid, staff="Kim").status_code == 200
+    assert staff(sp, "handback", conversation_id=cid, staff="Kim").status_code == 200
+    assert chat(sp, cid, "thanks", client).startswith("You said: thanks")  # back with the bot
+    bad = SpaceProcess(sp.log_path.parent / "bad" / "chat_logs.jsonl",
+                       env={"CHAT_HANDOFF_BOT_WHILE_WAITING": "sometimes"})
+    try:
+        bad.start()
+        raise AssertionError("a Space started with a setting it cannot read")
+    except RuntimeError as exc:
+        assert "CHAT_HANDOFF_BOT_WHILE_WAITING must be on or off" in str(exc)
+    finally:
+        bad.stop()
