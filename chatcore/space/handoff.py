@@ -566,6 +566,15 @@ class LiveConversation:
     messages: list[dict] = field(default_factory=list)  # {ts, role: visitor|bot|staff|event, who, text}
 
 
+#: Sources of turns that no visitor wrote: replays of logged conversations, simulated visitors.
+TEST_SOURCES = frozenset({"replay", "simulated"})
+
+
+def is_test_traffic(conversation_id: str, source: str | None) -> bool:
+    """Is this conversation test traffic (a replay or a simulated visitor), not a real visitor?"""
+    return (source or "") in TEST_SOURCES or conversation_id.startswith("replay-")
+
+
 class LiveConversations:
     """Conversations active now, followed from the log folder (for the Live page).
 
@@ -637,7 +646,6 @@ class LiveConversations:
             text = text if isinstance(text, str) else ""
             if kind == "staff_message" and text:
                 self._add(conv, ts, "staff", str(staff or ""), text)
-                conv.last_message = text
             elif kind == "visitor_message" and text:
                 self._add(conv, ts, "visitor", "", text)
                 conv.last_message = text
@@ -658,7 +666,6 @@ class LiveConversations:
             conv.last_message = user
         if isinstance(reply, str) and reply:
             self._add(conv, ts, "bot", "", reply)
-            conv.last_message = reply
 
     def refresh(self) -> None:
         with self._lock:
@@ -673,9 +680,11 @@ class LiveConversations:
                 if obj.get("rating") in ("up", "down"):
                     self._ratings[(obj["conversation_id"], obj.get("turn"), obj.get("by"))] = obj["rating"]
 
-    def active(self, minutes: float = 15.0, now: float | None = None) -> list[dict]:
+    def active(self, minutes: float = 15.0, now: float | None = None, include_test: bool = True) -> list[dict]:
         """Conversations with activity in the last ``minutes``: waiting ones first (longest
-        wait first), then by latest activity."""
+        wait first), then by latest activity. ``last_message`` is what the visitor last said;
+        ``holder`` who has it (None: nobody); ``test`` marks replays and simulated visitors
+        (:func:`is_test_traffic`), left out unless ``include_test``."""
         self.refresh()
         now = time.time() if now is None else now
         downs: dict[str, int] = {}
@@ -686,6 +695,9 @@ class LiveConversations:
             rows = []
             for cid, conv in self._convs.items():
                 if now - conv.last_ts > minutes * 60:
+                    continue
+                test = is_test_traffic(cid, conv.source)
+                if test and not include_test:
                     continue
                 st = self._states.get(cid) or ConversationState()
                 status = st.status
@@ -701,6 +713,8 @@ class LiveConversations:
                     "turns": conv.turns,
                     "thumbs_down": downs.get(cid, 0),
                     "last_activity": conv.last_ts,
+                    "holder": st.staff if status == "staff" else None,
+                    "test": test,
                     "_waiting": status == "waiting",
                 })
         rows.sort(key=lambda r: (not r["_waiting"], -(r["waiting_s"] or 0), -r["last_activity"]))
