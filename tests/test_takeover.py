@@ -457,3 +457,32 @@ def test_widget_asks_for_a_person_and_sees_staff(space_factory, host, browser, p
         assert page.locator(f"{W} .msg.note", has_text="joined the chat").count() == 1
     finally:
         ctx.close()
+
+
+@pytest.mark.parametrize("bot_waits", [False, True], ids=["bot-answers", "bot-waits"])
+def test_widget_notice_is_not_rated_and_says_what_happens_meanwhile(space_factory, host, browser, bot_waits):
+    sp = space_factory(env={**ENV, "CHAT_HANDOFF_BOT_WHILE_WAITING": "off" if bot_waits else "on"})
+    ctx, page = _page(browser, host, sp, handoff="on")
+    try:
+        _send(page, "hello")
+        _send(page, "can I talk to a person?")
+        meanwhile = "your messages wait for them" if bot_waits else "you can keep chatting here"
+        page.locator(f"{W} .msg.note", has_text=meanwhile).wait_for()
+        replies = page.locator(REPLY)
+        assert replies.locator(".text").all_text_contents() == ["You said: hello", NOTICE]
+        assert replies.nth(0).locator(".thumb").count() == 2
+        assert replies.nth(1).locator(".thumb").count() == 0  # the notice is not the bot's answer
+        _send(page, "are you there?")
+        if bot_waits:
+            assert page.locator(REPLY).count() == 2  # no bot answer while waiting
+        else:
+            page.locator(REPLY).nth(2).locator(".thumb").first.wait_for()  # a real answer is rated
+        page.reload()  # the stored transcript keeps the notice unrated
+        page.locator(f"{W} .msg.assistant").first.wait_for(state="attached")
+        if not page.locator(f"{W} textarea").is_visible():
+            page.locator(f"{W} .launcher").click()
+        page.locator(REPLY).nth(1).wait_for()
+        assert page.locator(REPLY).nth(1).locator(".thumb").count() == 0
+        assert page.locator(REPLY).nth(0).locator(".thumb").count() == 2
+    finally:
+        ctx.close()
