@@ -107,18 +107,22 @@ def conversations_now() -> None:
     include_test = bool(ss.get("now_include_test"))
     rows = lc.active(LIVE_MINUTES, include_test=include_test)
     st.subheader(f"Conversations now · active in the last {LIVE_MINUTES:g} min", divider="gray")
-    t1, t2 = st.columns([1, 1], vertical_alignment="center")
-    t1.toggle("Include test traffic", key="now_include_test",
+    t1, t2, t3 = st.columns([1, 1.2, 1.6], vertical_alignment="center")
+    shown = t1.segmented_control("Show", ["all", "mine"], key="now_show", default="all",
+                                 help="mine: the conversations you hold") or "all"
+    t2.toggle("Include test traffic", key="now_include_test",
               help="Replays and simulated visitors; real visitors only when off")
     me = my_staff_name()
     if ss.get("dashboard_user") and ss.get("dashboard_user") != "staff":
-        t2.caption(f"You speak as **{escape_markdown(me)}**")
+        t3.caption(f"You speak as **{escape_markdown(me)}**")
     else:
         ss.setdefault("staff_name", os.environ.get("CHAT_STAFF_NAME", ""))
-        t2.text_input("Your staff name", key="staff_name", placeholder="shown to the visitor")
+        t3.text_input("Your staff name", key="staff_name", placeholder="shown to the visitor")
+    if shown == "mine":
+        rows = [r for r in rows if me and r["holder"] == me]
     current = ss.get("now_open")
     if not rows and not current:
-        st.caption("No conversation is active now.")
+        st.caption("You hold no conversation now." if shown == "mine" else "No conversation is active now.")
         return
     waiting = sum(1 for r in rows if r["status"] == "waiting for a person")
     if waiting:
@@ -155,6 +159,8 @@ def conversations_now() -> None:
         elif status.status == "waiting":
             waited = format_ago(now - status.requested_at) if status.requested_at else ""
             line = f"Waiting for a person{' · ' + waited if waited else ''}"
+            line += (" · the bot keeps answering until someone takes over" if lc.bot_while_waiting
+                     else " · the bot is silent: the visitor's messages wait for you")
         else:
             line = "With the bot"
         st.markdown(f"**{line}**")

@@ -162,3 +162,43 @@ def test_the_bot_can_be_told_to_wait_with_the_visitor(space_factory):
         assert "CHAT_HANDOFF_BOT_WHILE_WAITING must be on or off" in str(exc)
     finally:
         bad.stop()
+
+
+# ------------------------------------------------------------------------ the inbox
+
+
+def test_the_inbox_shows_real_visitors_their_last_words_and_waits_in_minutes(tmp_path, monkeypatch):
+    import uuid
+
+    from chatcore.dashboard.views import distinct_id, format_ago
+    from chatcore.log import records
+    from chatcore.space.handoff import LiveConversations
+
+    monkeypatch.setenv("CHAT_HANDOFF_BOT_WHILE_WAITING", "off")
+    log = tmp_path / "logs" / "chat_logs.jsonl"
+    log.parent.mkdir()
+    real, sim = str(uuid.uuid4()), str(uuid.uuid4())
+    replays = [f"replay-{uuid.uuid4()}" for _ in range(2)]
+    lines = [records.make_record(conversation_id=real, turn=0, user_text="where is my order?",
+                                 response="It left on Tuesday.", latency_ms=5, source="widget", backend="echo"),
+             records.make_event(conversation_id=real, kind="handoff_requested", at_turn=1, via="button"),
+             records.make_event(conversation_id=real, kind="visitor_message", at_turn=1, text="hello?"),
+             records.make_record(conversation_id=sim, turn=0, user_text="do you ship to Canada?",
+                                 response="Yes.", latency_ms=5, source="simulated", backend="echo")]
+    lines += [records.make_record(conversation_id=r, turn=0, user_text="replayed", response="again",
+                                  latency_ms=5, source="replay", backend="echo") for r in replays]
+    log.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    lc = LiveConversations(log)
+    assert lc.bot_while_waiting is False  # the Space's setting, read the same way
+    rows = lc.active(15)
+    assert [r["conversation_id"] for r in rows] == [real]  # real visitors only, by default
+    assert rows[0]["last_message"] == "hello?"  # the visitor's last words, not the bot's reply
+    assert rows[0]["status"] == "waiting for a person" and rows[0]["test"] is False
+    everyone = lc.active(15, include_test=True)
+    assert sorted(r["conversation_id"] for r in everyone) == sorted([real, sim, *replays])
+    assert {r["conversation_id"]: r["test"] for r in everyone} == {real: False, sim: True, **{r: True for r in replays}}
+    assert everyone[0]["conversation_id"] == real  # waiting ones on top
+    # Test ids read apart: not `replay-a…` twice.
+    assert len({distinct_id(r) for r in replays}) == 2
+    assert all(distinct_id(r).startswith("replay-") for r in replays)
+    assert [format_ago(s) for s in (None, 5, 636, 7300, 200000)] == ["", "5 s", "10 min", "2 h 01 min", "2 d"]

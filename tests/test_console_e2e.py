@@ -192,7 +192,7 @@ def test_take_over_talk_and_hand_back_without_opening_again(stack, browser):
     agent.wait_for_function(
         "() => [...document.querySelectorAll('button')].some(b => b.innerText.includes('Take over') && !b.disabled)",
         timeout=15_000)
-    assert composer(agent).count() == 0
+    composer(agent).wait_for(state="detached", timeout=15_000)  # gone once the run ends
     for text in ("hello", "Kim here", "my parcel is late"):  # the transcript stays on screen
         assert agent.locator('[data-testid="stChatMessage"]', has_text=text).count() >= 1, text
     visitor.locator(f"{W} .msg.note", has_text="left the chat").wait_for()

@@ -596,7 +596,10 @@ class LiveConversations:
         self._convs: dict[str, LiveConversation] = {}
         self._ratings: dict[tuple, str] = {}
         self._lock = threading.Lock()
-        self.timeout = timeout if timeout is not None else HandoffConfig.from_env().timeout
+        config = HandoffConfig.from_env()
+        self.timeout = timeout if timeout is not None else config.timeout
+        #: Whether the Space's bot answers a visitor who waits for a person (the same setting).
+        self.bot_while_waiting = config.bot_while_waiting
         self._states: dict[str, ConversationState] = {}
         self._feedback = Path(self.folder) / "annotations" / "feedback.jsonl"
 
@@ -680,7 +683,7 @@ class LiveConversations:
                 if obj.get("rating") in ("up", "down"):
                     self._ratings[(obj["conversation_id"], obj.get("turn"), obj.get("by"))] = obj["rating"]
 
-    def active(self, minutes: float = 15.0, now: float | None = None, include_test: bool = True) -> list[dict]:
+    def active(self, minutes: float = 15.0, now: float | None = None, include_test: bool = False) -> list[dict]:
         """Conversations with activity in the last ``minutes``: waiting ones first (longest
         wait first), then by latest activity. ``last_message`` is what the visitor last said;
         ``holder`` who has it (None: nobody); ``test`` marks replays and simulated visitors
