@@ -79,6 +79,58 @@ def send_staff_text() -> None:
         staff_act("say", cid, text=text, request_id=uuid.uuid4().hex)
 
 
+#: Played and shown in the browser (st.html runs it once, when it first appears): a short tone
+#: and a notification. Nothing from a visitor goes into it but a checked, shortened id.
+ALERT_JS = """<script>(function () {
+  var body = %s, tag = %s;
+  try {
+    var A = window.AudioContext || window.webkitAudioContext;
+    if (A) {
+      var ctx = new A(), o = ctx.createOscillator(), g = ctx.createGain();
+      o.type = "sine"; o.frequency.value = 880; g.gain.value = 0.15;
+      o.connect(g); g.connect(ctx.destination); o.start(); o.stop(ctx.currentTime + 0.3);
+    }
+  } catch (e) {}
+  try {
+    if ("Notification" in window) {
+      var show = function () { new Notification("A visitor asks for a person", {body: body, tag: tag}); };
+      if (Notification.permission === "granted") show();
+      else if (Notification.permission !== "denied") Notification.requestPermission().then(function (p) {
+        if (p === "granted") show();
+      });
+    }
+  } catch (e) {}
+})();</script>"""
+
+ASK_PERMISSION_JS = """<script>try { if ("Notification" in window && Notification.permission === "default")
+  Notification.requestPermission(); } catch (e) {}</script>"""
+
+
+def alert_new_requests(rows: list[dict]) -> None:
+    """With the alert switched on: a tone and a browser notification for each request for a
+    person that appeared since the last look (requests already waiting when it was switched
+    on are in the table, not announced)."""
+    import json
+    import re
+
+    waiting = {f"{r['conversation_id']}@{r['requested_at']}": r for r in rows if r.get("requested_at")}
+    if not ss.get("now_alert"):
+        ss.pop("now_alerted", None)
+        return
+    if "now_alerted" not in ss:
+        ss.now_alerted = set(waiting)
+        st.html(ASK_PERMISSION_JS, unsafe_allow_javascript=True)
+        return
+    new = [key for key in waiting if key not in ss.now_alerted]
+    if not new:
+        return
+    ss.now_alerted |= set(new)
+    ids = [re.sub(r"[^A-Za-z0-9_.@-]", "", distinct_id(waiting[k]["conversation_id"])) for k in new]
+    body = f"{len(new)} new: " + ", ".join(ids[:5]) if len(new) > 1 else f"Conversation {ids[0]}"
+    st.html(ALERT_JS % (json.dumps(body), json.dumps(re.sub(r"[^A-Za-z0-9_.@-]", "", new[-1])[:80])),
+            unsafe_allow_javascript=True)
+
+
 def show_transcript(lc, cid: str) -> None:
     for m in lc.transcript(cid):
         if m["role"] == "event":
@@ -112,6 +164,10 @@ def conversations_now() -> None:
                                  help="mine: the conversations you hold") or "all"
     t2.toggle("Include test traffic", key="now_include_test",
               help="Replays and simulated visitors; real visitors only when off")
+    t2.toggle("Sound and notification", key="now_alert",
+              help="A tone and a browser notification when a visitor asks for a person "
+                   "(your browser asks whether this page may show notifications)")
+    alert_new_requests(rows)
     me = my_staff_name()
     if ss.get("dashboard_user") and ss.get("dashboard_user") != "staff":
         t3.caption(f"You speak as **{escape_markdown(me)}**")

@@ -108,9 +108,11 @@ def visitor_says(page, text: str) -> None:
         " return !r.querySelector('.send').disabled && !r.querySelector('.msg.pending'); }")
 
 
-def agent_page(browser, stack, name: str):
+def agent_page(browser, stack, name: str, hooks: str | None = None):
     ctx = browser.new_context(viewport={"width": 1440, "height": 1100}, timezone_id="UTC")
     ctx.set_default_timeout(20_000)
+    if hooks:
+        ctx.add_init_script(hooks)
     page = ctx.new_page()
     page.goto(stack["url"] + "/live")
     page.get_by_text("Conversations now", exact=False).first.wait_for(timeout=60_000)
@@ -223,3 +225,43 @@ def test_a_second_agent_sees_who_has_it_and_cannot_take_it(stack, browser):
     assert composer(bob).count() == 0
     shot(bob, "console-second-agent")
     assert [r.get("kind", "turn") for r in lines_of(stack["log"], cid)] == ["turn", "handoff_taken"]
+
+
+#: Stand-ins for the browser's notifications and sound that record what the page asks for.
+HOOKS = """
+window.__alerts = []; window.__tones = 0;
+window.Notification = function (title, opts) { window.__alerts.push({title: title, body: opts && opts.body}); };
+window.Notification.permission = "granted";
+window.Notification.requestPermission = function () { return Promise.resolve("granted"); };
+(function () {
+  var Real = window.AudioContext;
+  if (!Real) return;
+  window.AudioContext = function () {
+    var ctx = new Real(), make = ctx.createOscillator.bind(ctx);
+    ctx.createOscillator = function () {
+      var o = make(), start = o.start.bind(o);
+      o.start = function () { window.__tones += 1; return start.apply(null, arguments); };
+      return o;
+    };
+    return ctx;
+  };
+})();
+"""
+
+
+def test_the_agent_hears_and_sees_a_request_for_a_person(stack, browser):
+    agent = agent_page(browser, stack, "Kim", hooks=HOOKS)
+    agent.get_by_text("Sound and notification").click()
+    agent.wait_for_timeout(1500)  # switched on: what waits already is in the table, not announced
+    visitor = visitor_page(browser, stack)
+    visitor_says(visitor, "hello")
+    cid = visitor.evaluate("window.ChatOperatorWidget.conversationId")
+    agent.wait_for_timeout(1500)
+    assert agent.evaluate("window.__alerts.length") == 0  # a conversation, but nobody asked for a person
+    visitor.locator(f"{W} .handoff").click()
+    agent.wait_for_function("() => window.__alerts.length > 0", timeout=20_000)
+    alerts = agent.evaluate("window.__alerts")
+    assert alerts[0]["title"] == "A visitor asks for a person" and cid[:8] in alerts[0]["body"]
+    assert agent.evaluate("window.__tones") >= 1
+    agent.wait_for_timeout(2000)  # several refreshes later: announced once
+    assert agent.evaluate("window.__alerts.length") == 1

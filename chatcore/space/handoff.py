@@ -717,6 +717,7 @@ class LiveConversations:
                     "thumbs_down": downs.get(cid, 0),
                     "last_activity": conv.last_ts,
                     "holder": st.staff if status == "staff" else None,
+                    "requested_at": st.requested_at if status == "waiting" else None,
                     "test": test,
                     "_waiting": status == "waiting",
                 })
