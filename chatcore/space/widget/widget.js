@@ -645,7 +645,9 @@
         replyEl.classList.remove("pending");
         setBubbleText(replyEl, reply);
         if (cid === state.cid) {
-          state.transcript.push({ role: "user", text: text }, { role: "assistant", text: reply, turn: turn });
+          var answer = { role: "assistant", text: reply, turn: turn };
+          if (state.noticeTurns.indexOf(turn) !== -1) answer.notice = true; // the channel was first
+          state.transcript.push({ role: "user", text: text }, answer);
           persist();
           addRating(replyEl, turn, null);
         }
