@@ -17,12 +17,15 @@ Routes (on the Space's FastAPI app):
   checked; there is no wildcard. ``GET /handoff/poll?conversation_id=ID`` returns the
   same events as JSON (the widget's fallback when EventSource is not available).
 * Staff only (``X-Chat-Operator-Token``): ``POST /handoff/take`` ``{conversation_id, staff}``,
-  ``POST /handoff/say`` ``{conversation_id, staff, text}``, ``POST /handoff/handback``
+  ``POST /handoff/say`` ``{conversation_id, staff, text, request_id?}`` (a message sent again
+  with the same ``request_id`` is logged once), ``POST /handoff/handback``
   ``{conversation_id, staff}``, ``GET /handoff/state?conversation_id=ID``. A conversation
   held by someone else is refused with 409 naming the holder.
 
 While staff hold a conversation, the Space sends none of the visitor's messages to the
-bot: ``/chat`` answers with an empty reply and logs a ``visitor_message`` event. After the
+bot: ``/chat`` answers with an empty reply and logs a ``visitor_message`` event. While a
+visitor waits for a person the bot answers as usual, unless ``CHAT_HANDOFF_BOT_WHILE_WAITING``
+is off: then their messages are held for the person in the same way. After the
 hand-back the bot's context holds the whole transcript, staff messages included
 (:meth:`Handoff.weave`). A request nobody takes within ``CHAT_HANDOFF_TIMEOUT`` seconds
 ends with ``CHAT_HANDOFF_FALLBACK`` shown to the visitor, and the bot carries on.
