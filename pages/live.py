@@ -63,6 +63,9 @@ def staff_act(route: str, cid: str, **extra) -> None:
     if ok:
         message = {"take": "You have this conversation: the bot stays silent until you hand it back.",
                    "handback": "Handed back: the bot answers the visitor again."}.get(route)
+        if route == "resolve":  # it leaves the list; the open panel stays until another is picked
+            st.toast("Marked resolved: it left the list (until the visitor writes again).",
+                     icon=":material/task_alt:")
     ss.staff_notice = (cid, "ok" if ok else "error", message) if message else None
 
 
@@ -220,7 +223,7 @@ def conversations_now() -> None:
         else:
             line = "With the bot"
         st.markdown(f"**{line}**")
-        b1, b2, b3 = st.columns([1, 1, 2], vertical_alignment="center")
+        b1, b2, b4, b3 = st.columns([1, 1, 1.2, 2], vertical_alignment="center")
         if status.status == "staff" and status.staff != me:
             b3.info(f"{escape_markdown(status.staff)} has this conversation.", icon=":material/lock:")
         elif not me:
@@ -229,6 +232,10 @@ def conversations_now() -> None:
                   on_click=staff_act, args=("take", cid), type="primary")
         b2.button("Hand back", key="now_back", disabled=not (status.status == "staff" and status.staff == me),
                   on_click=staff_act, args=("handback", cid))
+        b4.button("Mark resolved", key="now_resolve", icon=":material/task_alt:",
+                  disabled=not me or (status.status == "staff" and status.staff != me),
+                  on_click=staff_act, args=("resolve", cid),
+                  help="Done: it leaves the list (and goes back to the bot) until the visitor writes again")
         notice = ss.get("staff_notice")
         if notice and notice[0] == cid:
             (st.success if notice[1] == "ok" else st.error)(escape_markdown(notice[2]))

@@ -202,3 +202,36 @@ def test_the_inbox_shows_real_visitors_their_last_words_and_waits_in_minutes(tmp
     assert len({distinct_id(r) for r in replays}) == 2
     assert all(distinct_id(r).startswith("replay-") for r in replays)
     assert [format_ago(s) for s in (None, 5, 636, 7300, 200000)] == ["", "5 s", "10 min", "2 h 01 min", "2 d"]
+
+
+def test_a_resolved_conversation_leaves_the_inbox_until_the_visitor_writes_again(space_factory):
+    from chatcore.space.handoff import LiveConversations
+
+    sp = space_factory(env=ENV)
+    cid, held = "conv-resolved", "conv-held"
+    chat(sp, cid, "hello")
+    assert httpx.post(f"{sp.url}/handoff/request", json={"conversation_id": cid}).status_code == 200
+    chat(sp, held, "hi")
+    assert staff(sp, "take", conversation_id=held, staff="Ann").status_code == 200
+    lc = LiveConversations(sp.log_path)
+    assert sorted(r["conversation_id"] for r in lc.active(15)) == sorted([cid, held])
+
+    res = staff(sp, "resolve", conversation_id=held, staff="Kim")  # held by someone else: refused
+    assert res.status_code == 409 and res.json()["held_by"] == "Ann"
+    assert staff(sp, "resolve", conversation_id=cid, staff="Kim").status_code == 200
+    assert [r["conversation_id"] for r in lc.active(15)] == [held]  # it left the inbox
+    assert log_kinds(sp, cid)[-1] == "conversation_resolved"  # and the log says so
+    resolved = [r for r in sp.records() if r.get("kind") == "conversation_resolved"]
+    assert [(r["conversation_id"], r["staff"]) for r in resolved] == [(cid, "Kim")]
+    state = httpx.get(f"{sp.url}/handoff/state", params={"conversation_id": cid},
+                      headers={"X-Chat-Operator-Token": sp.token()}).json()
+    assert state["status"] == "bot"  # the request for a person is closed
+    assert any(m["text"] == "Kim marked it resolved" for m in lc.transcript(cid))  # a step of the transcript
+    assert "Kim marked it resolved" in export(sp, cid, "md")
+
+    assert staff(sp, "resolve", conversation_id=held, staff="Ann").status_code == 200  # the holder may
+    assert lc.active(15) == [] and chat(sp, held, "still there?").startswith("You said")  # back with the bot
+    chat(sp, cid, "one more question")
+    assert sorted(r["conversation_id"] for r in lc.active(15)) == sorted([cid, held])  # both came back
+    # Anonymous callers cannot resolve.
+    assert httpx.post(f"{sp.url}/handoff/resolve", json={"conversation_id": cid, "staff": "Kim"}).status_code == 403

@@ -333,6 +333,17 @@ class Handoff:
             self._write(cid, "handoff_returned", staff=staff)
             return True, self.state(cid)
 
+    def resolve(self, cid: str, staff: str) -> tuple[bool, ConversationState]:
+        """``staff`` marks ``cid`` resolved (logged): a request for a person is closed, a
+        conversation they hold goes back to the bot; one held by someone else is refused."""
+        with self._act:
+            self.conversations.follow()
+            st = self.state(cid)
+            if st.status == "staff" and st.staff != staff:
+                return False, st
+            self._write(cid, "conversation_resolved", staff=staff)
+            return True, self.state(cid)
+
     def expire(self, now: float | None = None) -> int:
         """Requests waiting longer than the timeout get the fallback; returns how many."""
         now = time.time() if now is None else now
@@ -451,6 +462,8 @@ def register(app, settings, service) -> Handoff:
             ok, st = await asyncio.to_thread(handoff.take, cid, staff)
         elif action == "say":
             ok, st = await asyncio.to_thread(handoff.say, cid, staff, text, request_id)
+        elif action == "resolve":
+            ok, st = await asyncio.to_thread(handoff.resolve, cid, staff)
         else:
             ok, st = await asyncio.to_thread(handoff.handback, cid, staff)
         if not ok:
@@ -472,6 +485,10 @@ def register(app, settings, service) -> Handoff:
     @app.post("/handoff/handback", include_in_schema=False)
     async def handback(request: Request):
         return await staff_action(request, "handback")
+
+    @app.post("/handoff/resolve", include_in_schema=False)
+    async def resolve(request: Request):
+        return await staff_action(request, "resolve")
 
     @app.get("/handoff/state", include_in_schema=False)
     def state(request: Request):
@@ -566,6 +583,7 @@ class LiveConversation:
     last_message: str = ""
     source: str = ""
     turns: int = 0
+    resolved_at: float | None = None  # marked resolved: out of the list until something newer happens
     messages: list[dict] = field(default_factory=list)  # {ts, role: visitor|bot|staff|event, who, text}
 
 
@@ -643,7 +661,10 @@ class LiveConversations:
         if conv is None:
             conv = self._convs[cid] = LiveConversation(cid)
         ts = _epoch(obj.get("ts", obj.get("timestamp")))
-        conv.last_ts = max(conv.last_ts, ts)
+        if obj.get("kind") == "conversation_resolved":
+            conv.resolved_at = ts
+        else:
+            conv.last_ts = max(conv.last_ts, ts)
         if records.is_event(obj):
             st = self._states.setdefault(cid, ConversationState())
             before = (st.status, st.staff)
@@ -655,11 +676,12 @@ class LiveConversations:
             elif kind == "visitor_message" and text:
                 self._add(conv, ts, "visitor", "", text)
                 conv.last_message = text
-            elif (st.status, st.staff) != before:
+            elif (st.status, st.staff) != before or kind == "conversation_resolved":
                 label = {"handoff_requested": "asked for a person",
                          "handoff_taken": f"{staff} took over",
                          "handoff_returned": f"{staff} handed back to the bot",
-                         "handoff_timeout": "nobody took it in time: the bot carries on"}.get(kind, kind)
+                         "handoff_timeout": "nobody took it in time: the bot carries on",
+                         "conversation_resolved": f"{staff} marked it resolved"}.get(kind, kind)
                 self._add(conv, ts, "event", str(staff or ""), label)
             return
         user, reply = obj.get("user_text"), obj.get("response")
@@ -701,6 +723,8 @@ class LiveConversations:
             rows = []
             for cid, conv in self._convs.items():
                 if now - conv.last_ts > minutes * 60:
+                    continue
+                if conv.resolved_at is not None and conv.resolved_at >= conv.last_ts:
                     continue
                 test = is_test_traffic(cid, conv.source)
                 if test and not include_test:
@@ -753,6 +777,8 @@ def _apply_state(st: ConversationState, obj: dict, ts: float) -> None:
         st.status, st.staff, st.since, st.requested_at = "bot", None, ts, None
     elif kind == "handoff_timeout" and st.status == "waiting":
         st.status, st.since, st.requested_at = "bot", ts, None
+    elif kind == "conversation_resolved" and (st.status != "staff" or staff == st.staff):
+        st.status, st.staff, st.since, st.requested_at = "bot", None, ts, None
 
 
 class _EventScan:

@@ -140,7 +140,8 @@ def _event_md(e: dict) -> list[str]:
     what = {"handoff_requested": "the visitor asked for a person",
             "handoff_taken": f"{_md_inline(staff)} took over",
             "handoff_returned": f"{_md_inline(staff)} handed back to the bot",
-            "handoff_timeout": "nobody took it in time: the bot carried on"}.get(kind, str(kind))
+            "handoff_timeout": "nobody took it in time: the bot carried on",
+            "conversation_resolved": f"{_md_inline(staff)} marked it resolved"}.get(kind, str(kind))
     return [f"> {what} — {e.get('ts')}", ""]
 
 
