@@ -67,10 +67,19 @@ run_dashboard() {
     # The alerts watcher runs beside the dashboard, as its own process (never in a chat turn's way).
     "$VENV/bin/python" -m chatcore alerts &
     local alerts_pid=$!
-    trap "kill $alerts_pid 2>/dev/null; wait $alerts_pid 2>/dev/null" EXIT
     # The webhook URLs are secrets: only the watcher gets them.
-    env -u CHAT_ALERT_WEBHOOKS "$VENV/bin/python" -m chatcore dashboard "$@"
-    exit $?
+    env -u CHAT_ALERT_WEBHOOKS "$VENV/bin/python" -m chatcore dashboard "$@" &
+    local dash_pid=$!
+    # A stop signal to this script goes on to both (bash alone would wait for the launcher first);
+    # the launcher then stops its own children.
+    trap 'kill -TERM "$dash_pid" "$alerts_pid" 2>/dev/null' TERM INT HUP
+    local rc=0
+    while kill -0 "$dash_pid" 2>/dev/null; do
+      wait "$dash_pid" && rc=0 || rc=$?   # returns early on a trapped signal: wait again
+    done
+    kill -TERM "$alerts_pid" 2>/dev/null || true
+    wait "$alerts_pid" 2>/dev/null || true
+    exit "$rc"
   fi
   exec "$VENV/bin/python" -m chatcore dashboard "$@"
 }

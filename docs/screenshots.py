@@ -321,7 +321,7 @@ def staff_step_in(log: Path, space_url: str, env: dict) -> dict:
     shop (with the staff CLI), who writes to them. Only when the Space has staff takeover."""
     from chatcore.remote.client import SpaceClient
 
-    if not (ROOT / "chatcore" / "handoff.py").exists():
+    if not (ROOT / "chatcore" / "space" / "handoff.py").exists():
         return {}
 
     def visitor(cid: str, text: str) -> None:

@@ -5,8 +5,9 @@ import os
 
 import streamlit as st
 
-from chatcore.dashboard.views import (catch_up, escape_markdown, filter_live, id_prefix, latest_records, live_table, merge_live,
-                                merge_live_counted, short_id, tz_name)
+from chatcore.dashboard.views import (catch_up, distinct_id, escape_markdown, filter_live, format_ago, id_prefix,
+                                     latest_records, live_table, merge_live, merge_live_counted, short_id,
+                                     staff_display_name, tz_name)
 from pages._shared import through_entry, PAGES, header, live_feed, load_questions, settings, viewer_tz
 
 through_entry()
@@ -43,95 +44,204 @@ def live_conversations(path: str):
     return LiveConversations(path)
 
 
+def my_staff_name() -> str:
+    """Who is speaking: the signed-in identity (st.login) when there is one, else the name typed
+    on this page (a shared password or no login says nothing about who is at the keyboard)."""
+    user = ss.get("dashboard_user")
+    if user and user != "staff":
+        return staff_display_name(user)
+    return (ss.get("staff_name") or "").strip()
+
+
 def staff_act(route: str, cid: str, **extra) -> None:
+    """One staff action on the Space; what it did is shown above the open conversation."""
     from chatcore.space.handoff import staff_call
     from chatcore.config import operator_token
 
-    name = (ss.get("staff_name") or "").strip()
     ok, message = staff_call(cfg.space_url, operator_token(cfg.log_path), route,
-                             {"conversation_id": cid, "staff": name, **extra})
-    ss.staff_notice = ("ok" if ok else "error", message)
-    if ok and route == "say":
-        ss.staff_text = ""
+                             {"conversation_id": cid, "staff": my_staff_name(), **extra})
+    if ok:
+        message = {"take": "You have this conversation: the bot stays silent until you hand it back.",
+                   "handback": "Handed back: the bot answers the visitor again."}.get(route)
+        if route == "resolve":  # it leaves the list; the open panel stays until another is picked
+            st.toast("Marked resolved: it left the list (until the visitor writes again).",
+                     icon=":material/task_alt:")
+    ss.staff_notice = (cid, "ok" if ok else "error", message) if message else None
 
 
 def send_staff_text() -> None:
+    """The composer's Enter: one message per submission. The composer is a chat input, whose
+    value is delivered to one run only (a text box's value would be sent again by any rerun
+    that starts before the browser hears it was cleared); the request id makes a resend of
+    this very message harmless on the Space too."""
+    import uuid
+
     cid = ss.get("now_open")
     text = (ss.get("staff_text") or "").strip()
     if cid and text:
-        staff_act("say", cid, text=text)
+        staff_act("say", cid, text=text, request_id=uuid.uuid4().hex)
+
+
+#: Played and shown in the browser (st.html runs it once, when it first appears): a short tone
+#: and a notification. Nothing from a visitor goes into it but a checked, shortened id.
+ALERT_JS = """<script>(function () {
+  var body = %s, tag = %s;
+  try {
+    var A = window.AudioContext || window.webkitAudioContext;
+    if (A) {
+      var ctx = new A(), o = ctx.createOscillator(), g = ctx.createGain();
+      o.type = "sine"; o.frequency.value = 880; g.gain.value = 0.15;
+      o.connect(g); g.connect(ctx.destination); o.start(); o.stop(ctx.currentTime + 0.3);
+    }
+  } catch (e) {}
+  try {
+    if ("Notification" in window) {
+      var show = function () { new Notification("A visitor asks for a person", {body: body, tag: tag}); };
+      if (Notification.permission === "granted") show();
+      else if (Notification.permission !== "denied") Notification.requestPermission().then(function (p) {
+        if (p === "granted") show();
+      });
+    }
+  } catch (e) {}
+})();</script>"""
+
+ASK_PERMISSION_JS = """<script>try { if ("Notification" in window && Notification.permission === "default")
+  Notification.requestPermission(); } catch (e) {}</script>"""
+
+
+def alert_new_requests(rows: list[dict]) -> None:
+    """With the alert switched on: a tone and a browser notification for each request for a
+    person that appeared since the last look (requests already waiting when it was switched
+    on are in the table, not announced)."""
+    import json
+    import re
+
+    waiting = {f"{r['conversation_id']}@{r['requested_at']}": r for r in rows if r.get("requested_at")}
+    if not ss.get("now_alert"):
+        ss.pop("now_alerted", None)
+        return
+    if "now_alerted" not in ss:
+        ss.now_alerted = set(waiting)
+        st.html(ASK_PERMISSION_JS, unsafe_allow_javascript=True)
+        return
+    new = [key for key in waiting if key not in ss.now_alerted]
+    if not new:
+        return
+    ss.now_alerted |= set(new)
+    ids = [re.sub(r"[^A-Za-z0-9_.@-]", "", distinct_id(waiting[k]["conversation_id"])) for k in new]
+    body = f"{len(new)} new: " + ", ".join(ids[:5]) if len(new) > 1 else f"Conversation {ids[0]}"
+    st.html(ALERT_JS % (json.dumps(body), json.dumps(re.sub(r"[^A-Za-z0-9_.@-]", "", new[-1])[:80])),
+            unsafe_allow_javascript=True)
+
+
+def show_transcript(lc, cid: str) -> None:
+    for m in lc.transcript(cid):
+        if m["role"] == "event":
+            st.caption(f"— {escape_markdown(m['text'])} —")
+            continue
+        role = {"visitor": "user", "bot": "assistant", "staff": "assistant"}[m["role"]]
+        with st.chat_message(role, avatar=":material/support_agent:" if m["role"] == "staff" else None):
+            if m["role"] == "staff":
+                st.caption(f"staff: {escape_markdown(m['who'])}")
+            st.text(m["text"])
 
 
 @st.fragment(run_every=REFRESH)
 def conversations_now() -> None:
-    """Conversations active now: who has them, who waits; the open one's transcript grows live."""
+    """Conversations active now: who has them, who waits; the open one's transcript grows live.
+
+    The picker's options are conversation ids shown as themselves: Streamlit sends a select
+    box's choice back as its label, so a label that changes with the status (``· waiting`` to
+    ``· with Kim``) no longer matched, and the page went on with the old label as the id.
+    """
     import time as _time
 
+    import pandas as pd
+
     lc = live_conversations(path)
-    rows = lc.active(LIVE_MINUTES)
+    include_test = bool(ss.get("now_include_test"))
+    rows = lc.active(LIVE_MINUTES, include_test=include_test)
     st.subheader(f"Conversations now · active in the last {LIVE_MINUTES:g} min", divider="gray")
-    if not rows:
-        st.caption("No conversation is active now.")
+    t1, t2, t3 = st.columns([1, 1.2, 1.6], vertical_alignment="center")
+    shown = t1.segmented_control("Show", ["all", "mine"], key="now_show", default="all",
+                                 help="mine: the conversations you hold") or "all"
+    t2.toggle("Include test traffic", key="now_include_test",
+              help="Replays and simulated visitors; real visitors only when off")
+    t2.toggle("Sound and notification", key="now_alert",
+              help="A tone and a browser notification when a visitor asks for a person "
+                   "(your browser asks whether this page may show notifications)")
+    alert_new_requests(rows)
+    me = my_staff_name()
+    if ss.get("dashboard_user") and ss.get("dashboard_user") != "staff":
+        t3.caption(f"You speak as **{escape_markdown(me)}**")
+    else:
+        ss.setdefault("staff_name", os.environ.get("CHAT_STAFF_NAME", ""))
+        t3.text_input("Your staff name", key="staff_name", placeholder="shown to the visitor")
+    if shown == "mine":
+        rows = [r for r in rows if me and r["holder"] == me]
+    current = ss.get("now_open")
+    if not rows and not current:
+        st.caption("You hold no conversation now." if shown == "mine" else "No conversation is active now.")
         return
     waiting = sum(1 for r in rows if r["status"] == "waiting for a person")
     if waiting:
         st.warning(f"{waiting} conversation(s) waiting for a person.", icon=":material/support_agent:")
-    import pandas as pd
-
-    table = pd.DataFrame([{
-        "status": r["status"],
-        "waiting": f"{r['waiting_s'] // 60}:{r['waiting_s'] % 60:02d}" if r["waiting_s"] is not None else "",
-        "conversation": short_id(r["conversation_id"]),
-        "last_message": r["last_message"],
-        "source": r["source"],
-        "thumbs_down": r["thumbs_down"],
-        "idle": f"{int(_time.time() - r['last_activity'])} s",
-    } for r in rows])
-    st.dataframe(table, hide_index=True, height=min(320, 40 + 35 * len(rows)),
-                 column_config={"status": st.column_config.TextColumn("Status", width=150),
-                                "waiting": st.column_config.TextColumn("Waiting", width=70),
-                                "conversation": st.column_config.TextColumn("Conversation", width=100),
-                                "last_message": st.column_config.TextColumn("Last message", width=260),
-                                "source": st.column_config.TextColumn("Source", width=80),
-                                "thumbs_down": st.column_config.NumberColumn("Rated down", width=90),
-                                "idle": st.column_config.TextColumn("Idle", width=60)})
+    now = _time.time()
+    if rows:
+        table = pd.DataFrame([{
+            "status": r["status"],
+            "waiting": format_ago(r["waiting_s"]),
+            "conversation": distinct_id(r["conversation_id"]),
+            "last_message": r["last_message"],
+            "source": r["source"],
+            "thumbs_down": r["thumbs_down"],
+            "idle": format_ago(now - r["last_activity"]),
+        } for r in rows])
+        st.dataframe(table, hide_index=True, height=min(320, 40 + 35 * len(rows)),
+                     column_config={"status": st.column_config.TextColumn("Status", width=150),
+                                    "waiting": st.column_config.TextColumn("Waiting", width=70),
+                                    "conversation": st.column_config.TextColumn("Conversation", width=120),
+                                    "last_message": st.column_config.TextColumn(
+                                        "Last message", width=240, help="What the visitor last said"),
+                                    "source": st.column_config.TextColumn("Source", width=80),
+                                    "thumbs_down": st.column_config.NumberColumn("Rated down", width=90),
+                                    "idle": st.column_config.TextColumn("Idle", width=70)})
     ids = [r["conversation_id"] for r in rows]
-    labels = {r["conversation_id"]: f"{short_id(r['conversation_id'])} · {r['status']}" for r in rows}
-    current = ss.get("now_open")
     options = ids if current in ids or not current else [current, *ids]
-    c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
-    cid = c1.selectbox("Open a conversation", options, key="now_open", index=None,
-                       format_func=lambda i: labels.get(i, short_id(i)), placeholder="pick one")
-    ss.setdefault("staff_name", os.environ.get("CHAT_STAFF_NAME", ""))
-    c2.text_input("Your staff name", key="staff_name", placeholder="shown to the visitor")
+    cid = st.selectbox("Open a conversation", options, key="now_open", index=None, placeholder="pick one")
     if not cid:
         return
     status = lc.status(cid)
     with st.container(border=True):
-        b1, b2, b3 = st.columns([1, 1, 2], vertical_alignment="center")
-        me = (ss.get("staff_name") or "").strip()
+        if status.status == "staff":
+            line = "With you" if status.staff == me else f"With {escape_markdown(status.staff)}"
+        elif status.status == "waiting":
+            waited = format_ago(now - status.requested_at) if status.requested_at else ""
+            line = f"Waiting for a person{' · ' + waited if waited else ''}"
+            line += (" · the bot keeps answering until someone takes over" if lc.bot_while_waiting
+                     else " · the bot is silent: the visitor's messages wait for you")
+        else:
+            line = "With the bot"
+        st.markdown(f"**{line}**")
+        b1, b2, b4, b3 = st.columns([1, 1, 1.2, 2], vertical_alignment="center")
         if status.status == "staff" and status.staff != me:
             b3.info(f"{escape_markdown(status.staff)} has this conversation.", icon=":material/lock:")
+        elif not me:
+            b3.caption("Type your staff name above to take over.")
         b1.button("Take over", key="now_take", disabled=status.status == "staff" or not me,
                   on_click=staff_act, args=("take", cid), type="primary")
         b2.button("Hand back", key="now_back", disabled=not (status.status == "staff" and status.staff == me),
                   on_click=staff_act, args=("handback", cid))
+        b4.button("Mark resolved", key="now_resolve", icon=":material/task_alt:",
+                  disabled=not me or (status.status == "staff" and status.staff != me),
+                  on_click=staff_act, args=("resolve", cid),
+                  help="Done: it leaves the list (and goes back to the bot) until the visitor writes again")
         notice = ss.get("staff_notice")
-        if notice:
-            (st.success if notice[0] == "ok" else st.error)(escape_markdown(notice[1]))
-        for m in lc.transcript(cid):
-            if m["role"] == "event":
-                st.caption(f"— {escape_markdown(m['text'])} —")
-                continue
-            role = {"visitor": "user", "bot": "assistant", "staff": "assistant"}[m["role"]]
-            with st.chat_message(role, avatar=":material/support_agent:" if m["role"] == "staff" else None):
-                if m["role"] == "staff":
-                    st.caption(f"staff: {escape_markdown(m['who'])}")
-                st.text(m["text"])
+        if notice and notice[0] == cid:
+            (st.success if notice[1] == "ok" else st.error)(escape_markdown(notice[2]))
+        show_transcript(lc, cid)
         if status.status == "staff" and status.staff == me:
-            st.text_input("Message to the visitor", key="staff_text", on_change=send_staff_text,
-                          placeholder="type and press Enter")
-
+            st.chat_input("Message to the visitor", key="staff_text", on_submit=send_staff_text)
 
 
 def pick_row() -> None:

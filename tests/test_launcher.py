@@ -336,3 +336,117 @@ def test_a_running_space_with_the_same_log_is_used(launch, space_factory, tmp_pa
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/_stcore/health", proc=launcher.proc)
     assert not any("log" in a for a in page_alerts(url, "chat"))
+
+
+# ------------------------------------------------------------------------ stopping
+
+
+def processes_with(*needles: str) -> list[tuple[int, str]]:
+    """Live processes whose command line holds one of ``needles``: (pid, command line)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and any(n in cmd for n in needles):
+            found.append((int(entry.name), cmd))
+    return found
+
+
+def wait_none_left(*needles: str, timeout: float = 30) -> list[tuple[int, str]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = processes_with(*needles)
+        if not left:
+            return []
+        time.sleep(0.2)
+    return processes_with(*needles)
+
+
+def wait_none_left_of(pid: int, timeout: float = 30) -> list[tuple[int, str]]:
+    """``[(pid, …)]`` while the process ``pid`` still runs after ``timeout`` seconds, else ``[]``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pid not in [p for p, _ in processes_with("chatcore")]:
+            return []
+        time.sleep(0.2)
+    return [(pid, "still running")]
+
+
+def test_run_sh_piped_into_head_leaves_no_process(tmp_path):
+    """`./run.sh … | head -1`: head leaves after one line; the launcher and both children go too."""
+    log = tmp_path / "piped" / "chat_logs.jsonl"
+    dash, space = free_port(), free_port()
+    done = subprocess.run(["bash", "-c", f"./run.sh --port {dash} --space-port {space} --log {log} | head -1"],
+                          cwd=ROOT, env=base_env(), capture_output=True, text=True, timeout=180)
+    assert done.stdout.count("\n") == 1, done.stdout
+    assert wait_none_left(str(log), f"--server.port {dash} ") == []
+    assert not port_in_use("127.0.0.1", dash) and not port_in_use("127.0.0.1", space)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["TERM", "INT", "HUP"])
+def test_a_stop_signal_with_its_output_gone_stops_both_children(tmp_path, signum):
+    """The launcher's output is a pipe whose reader has gone (as `| head` leaves it), and it is
+    told to stop twice in a row (as impatient supervisors and a second Ctrl-C do): the
+    second signal must not cut the stopping short and leave a child running."""
+    log = tmp_path / "signal" / "chat_logs.jsonl"
+    dash, space = free_port(), free_port()
+    proc = subprocess.Popen([PYTHON, "-m", "chatcore", "dashboard", "--port", str(dash), "--space-port", str(space),
+                             "--log", str(log)], cwd=ROOT, env=base_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        lines = []
+        while not any("dashboard on" in x for x in lines):
+            line = proc.stdout.readline().decode(errors="replace")
+            assert line, f"the launcher ended early: {lines}"
+            lines.append(line)
+        wait_http(f"http://127.0.0.1:{dash}/_stcore/health", timeout=90, proc=proc)
+        children = [pid for pid, _ in processes_with(str(log), f"--server.port {dash} ") if pid != proc.pid]
+        assert len(children) == 2, children
+        proc.stdout.close()  # the reader goes away
+        os.kill(proc.pid, signum)
+        time.sleep(0.3)
+        if proc.poll() is None:
+            os.kill(proc.pid, signum)
+        proc.wait(60)
+        assert wait_none_left(str(log), f"--server.port {dash} ") == []
+        assert not port_in_use("127.0.0.1", dash) and not port_in_use("127.0.0.1", space)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid, _ in processes_with(str(log), f"--server.port {dash} "):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_run_sh_with_the_alerts_watcher_stops_everything_on_sigterm(tmp_path):
+    """With CHAT_ALERT_WEBHOOKS, run.sh runs the watcher beside the launcher: SIGTERM to run.sh
+    reaches both, and the launcher's children go with it."""
+    log = tmp_path / "alerts" / "chat_logs.jsonl"
+    dash, space = free_port(), free_port()
+    proc = subprocess.Popen(["bash", str(ROOT / "run.sh"), "--port", str(dash), "--space-port", str(space),
+                             "--log", str(log)], cwd=ROOT,
+                            env=base_env(CHAT_ALERT_WEBHOOKS="http://127.0.0.1:9/hook", CHAT_LOG_PATH=str(log)),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        lines = []
+        while not any("dashboard on" in x for x in lines):
+            line = proc.stdout.readline().decode(errors="replace")
+            assert line, f"run.sh ended early: {lines}"
+            lines.append(line)
+        wait_http(f"http://127.0.0.1:{dash}/_stcore/health", timeout=90, proc=proc)
+        watcher = [pid for pid, cmd in processes_with("chatcore alerts")
+                   if Path(f"/proc/{pid}/environ").read_bytes().find(str(log).encode()) != -1]
+        assert len(watcher) == 1, watcher
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(60) == 0
+        assert wait_none_left(str(log), f"--server.port {dash} ") == []
+        assert wait_none_left_of(watcher[0]) == []  # the watcher went too
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid, _ in processes_with(str(log), f"--server.port {dash} "):
+            os.kill(pid, signal.SIGKILL)

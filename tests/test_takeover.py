@@ -142,8 +142,7 @@ def test_text_request_takeover_handback_and_context(space_factory):
     jl = subprocess.run([PYTHON, "-m", "chatcore", "export", "--conversation", cid, "--log", str(sp.log_path),
                          "--format", "jsonl"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     exported = [json.loads(x) for x in jl.stdout.splitlines()]
-    assert [e.get("kind", "turn") for e in exported].count("staff_message") == 1
-    assert sum(1 for e in exported if "kind" not in e) == 3
+    assert [e["kind"] for e in exported] == kinds(sp, cid)  # every line in log order, each with its kind
 
 
 def test_second_staff_member_is_refused_and_sees_who(space_factory):
@@ -339,14 +338,14 @@ def test_live_page_lists_conversations_now_and_takes_over(space_factory, monkeyp
         now = at.dataframe[1].value  # [0] is the stream of turns
         assert list(now["status"]) == ["waiting for a person", "bot"]  # waiting ones on top
         assert list(now["thumbs_down"]) == [0, 1]
-        assert now["last_message"][1] == "You said: still browsing (message 2 in this conversation)"
+        assert now["last_message"][1] == "still browsing"  # what the visitor said last, not the bot
         at.selectbox(key="now_open").select(asking).run()
         at.text_input(key="staff_name").input("Ann").run()
         next(b for b in at.button if b.key == "now_take").click().run()
         assert not at.exception, at.exception
         assert state(sp, asking)["staff"] == "Ann"
         at.run()
-        at.text_input(key="staff_text").input("Hello from the dashboard").run()
+        at.chat_input(key="staff_text").set_value("Hello from the dashboard").run()
         assert [e["text"] for e in state(sp, asking)["events"] if e["kind"] == "staff_message"] == \
             ["Hello from the dashboard"]
         at.run()
@@ -457,5 +456,34 @@ def test_widget_asks_for_a_person_and_sees_staff(space_factory, host, browser, p
         page.wait_for_timeout(1500)  # the channel replays every event on connect; none may repeat
         assert page.locator(f"{W} .msg.staff").count() == 1
         assert page.locator(f"{W} .msg.note", has_text="joined the chat").count() == 1
+    finally:
+        ctx.close()
+
+
+@pytest.mark.parametrize("bot_waits", [False, True], ids=["bot-answers", "bot-waits"])
+def test_widget_notice_is_not_rated_and_says_what_happens_meanwhile(space_factory, host, browser, bot_waits):
+    sp = space_factory(env={**ENV, "CHAT_HANDOFF_BOT_WHILE_WAITING": "off" if bot_waits else "on"})
+    ctx, page = _page(browser, host, sp, handoff="on")
+    try:
+        _send(page, "hello")
+        _send(page, "can I talk to a person?")
+        meanwhile = "your messages wait for them" if bot_waits else "you can keep chatting here"
+        page.locator(f"{W} .msg.note", has_text=meanwhile).wait_for()
+        replies = page.locator(REPLY)
+        assert replies.locator(".text").all_text_contents() == ["You said: hello", NOTICE]
+        assert replies.nth(0).locator(".thumb").count() == 2
+        assert replies.nth(1).locator(".thumb").count() == 0  # the notice is not the bot's answer
+        _send(page, "are you there?")
+        if bot_waits:
+            assert page.locator(REPLY).count() == 2  # no bot answer while waiting
+        else:
+            page.locator(REPLY).nth(2).locator(".thumb").first.wait_for()  # a real answer is rated
+        page.reload()  # the stored transcript keeps the notice unrated
+        page.locator(f"{W} .msg.assistant").first.wait_for(state="attached")
+        if not page.locator(f"{W} textarea").is_visible():
+            page.locator(f"{W} .launcher").click()
+        page.locator(REPLY).nth(1).wait_for()
+        assert page.locator(REPLY).nth(1).locator(".thumb").count() == 0
+        assert page.locator(REPLY).nth(0).locator(".thumb").count() == 2
     finally:
         ctx.close()

@@ -16,7 +16,8 @@ Each child gets only the environment it needs (:func:`child_env`): the Space
 never sees the dashboard's password, the dashboard never sees the responder's
 API keys. URLs are printed through :func:`chatcore.config.display_url`.
 
-Ctrl-C (or SIGTERM) stops every child and waits for it.
+Ctrl-C, SIGTERM or SIGHUP stops every child and waits for it (a second signal meanwhile
+does not cut that short); output to a pipe whose reader left (``| head``) is dropped.
 """
 from __future__ import annotations
 
@@ -149,19 +150,51 @@ def _log_is_empty(path: Path) -> bool:
     return not path.exists() or path.stat().st_size == 0
 
 
-def _stop(proc: subprocess.Popen | None, name: str) -> None:
-    if proc is None or proc.poll() is not None:
-        return
+def _say(*args, file=None, stopping: bool = False, **kwargs) -> None:
+    """``print``, for a launcher whose output may be a pipe nobody reads any more (``| head``).
+
+    Like any program in a pipeline whose reader left, the launcher then stops (BrokenPipeError,
+    handled like Ctrl-C), and what it says while stopping (``stopping=True``) goes nowhere
+    instead of cutting the stopping short."""
+    stream = file or sys.stdout
+    kwargs.pop("flush", None)
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        print(f"{name} did not stop in 10 s; killing it", file=sys.stderr)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
+        print(*args, file=stream, flush=True, **kwargs)
+    except (BrokenPipeError, ValueError):  # the reader left / the stream is closed
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())  # also what Python flushes at exit
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+        if not stopping:
+            raise BrokenPipeError(f"nobody reads the launcher's {'errors' if stream is sys.stderr else 'output'}")
+
+
+#: Signals that stop the launcher and its children, like Ctrl-C (SIGINT) does.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _stop_all(children: list[tuple[str, subprocess.Popen]], grace: float = 10.0) -> None:
+    """SIGTERM to every child's process group at once, then wait for them; what still runs
+    after ``grace`` seconds is killed."""
+    for _name, proc in children:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + grace
+    for name, proc in children:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _say(f"{name} did not stop in {grace:g} s; killing it", file=sys.stderr, stopping=True)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(5)
 
 
 def _answers(health: dict) -> bool:
@@ -234,7 +267,7 @@ def run(args) -> int:
     try:
         check_access(args.host)
     except PermissionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _say(f"error: {exc}", file=sys.stderr)
         return 2
 
     from chatcore.remote.client import space_health
@@ -260,20 +293,20 @@ def run(args) -> int:
         from chatcore.remote.mirror import close_all
 
         close_all()
-        print(f"reading the log of {settings.log_url} (copy in {log_path})", flush=True)
+        _say(f"reading the log of {settings.log_url} (copy in {log_path})", flush=True)
 
     # The dashboard's port first: nothing is started when it is taken.
     if port_in_use(args.host, args.port):
-        print(f"error: {_port_taken_message('dashboard', args.host, args.port, '--port')}", file=sys.stderr)
+        _say(f"error: {_port_taken_message('dashboard', args.host, args.port, '--port')}", file=sys.stderr)
         return 2
 
     children: list[tuple[str, subprocess.Popen]] = []
     stopping = threading.Event()
 
-    def on_signal(signum, frame):  # SIGTERM behaves like Ctrl-C
+    def on_signal(signum, frame):  # SIGTERM and SIGHUP behave like Ctrl-C
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_signal)
+    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
     try:
         space_proc = None
         local = is_local_url(space_url) and not remote  # a remote log's Space is not started here
@@ -285,30 +318,30 @@ def run(args) -> int:
         if answering:
             check = check_space_log(space_url, log_path)
             if check.status == "same":
-                print(f"a Space already answers at {shown_url} and writes this log ({check.space_log}); using it",
+                _say(f"a Space already answers at {shown_url} and writes this log ({check.space_log}); using it",
                       flush=True)
             elif check.status == "different":
                 if not args.allow_other_log:
-                    print(f"error: {check.reason}. Prompts sent from the Chat page would not appear on Live or "
+                    _say(f"error: {check.reason}. Prompts sent from the Chat page would not appear on Live or "
                           f"Conversations. Start the dashboard with --log {check.space_log}, or start a new Space "
                           "with --space-port PORT, or pass --allow-other-log to use that Space anyway.",
                           file=sys.stderr)
                     return 2
-                print(f"warning: {check.reason}; going on because of --allow-other-log. Prompts sent from the "
+                _say(f"warning: {check.reason}; going on because of --allow-other-log. Prompts sent from the "
                       "Chat page will not appear on Live or Conversations.", flush=True)
             else:
                 if not args.allow_other_log:
-                    print(f"error: a Space already answers at {shown_url}, but its log could not be compared with "
+                    _say(f"error: a Space already answers at {shown_url}, but its log could not be compared with "
                           f"this dashboard's log ({log_path}): {check.reason}. If it writes another log, prompts "
                           "sent from the Chat page will not appear on Live or Conversations. Set the same "
                           "CHAT_OPERATOR_TOKEN for both, or start a new Space with --space-port PORT, or pass "
                           "--allow-other-log to use it anyway.", file=sys.stderr)
                     return 2
-                print(f"warning: the logs could not be compared ({check.reason}); going on because of "
+                _say(f"warning: the logs could not be compared ({check.reason}); going on because of "
                       "--allow-other-log", flush=True)
         elif start_space:
             if port_in_use(space_host, space_port):
-                print(f"error: {_port_taken_message('Space', space_host, space_port, '--space-port')} "
+                _say(f"error: {_port_taken_message('Space', space_host, space_port, '--space-port')} "
                       f"(what answers there is not a Space.)", file=sys.stderr)
                 return 2
             space_proc = subprocess.Popen(
@@ -317,18 +350,18 @@ def run(args) -> int:
                 cwd=ROOT, env=child_env("space", CHAT_LOG_PATH=str(log_path)), start_new_session=True,
             )
             children.append(("Space", space_proc))
-            print(f"starting the Space on {shown_url} (log {log_path})", flush=True)
+            _say(f"starting the Space on {shown_url} (log {log_path})", flush=True)
             if not _wait_healthy(space_url, space_proc):
                 raise UsageError(f"the Space did not start on {shown_url} (is port {space_port} in use? "
                                  "choose another with --space-port)")
             check = check_space_log(space_url, log_path)
             if check.status != "same":
-                print(f"warning: the Space just started, but {check.reason}", flush=True)
+                _say(f"warning: the Space just started, but {check.reason}", flush=True)
         elif not local:
-            print(f"the Space at {shown_url} runs elsewhere; the dashboard reads {log_path} "
+            _say(f"the Space at {shown_url} runs elsewhere; the dashboard reads {log_path} "
                   "(a copy or a synced folder of that Space's log)", flush=True)
         elif args.no_space:
-            print(f"not starting a Space; the dashboard talks to {shown_url} (no Space answers there yet)", flush=True)
+            _say(f"not starting a Space; the dashboard talks to {shown_url} (no Space answers there yet)", flush=True)
 
         dash = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(ENTRY),
@@ -340,21 +373,21 @@ def run(args) -> int:
             start_new_session=True,
         )
         children.append(("dashboard", dash))
-        print(f"dashboard on http://{args.host}:{args.port}  (Ctrl-C stops everything)", flush=True)
+        _say(f"dashboard on http://{args.host}:{args.port}  (Ctrl-C stops everything)", flush=True)
 
         if args.demo:
             if _log_is_empty(log_path) and space_health(space_url, timeout=2.0).get("status") == "ok":
                 from chatcore.staff.simulate import simulate
 
                 def demo():
-                    print("demo: the log is empty; simulating 6 visitors", flush=True)
+                    _say("demo: the log is empty; simulating 6 visitors", flush=True)
                     result = simulate(space_url, visitors=6, turns=4, delay=1.5)
                     if not stopping.is_set():
-                        print("demo: " + result.summary(), flush=True)
+                        _say("demo: " + result.summary(), flush=True)
 
                 threading.Thread(target=demo, name="demo", daemon=True).start()
             else:
-                print("demo: the log already has turns (or no Space); not simulating", flush=True)
+                _say("demo: the log already has turns (or no Space); not simulating", flush=True)
 
         while True:
             for name, proc in children:
@@ -362,14 +395,19 @@ def run(args) -> int:
                     hint = ""
                     if name == "dashboard" and port_in_use(args.host, args.port):
                         hint = f" ({_port_taken_message('dashboard', args.host, args.port, '--port')})"
-                    print(f"{name} exited with code {proc.returncode}; stopping{hint}", file=sys.stderr)
+                    _say(f"{name} exited with code {proc.returncode}; stopping{hint}", file=sys.stderr)
                     return proc.returncode or 1
             time.sleep(0.5)
-    except KeyboardInterrupt:
-        print("\nstopping…", flush=True)
+    except (KeyboardInterrupt, BrokenPipeError):
+        _say("\nstopping…", stopping=True)
         return 0
     finally:
+        # Stopping is not to be cut short by a second signal (a second Ctrl-C, a supervisor
+        # that asks twice): that would leave the children running.
         stopping.set()
-        signal.signal(signal.SIGTERM, previous)
-        for name, proc in reversed(children):
-            _stop(proc, name)
+        held = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (*STOP_SIGNALS, signal.SIGINT)}
+        try:
+            _stop_all(list(reversed(children)))
+        finally:
+            for signum, handler in {**held, **previous}.items():
+                signal.signal(signum, handler)

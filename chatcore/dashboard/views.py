@@ -78,6 +78,39 @@ def short_id(conversation_id: str | None, length: int = 8) -> str:
     return cid if len(cid) <= length + 1 else cid[:length] + "…"
 
 
+def distinct_id(conversation_id: str | None, length: int = 8) -> str:
+    """A short form that keeps ids apart: ``3f2a9c1b…``, and for an id with a word in front
+    (``replay-3f2a…``, ``sim-…``) the word and ``length`` characters after it, so a page
+    of replays does not read ``replay-a…`` on every line."""
+    cid = conversation_id or ""
+    word, sep, rest = cid.partition("-")
+    if sep and word.isalpha() and len(word) <= 12 and len(rest) > length + 1:
+        return f"{word}-{rest[:length]}…"
+    return short_id(cid, length)
+
+
+def staff_display_name(identity: str) -> str:
+    """A signed-in identity (a name or an e-mail address) as a staff name the Space accepts
+    (letters, digits, spaces and ``. ' @ -``, at most 64 characters)."""
+    import re
+
+    return " ".join(re.sub(r"[^\w .'@-]", " ", str(identity)).split())[:64].strip() or "staff"
+
+
+def format_ago(seconds: float | None) -> str:
+    """A span as people read it in an inbox: ``45 s``, ``10 min``, ``2 h 05 min``, ``3 d``."""
+    if seconds is None:
+        return ""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    return f"{seconds // 86400} d"
+
+
 # ------------------------------------------------------------------------ settings
 
 

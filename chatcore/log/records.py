@@ -29,7 +29,9 @@ turn (it has no ``turn`` number and is not counted as one)::
 ``request_human`` tool), ``handoff_taken`` / ``handoff_returned`` (``staff`` took the
 conversation / gave it back to the bot), ``handoff_timeout`` (nobody took it in time; ``text`` is the fallback the
 visitor saw), ``staff_message`` (``text`` written by ``staff``) and ``visitor_message`` (the
-visitor wrote while staff held the conversation: the bot did not answer). ``at_turn`` is
+visitor wrote while staff held the conversation: the bot did not answer),
+``conversation_resolved`` (``staff`` marked it done: it leaves the staff inbox and is back
+with the bot). ``at_turn`` is
 the number of turns the conversation had when the event happened, which places it in the
 transcript; ``id`` is unique per event. Turn lines of v2 are v1 lines with ``"v": 2`` (a
 ``kind`` of ``"turn"`` may be present). :func:`normalise` refuses an event line with the
@@ -59,7 +61,7 @@ SCHEMA_VERSION = 1
 EVENT_SCHEMA_VERSION = 2
 #: Kinds of event lines (schema v2).
 EVENT_KINDS = frozenset({"handoff_requested", "handoff_taken", "handoff_returned", "handoff_timeout",
-                         "staff_message", "visitor_message"})
+                         "staff_message", "visitor_message", "conversation_resolved"})
 
 #: Columns of the normalised record, in display order.
 COLUMNS = (

@@ -17,12 +17,15 @@ Routes (on the Space's FastAPI app):
   checked; there is no wildcard. ``GET /handoff/poll?conversation_id=ID`` returns the
   same events as JSON (the widget's fallback when EventSource is not available).
 * Staff only (``X-Chat-Operator-Token``): ``POST /handoff/take`` ``{conversation_id, staff}``,
-  ``POST /handoff/say`` ``{conversation_id, staff, text}``, ``POST /handoff/handback``
+  ``POST /handoff/say`` ``{conversation_id, staff, text, request_id?}`` (a message sent again
+  with the same ``request_id`` is logged once), ``POST /handoff/handback``
   ``{conversation_id, staff}``, ``GET /handoff/state?conversation_id=ID``. A conversation
   held by someone else is refused with 409 naming the holder.
 
 While staff hold a conversation, the Space sends none of the visitor's messages to the
-bot: ``/chat`` answers with an empty reply and logs a ``visitor_message`` event. After the
+bot: ``/chat`` answers with an empty reply and logs a ``visitor_message`` event. While a
+visitor waits for a person the bot answers as usual, unless ``CHAT_HANDOFF_BOT_WHILE_WAITING``
+is off: then their messages are held for the person in the same way. After the
 hand-back the bot's context holds the whole transcript, staff messages included
 (:meth:`Handoff.weave`). A request nobody takes within ``CHAT_HANDOFF_TIMEOUT`` seconds
 ends with ``CHAT_HANDOFF_FALLBACK`` shown to the visitor, and the bot carries on.
@@ -79,6 +82,21 @@ def _env_float(name: str, default: float) -> float:
     return value
 
 
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"{name} must be on or off (1/0, true/false), got {raw!r}")
+
+
+#: A staff client's id for one message it sends (the same id sent twice is one message).
+REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}\Z")
+
+
 @dataclass(frozen=True)
 class HandoffConfig:
     #: Seconds a request for a person may wait before the fallback (CHAT_HANDOFF_TIMEOUT).
@@ -91,6 +109,11 @@ class HandoffConfig:
     fallback: str = DEFAULT_FALLBACK
     #: The name visitors see for any staff member; empty: the staff member's own (CHAT_STAFF_DISPLAY_NAME).
     display_name: str = ""
+    #: Does the bot answer while a visitor waits for a person (CHAT_HANDOFF_BOT_WHILE_WAITING)?
+    #: ``True`` (the default): the visitor is never left without an answer, and the request stays
+    #: open until someone takes it or it times out. ``False``: the visitor's messages wait for the
+    #: person (logged as ``visitor_message``), the bot is silent.
+    bot_while_waiting: bool = True
 
     @classmethod
     def from_env(cls) -> "HandoffConfig":
@@ -102,6 +125,7 @@ class HandoffConfig:
             notice=os.environ.get("CHAT_HANDOFF_NOTICE", "").strip() or DEFAULT_NOTICE,
             fallback=os.environ.get("CHAT_HANDOFF_FALLBACK", "").strip() or DEFAULT_FALLBACK,
             display_name=os.environ.get("CHAT_STAFF_DISPLAY_NAME", "").strip(),
+            bot_while_waiting=_env_bool("CHAT_HANDOFF_BOT_WHILE_WAITING", True),
         )
 
     def asks_for_person(self, text: str) -> bool:
@@ -176,9 +200,11 @@ class Handoff:
                 effective = (st.status, st.staff) != before
             if not effective:
                 return
+            request_id = obj.get("request_id") if isinstance(obj.get("request_id"), str) else None
             st.events.append({"id": str(obj.get("id") or ""), "kind": kind, "text": text, "staff": staff,
                               "ts": obj.get("ts"), "at_turn": at_turn, "status": st.status,
-                              "via": obj.get("via") if obj.get("via") in ("chat", "button", "model") else None})
+                              "via": obj.get("via") if obj.get("via") in ("chat", "button", "model") else None,
+                              "request_id": request_id})
             if len(st.events) > MAX_EVENTS:
                 del st.events[: len(st.events) - MAX_EVENTS]
             self.version += 1
@@ -213,8 +239,13 @@ class Handoff:
             if e["kind"] == "handoff_requested":
                 text = self.config.notice if e["staff"] is None else text
             shown = self.config.display_name or e["staff"]
-            out.append({"id": e["id"], "kind": e["kind"], "text": text, "via": e["via"],
-                        "staff": shown if e["staff"] else None, "ts": e["ts"], "status": e["status"]})
+            item = {"id": e["id"], "kind": e["kind"], "text": text, "via": e["via"],
+                    "staff": shown if e["staff"] else None, "ts": e["ts"], "status": e["status"]}
+            if e["kind"] == "handoff_requested":
+                item["bot_answers"] = self.config.bot_while_waiting
+                if e["via"] == "chat":
+                    item["turn"] = e["at_turn"] - 1  # the turn whose reply was the notice (not rated)
+            out.append(item)
         return out
 
     def weave(self, cid: str, pairs: list[tuple[int, str, str]], turn: int) -> list[dict]:
@@ -259,12 +290,12 @@ class Handoff:
         return ok
 
     def intercept(self, cid: str, text: str, source: str) -> tuple[str | None, str | None]:
-        """Before a turn: ``("held", None)`` when staff hold ``cid`` (the message is logged as a
-        ``visitor_message``), ``("notice", text)`` when the message asks for a person, else
-        ``(None, None)``."""
+        """Before a turn: ``("held", None)`` when staff hold ``cid``, or it waits for a person and
+        the bot is not to answer meanwhile (the message is logged as a ``visitor_message``),
+        ``("notice", text)`` when the message asks for a person, else ``(None, None)``."""
         self.conversations.follow()
         st = self.state(cid)
-        if st.status == "staff":
+        if st.status == "staff" or (st.status == "waiting" and not self.config.bot_while_waiting):
             self._write(cid, "visitor_message", text=text)
             return "held", None
         # Staff trying the bot (operator) are never handed to a person. A replay gets the notice a
@@ -293,13 +324,18 @@ class Handoff:
             st = self.state(cid)
             return st.status == "staff" and st.staff == staff, st
 
-    def say(self, cid: str, staff: str, text: str) -> tuple[bool, ConversationState]:
+    def say(self, cid: str, staff: str, text: str, request_id: str | None = None) -> tuple[bool, ConversationState]:
+        """A staff message. ``request_id`` (the sender's id for this message) makes a resend
+        harmless: a message with an id already logged for ``cid`` is not written again."""
         with self._act:
             self.conversations.follow()
             st = self.state(cid)
             if st.status != "staff" or st.staff != staff:
                 return False, st
-            self._write(cid, "staff_message", staff=staff, text=text)
+            if request_id is not None and any(e.get("request_id") == request_id for e in st.events):
+                return True, st
+            extra = {"request_id": request_id} if request_id is not None else {}
+            self._write(cid, "staff_message", staff=staff, text=text, **extra)
             return True, self.state(cid)
 
     def handback(self, cid: str, staff: str) -> tuple[bool, ConversationState]:
@@ -309,6 +345,17 @@ class Handoff:
             if st.status != "staff" or st.staff != staff:
                 return False, st
             self._write(cid, "handoff_returned", staff=staff)
+            return True, self.state(cid)
+
+    def resolve(self, cid: str, staff: str) -> tuple[bool, ConversationState]:
+        """``staff`` marks ``cid`` resolved (logged): a request for a person is closed, a
+        conversation they hold goes back to the bot; one held by someone else is refused."""
+        with self._act:
+            self.conversations.follow()
+            st = self.state(cid)
+            if st.status == "staff" and st.staff != staff:
+                return False, st
+            self._write(cid, "conversation_resolved", staff=staff)
             return True, self.state(cid)
 
     def expire(self, now: float | None = None) -> int:
@@ -419,8 +466,11 @@ def register(app, settings, service) -> Handoff:
         try:
             data = await body_of(request)
             staff = check_staff_name(data.get("staff"))
-            text = None
+            text = request_id = None
             if action == "say":
+                request_id = data.get("request_id")
+                if request_id is not None and not (isinstance(request_id, str) and REQUEST_ID.fullmatch(request_id)):
+                    raise ValueError("request_id must be 8-64 letters, digits, - or _")
                 text = data.get("text")
                 if not isinstance(text, str) or not text.strip():
                     raise ValueError("text must be a non-empty string")
@@ -436,7 +486,9 @@ def register(app, settings, service) -> Handoff:
         if action == "take":
             ok, st = await asyncio.to_thread(handoff.take, cid, staff)
         elif action == "say":
-            ok, st = await asyncio.to_thread(handoff.say, cid, staff, text)
+            ok, st = await asyncio.to_thread(handoff.say, cid, staff, text, request_id)
+        elif action == "resolve":
+            ok, st = await asyncio.to_thread(handoff.resolve, cid, staff)
         else:
             ok, st = await asyncio.to_thread(handoff.handback, cid, staff)
         if not ok:
@@ -458,6 +510,10 @@ def register(app, settings, service) -> Handoff:
     @app.post("/handoff/handback", include_in_schema=False)
     async def handback(request: Request):
         return await staff_action(request, "handback")
+
+    @app.post("/handoff/resolve", include_in_schema=False)
+    async def resolve(request: Request):
+        return await staff_action(request, "resolve")
 
     @app.get("/handoff/state", include_in_schema=False)
     def state(request: Request):
@@ -553,7 +609,17 @@ class LiveConversation:
     last_message: str = ""
     source: str = ""
     turns: int = 0
+    resolved_at: float | None = None  # marked resolved: out of the list until something newer happens
     messages: list[dict] = field(default_factory=list)  # {ts, role: visitor|bot|staff|event, who, text}
+
+
+#: Sources of turns that no visitor wrote: replays of logged conversations, simulated visitors.
+TEST_SOURCES = frozenset({"replay", "simulated"})
+
+
+def is_test_traffic(conversation_id: str, source: str | None) -> bool:
+    """Is this conversation test traffic (a replay or a simulated visitor), not a real visitor?"""
+    return (source or "") in TEST_SOURCES or conversation_id.startswith("replay-")
 
 
 class LiveConversations:
@@ -577,7 +643,10 @@ class LiveConversations:
         self._convs: dict[str, LiveConversation] = {}
         self._ratings: dict[tuple, str] = {}
         self._lock = threading.Lock()
-        self.timeout = timeout if timeout is not None else HandoffConfig.from_env().timeout
+        config = HandoffConfig.from_env()
+        self.timeout = timeout if timeout is not None else config.timeout
+        #: Whether the Space's bot answers a visitor who waits for a person (the same setting).
+        self.bot_while_waiting = config.bot_while_waiting
         self._states: dict[str, ConversationState] = {}
         self._feedback = Path(self.folder) / "annotations" / "feedback.jsonl"
 
@@ -618,7 +687,10 @@ class LiveConversations:
         if conv is None:
             conv = self._convs[cid] = LiveConversation(cid)
         ts = _epoch(obj.get("ts", obj.get("timestamp")))
-        conv.last_ts = max(conv.last_ts, ts)
+        if obj.get("kind") == "conversation_resolved":
+            conv.resolved_at = ts
+        else:
+            conv.last_ts = max(conv.last_ts, ts)
         if records.is_event(obj):
             st = self._states.setdefault(cid, ConversationState())
             before = (st.status, st.staff)
@@ -627,15 +699,15 @@ class LiveConversations:
             text = text if isinstance(text, str) else ""
             if kind == "staff_message" and text:
                 self._add(conv, ts, "staff", str(staff or ""), text)
-                conv.last_message = text
             elif kind == "visitor_message" and text:
                 self._add(conv, ts, "visitor", "", text)
                 conv.last_message = text
-            elif (st.status, st.staff) != before:
+            elif (st.status, st.staff) != before or kind == "conversation_resolved":
                 label = {"handoff_requested": "asked for a person",
                          "handoff_taken": f"{staff} took over",
                          "handoff_returned": f"{staff} handed back to the bot",
-                         "handoff_timeout": "nobody took it in time: the bot carries on"}.get(kind, kind)
+                         "handoff_timeout": "nobody took it in time: the bot carries on",
+                         "conversation_resolved": f"{staff} marked it resolved"}.get(kind, kind)
                 self._add(conv, ts, "event", str(staff or ""), label)
             return
         user, reply = obj.get("user_text"), obj.get("response")
@@ -648,7 +720,6 @@ class LiveConversations:
             conv.last_message = user
         if isinstance(reply, str) and reply:
             self._add(conv, ts, "bot", "", reply)
-            conv.last_message = reply
 
     def refresh(self) -> None:
         with self._lock:
@@ -663,9 +734,11 @@ class LiveConversations:
                 if obj.get("rating") in ("up", "down"):
                     self._ratings[(obj["conversation_id"], obj.get("turn"), obj.get("by"))] = obj["rating"]
 
-    def active(self, minutes: float = 15.0, now: float | None = None) -> list[dict]:
+    def active(self, minutes: float = 15.0, now: float | None = None, include_test: bool = False) -> list[dict]:
         """Conversations with activity in the last ``minutes``: waiting ones first (longest
-        wait first), then by latest activity."""
+        wait first), then by latest activity. ``last_message`` is what the visitor last said;
+        ``holder`` who has it (None: nobody); ``test`` marks replays and simulated visitors
+        (:func:`is_test_traffic`), left out unless ``include_test``."""
         self.refresh()
         now = time.time() if now is None else now
         downs: dict[str, int] = {}
@@ -676,6 +749,11 @@ class LiveConversations:
             rows = []
             for cid, conv in self._convs.items():
                 if now - conv.last_ts > minutes * 60:
+                    continue
+                if conv.resolved_at is not None and conv.resolved_at >= conv.last_ts:
+                    continue
+                test = is_test_traffic(cid, conv.source)
+                if test and not include_test:
                     continue
                 st = self._states.get(cid) or ConversationState()
                 status = st.status
@@ -691,6 +769,9 @@ class LiveConversations:
                     "turns": conv.turns,
                     "thumbs_down": downs.get(cid, 0),
                     "last_activity": conv.last_ts,
+                    "holder": st.staff if status == "staff" else None,
+                    "requested_at": st.requested_at if status == "waiting" else None,
+                    "test": test,
                     "_waiting": status == "waiting",
                 })
         rows.sort(key=lambda r: (not r["_waiting"], -(r["waiting_s"] or 0), -r["last_activity"]))
@@ -722,6 +803,8 @@ def _apply_state(st: ConversationState, obj: dict, ts: float) -> None:
         st.status, st.staff, st.since, st.requested_at = "bot", None, ts, None
     elif kind == "handoff_timeout" and st.status == "waiting":
         st.status, st.since, st.requested_at = "bot", ts, None
+    elif kind == "conversation_resolved" and (st.status != "staff" or staff == st.staff):
+        st.status, st.staff, st.since, st.requested_at = "bot", None, ts, None
 
 
 class _EventScan:

@@ -139,7 +139,8 @@ def _event_md(e: dict) -> list[str]:
     what = {"handoff_requested": "the visitor asked for a person",
             "handoff_taken": f"{_md_inline(staff)} took over",
             "handoff_returned": f"{_md_inline(staff)} handed back to the bot",
-            "handoff_timeout": "nobody took it in time: the bot carried on"}.get(kind, str(kind))
+            "handoff_timeout": "nobody took it in time: the bot carried on",
+            "conversation_resolved": f"{_md_inline(staff)} marked it resolved"}.get(kind, str(kind))
     return [f"> {what} — {e.get('ts')}", ""]
 
 
@@ -147,27 +148,45 @@ def _md_inline(text: str) -> str:
     return re.sub(r"[^\w .@'-]", "_", str(text))[:64]
 
 
+def conversation_lines(turns: pd.DataFrame, events: list[dict] | None = None) -> list[dict]:
+    """Every line of one conversation in log order: its turns (as :data:`EXPORT_FIELDS`, with
+    ``kind`` ``turn``) and its ``events`` (schema v2 lines: visitor messages to staff, staff
+    messages, handoff steps) in their places.
+
+    An event is written with ``at_turn``, the number the next turn would get, so it
+    belongs after every turn below that number and before the turn that has it; events
+    of one place keep their time order.
+    """
+    rows = _turn_dicts(turns)
+    pending = sorted(events or [], key=lambda e: (e.get("at_turn") or 0))  # stable: time order kept
+    out: list[dict] = []
+    for r in rows:
+        while pending and r["turn"] is not None and (pending[0].get("at_turn") or 0) <= r["turn"]:
+            out.append(pending.pop(0))
+        out.append({"kind": "turn", **r})
+    out.extend(pending)
+    return out
+
+
 def markdown_transcript(turns: pd.DataFrame, events: list[dict] | None = None) -> str:
     """The conversation as markdown; ``events`` (its schema v2 lines: staff messages, takeover,
-    hand-back, …) are placed before the turn they preceded."""
+    hand-back, …) in their places (:func:`conversation_lines`)."""
     rows = _turn_dicts(turns)
     if not rows:
         return ""
-    events = sorted(events or [], key=lambda e: (e.get("at_turn") or 0))
     cid = rows[0]["conversation_id"]
     out = [f"# Conversation {cid}", "",
            f"{len(rows)} turn(s), {rows[0]['ts']} – {rows[-1]['ts']}", ""]
-    for r in rows:
-        while events and r["turn"] is not None and (events[0].get("at_turn") or 0) <= r["turn"]:
-            out += _event_md(events.pop(0))
+    for r in conversation_lines(turns, events):
+        if r["kind"] != "turn":
+            out += _event_md(r)
+            continue
         latency = f", {r['latency_ms']:.0f} ms" if r.get("latency_ms") is not None else ""
         out += [f"## Turn {r['turn'] if r['turn'] is not None else '?'} — {r['ts']} ({r['source']}{latency})", "",
                 "**User:**", "", _md_quote(r["user_text"]), "",
                 "**Assistant:**", "", _md_quote(r["response"]), ""]
         if r.get("error"):
             out += [f"> error: {r['error']}", ""]
-    for e in events:
-        out += _event_md(e)
     return "\n".join(out)
 
 
@@ -186,14 +205,27 @@ def export_file_name(conversation_id: str, ext: str) -> str:
     return f"conversation-{safe}.{ext}"
 
 
+#: Columns of a conversation's CSV export: what a line is (``kind``: ``turn``, ``staff_message``,
+#: ``visitor_message``, ``handoff_requested``, …), then a turn's fields, then an event's.
+CONVERSATION_FIELDS = ["kind", *EXPORT_FIELDS, "staff", "text", "at_turn"]
+
+
 def export_conversation(turns: pd.DataFrame, fmt: str, events: list[dict] | None = None) -> str:
-    """One conversation; ``md`` and ``jsonl`` include its ``events`` (staff messages as such)."""
+    """One conversation with every line in log order (:func:`conversation_lines`): ``md``, or
+    ``jsonl``/``csv`` with a ``kind`` per line (``turn`` or the event's kind)."""
     if fmt == "md":
         return markdown_transcript(turns, events)
-    text = export_turns(turns, fmt)
-    if fmt == "jsonl" and events:
-        text += "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in events)
-    return text
+    lines = conversation_lines(turns, events)
+    if fmt == "jsonl":
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=CONVERSATION_FIELDS, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        for r in lines:
+            writer.writerow({k: _csv_safe(v) for k, v in r.items()})
+        return buf.getvalue()
+    raise ValueError(f"unknown export format {fmt!r}")
 
 
 # ------------------------------------------------------------ dashboard filters

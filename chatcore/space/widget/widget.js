@@ -130,6 +130,7 @@
       if (m.role !== "assistant") return { role: "user", text: m.text };
       var r = { role: "assistant", text: m.text, turn: isTurn(m.turn) ? m.turn : k };
       if (m.rating === "up" || m.rating === "down") r.rating = m.rating;
+      if (m.notice === true) r.notice = true;
       k = r.turn + 1;
       return r;
     });
@@ -308,6 +309,7 @@
       controller: null,
       lastText: "",
       held: false,
+      noticeTurns: [],
       channel: null
     };
 
@@ -353,8 +355,20 @@
         if (m.role === "staff") { staffBubble(m.who, m.text); return; }
         if (m.role === "note" && !m.text) return;
         var el = bubble(m.role, m.text);
-        if (m.role === "assistant") addRating(el, m.turn, m.rating);
+        if (m.role === "assistant" && !m.notice) addRating(el, m.turn, m.rating);
       });
+    }
+
+    // A reply that was the "someone will join" notice is not the bot's answer: no rating.
+    function markNotice(turn) {
+      if (!isTurn(turn)) return;
+      if (state.noticeTurns.indexOf(turn) === -1) state.noticeTurns.push(turn);
+      var changed = false;
+      state.transcript.forEach(function (m) {
+        if (m.role === "assistant" && m.turn === turn && !m.notice) { m.notice = true; delete m.rating; changed = true; }
+      });
+      log.querySelectorAll('.msg.assistant[data-turn="' + turn + '"] .rate').forEach(function (r) { r.remove(); });
+      if (changed) persist();
     }
 
     function staffBubble(who, text) {
@@ -404,6 +418,13 @@
         if (ev.kind === "handoff_taken") text = who + " joined the chat.";
         else if (ev.kind === "handoff_returned") text = who + " left the chat. " + TITLE + " is back to help.";
         else if (ev.kind === "handoff_requested" && (ev.via === "chat" || ev.via === "model")) text = ""; // already the reply
+        if (ev.kind === "handoff_requested") {
+          markNotice(ev.turn);
+          // What happens meanwhile, as the Space is set up (CHAT_HANDOFF_BOT_WHILE_WAITING).
+          var meanwhile = ev.bot_answers === false ? "Until then, your messages wait for them." :
+            ev.bot_answers === true ? "Until then, you can keep chatting here." : "";
+          text = (text ? text + " " : "") + meanwhile;
+        }
         if (text) {
           entry = { role: "note", text: text, who: "", eid: ev.id };
           bubble("note", text);
@@ -493,6 +514,7 @@
     }
 
     function addRating(el, turn, rating) {
+      if (state.noticeTurns.indexOf(turn) !== -1) return;
       var row = document.createElement("div");
       row.className = "rate";
       row.setAttribute("role", "group");
@@ -583,6 +605,7 @@
       if (state.controller) state.controller.abort();
       state.cid = conversationId(true);
       state.transcript = [];
+      state.noticeTurns = [];
       closeChannel();
       state.held = false;
       handoffBtn.hidden = !HANDOFF;
@@ -624,7 +647,9 @@
         replyEl.classList.remove("pending");
         setBubbleText(replyEl, reply);
         if (cid === state.cid) {
-          state.transcript.push({ role: "user", text: text }, { role: "assistant", text: reply, turn: turn });
+          var answer = { role: "assistant", text: reply, turn: turn };
+          if (state.noticeTurns.indexOf(turn) !== -1) answer.notice = true; // the channel was first
+          state.transcript.push({ role: "user", text: text }, answer);
           persist();
           addRating(replyEl, turn, null);
         }
