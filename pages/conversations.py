@@ -402,7 +402,7 @@ def forget_panel(cid: str) -> None:
 @st.cache_data(ttl=2, show_spinner=False)
 def staff_events(log_path: str, cid: str) -> list[dict]:
     """Staff messages and handoff events of one conversation (schema v2 lines of the log)."""
-    from chatcore.space.handoff import conversation_events
+    from chatcore.staff.handoff_log import conversation_events
 
     return conversation_events(log_path, cid)
 

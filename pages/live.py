@@ -39,7 +39,7 @@ LIVE_MINUTES = float(os.environ.get("CHAT_LIVE_MINUTES", "15") or 15)
 
 @st.cache_resource
 def live_conversations(path: str):
-    from chatcore.space.handoff import LiveConversations
+    from chatcore.staff.inbox import LiveConversations
 
     return LiveConversations(path)
 
@@ -55,7 +55,7 @@ def my_staff_name() -> str:
 
 def staff_act(route: str, cid: str, **extra) -> None:
     """One staff action on the Space; what it did is shown above the open conversation."""
-    from chatcore.space.handoff import staff_call
+    from chatcore.remote.client import staff_call
     from chatcore.config import operator_token
 
     ok, message = staff_call(cfg.space_url, operator_token(cfg.log_path), route,

@@ -25,7 +25,7 @@ header("Overview", ":material/dashboard:")
 
 @st.cache_data(ttl=15, show_spinner=False)
 def handoffs_since(log_path: str, since: datetime) -> dict:
-    from chatcore.space.handoff import handoff_figures
+    from chatcore.staff.handoff_log import handoff_figures
 
     return handoff_figures(log_path, since)
 
@@ -38,7 +38,7 @@ def format_seconds(value) -> str:
 
 @st.cache_data(ttl=15, show_spinner=False)
 def handed_off(log_path: str) -> frozenset:
-    from chatcore.space.handoff import handed_off_ids
+    from chatcore.staff.handoff_log import handed_off_ids
 
     return frozenset(handed_off_ids(log_path))
 

@@ -146,7 +146,7 @@ CONVERSATIONS = {
 def _handed_off_conversation(space, client) -> None:
     """c-handoff: a late order; the visitor asks for a person, staff take over and answer, the
     visitor writes to them, staff hand back, and the bot answers from what staff said."""
-    from chatcore.space.handoff import staff_call
+    from chatcore.remote.client import staff_call
 
     client.reset()
     client.send("my order is late", "c-handoff", source="api")

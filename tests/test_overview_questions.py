@@ -312,7 +312,7 @@ def test_overview_and_live_never_build_the_pandas_log(tmp_path, monkeypatch, no_
 def test_event_lines_follow_the_log(tmp_path):
     """The Overview's handoff figures read the log's event lines once per process, then only
     what was appended; a partial last line waits, a replaced or rewritten shard is read again."""
-    from chatcore.space.handoff import _EVENTS, conversation_events, handoff_figures
+    from chatcore.staff.handoff_log import _EVENTS, conversation_events, handoff_figures
     from chatcore.log.records import make_event
 
     log = tmp_path / "chat.jsonl"

@@ -164,7 +164,7 @@ def cmd_export(args) -> int:
     questions.sync(progress=_progress_to_stderr())
     cid = resolve_conversation(settings.log_path, args.conversation, questions)
     turns = _to_pandas(questions.transcript(cid))
-    from chatcore.space.handoff import conversation_events
+    from chatcore.staff.handoff_log import conversation_events
 
     text = export_conversation(turns, args.format, conversation_events(settings.log_path, cid))
     # JSONL stays exact; Markdown and CSV are read by people: no terminal controls

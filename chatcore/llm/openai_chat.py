@@ -15,7 +15,7 @@ timeout, the type of a connection error) and never the URL's credentials or the 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import openai

@@ -230,3 +230,26 @@ def space_health(url: str, timeout: float = 3.0, operator_token: str | None = No
         return {"status": "down", "error": f"cannot reach {display_url(url)} ({type(exc).__name__})"}
     except ValueError:
         return {"status": "down", "error": "the Space's /healthz did not return JSON"}
+
+
+def staff_call(space_url: str, token: str | None, route: str, body: dict, timeout: float = 10.0) -> tuple[bool, str]:
+    """``POST /handoff/<route>`` with the staff token: (ok, a message to show)."""
+    import httpx
+
+    from chatcore.config import OPERATOR_TOKEN_HEADER
+
+    if not token:
+        return False, "No staff token: set CHAT_OPERATOR_TOKEN, or point the dashboard at the Space's log folder."
+    try:
+        res = httpx.post(space_url.rstrip("/") + "/handoff/" + route, json=body,
+                         headers={OPERATOR_TOKEN_HEADER: token}, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return False, f"Cannot reach the Space ({type(exc).__name__})."
+    try:
+        data = res.json()
+    except ValueError:
+        data = {}
+    if res.status_code == 200:
+        return True, data.get("status", "ok")
+    return False, str(data.get("error") or f"HTTP {res.status_code}")
+

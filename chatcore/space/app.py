@@ -112,9 +112,9 @@ def build_app(settings: Settings, responder: Responder | None = None) -> tuple[F
     feedback_limit = RateLimit(settings.feedback_per_minute, name="feedback")
 
     app = FastAPI(title="Chat Operator Space", docs_url=None, redoc_url=None)
-    from chatcore.space import handoff
+    from chatcore.space import handoff_routes
 
-    handoff.register(app, settings, service)  # before seeding: it reads the log's events too
+    handoff_routes.register(app, settings, service)  # before seeding: it reads the log's events too
     seed_turns(service.conversations)
 
     @app.get("/healthz")

@@ -349,7 +349,7 @@ class _StaffReplay:
                 except Exception as exc:  # SpaceError and friends: the turns still run, without this context
                     self.error = f"a visitor's message to staff was not replayed: {exc}"
                 continue
-            from chatcore.space.handoff import staff_call
+            from chatcore.remote.client import staff_call
 
             route = {"handoff_taken": "take", "staff_message": "say", "handoff_returned": "handback"}[kind]
             body = {"conversation_id": replay_id, "staff": self.STAFF_NAME}

@@ -209,7 +209,7 @@ def select_conversations(frame: pd.DataFrame, log_path, *, rated: str | None = N
             wanted = {normalise_tag(t) for t in tags}
             ids_in_range &= {cid for cid, e in notes.items() if wanted <= e["tags"]}
         if handed_off:
-            from chatcore.space.handoff import handed_off_ids
+            from chatcore.staff.handoff_log import handed_off_ids
 
             ids_in_range &= handed_off_ids(log_path)
         first_seen = frame.drop_duplicates("conversation_id").sort_values("ts", kind="stable")
@@ -247,7 +247,7 @@ def add_conversations(log_path, suite: str, frame: pd.DataFrame, conversation_id
     Each turn's kind comes from the ratings and hand-offs known now (adding a conversation
     again refreshes them). Ids not in the log are skipped (a suite only holds conversations
     it can replay)."""
-    from chatcore.space.handoff import conversation_events
+    from chatcore.staff.handoff_log import conversation_events
 
     check_suite_name(suite)
     ratings = feedback_by_turn(log_path)
