@@ -32,3 +32,26 @@ def test_conversations_and_live_drop_a_forgotten_conversation(tmp_path, monkeypa
     assert set(shown_ids(conversations)) == {"keep-me-0001"}
     run_until(live, lambda a: "4111" not in _live_text(a))
     assert "4111" not in _live_text(live) and "hello there" in _live_text(live)
+
+
+def test_the_staff_inbox_drops_a_forgotten_conversation(tmp_path):
+    from chatcore.log.records import make_event, make_record
+    from chatcore.log.writer import LogWriter
+    from chatcore.staff.inbox import LiveConversations
+
+    log = tmp_path / "logs" / "chat.jsonl"
+    w = LogWriter(log)
+    for cid in ("keep-inbox-01", "forget-inbox-1"):
+        w.append(make_record(conversation_id=cid, turn=0, user_text=f"card 4111 1111 1111 1111 from {cid}",
+                             response="ok", latency_ms=3, source="widget", backend="echo"))
+        w.append(make_event(conversation_id=cid, kind="handoff_requested", at_turn=1))
+    inbox = LiveConversations(log)
+    assert {r["conversation_id"] for r in inbox.active(15)} == {"keep-inbox-01", "forget-inbox-1"}
+    assert inbox.transcript("forget-inbox-1")
+
+    forget(log, "forget-inbox-1", by="test")
+    assert [r["conversation_id"] for r in inbox.active(15)] == ["keep-inbox-01"]
+    assert inbox.transcript("forget-inbox-1") == []
+    w.append(make_record(conversation_id="keep-inbox-01", turn=1, user_text="still here", response="ok",
+                         latency_ms=3, source="widget", backend="echo"))
+    assert "still here" in str(inbox.transcript("keep-inbox-01"))  # followed on after the rewrite
