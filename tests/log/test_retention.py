@@ -23,7 +23,8 @@ from chatcore.log.writer import LogWriter
 
 from test_pages import _env  # noqa: F401  (AppTest runs the dashboard's entry script)
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT  # noqa: E402
+
 SECRET = "SECRET-FORGET-ME-7731"
 TARGET = "forget-target-1"
 WRITERS = 4

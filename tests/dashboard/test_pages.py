@@ -192,7 +192,7 @@ def test_live_merge_dedupes_and_keeps_newest_first():
 
 def test_overview_figures_are_read_afresh_on_each_run(tmp_path, monkeypatch):
     """The figures live in a fragment that reruns every CHAT_OVERVIEW_REFRESH seconds in the
-    browser (tests/test_dashboard_offline.py); AppTest does not tick run_every, so rerun here."""
+    browser (tests/dashboard/test_dashboard_offline.py); AppTest does not tick run_every, so rerun here."""
     log = tmp_path / "chat.jsonl"
     now = datetime.now(timezone.utc)
     write_log(log, [rec("a", 0, now - timedelta(seconds=20))])
