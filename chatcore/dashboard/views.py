@@ -7,6 +7,8 @@ long-lived objects (:class:`SharedStore`, :class:`LiveFeed`) in
 Text written by visitors and by the model is never trusted: the pages show it
 with ``st.text`` or in dataframes (both inert), and where markdown is needed
 :func:`escape_markdown` makes it literal.
+
+Over 500 lines: small view helpers shared by every page, each a few lines; grouped by the page they serve.
 """
 from __future__ import annotations
 

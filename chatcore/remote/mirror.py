@@ -34,6 +34,8 @@ annotations stay the one record every dashboard sees.
 
 Several Spaces (replicas) in one spec, separated by commas, are read as one log:
 each one's shards are stored under a prefix of its own and the annotations merged.
+
+About 800 lines: one object owns the copy's state, its lock, the sync and the event stream, bounded in bytes, time and memory; the bounded HTTP calls are in :mod:`chatcore.remote.bounded_http`. Next split: the event-stream listener.
 """
 from __future__ import annotations
 

@@ -26,6 +26,8 @@ Restart-safe: where reading stopped, the undelivered alerts and the ids recently
 are kept in ``<log folder>/.chatcore-alerts/state.json`` (webhooks named by a hash,
 never by their URL); ``status.json`` beside it feeds the dashboard's Overview.
 Payloads and files hold conversation ids, never visitor text.
+
+Over 500 lines: one watcher with its delivery queue and its saved state; splitting them would spread one state over modules.
 """
 from __future__ import annotations
 

@@ -25,6 +25,8 @@ pass. ``worse``/``better`` compare each turn with the previous run of the suite 
 first run).
 
 Reports are JSON files in ``<log folder>/annotations/eval-runs/<run id>.json``.
+
+A little over 500 lines: the run, the scoring rules and the report belong together; the judge's transport is in :mod:`chatcore.llm.openai_chat`.
 """
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ the vectorised checks cannot vouch for, and blocks the fast parser rejects, are
 bisected down to small runs of lines parsed one by one with :func:`parse_line`
 (``orjson`` + :func:`chatcore.log.records.normalise`). Either path gives the same rows
 and the same bad-line counts.
+
+Over 500 lines: the reference parser and the block path must agree line for line, so they live side by side.
 """
 from __future__ import annotations
 
