@@ -100,3 +100,13 @@ def test_chatcore_never_imports_streamlit():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not any(n == "streamlit" or n.startswith("streamlit.") for n in names), path
+
+
+def test_a_module_over_500_lines_says_why():
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        if text.count("\n") > 500 and "lines" not in doc:
+            long.append(str(path.relative_to(ROOT)))
+    assert not long, f"over 500 lines with no reason in the docstring (split them, or say why): {long}"
