@@ -10,6 +10,8 @@ from pathlib import Path
 
 from chatcore.log import records
 from chatcore.space.handoff import _epoch
+
+
 class _EventScan:
     """The event lines (schema v2) of log shards, kept per process: each look reads only the
     bytes appended since the last one (a shard replaced, truncated or rewritten from its

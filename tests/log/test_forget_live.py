@@ -11,6 +11,7 @@ from gradio_client import Client
 
 from conftest import PYTHON, ROOT
 from openai_fake import CompletionsServer as _CompletionsServer
+from test_takeover import wait_for
 
 CARD = "4111-1111-1111-1111"
 EMAIL = "kim.support@example.com"
@@ -35,14 +36,8 @@ def _rate(sp, cid: str, turn: int) -> httpx.Response:
                       timeout=10)
 
 
-def _until(check, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+def _until(check, what: str):
+    return wait_for(check, timeout=30.0, what=what)
 
 
 def test_forget_while_two_replicas_run(space_factory, tmp_path):
