@@ -1,25 +1,21 @@
 """Chat Operator — the operator dashboard (Streamlit multipage app).
 
 Run with ``python -m chatcore dashboard`` (starts a local Space too) or
-``streamlit run dashboard.py`` with ``CHAT_LOG_PATH`` / ``CHAT_SPACE_URL`` set.
+``streamlit run dashboard_app.py`` with ``CHAT_LOG_PATH`` / ``CHAT_SPACE_URL`` set: that file
+serves this script behind the login gate (``chatcore/dashboard/gate.py``).
 """
 from __future__ import annotations
 
 import html
-import math
 from pathlib import Path
 
 import streamlit as st
 
-from chatcore.dashboard.auth import LOGIN_THROTTLE, login_config, verify_password
+from chatcore.dashboard.auth import SessionCookies, login_config, session_cookies
+from chatcore.dashboard.gate import LOGIN_PATH, LOGOUT_PATH
 from chatcore.dashboard.views import health_summary, tz_name
 from chatcore.config import display_url
-from pages import _guard
 from pages._shared import PAGES, health, settings, viewer_tz
-
-# Before anything is cached: sessions that have not logged in cannot clear the shared
-# caches or fetch exports (see pages/_guard.py).
-_guard.install()
 
 # A file of ours, not an emoji or ":material/…:" icon: Streamlit fetches those favicons from a CDN,
 # and the dashboard must work with no request leaving the machine.
@@ -62,37 +58,24 @@ def sidebar_value(text: str, breaks: bool) -> str:
     return f'<p class="sidebar-value" title="{safe}" style="{style}">{shown}</p>'
 
 
-def _log_out() -> None:
-    for key in ("dashboard_login", "dashboard_user"):
-        st.session_state.pop(key, None)
-    _guard.set_authenticated(False)
-
-
-def client_address() -> str:
-    """The viewer's address for the login throttle (``local`` for loopback)."""
+def _session_cookie() -> str | None:
     try:
-        ip = st.context.ip_address
+        return st.context.cookies.get(SessionCookies.NAME)
     except Exception:  # no browser context
-        ip = None
-    return ip[:64] if isinstance(ip, str) and ip else "local"
+        return None
 
 
 def require_login() -> bool:
     """Login gate: return True when the viewer may see the dashboard.
 
     The mode comes from :func:`chatcore.dashboard.auth.login_config` (environment and
-    ``.streamlit/secrets.toml``): ``oidc`` uses ``st.login``/``st.user``,
-    ``password`` a password form checked against the stored scrypt hash, and
-    ``none`` lets everyone in (the launcher only binds loopback then).
-    Viewers who are not signed in see the login screen and nothing else.
+    ``.streamlit/secrets.toml``): ``oidc`` uses ``st.login``/``st.user``; ``password`` (a shared
+    password or staff accounts) is the ``/login`` page of the gate in front of Streamlit
+    (``dashboard_app.py``), which lets only browsers with a session cookie reach this script;
+    the cookie also says who logged in. ``none`` lets everyone in (the launcher only binds
+    loopback then). Viewers who are not signed in see the login screen and nothing else.
     """
     ss = st.session_state
-    allowed = _login_gate(ss)
-    _guard.set_authenticated(allowed)
-    return allowed
-
-
-def _login_gate(ss) -> bool:
     try:
         config = login_config(secrets=_secrets())
     except ValueError as exc:
@@ -116,29 +99,21 @@ def _login_gate(ss) -> bool:
             st.button("Log out", icon=":material/logout:", on_click=st.logout, key="logout_oidc")
         return True
 
-    # password
-    if ss.get("dashboard_login") is True:
-        ss.dashboard_user = "staff"
-        with st.sidebar:
-            st.button("Log out", icon=":material/logout:", on_click=_log_out, key="logout_password")
-        return True
-    _login_screen()
-    with st.form("login_form", clear_on_submit=True, border=True):
-        password = st.text_input("Password", type="password", key="login_password")
-        submitted = st.form_submit_button("Log in", icon=":material/login:", type="primary")
-    if submitted:
-        address = client_address()
-        wait = LOGIN_THROTTLE.attempt(address)  # shared by every session of this server
-        if wait:
-            st.error(f"Too many login attempts. Try again in {math.ceil(wait)} s.", icon=":material/lock_clock:")
-            return False
-        if password and verify_password(password, config.password_hash):
-            LOGIN_THROTTLE.succeeded(address)
-            ss.dashboard_login = True
-            _guard.set_authenticated(True)
-            st.rerun()
-        st.error("Wrong password.", icon=":material/lock:")
-    return False
+    # password: checked again here (fails closed when the script is served without the gate,
+    # e.g. by a bare `streamlit run dashboard.py`, or after a logout elsewhere)
+    user = session_cookies().user(_session_cookie())
+    if user is None:
+        ss.pop("dashboard_user", None)
+        _login_screen()
+        st.caption("Your session has ended or was never started here.")
+        st.link_button("Log in", LOGIN_PATH, icon=":material/login:", type="primary")
+        return False
+    ss.dashboard_user = user
+    with st.sidebar:
+        if user != "staff":
+            st.caption(f"Signed in as {user}")
+        st.link_button("Log out", LOGOUT_PATH, icon=":material/logout:")
+    return True
 
 
 def _login_screen() -> None:

@@ -1,11 +1,16 @@
 """A raw Streamlit websocket client (the browser's protocol: protobuf BackMsg/ForwardMsg on
-``/_stcore/stream``), for tests that act as a hostile or scripted browser session."""
+``/_stcore/stream``), for tests that act as a hostile or scripted browser session.
+
+The websocket is opened on first use, with the session cookie when :meth:`StreamlitSession.login`
+got one from the dashboard's ``/login`` form (as a browser does); without one, a dashboard with a
+password refuses it (``websockets.exceptions.InvalidStatus``, 403)."""
 from __future__ import annotations
 
 import asyncio
 import itertools
 from dataclasses import dataclass, field
 
+import httpx
 import websockets
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
@@ -26,24 +31,62 @@ class Run:
     status: str = ""
 
 
+SESSION_COOKIE = "chat_operator_session"
+
+
+class LoginRefused(Exception):
+    """The /login form did not log in: ``status`` and the page's ``alert`` say why."""
+
+    def __init__(self, status: int, alert: str):
+        super().__init__(f"{status}: {alert}")
+        self.status, self.alert = status, alert
+
+
+async def http_login(url: str, password: str, name: str = "", headers: dict | None = None) -> str:
+    """Post the dashboard's login form as a browser does; the session cookie's value."""
+    async with httpx.AsyncClient(timeout=60) as client:
+        r = await client.post(url.rstrip("/") + "/login", data={"name": name, "password": password, "next": "/"},
+                              headers=headers or {})
+    if r.status_code != 303 or SESSION_COOKIE not in r.cookies:
+        raise LoginRefused(r.status_code, page_alert(r.text))
+    return r.cookies[SESSION_COOKIE]
+
+
+def page_alert(text: str) -> str:
+    import re
+
+    m = re.search(r'role="alert">([^<]*)<', text)
+    return m.group(1) if m else ""
+
+
 class StreamlitSession:
-    def __init__(self, url: str, headers: dict | None = None):
+    def __init__(self, url: str, headers: dict | None = None, cookie: str | None = None):
+        self.url = url.rstrip("/")
         self.ws_url = url.replace("http://", "ws://").rstrip("/") + "/_stcore/stream"
         self.headers = headers or {}
+        self.cookie = cookie
         self.ws = None
         self.session_id: str | None = None
         self.pages: dict[str, str] = {}  # url path name ("", "live", …) -> page_script_hash
         self.backend_responses: list = []
 
-    async def __aenter__(self) -> "StreamlitSession":
+    async def connect(self) -> None:
+        headers = dict(self.headers)
+        if self.cookie:
+            headers["Cookie"] = f"{SESSION_COOKIE}={self.cookie}"
         self.ws = await websockets.connect(self.ws_url, subprotocols=["streamlit"],
-                                           additional_headers=self.headers, max_size=2**24)
+                                           additional_headers=headers, max_size=2**24)
+
+    async def __aenter__(self) -> "StreamlitSession":
         return self
 
     async def __aexit__(self, *exc) -> None:
-        await self.ws.close()
+        if self.ws is not None:
+            await self.ws.close()
 
     async def send(self, msg: BackMsg) -> None:
+        if self.ws is None:
+            await self.connect()
         await self.ws.send(msg.SerializeToString())
 
     async def run(self, widgets: list[WidgetState] | None = None, page: str = "", timeout: float = 60.0) -> Run:
@@ -98,12 +141,14 @@ class StreamlitSession:
                         run.status = status
                         return run
 
-    async def login(self, password: str) -> Run:
-        """Fill in the login form and press its button, as the browser does."""
-        first = await self.run()
-        box, button = first.widgets["Password"], first.widgets["Log in"]
-        return await self.run([WidgetState(id=box.id, string_value=password),
-                               WidgetState(id=button.id, trigger_value=True)])
+    async def login(self, password: str, name: str = "") -> Run:
+        """Log in on the /login page, as the browser does, then open the websocket with the
+        session cookie; the first script run."""
+        self.cookie = await http_login(self.url, password, name, headers=self.headers)
+        if self.ws is not None:
+            await self.ws.close()
+            self.ws = None
+        return await self.run()
 
     async def clear_cache(self) -> None:
         msg = BackMsg()

@@ -7,9 +7,14 @@ a plain mapping: this package never imports streamlit):
   ``server_metadata_url``: the dashboard uses ``st.login()``.
 * ``password`` — ``CHAT_DASHBOARD_PASSWORD_HASH`` (or ``[dashboard] password_hash``
   in secrets), made with ``python -m chatcore hash-password``; or, less good,
-  a plain ``CHAT_DASHBOARD_PASSWORD`` (hashed in memory at once). Compared in
+  a plain ``CHAT_DASHBOARD_PASSWORD`` (hashed in memory at once); and/or staff
+  accounts (``CHAT_STAFF_ACCOUNTS``, a file of ``name:hash`` lines, or
+  ``[staff_accounts]`` in secrets), which say who is logged in. Compared in
   constant time.
 * ``none``     — the dashboard only listens on loopback and refuses any other address.
+
+A password login is made by the dashboard's ``/login`` route (:mod:`chatcore.dashboard.gate`),
+which hands the browser a signed session cookie (:class:`SessionCookies`).
 """
 from __future__ import annotations
 
@@ -20,10 +25,14 @@ import ipaddress
 import math
 import os
 import secrets as _secrets
+import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from limits import RateLimitItemPerSecond
 from limits.strategies import MovingWindowRateLimiter
@@ -35,7 +44,8 @@ HOW_TO_CONFIGURE = (
     "To serve the dashboard on another address, configure a login first: either set "
     "CHAT_DASHBOARD_PASSWORD_HASH to the output of `python -m chatcore hash-password`, or "
     "add an [auth] section (OIDC: client_id, client_secret, server_metadata_url, redirect_uri, "
-    "cookie_secret) to .streamlit/secrets.toml."
+    "cookie_secret) to .streamlit/secrets.toml, or staff accounts with "
+    "`python -m chatcore staff-account add NAME` and CHAT_STAFF_ACCOUNTS."
 )
 
 
@@ -66,17 +76,36 @@ def verify_password(password: str, stored: str) -> bool:
         return False
 
 
+#: Checked against when a name has no account, so that both cost the same.
+_DUMMY_HASH = hash_password("no such account", salt=b"\0" * 16)
+
+
 @dataclass(frozen=True)
 class LoginConfig:
     mode: str  # "oidc" | "password" | "none"
     password_hash: str | None = None
+    #: staff account name -> stored hash; with accounts the login asks for a name
+    accounts: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def configured(self) -> bool:
         return self.mode != "none"
 
     def __repr__(self) -> str:  # never print the hash
-        return f"LoginConfig(mode={self.mode!r})"
+        return f"LoginConfig(mode={self.mode!r}, accounts={len(self.accounts)})"
+
+    def check(self, name: str, password: str) -> str | None:
+        """Who logs in with ``name`` and ``password``: the account's name, ``staff`` for the shared
+        password (no name given), or None. The password is checked in constant time."""
+        name = (name or "").strip()
+        if name:
+            stored = self.accounts.get(name)
+            # an unknown name costs as much as a known one: the answer's timing tells no names
+            ok = verify_password(password, stored or _DUMMY_HASH) and stored is not None
+            return name if ok else None
+        if self.password_hash and verify_password(password, self.password_hash):
+            return "staff"
+        return None
 
 
 def _section(secrets: Mapping | None, name: str) -> Mapping:
@@ -87,21 +116,70 @@ def _section(secrets: Mapping | None, name: str) -> Mapping:
     return value if isinstance(value, Mapping) else {}
 
 
+#: What a staff account may be called: what the Space accepts as a staff name, without ``:``.
+ACCOUNT_NAME = re.compile(r"[\w][\w .'@-]{0,63}")
+
+
+def check_account_name(name: str) -> str:
+    """``name`` as an account name, or ValueError saying what is allowed."""
+    name = (name or "").strip()
+    if not ACCOUNT_NAME.fullmatch(name) or name == "staff":
+        raise ValueError(f"{name!r} cannot be a staff account name: use 1-64 letters, digits, spaces "
+                         "and . ' @ - (and not the word staff, which means the shared password)")
+    return name
+
+
+def read_accounts_file(path: Path) -> dict[str, str]:
+    """``name:hash`` lines (blank lines and ``#`` comments skipped); ValueError names a bad line."""
+    accounts: dict[str, str] = {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"CHAT_STAFF_ACCOUNTS names {path}, which does not exist; create it with "
+                         "`python -m chatcore staff-account add NAME`") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, stored = line.rpartition(":")
+        if not sep or not stored.startswith("scrypt$"):
+            raise ValueError(f"{path}, line {number}: not a `name:hash` line made by "
+                             "`python -m chatcore staff-account add`")
+        accounts[check_account_name(name)] = stored
+    return accounts
+
+
+def staff_accounts(env: Mapping[str, str] | None = None, secrets: Mapping | None = None) -> dict[str, str]:
+    """Staff accounts from ``CHAT_STAFF_ACCOUNTS`` (a file) and ``[staff_accounts]`` in secrets."""
+    settings = gate_settings(env)
+    accounts: dict[str, str] = {}
+    for name, stored in _section(secrets, "staff_accounts").items():
+        if not str(stored).startswith("scrypt$"):
+            raise ValueError(f"[staff_accounts] {name} is not a hash made by `python -m chatcore hash-password`")
+        accounts[check_account_name(str(name))] = str(stored)
+    if settings.accounts_file:
+        accounts.update(read_accounts_file(settings.accounts_file))
+    return accounts
+
+
 def login_config(env: Mapping[str, str] | None = None, secrets: Mapping | None = None) -> LoginConfig:
     env = os.environ if env is None else env
     auth = _section(secrets, "auth")
     if auth.get("client_id") and auth.get("server_metadata_url"):
         return LoginConfig("oidc")
     dash = _section(secrets, "dashboard")
+    accounts = staff_accounts(env, secrets)
     stored = env.get("CHAT_DASHBOARD_PASSWORD_HASH") or dash.get("password_hash")
     if stored:
         if not str(stored).startswith("scrypt$"):
             raise ValueError("CHAT_DASHBOARD_PASSWORD_HASH is not a hash made by "
                              "`python -m chatcore hash-password`")
-        return LoginConfig("password", str(stored))
+        return LoginConfig("password", str(stored), accounts)
     plain = env.get("CHAT_DASHBOARD_PASSWORD") or dash.get("password")
     if plain:
-        return LoginConfig("password", hash_password(str(plain)))
+        return LoginConfig("password", hash_password(str(plain)), accounts)
+    if accounts:
+        return LoginConfig("password", None, accounts)
     return LoginConfig("none")
 
 
@@ -206,3 +284,98 @@ class LoginThrottle:
 
 #: The dashboard process's throttle (by default 5 attempts a minute per address, 20 overall).
 LOGIN_THROTTLE = LoginThrottle.from_env()
+
+
+# ---------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    accounts_file: Path | None = None
+    cookie_secret: str | None = None
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"GateSettings(accounts_file={self.accounts_file!r})"
+
+
+def gate_settings(env: Mapping[str, str] | None = None) -> GateSettings:
+    """The login's own settings: ``CHAT_STAFF_ACCOUNTS`` (a file of ``name:hash`` lines) and
+    ``CHAT_DASHBOARD_COOKIE_SECRET`` (signs the session cookie; at least 32 characters)."""
+    env = os.environ if env is None else env
+    path = (env.get("CHAT_STAFF_ACCOUNTS") or "").strip()
+    secret = env.get("CHAT_DASHBOARD_COOKIE_SECRET") or None
+    if secret is not None and len(secret) < 32:
+        raise ValueError("CHAT_DASHBOARD_COOKIE_SECRET is too short: use at least 32 random characters, "
+                         "e.g. the output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
+    return GateSettings(Path(path).expanduser() if path else None, secret)
+
+
+# ---------------------------------------------------------------------- session cookie
+
+
+class SessionCookies:
+    """The dashboard's session cookie: who logged in and when, signed (itsdangerous) with the
+    cookie secret. A cookie older than ``max_age`` seconds, with a bad signature, or logged out
+    (:meth:`revoke`, this process's memory) names nobody."""
+
+    NAME = "chat_operator_session"
+
+    def __init__(self, secret: str | bytes, max_age: int = 12 * 3600):
+        self._serializer = URLSafeTimedSerializer(secret, salt="chat-operator-dashboard-session")
+        self.max_age = int(max_age)
+        self._revoked: dict[str, float] = {}  # session id -> when it would expire anyway
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"SessionCookies(max_age={self.max_age})"
+
+    def make(self, user: str, via: str) -> str:
+        return self._serializer.dumps({"user": user, "via": via, "sid": _secrets.token_urlsafe(12)})
+
+    def _payload(self, value: str | None) -> dict | None:
+        if not value or len(value) > 4096:
+            return None
+        try:
+            payload = self._serializer.loads(value, max_age=self.max_age)
+        except BadSignature:  # also an expired one (SignatureExpired is a BadSignature)
+            return None
+        if not isinstance(payload, dict) or not isinstance(payload.get("user"), str):
+            return None
+        with self._lock:
+            if payload.get("sid") in self._revoked:
+                return None
+        return payload
+
+    def user(self, value: str | None) -> str | None:
+        """The logged-in name the cookie ``value`` carries, or None."""
+        payload = self._payload(value)
+        return payload["user"] if payload else None
+
+    def via(self, value: str | None) -> str | None:
+        payload = self._payload(value)
+        return payload.get("via") if payload else None
+
+    def revoke(self, value: str | None) -> None:
+        """Log this cookie out (for the rest of its life, in this process)."""
+        payload = self._payload(value)
+        if payload is None:
+            return
+        now = time.time()
+        with self._lock:
+            self._revoked = {sid: until for sid, until in self._revoked.items() if until > now}
+            self._revoked[payload.get("sid")] = now + self.max_age
+
+
+_cookies_lock = threading.Lock()
+_cookies: SessionCookies | None = None
+
+
+def session_cookies() -> SessionCookies:
+    """This process's session cookies (the gate and the script share them): signed with
+    ``CHAT_DASHBOARD_COOKIE_SECRET``, else with a random secret made once per process (then a
+    restart logs everyone out)."""
+    global _cookies
+    with _cookies_lock:
+        if _cookies is None:
+            _cookies = SessionCookies(gate_settings().cookie_secret or _secrets.token_urlsafe(32))
+        return _cookies

@@ -6,7 +6,8 @@ Starts, as child processes in their own process groups:
   Space URL points at another machine, or a Space already answers there (then
   the launcher asks that Space which log it writes and refuses to go on when it
   is not the dashboard's log, unless ``--allow-other-log``);
-* ``streamlit run dashboard.py`` bound to ``--host`` (loopback by default; any other
+* ``streamlit run dashboard_app.py`` (``dashboard.py`` in Streamlit's ``st.App`` behind the login
+  gate of :mod:`chatcore.dashboard.gate`) bound to ``--host`` (loopback by default; any other
   address only when a login is configured, see :mod:`chatcore.dashboard.auth`),
   headless and without usage statistics, with ``CHAT_LOG_PATH`` and
   ``CHAT_SPACE_URL`` in its environment;
@@ -34,7 +35,7 @@ from typing import Mapping
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-ENTRY = ROOT / "dashboard.py"
+ENTRY = ROOT / "dashboard_app.py"
 
 # ------------------------------------------------------------------ child environments
 
@@ -52,7 +53,7 @@ _SYSTEM_PREFIXES = ("LC_",)
 #: The Space: its settings (``CHAT_*``), the responders' configuration and keys, Gradio's own.
 _SPACE_PREFIXES = ("CHAT_", "OPENAI_", "HF_", "HUGGINGFACE_", "GRADIO_")
 #: ... but never the dashboard's login.
-_SPACE_NEVER = ("CHAT_DASHBOARD_",)
+_SPACE_NEVER = ("CHAT_DASHBOARD_", "CHAT_STAFF_ACCOUNTS")
 
 #: The dashboard: its settings (``CHAT_*``) and Streamlit's configuration; no responder keys.
 _DASHBOARD_PREFIXES = ("CHAT_", "STREAMLIT_")
