@@ -162,14 +162,14 @@ def _login_env() -> dict:
 
 @pytest.mark.parametrize("stack_env", [_login_env()], ids=["password"])
 def test_login_in_the_browser(stack):
-    """With a password configured, a page URL shows only the login form until the password is right."""
+    """With a password configured, a page URL shows only the login form until the password is right,
+    then that page; logging out ends the session."""
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             page = browser.new_context(viewport={"width": 1100, "height": 700}, timezone_id="UTC").new_page()
             page.goto(stack["url"] + "/conversations")
             page.get_by_text("Log in to the operator dashboard").wait_for(timeout=30_000)
-            wait_page(page)
             body = page.locator("body").inner_text()
             assert "Transcript" not in body and "Matching conversations" not in body
             assert str(stack["log"]) not in body and stack["space"] not in body
@@ -178,11 +178,20 @@ def test_login_in_the_browser(stack):
             box.fill("not-the-password")
             page.get_by_role("button", name="Log in").click()
             page.get_by_text("Wrong password.").wait_for(timeout=15_000)
-            assert "not-the-password" not in page.locator("body").inner_text()
+            assert "not-the-password" not in page.content()
             assert page.get_by_label("Password", exact=True).input_value() == ""
             page.get_by_label("Password", exact=True).fill(PASSWORD)
             page.get_by_role("button", name="Log in").click()
             page.get_by_text("Matching conversations").wait_for(timeout=30_000)
-            page.get_by_role("button", name="Log out").wait_for(timeout=10_000)
+            assert page.url == stack["url"] + "/conversations"
+            logout = page.get_by_role("link", name="Log out")
+            logout.wait_for(timeout=10_000)
+            session = [c for c in page.context.cookies() if c["name"] == "chat_operator_session"]
+            assert session and session[0]["httpOnly"] and session[0]["sameSite"] == "Strict"
+            assert "chat_operator_session" not in page.evaluate("document.cookie")  # scripts cannot read it
+            page.goto(stack["url"] + "/logout")
+            page.get_by_text("Log in to the operator dashboard").wait_for(timeout=15_000)
+            page.goto(stack["url"] + "/conversations")
+            page.get_by_label("Password", exact=True).wait_for(timeout=15_000)  # logged out
         finally:
             browser.close()

@@ -1,7 +1,8 @@
 """What a browser session that never logged in can do to the dashboard, over Streamlit's own
-websocket protocol (tests/st_ws.py), with a logged-in page in headless Chromium watching.
+websocket protocol (tests/st_ws.py) and HTTP, with a logged-in page in headless Chromium watching.
 
-The dashboard runs as ``python -m chatcore dashboard`` (Space + Streamlit) with a password.
+The dashboard runs as ``python -m chatcore dashboard`` (Space + Streamlit behind the login gate of
+chatcore/dashboard/gate.py) with a password.
 """
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from streamlit.proto.WidgetStates_pb2 import WidgetState
+from websockets.exceptions import InvalidStatus
 
 from chatcore.dashboard.auth import LoginThrottle, hash_password
-from st_ws import StreamlitSession
+from st_ws import SESSION_COOKIE, LoginRefused, StreamlitSession, http_login
 from test_dashboard_e2e import ARGS, CHROMIUM, stack, wait_page  # noqa: F401  (stack is a fixture)
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -84,7 +85,7 @@ def browser_login(page, url: str, path: str = "") -> None:
     page.goto(url + "/" + path)
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
-    page.get_by_role("button", name="Log out").wait_for(timeout=30_000)
+    page.get_by_role("link", name="Log out").wait_for(timeout=30_000)
 
 
 def open_live(page) -> None:
@@ -97,8 +98,9 @@ def open_live(page) -> None:
 
 
 def test_clear_cache_from_a_session_that_never_logged_in_changes_nothing(stack):
-    """Streamlit clears every session's caches on a clear_cache message; from a session that has
-    not logged in it is ignored, and a logged-in Live page goes on showing new turns."""
+    """Streamlit clears every session's caches on a clear_cache message; a browser that has not
+    logged in cannot open the websocket to send one (nor with a made-up session cookie), and a
+    logged-in Live page goes on showing new turns."""
     write_turns(stack["log"], ["before-1", "before-2"])
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -107,16 +109,17 @@ def test_clear_cache_from_a_session_that_never_logged_in_changes_nothing(stack):
             browser_login(page, stack["url"])
             open_live(page)
 
-            async def attack() -> list[str]:
-                async with StreamlitSession(stack["url"]) as s:
-                    first = await s.run()
-                    for _ in range(3):
-                        await s.clear_cache()
-                    after = await s.run()  # messages are handled in order: the clears are done
-                    return first.alerts + after.alerts + list(first.widgets)
+            async def attack(cookie: str | None) -> int:
+                async with StreamlitSession(stack["url"], cookie=cookie) as s:
+                    try:
+                        for _ in range(3):
+                            await s.clear_cache()
+                    except InvalidStatus as exc:
+                        return exc.response.status_code
+                    return 101
 
-            seen = run_async(attack())
-            assert "Password" in seen  # it only ever saw the login form
+            assert run_async(attack(None)) == 403
+            assert run_async(attack("eyJ1c2VyIjoic3RhZmYifQ.made.up")) == 403
             markers = [f"after-clear-{i}" for i in range(15)]
             write_turns(stack["log"], markers)
             wait_metric(page, "New turns since opening", "15")
@@ -124,7 +127,7 @@ def test_clear_cache_from_a_session_that_never_logged_in_changes_nothing(stack):
                 state="attached", timeout=10_000)
         finally:
             browser.close()
-    assert "ignored clear_cache from a session that has not logged in" in stack["output"].read_text()
+    assert "refused a websocket without a dashboard session" in stack["output"].read_text()
 
 
 def test_clear_cache_from_a_logged_in_session_loses_no_live_turn(stack):
@@ -154,33 +157,32 @@ def test_clear_cache_from_a_logged_in_session_loses_no_live_turn(stack):
                 state="attached", timeout=10_000)
         finally:
             browser.close()
-    assert "ignored clear_cache" not in stack["output"].read_text()  # this one was allowed
 
 
 # ------------------------------------------------------------------------ guessing
 
 
-def _outcome(alerts: list[str]) -> str:
-    if any(a.startswith(TOO_MANY) for a in alerts):
+def _outcome(refused: LoginRefused) -> str:
+    if refused.status == 429 and refused.alert.startswith(TOO_MANY):
         return "refused"
-    if WRONG in alerts:
+    if refused.status == 401 and refused.alert == WRONG:
         return "checked"
-    return "other: " + " | ".join(alerts)
+    return f"other: {refused.status} {refused.alert}"
 
 
-async def _guess(url: str, sessions: int, tries: int, headers_for) -> list[str]:
+async def _guess(url: str, browsers: int, tries: int, headers_for) -> list[str]:
+    """``browsers`` clients at once, each posting ``tries`` wrong passwords to /login in turn."""
     async def one(i: int) -> list[str]:
-        async with StreamlitSession(url, headers=headers_for(i)) as s:
-            form = await s.run()
-            box, button = form.widgets["Password"], form.widgets["Log in"]
-            out = []
-            for t in range(tries):
-                run = await s.run([WidgetState(id=box.id, string_value=f"guess-{i}-{t}"),
-                                   WidgetState(id=button.id, trigger_value=True)])
-                out.append(_outcome(run.alerts))
-            return out
+        out = []
+        for t in range(tries):
+            try:
+                await http_login(url, f"guess-{i}-{t}", headers=headers_for(i))
+                out.append("logged in")
+            except LoginRefused as refused:
+                out.append(_outcome(refused))
+        return out
 
-    results = await asyncio.gather(*(one(i) for i in range(sessions)))
+    results = await asyncio.gather(*(one(i) for i in range(browsers)))
     return [o for r in results for o in r]
 
 
@@ -195,7 +197,7 @@ def test_a_forged_forwarded_for_gets_no_fresh_allowance(stack):
                          ids=["proxy-on-loopback"])
 def test_password_guessing_is_throttled_across_sessions_per_address_and_overall(stack):
     url = stack["url"]
-    # 30 parallel websockets from one address, 2 guesses each: the address gets 5 checks in all.
+    # 30 parallel browsers from one address, 2 guesses each: the address gets 5 checks in all.
     same_address = run_async(_guess(url, 30, 2, lambda i: {}))
     assert len(same_address) == 60
     assert same_address.count("checked") == 5, same_address
@@ -208,13 +210,9 @@ def test_password_guessing_is_throttled_across_sessions_per_address_and_overall(
     assert many.count("refused") == 45, many
 
     # While the overall allowance is used up, even the right password from a new address waits.
-    async def right_password() -> list[str]:
-        async with StreamlitSession(url, headers={"X-Forwarded-For": "192.0.2.7"}) as s:
-            run = await s.login(PASSWORD)
-            return run.alerts + list(run.metrics)
-
-    shown = run_async(right_password())
-    assert any(a.startswith(TOO_MANY) for a in shown) and "Conversations today" not in shown
+    with pytest.raises(LoginRefused) as refused:
+        run_async(http_login(url, PASSWORD, headers={"X-Forwarded-For": "192.0.2.7"}))
+    assert refused.value.status == 429 and refused.value.alert.startswith(TOO_MANY)
 
 
 def test_login_throttle_counts_parallel_attempts_before_they_finish():
@@ -241,36 +239,35 @@ def test_login_throttle_counts_parallel_attempts_before_they_finish():
 # ------------------------------------------------------------------------ exports
 
 
-def test_exports_are_generated_for_the_logged_in_session_only_and_served_only_at_the_click(stack):
+def test_exports_are_generated_and_served_only_to_a_logged_in_browser(stack):
+    """An export is made when a logged-in browser clicks; its /media/… link downloads nothing
+    without the session cookie (a copied or leaked link), and a browser that never logged in
+    cannot ask for the export at all (its websocket is refused)."""
     write_turns(stack["log"], [f"export-{i}" for i in range(3)])
 
     async def protocol() -> None:
-        async with StreamlitSession(stack["url"]) as owner, StreamlitSession(stack["url"]) as stranger, \
-                StreamlitSession(stack["url"]) as colleague:
+        async with StreamlitSession(stack["url"]) as owner, StreamlitSession(stack["url"]) as stranger:
             await owner.login(PASSWORD)
             conv = await owner.run(page="conversations")
             button = conv.downloads["Export CSV"]
             assert button.deferred_file_id and not button.url  # nothing in /media until a click
 
-            await stranger.run()  # never logs in
-            refused = await stranger.deferred_download(button.deferred_file_id)
-            assert refused.error_msg and not refused.deferred_file.url
-
-            await colleague.login(PASSWORD)  # logged in, but the button is not on its page
-            refused = await colleague.deferred_download(button.deferred_file_id)
-            assert refused.error_msg and not refused.deferred_file.url
+            stranger.session_id = owner.session_id  # even knowing the owner's session and the file id
+            with pytest.raises(InvalidStatus) as refused:
+                await stranger.deferred_download(button.deferred_file_id)
+            assert refused.value.response.status_code == 403
 
             ok = await owner.deferred_download(button.deferred_file_id)
             assert not ok.error_msg and ok.deferred_file.url.startswith("/media/")
             media = stack["url"] + ok.deferred_file.url
-            # Streamlit's page fetches it twice (a check, then the file); then it is gone.
-            fetched = [httpx.get(media, timeout=10) for _ in range(3)]
-            assert [r.status_code for r in fetched] == [200, 200, 404]
-            assert "export-2" in fetched[0].text
+            assert httpx.get(media, timeout=10).status_code == 403  # the link alone
+            assert httpx.get(media, cookies={SESSION_COOKIE: owner.cookie + "x"}, timeout=10).status_code == 403
+            fetched = httpx.get(media, cookies={SESSION_COOKIE: owner.cookie}, timeout=10)
+            assert fetched.status_code == 200 and "export-2" in fetched.text
 
     run_async(protocol())
 
-    # In the browser: the click downloads the file; the URL it used does not work again.
+    # In the browser: the click downloads the file; the URL it used gives nothing without the cookie.
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
@@ -285,7 +282,7 @@ def test_exports_are_generated_for_the_logged_in_session_only_and_served_only_at
             download = info.value
             assert "export-1" in Path(download.path()).read_text()
             assert "/media/" in download.url
-            assert httpx.get(download.url, timeout=10).status_code == 404
+            assert httpx.get(download.url, timeout=10).status_code == 403
         finally:
             browser.close()
 
@@ -293,21 +290,24 @@ def test_exports_are_generated_for_the_logged_in_session_only_and_served_only_at
 # ------------------------------------------------------------------------ uploads
 
 
-def test_uploads_from_a_session_that_never_logged_in_are_refused(stack):
+def test_uploads_from_a_browser_that_never_logged_in_are_refused(stack):
     url = stack["url"]
     page = httpx.get(url + "/_stcore/health", timeout=10)  # as the browser does: it sets the XSRF cookie
     xsrf = page.cookies.get("_streamlit_xsrf")
 
-    def put(session_id: str) -> int:
+    def put(session_id: str, cookie: str | None) -> int:
+        cookies = dict(page.cookies)
+        if cookie:
+            cookies[SESSION_COOKIE] = cookie
         return httpx.put(f"{url}/_stcore/upload_file/{session_id}/file-1", timeout=10,
-                         headers={"X-Xsrftoken": xsrf or ""}, cookies=page.cookies,
+                         headers={"X-Xsrftoken": xsrf or ""}, cookies=cookies,
                          files={"file": ("x.bin", b"x" * 1000, "application/octet-stream")}).status_code
 
     async def sessions() -> tuple[int, int]:
-        async with StreamlitSession(url) as stranger, StreamlitSession(url) as staff:
-            await stranger.run()
+        async with StreamlitSession(url) as staff:
             await staff.login(PASSWORD)
-            return put(stranger.session_id), put(staff.session_id)
+            # to the logged-in session's own upload URL: with its cookie, and without
+            return put(staff.session_id, None), put(staff.session_id, staff.cookie)
 
     stranger, staff = run_async(sessions())
     assert staff == 204  # the request itself is well formed
