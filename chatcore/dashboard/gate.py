@@ -47,6 +47,8 @@ OIDC_PATHS = frozenset({"/auth/login", "/auth/logout", "/oauth2callback"})
 #: Routes that are data, not a page: refused (403) without a session rather than sent to /login.
 DATA_PREFIXES = ("/_stcore/", "/media/", "/component/", "/bidi-components/", "/app/static/")
 STREAMLIT_USER_COOKIE = "_streamlit_user"
+#: A login form's body at most (a name, a password, where to go next).
+MAX_FORM_BYTES = 16_384
 
 
 def _cookie_from_headers(headers: list[tuple[bytes, bytes]], name: str) -> str | None:
@@ -112,6 +114,12 @@ class Gate:
         if not _same_origin(request):
             return PlainTextResponse("A login form is only accepted from this dashboard's own page.",
                                      status_code=403)
+        try:
+            length = int(request.headers.get("content-length", ""))
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_FORM_BYTES:  # read by nobody yet: refused before it is received
+            return PlainTextResponse("A login form is a few short fields; this request is not one.", status_code=413)
         form = await request.form(max_files=0, max_fields=8, max_part_size=4096)
         name, password = str(form.get("name") or "")[:128], str(form.get("password") or "")[:1024]
         next_path = _safe_next(str(form.get("next") or "/"))
@@ -120,7 +128,10 @@ class Gate:
         if wait:
             return self.page(f"Too many login attempts. Try again in {math.ceil(wait)} s.", next_path,
                              name=name, status=429)
-        config = await run_in_threadpool(self._config_source)
+        try:
+            config = await run_in_threadpool(self._config_source)
+        except ValueError as exc:  # e.g. a broken accounts file: say which line, never a hash
+            return self.page(f"The dashboard login is misconfigured: {exc}", next_path, status=500)
         user = await run_in_threadpool(config.check, name, password)  # scrypt: off the event loop
         if user is None:
             wrong = "Wrong name or password." if config.accounts else "Wrong password."
@@ -139,7 +150,10 @@ class Gate:
 
     def page(self, error: str = "", next_path: str = "/", *, name: str = "", status: int = 200) -> HTMLResponse:
         """The login form (no script, no outside resource; the password is never written back)."""
-        accounts = bool(self._config_source().accounts) if self.mode == "password" else False
+        try:
+            accounts = bool(self._config_source().accounts) if self.mode == "password" else False
+        except ValueError as exc:
+            accounts, error = False, error or f"The dashboard login is misconfigured: {exc}"
         name_field = (f'<label for="name">Name</label><input id="name" name="name" autocomplete="username" '
                       f'value="{html.escape(name, quote=True)}" autofocus>') if accounts else ""
         error_html = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""

@@ -169,6 +169,9 @@ def test_without_a_valid_session_only_login_and_health_answer(dash):
     for target in ("//evil.example/x", "http://evil.example/", "/\\evil.example", "javascript:alert(1)"):
         r = httpx.post(url + "/login", data={"password": PASSWORD, "next": target}, timeout=30)
         assert r.status_code == 303 and r.headers["location"] == "/", target
+    huge = httpx.post(url + "/login", content=b"password=" + b"x" * 100_000, timeout=30,
+                      headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert huge.status_code == 413
     assert "refused a websocket without a dashboard session" in dash.text()
 
 
@@ -243,6 +246,12 @@ def test_staff_accounts_log_in_by_name(dash_env, tmp_path):
         with open(accounts, "a") as f:
             f.write(f"Cy:{hash_password('cy-password-3')}\n")
         assert asyncio.run(http_login(server.url, "cy-password-3", "Cy"))
+        # A broken file is said (which line), with no hash in the answer.
+        with open(accounts, "a") as f:
+            f.write("Dee has no hash\n")
+        with pytest.raises(LoginRefused) as refused:
+            asyncio.run(http_login(server.url, "cy-password-3", "Cy"))
+        assert refused.value.status == 500 and "line 4" in refused.value.alert and "scrypt" not in refused.value.alert
     finally:
         server.stop()
     assert "ann-password-1" not in server.text()
