@@ -37,6 +37,79 @@ def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = N
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
+class _ForkedProcess:
+    """The part of ``subprocess.Popen`` the tests use, for a Space forked by the zygote."""
+
+    def __init__(self, pid: int, status_dir: Path):
+        self.pid = pid
+        self._status = status_dir / str(pid)
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self._status.exists():
+            self.returncode = int(self._status.read_text())
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"space {self.pid}", timeout)
+            time.sleep(0.05)
+        return self.returncode
+
+
+class _Zygote:
+    """One fork server per test worker (see tests/space_zygote.py); CHAT_TEST_ZYGOTE=0 turns it off."""
+
+    def __init__(self):
+        import tempfile
+
+        self.dir = Path(tempfile.mkdtemp(prefix="space-zygote-"))
+        self.socket = self.dir / "s"
+        self.status = self.dir / "status"
+        self.status.mkdir()
+        self.proc = subprocess.Popen([PYTHON, str(Path(__file__).with_name("space_zygote.py")),
+                                      str(self.socket), str(self.status)],
+                                     stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=ROOT)
+        if self.proc.stdout.readline().strip() != b"ready":
+            raise RuntimeError("the Space fork server did not start")
+
+    def spawn(self, argv: list[str], env: dict, cwd: Path, output: Path) -> _ForkedProcess:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(30)
+            s.connect(str(self.socket))
+            s.sendall(json.dumps({"argv": argv, "env": env, "cwd": str(cwd), "output": str(output)}).encode() + b"\n")
+            pid = json.loads(s.makefile("rb").readline())["pid"]
+        return _ForkedProcess(pid, self.status)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+_zygote: _Zygote | None = None
+
+
+def _fork_server(env: dict) -> _Zygote | None:
+    """The worker's fork server, when this Space can come from it: Gradio reads some of its
+    GRADIO_* variables as it is imported, so a Space with its own GRADIO_* gets a new process."""
+    global _zygote
+    if os.environ.get("CHAT_TEST_ZYGOTE", "1") == "0":
+        return None
+    if any(env.get(k) != os.environ.get(k) for k in set(env) | set(os.environ) if k.startswith("GRADIO_")):
+        return None
+    if _zygote is None or _zygote.proc.poll() is not None:
+        _zygote = _Zygote()
+        import atexit
+
+        atexit.register(_zygote.close)
+    return _zygote
+
+
 class SpaceProcess:
     """``python -m chatcore space`` in a subprocess on a free loopback port."""
 
@@ -53,14 +126,18 @@ class SpaceProcess:
 
     def start(self) -> "SpaceProcess":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        out = open(self.output, "ab")
-        self.proc = subprocess.Popen(
-            [PYTHON, "-m", "chatcore", "space", "--host", "127.0.0.1", "--port", str(self.port),
-             "--log", str(self.log_path), *self.args],
-            cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=self.preexec,
-        )
-        out.close()
+        argv = ["chatcore", "space", "--host", "127.0.0.1", "--port", str(self.port),
+                "--log", str(self.log_path), *self.args]
+        zygote = _fork_server(self.env) if self.preexec is None else None
+        if zygote is not None:
+            self.proc = zygote.spawn(argv, self.env, ROOT, self.output)
+        else:
+            out = open(self.output, "ab")
+            self.proc = subprocess.Popen(
+                [PYTHON, "-m", *argv], cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=self.preexec,
+            )
+            out.close()
         try:
             wait_http(self.url + "/healthz", proc=self.proc)
         except Exception:
