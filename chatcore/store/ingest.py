@@ -1,6 +1,8 @@
 """Ingestion: shards, byte offsets, incremental refresh; :class:`LogStore` and :func:`load_log`.
 
-A little over 500 lines: the shard bookkeeping (offsets, rewrites, parallel parse) is one state machine.
+Which shards changed, and which must be read again from the start (replaced, truncated,
+rewritten), comes from the log's one follower (:class:`chatcore.log.shards.ShardFollower`);
+this module parses the new bytes in parallel and keeps the rows per shard.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from chatcore.log.records import BAD_REASONS, COLUMNS
+from chatcore.log.shards import BLOCK_BYTES as SHARD_BLOCK_BYTES
 from chatcore.log.shards import Change, ShardFollower
 from chatcore.store.parse import _parse_data
 from chatcore.store.schema import ARROW_SCHEMA, UTC_US
@@ -28,8 +31,8 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int, int], Any]
 
-#: Bytes read and parsed at once.
-BLOCK_BYTES = 8 << 20
+#: Bytes read and parsed at once (tests make it small to exercise many blocks).
+BLOCK_BYTES = SHARD_BLOCK_BYTES
 _DAY_RE = re.compile(r"(\d{4}-\d{2}-\d{2})")
 
 
@@ -229,7 +232,8 @@ class LogStore(SegmentCache):
             sh = self._shards.get(p)
             total += max(0, size - (sh.offset if sh is not None and sh.offset <= size else 0))
         changed = False
-        for gone in [p for p in self._shards if p not in paths]:
+        listed = set(paths)
+        for gone in [p for p in self._shards if p not in listed]:
             del self._shards[gone]
             changed = True
         new_tables: list[pa.Table] = []
