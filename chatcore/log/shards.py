@@ -218,11 +218,13 @@ class ShardFollower:
     def paths(self) -> list[str]:
         return [str(p) for p in shard_paths(self.path)]
 
-    def changes(self, select: Callable[[str], bool] | None = None) -> Iterator[Change]:
+    def changes(self, select: Callable[[str], bool] | None = None, listed: list[str] | None = None
+                ) -> Iterator[Change]:
         """What changed since the last look, in shard order (a file's final lines before the
         file that took its name). ``select(path)``: look only at those paths (the others are
-        neither read nor reported gone)."""
-        listed = self.paths()
+        neither read nor reported gone). ``listed``: :meth:`paths` if the caller just asked."""
+        if listed is None:
+            listed = self.paths()
         current: dict[str, os.stat_result] = {}
         skipped: set[str] = set()
         for p in listed:

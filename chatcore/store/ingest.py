@@ -222,7 +222,7 @@ class LogStore(SegmentCache):
         # the total for progress: what is not read yet (an estimate for shards that
         # turn out to be replaced or cached)
         total = 0
-        for p in paths:
+        for p in paths if progress is not None else ():
             if p in self._skipped:
                 continue
             try:
@@ -240,7 +240,7 @@ class LogStore(SegmentCache):
         new_dfs: list = []
         appended: set[str] = set()
         done = 0
-        for ch in self._follower.changes(select):  # one shard open at a time: a folder may hold thousands
+        for ch in self._follower.changes(select, listed=paths):  # one shard open at a time: a folder may hold thousands
             if ch.gone:
                 changed = self._shards.pop(ch.path, None) is not None or changed
                 continue
