@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from chatcore.log.records import check_conversation_id, utc_now_iso
+from chatcore.log.shards import ShardFollower
 from chatcore.log.writer import LogWriter
 
 RATINGS = ("up", "down")
@@ -54,14 +55,15 @@ def _append(path: Path, record: dict) -> None:
 
 
 class _Incremental:
-    """The good lines of one append-only JSONL file, read incrementally: each call reads
-    only the bytes appended since the last one (a replaced or truncated file is read again).
-    ``version`` changes whenever the rows do."""
+    """The good lines of one append-only JSONL file, followed with the log's one follower
+    (:class:`chatcore.log.shards.ShardFollower`): each call reads only the bytes appended
+    since the last one; when the follower says the file must be read again (``forget`` and
+    retention rewrite it without some conversations; replaced, truncated or deleted), the
+    rows held are dropped first. ``version`` changes whenever the rows do."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.dev_ino: tuple[int, int] | None = None
-        self.offset = 0
+        self._follower = ShardFollower(path)
         self.rows: list[dict] = []
         self.version = 0
         self.lock = threading.Lock()
@@ -70,40 +72,25 @@ class _Incremental:
         import orjson
 
         with self.lock:
-            try:
-                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                if self.dev_ino is not None:
-                    self._reset()
-                return self.rows, self.version
-            try:
-                st = os.fstat(fd)
-                if self.dev_ino != (st.st_dev, st.st_ino) or st.st_size < self.offset:
-                    self._reset()
-                    self.dev_ino = (st.st_dev, st.st_ino)
-                if st.st_size > self.offset:
-                    data = os.pread(fd, st.st_size - self.offset, self.offset)
-                    cut = data.rfind(b"\n")  # a last line without its newline is still being written
-                    if cut >= 0:
-                        added = 0
-                        for line in data[: cut + 1].splitlines():
-                            try:
-                                obj = orjson.loads(line)
-                            except orjson.JSONDecodeError:
-                                continue
-                            if isinstance(obj, dict) and isinstance(obj.get("conversation_id"), str):
-                                self.rows.append(obj)
-                                added += 1
-                        self.offset += cut + 1
-                        if added:
-                            self.version += 1
-            finally:
-                os.close(fd)
+            for ch in self._follower.changes():
+                if ch.gone or ch.again:
+                    self.rows = []
+                    self.version += 1
+                if ch.gone:
+                    continue
+                added = 0
+                for _, data in ch.blocks():
+                    for line in data.splitlines():
+                        try:
+                            obj = orjson.loads(line)
+                        except orjson.JSONDecodeError:
+                            continue
+                        if isinstance(obj, dict) and isinstance(obj.get("conversation_id"), str):
+                            self.rows.append(obj)
+                            added += 1
+                if added:
+                    self.version += 1
             return self.rows, self.version
-
-    def _reset(self) -> None:
-        self.dev_ino, self.offset, self.rows = None, 0, []
-        self.version += 1
 
 
 _readers: dict[Path, _Incremental] = {}

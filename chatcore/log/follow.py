@@ -3,13 +3,16 @@
 A watchdog observer on the log's folder wakes a reader thread whenever something
 changes there; the reader also wakes every ``poll_interval`` seconds on its own, so
 a missed or coalesced event only delays delivery. New complete lines are parsed
-with :func:`chatcore.store.parse_line` (the same rules as the store) and queued;
+with :func:`chatcore.store.parse.parse_line` (the same rules as the store) and queued;
 :meth:`LogTail.drain` hands them out in write order.
 
-The reader keeps every shard open, so lines written to a file just before it was
-rotated (renamed) or deleted are still read from the old file before moving on to
-the new one. Truncation, replacement, delete + recreate and new shards in a
-folder are handled. Never imports streamlit.
+What changed in the folder comes from the one follower of the log's shards,
+:class:`chatcore.log.shards.ShardFollower`: shards are kept open, so lines written to a
+file just before it was rotated (renamed) or deleted are still read from the old file
+before moving on to the new one; truncation, replacement, delete + recreate and new
+shards are handled there. A shard that ``forget`` rewrote is continued where it was and
+the forgotten conversation dropped from the queue (see :attr:`LogTail.forgotten`).
+Never imports streamlit.
 """
 from __future__ import annotations
 
@@ -17,32 +20,18 @@ import logging
 import os
 import threading
 from collections import Counter, deque
-from dataclasses import dataclass
 from pathlib import Path
 
 from chatcore.log.forgotten import ForgottenRegistry, forgotten_hash, rewrite_map
 from chatcore.log.records import BAD_REASONS, BadRecord
-from chatcore.store import find_newline, parse_line
+from chatcore.log.shards import Change, ShardFollower, last_line_end, next_line_start, pread
+from chatcore.store.parse import parse_line
 
 log = logging.getLogger(__name__)
 
 READ_BYTES = 4 << 20
 #: Shards kept open at once (open ones are read to the end even after a rotation).
 MAX_OPEN = 64
-#: Bytes before the offset compared on each change, to notice a rewrite past it.
-_GUARD = 64
-
-
-@dataclass
-class _Follow:
-    path: str
-    fd: int | None  # None: dormant (closed, watched by stat)
-    dev_ino: tuple[int, int]
-    offset: int = 0  # just after the last complete line read
-    guard: bytes = b""  # the _GUARD bytes before offset
-    size: int = -1
-    mtime_ns: int = -1
-    pending: int = 0
 
 
 class LogTail:
@@ -70,12 +59,13 @@ class LogTail:
         self._scan_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._follows: dict[str, _Follow] = {}
+        # rewritten shards noted by forget are continued where they were (their
+        # forgotten conversation is dropped below), not delivered again
+        self._shards = ShardFollower(self.path, keep_open=MAX_OPEN, track_moves=True,
+                                     rewrites=lambda: rewrite_map(self.path))
         self._bad: Counter = Counter()
         self._lines = 0
         self._dropped = 0
-        self._rotations = 0
-        self._truncations = 0
         self._errors = 0
         self._thread: threading.Thread | None = None
         self._initialised = False
@@ -114,10 +104,7 @@ class LogTail:
                 pass
             self._observer = None
         with self._scan_lock:
-            for f in self._follows.values():
-                if f.fd is not None:
-                    _close(f.fd)
-            self._follows.clear()
+            self._shards.close()
             self._initialised = False
 
     def __enter__(self) -> "LogTail":
@@ -190,165 +177,43 @@ class LogTail:
 
     # -- reading --------------------------------------------------------------------
 
-    def _current_paths(self) -> list[str]:
-        p = self.path
-        if p.is_dir():
-            try:
-                return sorted(str(q) for q in p.glob("*.jsonl"))
-            except OSError:
-                return []
-        return [str(p)]
-
     def _scan(self, initial: bool = False) -> None:
         self._initialised = True
         # forgotten anywhere in the folder (also by retention, which rewrites no shard)
         gone = self._registry.refresh()
         if gone and not initial:
             self._forget(gone)
-        current: dict[str, os.stat_result] = {}
-        for p in self._current_paths():
-            try:
-                current[p] = os.stat(p)
-            except OSError:
-                pass
-        by_inode = {(st.st_dev, st.st_ino): p for p, st in current.items()}
-
-        # 1. shards we follow whose path no longer points at the same file
-        for path, f in list(self._follows.items()):
-            st = current.get(path)
-            if st is not None and (st.st_dev, st.st_ino) == f.dev_ino:
+        for ch in self._shards.changes():
+            if ch.gone:
                 continue
-            if f.fd is not None:
-                self._read(f)  # the rest of the old file (still open)
-            del self._follows[path]
-            moved = by_inode.get(f.dev_ino)
-            if moved is not None and moved not in self._follows:
-                # renamed to another shard name inside the folder: keep following it
-                f.path = moved
-                self._follows[moved] = f
-                continue
-            if f.fd is not None:
-                _close(f.fd)
-            if st is not None:
-                if self._continue_rewritten(f, path, st):
-                    continue
-                self._rotations += 1
+            if ch.forgot:
+                self._forget({ch.forgot})
+            if initial and ch.new:
+                self._place(ch)
+            for _, data in ch.blocks(READ_BYTES):
+                self._deliver(ch.path, data)
 
-        # 2. new shards (or the new file after a rotation)
-        for path, st in current.items():
-            if path in self._follows:
-                continue
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                continue
-            fst = os.fstat(fd)
-            f = _Follow(path=path, fd=fd, dev_ino=(fst.st_dev, fst.st_ino))
-            if initial and self.resume is not None:
-                saved = self.resume.get(os.path.basename(path))
-                if saved and tuple(saved[:2]) == f.dev_ino and 0 <= saved[2] <= fst.st_size:
-                    f.offset = int(saved[2])
-                    f.guard = _pread(fd, max(0, f.offset - _GUARD), min(_GUARD, f.offset))
-            elif initial and not self.from_start:
-                f.offset = _last_line_end(fd, fst.st_size)
-                if self.backlog_bytes and f.offset:
-                    # back to the first whole line of the backlog
-                    start = max(0, f.offset - self.backlog_bytes)
-                    if start and _pread(fd, start - 1, 1) != b"\n":
-                        start = _next_line_start(fd, start, f.offset)
-                    f.offset = start
-                f.guard = _pread(fd, max(0, f.offset - _GUARD), min(_GUARD, f.offset))
-            self._follows[path] = f
-
-        # 3. new bytes, in shard order
-        for path in sorted(self._follows):
-            f = self._follows[path]
-            if f.fd is None:  # dormant: reopen only when it changed
-                st = current.get(path)
-                if st is None or (st.st_size == f.size and st.st_mtime_ns == f.mtime_ns):
-                    continue
-                try:
-                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                    fst = os.fstat(fd)
-                except OSError:
-                    continue
-                if (fst.st_dev, fst.st_ino) != f.dev_ino:  # replaced meanwhile: next scan
-                    _close(fd)
-                    continue
-                f.fd = fd
-            self._read(f)
-        self._limit_open_files()
-
-    def _continue_rewritten(self, f: _Follow, path: str, st: os.stat_result) -> bool:
-        """A shard rewritten without some lines (``forget``): follow the new file from
-        the place matching where we were, instead of reading it again from the start."""
-        seen = rewrite_map(self.path).get((st.st_dev, st.st_ino))
-        if seen is None or tuple(seen[0]) != f.dev_ino:
-            return False
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            fst = os.fstat(fd)
-        except OSError:
-            return False
-        if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
-            _close(fd)
-            return False
-        gone = sum(max(0, min(n, f.offset - start)) for start, n in seen[1])
-        g = _Follow(path=path, fd=fd, dev_ino=(fst.st_dev, fst.st_ino), offset=max(0, f.offset - gone))
-        g.guard = _pread(fd, max(0, g.offset - _GUARD), min(_GUARD, g.offset))
-        self._follows[path] = g
-        if seen[2]:
-            self._forget({seen[2]})
-        return True
+    def _place(self, ch: Change) -> None:
+        """Where a shard present at the start is read from (``resume``, ``from_start``,
+        ``backlog_bytes``; else its end)."""
+        if self.resume is not None:
+            saved = self.resume.get(ch.name)
+            f = os.fstat(ch.fd)
+            if saved and tuple(saved[:2]) == (f.st_dev, f.st_ino) and 0 <= saved[2] <= ch.size:
+                ch.start = int(saved[2])
+        elif not self.from_start:
+            ch.start = last_line_end(ch.fd, ch.size)
+            if self.backlog_bytes and ch.start:
+                # back to the first whole line of the backlog
+                start = max(0, ch.start - self.backlog_bytes)
+                if start and pread(ch.fd, start - 1, 1) != b"\n":
+                    start = next_line_start(ch.fd, start, ch.start)
+                ch.start = start
 
     def _forget(self, hashes: set[str]) -> None:
         self.forgotten |= hashes
         with self._qlock:  # not handed out yet: drop now
             self._queue = deque(r for r in self._queue if not _is_forgotten(r, self.forgotten))
-
-    def _limit_open_files(self) -> None:
-        """Keep at most MAX_OPEN shards open (a folder may hold years of daily
-        shards); the ones changed longest ago are closed and watched by stat."""
-        open_ = [f for f in self._follows.values() if f.fd is not None]
-        if len(open_) <= MAX_OPEN:
-            return
-        open_.sort(key=lambda f: f.mtime_ns)
-        for f in open_[: len(open_) - MAX_OPEN]:
-            _close(f.fd)
-            f.fd = None
-
-    def _read(self, f: _Follow) -> None:
-        try:
-            st = os.fstat(f.fd)
-        except OSError:
-            return
-        if st.st_size == f.size and st.st_mtime_ns == f.mtime_ns:
-            return
-        f.size, f.mtime_ns = st.st_size, st.st_mtime_ns
-        if st.st_size < f.offset or (f.offset and _pread(f.fd, f.offset - len(f.guard), len(f.guard)) != f.guard):
-            self._truncations += 1
-            f.offset, f.guard = 0, b""
-        while f.offset < st.st_size:
-            data = _pread(f.fd, f.offset, min(READ_BYTES, st.st_size - f.offset))
-            if not data:
-                break
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                if len(data) < READ_BYTES:
-                    break  # a pending partial line
-                # a line longer than READ_BYTES: read it whole
-                try:
-                    end = find_newline(f.fd, f.offset + len(data), st.st_size)
-                except OSError:
-                    end = -1
-                if end < 0:
-                    break
-                data = _pread(f.fd, f.offset, end + 1 - f.offset)
-                cut = len(data) - 1
-            self._deliver(f.path, data[: cut + 1])
-            f.offset += cut + 1
-            f.guard = data[max(0, cut + 1 - _GUARD) : cut + 1]
-        f.pending = max(0, st.st_size - f.offset)
 
     def _deliver(self, path: str, chunk: bytes) -> None:
         shard = os.path.basename(path)
@@ -388,31 +253,33 @@ class LogTail:
         """``{shard name: [dev, ino, offset]}``: where reading stopped (for ``resume``).
         Consistent with what was drained when called between :meth:`poll` calls."""
         with self._scan_lock:
-            return {os.path.basename(p): [f.dev_ino[0], f.dev_ino[1], f.offset] for p, f in self._follows.items()}
+            return self._shards.positions()
 
     @property
     def stats(self) -> dict:
         with self._qlock:
             queued, lines, dropped = len(self._queue), self._lines, self._dropped
         bad = {r: int(self._bad.get(r, 0)) for r in BAD_REASONS}
-        for _ in range(10):  # the reader thread may change the dict meanwhile
+        shards = self._shards
+        for _ in range(10):  # the reader thread may change its files meanwhile
             try:
-                follows = list(self._follows.values())
+                pending, count, open_files = shards.pending_bytes(), len(shards), shards.open_files()
                 break
             except RuntimeError:
                 continue
         else:
-            follows = []
+            pending = count = open_files = 0
         return {
             "lines": lines,
             "bad": bad,
             "bad_total": sum(v for r, v in bad.items() if r != "event"),  # event lines are not bad
             "queued": queued,
             "dropped": dropped,
-            "pending_bytes": sum(f.pending for f in follows),
-            "shards": len(follows),
-            "rotations": self._rotations,
-            "truncations": self._truncations,
+            "pending_bytes": pending,
+            "shards": count,
+            "open_files": open_files,
+            "rotations": shards.rotations,
+            "truncations": shards.truncations,
             "errors": self._errors,
             "observer": self.observer_kind,
             "running": self._thread is not None,
@@ -430,47 +297,3 @@ def drop_forgotten(records: list[dict], tail: "LogTail") -> list[dict]:
         return records
     hashes = set(tail.forgotten)
     return [r for r in records if not _is_forgotten(r, hashes)]
-
-
-def _pread(fd: int, offset: int, n: int) -> bytes:
-    if n <= 0:
-        return b""
-    try:
-        return os.pread(fd, n, offset)
-    except OSError:
-        return b""
-
-
-def _close(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
-
-
-def _next_line_start(fd: int, start: int, size: int) -> int:
-    """Offset just after the first newline at or after ``start`` (``size`` if none)."""
-    pos = start
-    while pos < size:
-        data = _pread(fd, pos, min(64 << 10, size - pos))
-        if not data:
-            break
-        i = data.find(b"\n")
-        if i >= 0:
-            return pos + i + 1
-        pos += len(data)
-    return size
-
-
-def _last_line_end(fd: int, size: int) -> int:
-    """Offset just after the last newline before ``size`` (0 if none)."""
-    pos = size
-    step = 64 << 10
-    while pos > 0:
-        start = max(0, pos - step)
-        data = _pread(fd, start, pos - start)
-        i = data.rfind(b"\n")
-        if i >= 0:
-            return start + i + 1
-        pos = start
-    return 0

@@ -16,7 +16,6 @@ This module knows only the folder: it imports neither the store nor the Space.
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import orjson
 
 from chatcore.config import log_folder
 from chatcore.log.records import utc_now_iso
+from chatcore.log.shards import ShardFollower
 
 CACHE_DIR = ".chatcore-cache"
 REWRITES_FILE = "rewrites.jsonl"
@@ -70,40 +70,30 @@ class ForgottenRegistry:
     def __init__(self, log_path):
         self.path = log_folder(log_path) / CACHE_DIR / FORGOTTEN_FILE
         self._at: dict[str, float] = {}
-        self._offset = 0
-        self._ident: tuple[int, int] | None = None
+        self._follower = ShardFollower(self.path)
         self._lock = threading.Lock()
 
     def refresh(self) -> set[str]:
-        """Read new entries; returns the hashes they name."""
+        """Read new entries; returns the hashes they name. (A file replaced or rewritten is
+        read again: entries only add, so what was known stays and nothing is named twice.)"""
         with self._lock:
-            try:
-                st = os.stat(self.path)
-            except OSError:
-                return set()
-            ident = (st.st_dev, st.st_ino)
-            if ident != self._ident or st.st_size < self._offset:
-                self._ident, self._offset = ident, 0  # replaced: read it all again (entries only add)
-            if st.st_size == self._offset:
-                return set()
-            try:
-                with open(self.path, "rb") as f:
-                    f.seek(self._offset)
-                    data = f.read(st.st_size - self._offset)
-            except OSError:
-                return set()
-            end = data.rfind(b"\n") + 1
-            self._offset += end
             new: set[str] = set()
-            for line in data[:end].splitlines():
-                try:
-                    rec = orjson.loads(line)
-                    h, at = rec["hash"], float(rec["at"])
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                    continue
-                if isinstance(h, str) and at > self._at.get(h, 0.0):
-                    self._at[h] = at
-                    new.add(h)
+            try:
+                for ch in self._follower.changes():
+                    if ch.gone:
+                        continue
+                    for _, data in ch.blocks():
+                        for line in data.splitlines():
+                            try:
+                                rec = orjson.loads(line)
+                                h, at = rec["hash"], float(rec["at"])
+                            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                                continue
+                            if isinstance(h, str) and at > self._at.get(h, 0.0):
+                                self._at[h] = at
+                                new.add(h)
+            except OSError:
+                pass  # unreadable now: asked again on the next refresh
             return new
 
     def hashes(self) -> set[str]:

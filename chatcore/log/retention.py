@@ -34,6 +34,7 @@ from chatcore.log.cache_purge import _contains, drop_cache_of_deleted, purge_cac
 from chatcore.log.forgotten import note_rewrite, record_forgotten
 from chatcore.log.records import check_conversation_id, utc_now_iso
 from chatcore.log.rewrite import Rewrite, _fsync_dir, _lines, _open_locked, rewrite_without
+from chatcore.log.shards import shard_paths
 from chatcore.store.ingest import shard_day
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,7 @@ EVAL_RUNS = "eval-runs"
 
 def shard_files(log_path) -> list[Path]:
     """Every shard of the log: the ``*.jsonl`` files of its folder."""
-    folder = log_folder(log_path)
-    try:
-        return sorted(p for p in folder.glob("*.jsonl") if p.is_file())
-    except OSError:
-        return []
+    return shard_paths(log_folder(log_path))
 
 
 def _annotation_files(log_path) -> list[Path]:

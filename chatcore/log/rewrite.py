@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from chatcore.log.shards import last_line_end, line_blocks
+
 _BLOCK = 8 << 20
 
 
@@ -53,35 +55,18 @@ def _open_locked(path: Path) -> int | None:
 def _lines(fd: int, size: int, start: int = 0):
     """``(offset, line)`` for each line of the file from ``start`` up to ``size`` (the
     last one may lack its newline)."""
-    pos, carry, carry_at = start, b"", start
-    while pos < size:
-        data = os.pread(fd, min(_BLOCK, size - pos), pos)
-        if not data:
-            break
-        buf = carry + data
+    end = start
+    for off, data in line_blocks(fd, start, size, _BLOCK):
         i0 = 0
-        while True:
-            i = buf.find(b"\n", i0)
-            if i < 0:
-                break
-            yield carry_at + i0, buf[i0:i + 1]
+        while i0 < len(data):
+            i = data.index(b"\n", i0)
+            yield off + i0, data[i0:i + 1]
             i0 = i + 1
-        carry, carry_at = buf[i0:], carry_at + i0
-        pos += len(data)
-    if carry:
-        yield carry_at, carry
-
-
-def _last_line_end(fd: int, size: int) -> int:
-    pos = size
-    while pos > 0:
-        lo = max(0, pos - (64 << 10))
-        data = os.pread(fd, pos - lo, lo)
-        i = data.rfind(b"\n")
-        if i >= 0:
-            return lo + i + 1
-        pos = lo
-    return 0
+        end = off + len(data)
+    if end < size:
+        rest = os.pread(fd, size - end, end)
+        if rest:
+            yield end, rest
 
 
 def _copy_without(src: int, dst: int, start: int, end: int, ranges: list) -> None:
@@ -136,7 +121,7 @@ def _rewrite_once(path: Path, drop, needle: bytes, dry_run: bool, before_rename)
         if dry_run:
             scan(0, fst.st_size)
             return out
-        s0 = _last_line_end(rfd, fst.st_size)
+        s0 = last_line_end(rfd, fst.st_size)
         scan(0, s0)
 
         def start_copy() -> None:

@@ -18,6 +18,7 @@ from chatcore.log import records
 from chatcore.log.follow import LogTail
 from chatcore.log.forgotten import ForgottenRegistry, ids_in
 from chatcore.log.ids import resolve_conversation_id
+from chatcore.log.shards import line_blocks, shard_paths
 
 log = logging.getLogger("chatcore.space.memory")
 
@@ -195,11 +196,7 @@ class ConversationMemory:
     def _shards(self) -> list[Path]:
         if self.log_path is None:
             return []
-        folder = self.log_path if self.log_path.is_dir() else self.log_path.parent
-        try:
-            return sorted(p for p in folder.glob("*.jsonl") if p.is_file())
-        except OSError:
-            return []
+        return shard_paths(self.log_path if self.log_path.is_dir() else self.log_path.parent)
 
     @staticmethod
     def _lines(raw: bytes, on_event=None):
@@ -241,16 +238,9 @@ class ConversationMemory:
                 try:
                     with open(shard, "rb") as f:
                         st = os.fstat(f.fileno())
-                        rest = b""
-                        while True:
-                            block = f.read(8 * 1024 * 1024)
-                            if not block:
-                                break
-                            block = rest + block
-                            end = block.rfind(b"\n") + 1
-                            rest = block[end:]
-                            done += end
-                            for obj in self._lines(block[:end], self.on_event):
+                        for start, block in line_blocks(f.fileno(), 0, st.st_size):
+                            done = start + len(block)
+                            for obj in self._lines(block, self.on_event):
                                 lines += 1
                                 self._turn_of(obj, counts)
                     resume[shard.name] = [st.st_dev, st.st_ino, done]

@@ -3,78 +3,70 @@ handed to a person, and the Overview's figures (event lines only, read increment
 from __future__ import annotations
 
 import json
-import os
 import threading
 from datetime import datetime
 from pathlib import Path
 
+from chatcore.config import log_folder
 from chatcore.log import records
+from chatcore.log.shards import ShardFollower
 from chatcore.space.handoff import _epoch
 
 
 class _EventScan:
-    """The event lines (schema v2) of log shards, kept per process: each look reads only the
-    bytes appended since the last one (a shard replaced, truncated or rewritten from its
-    start is read again). Reading is by chunks into one buffer, not a memory map, so a
-    large log does not count in the process's memory."""
-
-    CHUNK = 8 * 1024 * 1024
-    HEAD = 4096
+    """The event lines (schema v2) of a log, kept per process and followed with the log's
+    one follower (:class:`chatcore.log.shards.ShardFollower`): each look reads only the bytes
+    appended since the last one; a shard the follower says must be read again (replaced by
+    ``forget`` or rotation, truncated, rewritten in place) loses what was kept of it first.
+    Only lines holding ``"kind"`` are parsed."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._shards: dict[str, list] = {}  # path -> [dev, ino, offset, head bytes, [(line, event)]]
+        self._logs: dict[str, tuple[ShardFollower, dict[str, list]]] = {}  # log -> follower, shard -> events
 
-    def lines(self, shards) -> list[tuple[bytes, dict]]:
+    def lines(self, log) -> list[tuple[bytes, dict]]:
+        """``(line, event)`` of every event line of ``log`` (a file, or a folder of shards)."""
+        key = str(log)
         with self._lock:
-            out: list[tuple[bytes, dict]] = []
-            for shard in shards:
-                path = str(shard)
-                try:
-                    with open(path, "rb") as f:
-                        st = os.fstat(f.fileno())
-                        state = self._shards.get(path)
-                        head = os.pread(f.fileno(), self.HEAD, 0)
-                        if (state is None or state[:2] != [st.st_dev, st.st_ino] or st.st_size < state[2]
-                                or head[:len(state[3])] != state[3]):
-                            state = self._shards[path] = [st.st_dev, st.st_ino, 0, b"", []]
-                        self._read(f.fileno(), st.st_size, state)
-                        state[3] = head[:min(len(head), state[2])]
-                except (OSError, ValueError):
-                    self._shards.pop(path, None)
+            if key not in self._logs:
+                self._logs[key] = (ShardFollower(log), {})
+            follower, kept = self._logs[key]
+            for ch in follower.changes():
+                if ch.gone or ch.again:
+                    kept.pop(ch.path, None)
+                if ch.gone:
                     continue
-                out.extend(state[4])
-            return out
-
-    def _read(self, fd: int, size: int, state: list) -> None:
-        import orjson
-
-        pos, want = state[2], self.CHUNK
-        while pos < size:
-            data = os.pread(fd, min(want, size - pos), pos)
-            if not data:
-                break
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                if pos + len(data) >= size:
-                    break  # a partial last line: not written yet
-                want *= 2  # a line longer than a chunk
-                continue
-            at = data.find(b'"kind"', 0, cut)
-            while at != -1:
-                start = data.rfind(b"\n", 0, at) + 1
-                end = data.find(b"\n", at)
-                line = data[start:end]
+                events = kept.setdefault(ch.path, [])
                 try:
-                    obj = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    obj = None
-                if isinstance(obj, dict) and records.is_event(obj):
-                    state[4].append((line, obj))
-                at = data.find(b'"kind"', end, cut)
-            pos += cut + 1
-            want = self.CHUNK
-        state[2] = pos
+                    for _, data in ch.blocks():
+                        _scan_block(data, events)
+                except OSError:
+                    pass  # unreadable now: what was read is kept, the rest is asked for next time
+            return [e for path in sorted(kept) for e in kept[path]]
+
+    def offset(self, log, shard) -> int | None:
+        """How far ``shard`` of ``log`` was read (for tests and diagnostics)."""
+        with self._lock:
+            found = self._logs.get(str(log))
+            return None if found is None else found[0].offset(shard)
+
+
+def _scan_block(data: bytes, events: list) -> None:
+    """Append the event lines among the whole lines of ``data`` to ``events``."""
+    import orjson
+
+    at = data.find(b'"kind"')
+    while at != -1:
+        start = data.rfind(b"\n", 0, at) + 1
+        end = data.find(b"\n", at)
+        line = data[start:end]
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict) and records.is_event(obj):
+            events.append((line, obj))
+        at = data.find(b'"kind"', end)
 
 
 _EVENTS = _EventScan()
@@ -87,11 +79,8 @@ def _event_lines(log_path, needle: bytes):
     lines holding ``"kind"`` are parsed) and then followed as the shards grow, so asking
     again costs only the new bytes.
     """
-    from chatcore.config import log_folder
-
     path = Path(log_path)
-    shards = [path] if path.is_file() else sorted(p for p in log_folder(path).glob("*.jsonl") if p.is_file())
-    for line, obj in _EVENTS.lines(shards):
+    for line, obj in _EVENTS.lines(path if path.is_file() else log_folder(path)):
         if needle in line:
             yield dict(obj)  # the kept events stay as read
 

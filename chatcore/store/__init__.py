@@ -40,7 +40,7 @@ form), :mod:`.ingest` (shards, offsets, :class:`LogStore`), :mod:`.frames` (pand
 from __future__ import annotations
 
 from chatcore.store.ingest import LogStore, load_log
-from chatcore.store.ingest import find_newline
+from chatcore.log.shards import find_newline
 from chatcore.store.parse import parse_bytes, parse_line
 from chatcore.store.schema import ARROW_SCHEMA
 

@@ -34,7 +34,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from chatcore.log.records import BadRecord
-from chatcore.store.ingest import BLOCK_BYTES, _PARALLEL, _pool, find_newline
+from chatcore.log.shards import line_blocks, shard_paths
+from chatcore.store.ingest import BLOCK_BYTES, _PARALLEL, _pool
 from chatcore.store.parse import parse_block, parse_line
 
 Progress = Callable[[int, int], Any]
@@ -56,9 +57,7 @@ class Conversion:
 
 def shards_of(log: Path) -> list[Path]:
     """The files of a log: the file itself, or every ``*.jsonl`` in a folder (as the store reads them)."""
-    if log.is_dir():
-        return sorted(p for p in log.glob("*.jsonl") if p.is_file())
-    return [log]
+    return shard_paths(log)
 
 
 def targets(log: Path, out: Path) -> list[tuple[Path, Path]]:
@@ -220,21 +219,10 @@ def _convert_file(fd: int, fout, result: Conversion, progress: Progress | None, 
             progress(min(done, total), total)
 
     try:
-        while pos < size:
-            data = os.pread(fd, min(BLOCK_BYTES, size - pos), pos)
-            if not data:
-                break
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                if pos + len(data) >= size:
-                    break  # a last line without its newline: not a finished line yet
-                nl = find_newline(fd, pos + len(data), size)  # a line longer than a block
-                if nl < 0:
-                    break
-                data = os.pread(fd, nl + 1 - pos, pos)
-                cut = len(data) - 1
-            inflight.append((cut + 1, pool.submit(convert_block, data, cut + 1)))
-            pos += cut + 1
+        for start, data in line_blocks(fd, 0, size, BLOCK_BYTES):
+            n = len(data)
+            inflight.append((n, pool.submit(convert_block, data, n)))
+            pos = start + n
             while len(inflight) > _PARALLEL or (inflight and inflight[0][1].done()):
                 collect()
         while inflight:

@@ -1,6 +1,8 @@
 """Ingestion: shards, byte offsets, incremental refresh; :class:`LogStore` and :func:`load_log`.
 
-A little over 500 lines: the shard bookkeeping (offsets, rewrites, parallel parse) is one state machine.
+Which shards changed, and which must be read again from the start (replaced, truncated,
+rewritten), comes from the log's one follower (:class:`chatcore.log.shards.ShardFollower`);
+this module parses the new bytes in parallel and keeps the rows per shard.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from chatcore.log.records import BAD_REASONS, COLUMNS
+from chatcore.log.shards import BLOCK_BYTES as SHARD_BLOCK_BYTES
+from chatcore.log.shards import Change, ShardFollower
 from chatcore.store.parse import _parse_data
 from chatcore.store.schema import ARROW_SCHEMA, UTC_US
 from chatcore.store.segments import SegmentCache, _fingerprint
@@ -27,8 +31,8 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int, int], Any]
 
-#: Bytes read and parsed at once.
-BLOCK_BYTES = 8 << 20
+#: Bytes read and parsed at once (tests make it small to exercise many blocks).
+BLOCK_BYTES = SHARD_BLOCK_BYTES
 _DAY_RE = re.compile(r"(\d{4}-\d{2}-\d{2})")
 
 
@@ -62,21 +66,6 @@ class _Done:
 
     def cancel(self) -> bool:
         return False
-
-
-def find_newline(fd: int, start: int, size: int) -> int:
-    """Offset of the first newline at or after ``start`` (before ``size``), or -1."""
-    pos = start
-    while pos < size:
-        data = os.pread(fd, min(BLOCK_BYTES, size - pos), pos)
-        if not data:
-            return -1
-        i = data.find(b"\n")
-        if i >= 0:
-            return pos + i
-        pos += len(data)
-    return -1
-
 
 
 @dataclass
@@ -171,6 +160,9 @@ class LogStore(SegmentCache):
         self.cache_errors = 0
         self.last_cache_error: str | None = None
         self._shards: dict[str, _Shard] = {}
+        # what changed in the log (appended, replaced, truncated, rewritten, gone) comes from
+        # the one follower; the fingerprint below only vouches for the on-disk cache
+        self._follower = ShardFollower(self.path)
         self._lock = threading.RLock()
         self._frame: pd.DataFrame | None = None
         self._loaded = False
@@ -184,16 +176,6 @@ class LogStore(SegmentCache):
         self.version = 0
 
     # -- shards ------------------------------------------------------------------
-
-    def _shard_paths(self) -> list[str]:
-        p = self.path
-        if p.is_dir():
-            try:
-                return sorted(str(q) for q in p.glob("*.jsonl") if q.is_file())
-            except OSError:
-                return []
-        return [str(p)]
-
 
     def refresh(self, progress: Progress | None = None) -> pd.DataFrame:
         """Parse what was appended since the last call; return the new rows only."""
@@ -235,66 +217,54 @@ class LogStore(SegmentCache):
 
     def _refresh(self, progress: Progress | None, select: Callable[[str], bool] | None = None) -> list[pa.Table]:
         self._loaded = True
-        paths = self._shard_paths()
-        live = set(paths)
-        changed = False
-        for gone in [p for p in self._shards if p not in live]:
-            del self._shards[gone]
-            changed = True
-        new_tables: list[pa.Table] = []
-        new_dfs: list = []
-        appended: set[str] = set()
-        todo = []
-        for p in paths:
-            if select is not None and not select(p):
-                self._skipped.add(p)
-                continue
-            self._skipped.discard(p)
-            todo.append(p)
+        paths = self._follower.paths()
+        self._skipped = {p for p in paths if select is not None and not select(p)}
         # the total for progress: what is not read yet (an estimate for shards that
         # turn out to be replaced or cached)
         total = 0
-        for p in todo:
+        for p in paths if progress is not None else ():
+            if p in self._skipped:
+                continue
             try:
                 size = os.stat(p).st_size
             except OSError:
                 continue
             sh = self._shards.get(p)
             total += max(0, size - (sh.offset if sh is not None and sh.offset <= size else 0))
+        changed = False
+        listed = set(paths)
+        for gone in [p for p in self._shards if p not in listed]:
+            del self._shards[gone]
+            changed = True
+        new_tables: list[pa.Table] = []
+        new_dfs: list = []
+        appended: set[str] = set()
         done = 0
-        for p in todo:  # one shard open at a time: a folder may hold thousands
-            try:
-                fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                if p in self._shards:
-                    del self._shards[p]
-                    changed = True
+        for ch in self._follower.changes(select, listed=paths):  # one shard open at a time: a folder may hold thousands
+            if ch.gone:
+                changed = self._shards.pop(ch.path, None) is not None or changed
                 continue
-            except OSError:
-                continue  # unreadable for now (permissions, too many open files): keep what we have
-            try:
-                st = os.fstat(fd)
-                sh = self._shards.get(p)
-                if sh is None:
-                    sh = self._shards[p] = _Shard(p)
-                    self._load_cache(sh, fd, st)
-                    changed = changed or sh.rows > 0
-                elif self._stale(sh, fd, st):
-                    sh.reset()
-                    changed = True
-                if sh.dev_ino is None:
-                    sh.dev_ino = (st.st_dev, st.st_ino)
-                before = len(sh.chunks)
-                done = self._read_new(sh, fd, st, progress, done, max(total, done + st.st_size - sh.offset))
-                sh.size, sh.mtime_ns = st.st_size, st.st_mtime_ns
-                added = [c for c in sh.chunks[before:] if c[2].num_rows]
-                if added:
-                    appended.add(sh.path)
-                    new_tables.extend(c[2] for c in added)
-                    new_dfs.extend(c[3] for c in added)
-                self._save_cache(sh, fd)
-            finally:
-                os.close(fd)
+            sh = self._shards.get(ch.path)
+            st = os.fstat(ch.fd)
+            if sh is None:
+                sh = self._shards[ch.path] = _Shard(ch.path)
+                self._load_cache(sh, ch.fd, st)
+                changed = changed or sh.rows > 0
+            elif ch.again:
+                sh.reset()  # replaced, truncated or rewritten: what we hold of it is not in it any more
+                changed = True
+            if sh.dev_ino is None:
+                sh.dev_ino = (st.st_dev, st.st_ino)
+            ch.start = sh.offset
+            before = len(sh.chunks)
+            done = self._read_new(sh, ch, progress, done, max(total, done + ch.size - sh.offset))
+            sh.size, sh.mtime_ns = ch.size, ch.mtime_ns
+            added = [c for c in sh.chunks[before:] if c[2].num_rows]
+            if added:
+                appended.add(sh.path)
+                new_tables.extend(c[2] for c in added)
+                new_dfs.extend(c[3] for c in added)
+            self._save_cache(sh, ch.fd)
         new_tables = [t.select(list(self.columns)) for t in new_tables]
         self._new_dfs = new_dfs
         if changed or appended:
@@ -307,21 +277,8 @@ class LogStore(SegmentCache):
             self._frame_tail.extend(new_tables)
         return new_tables
 
-    def _stale(self, sh: _Shard, fd: int, st: os.stat_result) -> bool:
-        if sh.dev_ino != (st.st_dev, st.st_ino):
-            return True  # replaced / rotated
-        if st.st_size < sh.offset:
-            return True  # truncated
-        if sh.offset == 0:
-            return False
-        if st.st_size == sh.size and st.st_mtime_ns == sh.mtime_ns:
-            return False  # untouched since the last look
-        # truncated and written again past the old offset, or rewritten in place
-        return _fingerprint(fd, sh.offset) != sh.fp
-
-    def _read_new(self, sh: _Shard, fd: int, st: os.stat_result, progress, done: int, total: int) -> int:
-        size = st.st_size
-        pos = start = sh.offset
+    def _read_new(self, sh: _Shard, ch: Change, progress, done: int, total: int) -> int:
+        start = sh.offset
         cols = list(self.columns)
 
         def work(data: bytes, end: int, eager: bool = False):
@@ -348,28 +305,18 @@ class LogStore(SegmentCache):
                 except Exception:
                     pass
 
-        big = size - pos > BLOCK_BYTES
+        big = ch.size - start > BLOCK_BYTES
         pool = _pool() if big else None
+        pos = start
         try:
-            while pos < size:
-                data = os.pread(fd, min(BLOCK_BYTES, size - pos), pos)
-                if not data:
-                    break
-                cut = data.rfind(b"\n")
-                if cut < 0:
-                    if pos + len(data) >= size:
-                        break  # the pending last line
-                    nl = find_newline(fd, pos + len(data), size)  # a line longer than a block
-                    if nl < 0:
-                        break
-                    data = os.pread(fd, nl + 1 - pos, pos)
-                    cut = len(data) - 1
+            for pos, data in ch.blocks(BLOCK_BYTES):
+                n = len(data)
                 if pool is None:
-                    inflight.append((pos, pos + cut + 1, _Done(work(data, cut + 1))))
+                    inflight.append((pos, pos + n, _Done(work(data, n))))
                 else:
-                    inflight.append((pos, pos + cut + 1, pool.submit(work, data, cut + 1, self.eager_frame)))
+                    inflight.append((pos, pos + n, pool.submit(work, data, n, self.eager_frame)))
                 del data
-                pos += cut + 1
+                pos += n
                 while len(inflight) > _PARALLEL or (inflight and inflight[0][2].done()):
                     collect()
             while inflight:
@@ -378,9 +325,9 @@ class LogStore(SegmentCache):
             for _, _, fut in inflight:
                 fut.cancel()
         sh.offset = pos
-        sh.pending = size - pos
+        sh.pending = ch.size - pos
         if pos and (pos != start or not sh.fp):
-            sh.fp = _fingerprint(fd, pos)
+            sh.fp = _fingerprint(ch.fd, pos)
         return done
 
     # -- views -------------------------------------------------------------------

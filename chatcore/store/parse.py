@@ -23,10 +23,9 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from chatcore.log.records import COLUMNS, USAGE_COLUMNS, BadRecord, normalise
+from chatcore.log.shards import BLOCK_BYTES
 from chatcore.store.schema import ARROW_SCHEMA, STR, USAGE_STRUCT, UTC_US
 
-#: Scratch size for the newline finder (one block).
-BLOCK_BYTES = 8 << 20
 #: pyarrow's block size inside one of our blocks (a longer line takes the slow path).
 ARROW_BLOCK = 1 << 20
 #: Below this many lines a run is parsed line by line.

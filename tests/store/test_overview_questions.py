@@ -327,7 +327,7 @@ def test_event_lines_follow_the_log(tmp_path):
     first = handoff_figures(log, since)
     assert (first["handoffs"], first["requests"]) == (1, 1)
     size = log.stat().st_size
-    assert _EVENTS._shards[str(log)][2] == size  # read up to the end
+    assert _EVENTS.offset(log, log) == size  # read up to the end
     with open(log, "a") as f:  # appended: a new takeover, and half of a line
         f.write(ev("handoff_taken", "b", 5, staff="Ann"))
         partial = ev("staff_message", "b", 4, staff="Ann", text="hello")
