@@ -146,9 +146,15 @@ def register(sub) -> None:
 
 
 def _log_is_empty(path: Path) -> bool:
-    if path.is_dir():
-        return not any(p.stat().st_size for p in path.glob("*.jsonl"))
-    return not path.exists() or path.stat().st_size == 0
+    from chatcore.log.shards import shard_paths
+
+    def size(shard: Path) -> int:
+        try:
+            return shard.stat().st_size
+        except OSError:
+            return 0
+
+    return not any(size(p) for p in shard_paths(path))
 
 
 def _say(*args, file=None, stopping: bool = False, **kwargs) -> None:
