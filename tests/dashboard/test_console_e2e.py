@@ -210,7 +210,7 @@ def test_take_over_talk_and_hand_back_without_opening_again(stack, browser):
     # Done: marked resolved, it leaves the list (and the log says who resolved it).
     agent.get_by_role("button", name="Mark resolved").click()
     agent.get_by_text("Marked resolved").first.wait_for(timeout=15_000)
-    # The list of conversations now is empty, so gone (the stream of turns above stays).
+    # The list of conversations now is empty, so gone (the stream of turns below stays).
     agent.wait_for_function("() => document.querySelectorAll('[data-testid=stDataFrame]').length === 1",
                             timeout=15_000)
     assert [(r.get("kind"), r.get("staff")) for r in lines_of(stack["log"], cid)][-1] == \
