@@ -236,6 +236,42 @@ def test_a_second_agent_sees_who_has_it_and_cannot_take_it(stack, browser):
     assert [r.get("kind", "turn") for r in lines_of(stack["log"], cid)] == ["turn", "handoff_taken"]
 
 
+def test_a_canned_reply_is_saved_inserted_edited_and_sent_once(stack, browser):
+    """The agent saves a canned reply on the Live page, takes a conversation, clicks the reply
+    (it goes into the message box, unsent), adds a word and presses Enter: the visitor gets it once."""
+    visitor = visitor_page(browser, stack)
+    visitor_says(visitor, "when are you open?")
+    cid = visitor.evaluate("window.ChatOperatorWidget.conversationId")
+    agent = agent_page(browser, stack, "Kim")
+    agent.get_by_text("Canned replies (0)").click()
+    agent.get_by_label("Title").fill("Opening hours")
+    agent.get_by_label("Text").fill("We answer from 9 to 5.")
+    agent.get_by_role("button", name="Save canned reply").click()
+    agent.get_by_text("Canned replies (1)").wait_for(timeout=15_000)
+    saved = (stack["log"].parent / "annotations" / "snippets.jsonl").read_text()
+    assert "We answer from 9 to 5." in saved
+
+    open_conversation(agent, cid)
+    agent.get_by_role("button", name="Take over").click()
+    composer(agent).wait_for(timeout=15_000)
+    agent.locator('[data-testid="stButtonGroup"] button', has_text="Opening hours").click()
+    agent.wait_for_function(
+        "() => [...document.querySelectorAll(\"textarea[placeholder='Message to the visitor']\")]"
+        ".some(t => t.value === 'We answer from 9 to 5.')", timeout=15_000)
+    shot(agent, "console-canned-reply")
+    agent.wait_for_timeout(1500)  # several refreshes: inserted, not sent
+    assert [r.get("kind") for r in lines_of(stack["log"], cid)].count("staff_message") == 0
+    box = composer(agent)
+    box.press("End")
+    box.type(" Today too.")
+    box.press("Enter")
+    visitor.locator(f"{W} .msg.staff", has_text="Today too").wait_for()
+    agent.wait_for_timeout(3000)
+    said = [r["text"] for r in lines_of(stack["log"], cid) if r.get("kind") == "staff_message"]
+    assert said == ["We answer from 9 to 5. Today too."]
+    assert visitor.locator(f"{W} .msg.staff").count() == 1
+
+
 #: Stand-ins for the browser's notifications and sound that record what the page asks for.
 HOOKS = """
 window.__alerts = []; window.__tones = 0;
