@@ -349,11 +349,24 @@ class Questions:
         return test_traffic_sql(source="source" if "source" in self.columns else None)
 
     def has_test_traffic(self) -> bool:
-        """Whether any turn is test traffic (a replay or a simulated visitor)."""
+        """Whether any turn is test traffic (a replay or a simulated visitor). The rule of
+        :func:`test_traffic_sql` on the Arrow columns: the CLI's saved list is then sent
+        without starting the engine."""
         with self._lock:
             self._ensure()
-            return bool(self._con.execute(
-                f"SELECT EXISTS (SELECT 1 FROM turns_narrow WHERE {self._test_sql()})").fetchone()[0])
+            table = self._table
+            hit = pc.starts_with(table.column("conversation_id"), REPLAY_PREFIX)
+            if "source" in self.columns:
+                col = table.column("source")
+                hit = pc.or_(hit, pc.is_in(col, value_set=pa.array(sorted(TEST_SOURCES), col.type)))
+            return bool(pc.any(pc.fill_null(hit, False)).as_py())
+
+    def test_conversation_ids(self) -> frozenset[str]:
+        """The conversations that are test traffic (to leave their ratings and hand-offs out)."""
+        with self._lock:
+            self._ensure()
+            rows = self._con.execute(f"SELECT DISTINCT conversation_id FROM turns_narrow WHERE {self._test_sql()}")
+            return frozenset(r[0] for r in rows.fetchall())
 
     def _grouped(self, f: Filters, source: str = "turns_narrow") -> pa.Table:
         """One row per conversation of the turns in the date range and sources (the search is
