@@ -238,6 +238,7 @@ class Questions:
         self._groups: OrderedDict = OrderedDict()
         self._sources: list[str] | None = None
         self._totals: tuple | None = None
+        self._test_ids: tuple | None = None
         self._ratings_key: Any = None
         self.columns = tuple(store.columns)
         self._ratings_table = None
@@ -365,8 +366,11 @@ class Questions:
         """The conversations that are test traffic (to leave their ratings and hand-offs out)."""
         with self._lock:
             self._ensure()
-            rows = self._con.execute(f"SELECT DISTINCT conversation_id FROM turns_narrow WHERE {self._test_sql()}")
-            return frozenset(r[0] for r in rows.fetchall())
+            hit = self._test_ids
+            if hit is None or hit[0] != self._version:
+                rows = self._con.execute(f"SELECT DISTINCT conversation_id FROM turns_narrow WHERE {self._test_sql()}")
+                hit = self._test_ids = (self._version, frozenset(r[0] for r in rows.fetchall()))
+            return hit[1]
 
     def _grouped(self, f: Filters, source: str = "turns_narrow") -> pa.Table:
         """One row per conversation of the turns in the date range and sources (the search is
@@ -781,9 +785,18 @@ class Questions:
                              else pc.count_distinct(self._table.column("conversation_id")).as_py())
                     turns = self._table.num_rows
                 else:
-                    turns, convs = self._con.execute(
-                        "SELECT count(*), count(DISTINCT conversation_id) FROM turns_narrow"
-                        + self._leave_out_test("", False)).fetchone()
+                    groups = self._whole_groups()
+                    if groups is not None:  # one row per conversation: far fewer than the turns
+                        self._con.register("whole_groups", groups)
+                        source = "source" if "source" in self.columns else None
+                        turns, convs = self._con.execute(
+                            "SELECT coalesce(sum(turns), 0), count(*) FROM whole_groups WHERE NOT "
+                            + test_traffic_sql(source=source, grouped=True)).fetchone()
+                        self._con.unregister("whole_groups")
+                    else:
+                        turns, convs = self._con.execute(
+                            "SELECT count(*), count(DISTINCT conversation_id) FROM turns_narrow"
+                            + self._leave_out_test("", False)).fetchone()
                 totals = self._totals = ((self._version, include_test), int(turns), int(convs))
             real = "" if include_test else f" AND NOT {self._test_sql()}"
             has = set(self.columns)
