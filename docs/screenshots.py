@@ -195,7 +195,7 @@ def shop_time(rng: random.Random, newest: datetime, span: timedelta) -> datetime
 
 
 def add_earlier_traffic(log: Path, seed: int = 11) -> dict:
-    """The last days' conversations (widget visitors), ratings, tags and a note."""
+    """The last days' conversations (widget visitors), ratings, tags, a note and canned replies."""
     from chatcore.log import annotations
     from chatcore.log.records import make_record
     from chatcore.staff.simulate import visitor_script
@@ -271,6 +271,12 @@ def add_earlier_traffic(log: Path, seed: int = 11) -> dict:
                                     "delivery date and e-mailed the customer.", author="staff")
     annotations.add_tag(log, made[1], "resolved")
     annotations.add_tag(log, failed, "bug")
+    for title, text in (("Refund on its way", "I've refunded the payment: you'll get a confirmation e-mail "
+                                              "today, and the money is back in 3 to 5 working days."),
+                        ("Opening hours", "We answer from 8 am to 6 pm, Monday to Saturday."),
+                        ("Parcel tracking", "Your tracking link is in the shipping e-mail; parcels usually "
+                                            "arrive 2 to 3 working days after they ship.")):
+        annotations.save_snippet(log, title, text, author="Maya")
     return {"transcript": late, "replay": replay_id, "charged": charged}
 
 

@@ -7,6 +7,7 @@ built only when a download is asked for."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
@@ -66,8 +67,11 @@ if wanted and wanted != ss.get("conv_from_link"):
     ss.conv_force = wanted  # shown in the transcript picker once; the viewer may pick another
 
 header("Conversations", ":material/forum:", f"Grouped by conversation_id · times in {tz_name(tz)}")
-mask = st.toggle("Mask personal data", key="conv_mask",
+t1, t2 = st.columns([1, 1])
+mask = t1.toggle("Mask personal data", key="conv_mask",
                  help="Hide e-mail addresses, phone and card numbers in the table, the transcript and every export")
+include_test = t2.toggle("Include test traffic", key="conv_include_test",
+                         help="Replays and simulated visitors; only real visitors' conversations when off")
 known_tags = sorted({t for entry in notes.values() for t in entry["tags"]})
 
 with st.container(border=True):
@@ -111,7 +115,8 @@ if tag or (note_query or "").strip():
 if version:
     by_version = questions.prompt_version_ids(version, Filters(since=since, until=until))
     ids = by_version if ids is None else ids & by_version
-filters = Filters(since=since, until=until, search=query, sources=tuple(chosen), rating=rating, ids=ids)
+filters = Filters(since=since, until=until, search=query, sources=tuple(chosen), rating=rating, ids=ids,
+                  include_test=include_test)
 listing = questions.conversations(filters) if questions is not None else None
 total = listing.total if listing is not None else 0
 
@@ -134,13 +139,15 @@ page_rows = pd.DataFrame()
 with st.container(border=True):
     st.subheader("Matching conversations", anchor=False)
     if not total:
-        st.info("No conversations match these filters.", icon=":material/search_off:")
+        hidden = not include_test and questions is not None and questions.conversations(replace(filters, include_test=True)).total
+        st.info("No conversations match these filters" + (f" among real visitors ({hidden:,} test conversation(s) "
+                "do: switch on “Include test traffic”)." if hidden else "."), icon=":material/search_off:")
     else:
         o1, o2, o3, o4 = st.columns([2, 1, 1, 2], vertical_alignment="bottom")
         sort = o1.selectbox("Sort by", list(SORTS), key="conv_sort")
         size = o2.selectbox("Rows per page", PAGE_SIZES, index=1, key="conv_page_size")
         pages = max(1, -(-total // size))
-        signature = (preset, custom, query, tuple(chosen), rating, tag, note_query, version, sort, size)
+        signature = (preset, custom, query, tuple(chosen), rating, tag, note_query, version, sort, size, include_test)
         if ss.get("conv_page", 1) > pages or ss.get("conv_page_for") != signature:
             ss.conv_page = 1  # other filters, order or page size: back to the first page
         ss.conv_page_for = signature

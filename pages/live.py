@@ -82,6 +82,26 @@ def send_staff_text() -> None:
         staff_act("say", cid, text=text, request_id=uuid.uuid4().hex)
 
 
+def canned_replies() -> list[dict]:
+    """The team's canned replies (:func:`chatcore.log.annotations.load_snippets`); none on a read error."""
+    from chatcore.log.annotations import load_snippets
+
+    try:
+        return load_snippets(cfg.log_path)
+    except Exception:  # a broken annotations file must not take the page down
+        return []
+
+
+def insert_snippet() -> None:
+    """A canned reply clicked: into the composer, where the agent edits it and Enter sends it
+    (a chat input set through the session state shows the text without sending it)."""
+    sid = ss.get("now_snippet")
+    ss.now_snippet = None
+    snippet = next((s for s in canned_replies() if s["snippet_id"] == sid), None)
+    if snippet is not None:
+        ss.staff_text = snippet["text"]
+
+
 #: Played and shown in the browser (st.html runs it once, when it first appears): a short tone
 #: and a notification. Nothing from a visitor goes into it but a checked, shortened id.
 ALERT_JS = """<script>(function () {
@@ -241,7 +261,82 @@ def conversations_now() -> None:
             (st.success if notice[1] == "ok" else st.error)(escape_markdown(notice[2]))
         show_transcript(lc, cid)
         if status.status == "staff" and status.staff == me:
+            snippets = {s["snippet_id"]: s for s in canned_replies()}
+            if snippets:
+                st.pills("Canned replies", list(snippets), key="now_snippet", on_change=insert_snippet,
+                         format_func=lambda sid: escape_markdown(snippets[sid]["title"]) if sid in snippets else sid,
+                         help="Puts the reply in the message box (in place of what is there): edit it, "
+                              "then Enter sends it")
             st.chat_input("Message to the visitor", key="staff_text", on_submit=send_staff_text)
+
+
+NEW_SNIPPET = "new"
+
+
+def pick_snippet() -> None:
+    """Another canned reply picked to edit: its title and text into the form (empty for a new one)."""
+    chosen = next((s for s in canned_replies() if s["snippet_id"] == ss.get("snip_pick")), None)
+    ss.snip_title = chosen["title"] if chosen else ""
+    ss.snip_text = chosen["text"] if chosen else ""
+    ss.snip_error = None
+
+
+def save_snippet() -> None:
+    from chatcore.log.annotations import save_snippet as save
+
+    sid = ss.get("snip_pick")
+    try:
+        rec = save(cfg.log_path, ss.get("snip_title") or "", ss.get("snip_text") or "",
+                   snippet_id=None if sid in (None, NEW_SNIPPET) else sid, author=my_staff_name() or "staff")
+    except (ValueError, OSError) as exc:
+        ss.snip_error = str(exc)
+        return
+    ss.snip_error = None
+    ss.snip_pick = rec["snippet_id"]
+    st.toast(f"Saved “{escape_markdown(rec['title'])}”", icon=":material/quickreply:")
+
+
+def delete_snippet() -> None:
+    from chatcore.log.annotations import delete_snippet as delete
+
+    sid = ss.get("snip_pick")
+    try:
+        delete(cfg.log_path, sid, author=my_staff_name() or "staff")
+    except (ValueError, OSError) as exc:
+        ss.snip_error = str(exc)
+        return
+    ss.snip_pick = NEW_SNIPPET
+    pick_snippet()
+
+
+def manage_snippets() -> None:
+    """Add, change and delete the team's canned replies (shared by every dashboard of this log)."""
+    snippets = {s["snippet_id"]: s for s in canned_replies()}
+    with st.expander(f"Canned replies ({len(snippets)})", icon=":material/quickreply:"):
+        st.caption("Saved replies every agent can put in the message box with one click while holding "
+                   "a conversation.")
+        if ss.get("snip_pick") not in (NEW_SNIPPET, *snippets):
+            ss.snip_pick = NEW_SNIPPET
+            pick_snippet()
+        st.selectbox("Canned reply", [NEW_SNIPPET, *snippets], key="snip_pick", on_change=pick_snippet,
+                     format_func=lambda sid: "New canned reply" if sid == NEW_SNIPPET
+                     else snippets[sid]["title"] if sid in snippets else sid)
+        with st.form("snip_form", border=False):
+            from chatcore.log.annotations import MAX_SNIPPET, MAX_SNIPPET_TITLE
+
+            st.text_input("Title", key="snip_title", max_chars=MAX_SNIPPET_TITLE, placeholder="e.g. Shipping times")
+            st.text_area("Text", key="snip_text", max_chars=MAX_SNIPPET, height=100,
+                         placeholder="What the visitor reads")
+            st.form_submit_button("Save canned reply", icon=":material/save:", on_click=save_snippet)
+        st.button("Delete canned reply", icon=":material/delete:", key="snip_delete", on_click=delete_snippet,
+                  disabled=ss.get("snip_pick") not in snippets)
+        if ss.get("snip_error"):
+            st.error(escape_markdown(ss.snip_error), icon=":material/error:")
+
+
+# The inbox first: what waits for a person comes before the stream of every turn.
+conversations_now()
+manage_snippets()
 
 
 def pick_row() -> None:
@@ -337,4 +432,3 @@ def live_view() -> None:
 
 
 live_view()
-conversations_now()

@@ -21,13 +21,15 @@ tz = viewer_tz()
 REFRESH = float(os.environ.get("CHAT_OVERVIEW_REFRESH", "5") or 5)
 
 header("Overview", ":material/dashboard:")
+include_test = st.toggle("Include test traffic", key="overview_include_test",
+                         help="Replays and simulated visitors; every figure is about real visitors when off")
 
 
 @st.cache_data(ttl=15, show_spinner=False)
-def handoffs_since(log_path: str, since: datetime) -> dict:
+def handoffs_since(log_path: str, since: datetime, leave_out: frozenset) -> dict:
     from chatcore.staff.handoff_log import handoff_figures
 
-    return handoff_figures(log_path, since)
+    return handoff_figures(log_path, since, leave_out)
 
 
 def format_seconds(value) -> str:
@@ -64,12 +66,12 @@ def spend_box(questions, now) -> None:
     if questions is None:  # no log yet
         return
     today, week = start_of_day(now, tz), start_of_day(now - timedelta(days=6), tz)
-    total_week = questions.spend(week)
-    versions_week = questions.spend(week, by="prompt_version")
+    total_week = questions.spend(week, include_test=include_test)
+    versions_week = questions.spend(week, by="prompt_version", include_test=include_test)
     if not total_week or (not total_week[0]["input_tokens"] and not total_week[0]["output_tokens"]
                           and not any(r["prompt_version"] for r in versions_week)):
         return
-    total_today = questions.spend(today)
+    total_today = questions.spend(today, include_test=include_test)
     try:
         feedback, version = annotations.feedback_state(cfg.log_path)
         questions.set_ratings(rating_counts(feedback), version)
@@ -88,7 +90,7 @@ def spend_box(questions, now) -> None:
         for tab, key in ((by_model, "model"), (by_version, "prompt_version")):
             with tab:
                 for label, since in (("Today", today), ("Last 7 days", week)):
-                    rows = questions.spend(since, by=key)
+                    rows = questions.spend(since, by=key, include_test=include_test)
                     st.caption(label)
                     st.dataframe({key.replace("_", " "): [r[key] or "(none)" for r in rows],
                                   "turns": [r["turns"] for r in rows],
@@ -96,7 +98,7 @@ def spend_box(questions, now) -> None:
                                   "output tokens": [r["output_tokens"] for r in rows],
                                   "cost": [format_usd(r["cost_usd"]) for r in rows]},
                                  hide_index=True, key=f"overview_spend_{key}_{label}")
-        rows = questions.prompt_versions(week, handed_off(str(cfg.log_path)))
+        rows = questions.prompt_versions(week, handed_off(str(cfg.log_path)), include_test=include_test)
         if rows:
             st.subheader("Prompt versions, last 7 days", anchor=False)
             pct = lambda v: "—" if v is None else f"{100 * v:.0f} %"  # noqa: E731
@@ -147,8 +149,11 @@ def overview() -> None:
     now = datetime.now(timezone.utc)
     questions = load_questions(cfg.log_path)  # every figure is a query: no pass over every turn here
     stats = shared_store(str(cfg.log_path)).stats()
-    fig = figures_of(questions, now=now, tz=tz)
+    fig = figures_of(questions, now=now, tz=tz, include_test=include_test)
     feedback = load_feedback(cfg.log_path)
+    leave_out = frozenset() if include_test or questions is None else questions.test_conversation_ids()
+    if leave_out:  # ratings and hand-offs of test conversations
+        feedback = feedback[~feedback["conversation_id"].isin(leave_out)]
     rated_today, negative_today = ratings_today(feedback, now=now, tz=tz)
     st.caption(f"Today in {tz_name(tz)} · updated {format_time(now, tz, now)} · refreshes every {REFRESH:g} s")
 
@@ -166,7 +171,7 @@ def overview() -> None:
         c7.metric("Ratings today", rated_today, help="Thumbs given today by visitors and staff")
         c8.metric("Negative ratings today", negative_today)
         c9.metric("Negative share today", f"{100 * negative_today / rated_today:.0f} %" if rated_today else "—")
-        ho = handoffs_since(str(cfg.log_path), start_of_day(now, tz))
+        ho = handoffs_since(str(cfg.log_path), start_of_day(now, tz), leave_out)
         c10, c11, c12 = st.columns(3)
         c10.metric("Handoffs today", ho["handoffs"],
                    help=f"Conversations a staff member took over today; {ho['requests']} asked for a person")
@@ -182,7 +187,7 @@ def overview() -> None:
         with st.container(border=True):
             st.subheader("Turns per hour", anchor=False)
             st.caption(f"Last 24 hours, {tz_name(tz)}")
-            hourly = turns_per_hour(questions, now=now, tz=tz)
+            hourly = turns_per_hour(questions, now=now, tz=tz, include_test=include_test)
             st.bar_chart(hourly, x="hour", y="turns", sort=False, height=260, x_label="", y_label="turns")
         with st.container(border=True):
             st.subheader("Negative ratings", anchor=False)
@@ -228,7 +233,7 @@ def overview() -> None:
                 st.error("The log could not be read.", icon=":material/error:")
                 st.text(stats["error"])
 
-    errors = error_turns(questions, limit=10)
+    errors = error_turns(questions, limit=10, include_test=include_test)
     if errors:
         with st.container(border=True):
             st.subheader("Latest errors", anchor=False)
@@ -243,7 +248,10 @@ def overview() -> None:
     spend_box(questions, now)
     alerts_box(now)
 
-    if fig.turns_total == 0:
+    if fig.turns_total == 0 and leave_out:
+        st.info("Only test traffic so far (replays, simulated visitors): switch on “Include test traffic” "
+                "to see it.", icon=":material/info:")
+    elif fig.turns_total == 0:
         st.info("No turns logged yet. Send a prompt on the Chat page or run "
                 "`python -m chatcore simulate` to make some traffic.", icon=":material/info:")
         st.page_link(PAGES["chat"], label="Open Chat", icon=":material/chat:")

@@ -26,6 +26,11 @@ def _add_dates(p: argparse.ArgumentParser) -> None:
     p.add_argument("--until", metavar="DATE", help="up to this date or ISO time (a bare date includes that whole day)")
 
 
+def add_include_test(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--include-test", action="store_true",
+                   help="count test traffic too: replays and simulated visitors (real visitors only by default)")
+
+
 def resolve_conversation(log_path, text, questions=None) -> str:
     """The full id ``text`` names in the log at ``log_path`` (an id or a unique prefix of
     6+ characters); a usage error (exit 2) when it names none or several."""
@@ -134,16 +139,18 @@ def cmd_conversations(args) -> int:
     if not settings.log_path.exists():
         raise UsageError(f"no log at {settings.log_path} (set --log or CHAT_LOG_PATH)")
     # only the columns the list reads; the SQL engine groups, the Arrow answer is formatted as is
-    questions = Questions(LogStore(settings.log_path, columns=("ts", "conversation_id", "user_text")))
+    questions = Questions(LogStore(settings.log_path, columns=("ts", "conversation_id", "user_text", "source")))
     questions.sync(progress=_progress_to_stderr())
-    if args.format == "json" and since is None and until is None and getattr(sys.stdout, "buffer", None) is not None:
+    everyone = args.include_test or not questions.has_test_traffic()
+    if (args.format == "json" and since is None and until is None and everyone
+            and getattr(sys.stdout, "buffer", None) is not None):
         # the whole list, unchanged since it was last printed: sent as it was saved
         if not questions.send_saved_summary_json(sys.stdout.buffer):
             table = questions.summary(iso=True)
             with questions.saving_summary_json() as copy:
                 write_summary(table, "json", sys.stdout, copy_to=copy)
     else:
-        write_summary(questions.summary(since, until, iso=True), args.format, sys.stdout)
+        write_summary(questions.summary(since, until, iso=True, include_test=everyone), args.format, sys.stdout)
     stats = questions.store.stats
     if stats.get("bad_total"):
         print(f"note: skipped {stats['bad_total']} bad line(s) in the log", file=sys.stderr)
@@ -192,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("conversations", help="list conversations in the log, one row each")
     _add_log(p)
     _add_dates(p)
+    add_include_test(p)
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.set_defaults(func=cmd_conversations)
 

@@ -164,6 +164,11 @@ def cmd_stats(args) -> int:
         raise UsageError(f"no log at {settings.log_path} (set --log or CHAT_LOG_PATH)")
     since = parse_date_arg(args.since)
     frame, stats = load_log(settings.log_path, since=since)
+    if not args.include_test and not frame.empty:
+        from chatcore.log.records import is_test_traffic
+
+        test = [is_test_traffic(c, s) for c, s in zip(frame["conversation_id"], frame["source"])]
+        frame = frame[[not t for t in test]]
     health = None
     if args.space_url or not args.no_health:
         health = space_health(args.space_url or settings.space_url, timeout=2)
@@ -187,6 +192,8 @@ def cmd_stats(args) -> int:
 
 
 def register(sub) -> None:
+    from chatcore.cli.main import add_include_test
+
     p = sub.add_parser("tail", help="follow the log like tail -f, readable and coloured")
     p.add_argument("--log", metavar="PATH", help="log file or folder (default $CHAT_LOG_PATH)")
     p.add_argument("--conversation", metavar="ID",
@@ -203,6 +210,7 @@ def register(sub) -> None:
     p.add_argument("--since", metavar="DATE", help="only turns from this date or ISO time")
     p.add_argument("--space-url", metavar="URL", help="the Space to ask for health (default $CHAT_SPACE_URL)")
     p.add_argument("--no-health", action="store_true", help="do not ask the Space for its health")
+    add_include_test(p)
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_stats)
 

@@ -508,13 +508,14 @@ def overview_figures(frame: pd.DataFrame, now: datetime | None = None, tz: tzinf
     )
 
 
-def figures_of(questions, now: datetime | None = None, tz: tzinfo = timezone.utc) -> OverviewFigures:
+def figures_of(questions, now: datetime | None = None, tz: tzinfo = timezone.utc,
+               include_test: bool = True) -> OverviewFigures:
     """:func:`overview_figures` answered by the log's questions (no pandas pass over the turns);
-    ``questions`` None (no log yet) gives zeros."""
+    ``questions`` None (no log yet) gives zeros; ``include_test`` False leaves test traffic out."""
     now = now or datetime.now(timezone.utc)
     if questions is None:
         return OverviewFigures(0, 0, 0, None, None, 0, 0, 0)
-    f = questions.overview(start_of_day(now, tz), now - ACTIVE_WINDOW)
+    f = questions.overview(start_of_day(now, tz), now - ACTIVE_WINDOW, include_test=include_test)
     return OverviewFigures(conversations_today=f["conversations_today"], turns_today=f["turns_today"],
                            active_now=f["active_now"], latency_p50=f["latency_p50"],
                            latency_p95=f["latency_p95"], errors_today=f["errors_today"],
@@ -532,19 +533,20 @@ def hour_starts(now: datetime, tz: tzinfo, hours: int = 24) -> pd.DatetimeIndex:
 
 
 def turns_per_hour(questions, now: datetime | None = None, tz: tzinfo = timezone.utc,
-                   hours: int = 24) -> pd.DataFrame:
+                   hours: int = 24, include_test: bool = True) -> pd.DataFrame:
     """Turns in each of the last ``hours`` hours (local hour labels), zero-filled, oldest first:
     columns ``hour`` (``14:00``), ``turns``, ``start``. ``questions`` None gives zeros."""
     now = now or datetime.now(timezone.utc)
     index = hour_starts(now, tz, hours)
-    counts = [0] * hours if questions is None else questions.turns_per_hour(index[0].to_pydatetime(), hours)
+    counts = ([0] * hours if questions is None
+              else questions.turns_per_hour(index[0].to_pydatetime(), hours, include_test=include_test))
     return pd.DataFrame({"hour": [t.strftime("%H:00") for t in index], "turns": pd.Series(counts, dtype=int).to_numpy(),
                          "start": index})
 
 
-def error_turns(questions, limit: int = 20) -> list[dict]:
+def error_turns(questions, limit: int = 20, include_test: bool = True) -> list[dict]:
     """The latest turns that carry an error, newest first (record dicts)."""
-    return [] if questions is None else table_records(questions.latest_errors(limit))
+    return [] if questions is None else table_records(questions.latest_errors(limit, include_test=include_test))
 
 
 def format_ms(value: float | None) -> str:

@@ -6,6 +6,11 @@ about a conversation goes to ``<log folder>/annotations/``:
 * ``feedback.jsonl`` — ``{ts, conversation_id, turn, rating: "up"|"down", by, source}``;
   the latest rating per (conversation, turn, by) counts, so a changed mind is one more line.
 * ``notes.jsonl``    — ``{ts, conversation_id, kind: "tag"|"untag"|"note"|"replay", value, author}``.
+* ``snippets.jsonl`` — canned replies staff insert into a message:
+  ``{ts, conversation_id: "", kind: "snippet"|"unsnippet", snippet_id, title, value, author}``;
+  the latest line per ``snippet_id`` wins (an edit is one more line, a deletion an ``unsnippet``).
+  A snippet belongs to no conversation: its ``conversation_id`` is empty, so forgetting or
+  retention (which go by conversation) never touch it.
 
 The folder is a sibling of the shards, not a shard: a folder of ``*.jsonl`` logs
 is read without descending into it.
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import threading
 from pathlib import Path
 
@@ -266,3 +272,61 @@ def conversations_with(annotations: dict[str, dict], *, tag: str | None = None, 
             continue
         hits.add(cid)
     return hits
+
+
+# ------------------------------------------------------------------------- canned replies
+
+SNIPPETS_FILE = "snippets.jsonl"
+MAX_SNIPPET = 2000
+MAX_SNIPPET_TITLE = 60
+SNIPPET_ID = re.compile(r"[a-z0-9]{1,32}")  # matched whole
+
+
+def _snippet_id(value) -> str:
+    if not isinstance(value, str) or not SNIPPET_ID.fullmatch(value):
+        raise ValueError("snippet_id is 1–32 lowercase letters or digits (leave it out for a new snippet)")
+    return value
+
+
+def save_snippet(log_path, title: str, text: str, *, snippet_id: str | None = None, author: str = "staff") -> dict:
+    """Add a canned reply (``snippet_id`` None: a new one) or change one; returns the line written."""
+    title = " ".join((title or "").split()) if isinstance(title, str) else None
+    text = (text or "").strip() if isinstance(text, str) else None
+    if not title or not text:
+        raise ValueError("a canned reply needs a title and a text")
+    if len(title) > MAX_SNIPPET_TITLE:
+        raise ValueError(f"a canned reply's title is at most {MAX_SNIPPET_TITLE} characters")
+    if len(text) > MAX_SNIPPET:
+        raise ValueError(f"a canned reply is at most {MAX_SNIPPET} characters")
+    snippet_id = secrets.token_hex(6) if snippet_id is None else _snippet_id(snippet_id)
+    rec = {"v": 1, "ts": utc_now_iso(), "conversation_id": "", "kind": "snippet", "snippet_id": snippet_id,
+           "title": title, "value": text, "author": (author or "staff")[:64]}
+    _append(annotations_dir(log_path) / SNIPPETS_FILE, rec)
+    return rec
+
+
+def delete_snippet(log_path, snippet_id: str, author: str = "staff") -> dict:
+    rec = {"v": 1, "ts": utc_now_iso(), "conversation_id": "", "kind": "unsnippet",
+           "snippet_id": _snippet_id(snippet_id), "author": (author or "staff")[:64]}
+    _append(annotations_dir(log_path) / SNIPPETS_FILE, rec)
+    return rec
+
+
+def load_snippets(log_path) -> list[dict]:
+    """The canned replies, ``[{snippet_id, title, text, author, ts}]`` by title (read incrementally;
+    treat the answer as read-only)."""
+    return _derive(annotations_dir(log_path) / SNIPPETS_FILE, "snippets", _snippets)[0]
+
+
+def _snippets(rows: list[dict]) -> list[dict]:
+    current: dict[str, dict] = {}
+    for row in rows:
+        sid = row.get("snippet_id")
+        if not isinstance(sid, str):
+            continue
+        if row.get("kind") == "unsnippet":
+            current.pop(sid, None)
+        elif row.get("kind") == "snippet" and isinstance(row.get("title"), str) and isinstance(row.get("value"), str):
+            current[sid] = {"snippet_id": sid, "title": row["title"], "text": row["value"],
+                            "author": str(row.get("author") or "staff"), "ts": row.get("ts")}
+    return sorted(current.values(), key=lambda s: (s["title"].lower(), s["snippet_id"]))

@@ -97,6 +97,10 @@ SOURCE_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,32}\Z")
 #: Sources only staff may use: the Space requires the staff token header for them
 #: (compared without case: ``Operator`` is staff too).
 STAFF_SOURCES = frozenset({"operator", "replay"})
+#: Sources of turns that no visitor wrote: replays of logged conversations, simulated visitors.
+TEST_SOURCES = frozenset({"replay", "simulated"})
+#: How the id of a replayed conversation starts.
+REPLAY_PREFIX = "replay-"
 MAX_FILE_NAME = 255
 MAX_SESSION_LENGTH = 64
 
@@ -210,6 +214,13 @@ def make_record(
     if prompt_version is not None:
         record["prompt_version"] = prompt_version
     return record
+
+
+def is_test_traffic(conversation_id: str, source: str | None) -> bool:
+    """Is this conversation test traffic (a replay or a simulated visitor), not a real visitor?
+
+    The store asks the same in SQL (:mod:`chatcore.store.questions`)."""
+    return (source or "") in TEST_SOURCES or conversation_id.startswith(REPLAY_PREFIX)
 
 
 def is_event(obj: Any) -> bool:

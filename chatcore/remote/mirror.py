@@ -28,7 +28,7 @@ that match :data:`NAME_PATTERN` whole become files.
 and every :data:`RESYNC` seconds regardless; a dropped connection is retried with
 the backoff of :mod:`chatcore.retry`.
 
-Staff actions (tags, notes, ratings, replay links) on a mirrored log are sent to the
+Staff actions (tags, notes, ratings, replay links, canned replies) on a mirrored log are sent to the
 Space — :mod:`chatcore.log.annotations` asks :func:`mirror_for_path` — so the Space's
 annotations stay the one record every dashboard sees.
 
@@ -68,7 +68,7 @@ CHUNK = 8 << 20
 RESYNC = 10.0
 STATE_FILE = ".mirror.json"
 LOCK_FILE = ".mirror.lock"
-ANNOTATION_FILES = ("feedback.jsonl", "notes.jsonl")
+ANNOTATION_FILES = ("feedback.jsonl", "notes.jsonl", "snippets.jsonl")
 #: A file name the mirror accepts from a listing (matched whole: no path, no newline).
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.jsonl")
 TIMEOUT_ENV = "CHAT_MIRROR_TIMEOUT"
@@ -545,10 +545,14 @@ class Mirror:
     # -- staff actions ----------------------------------------------------------------
 
     def send_record(self, file_name: str, record: dict) -> dict:
-        """Send the staff action an annotation record stands for (``feedback.jsonl`` or ``notes.jsonl``)."""
+        """Send the staff action an annotation record stands for (``feedback.jsonl``, ``notes.jsonl``
+        or ``snippets.jsonl``)."""
         if file_name == "feedback.jsonl":
             keys = ("conversation_id", "turn", "rating", "by", "source")
             action = {"action": "feedback", **{k: record.get(k) for k in keys}}
+        elif file_name == "snippets.jsonl":
+            keys = ("snippet_id", "title", "value", "author")
+            action = {"action": record.get("kind"), **{k: record[k] for k in keys if k in record}}
         else:
             action = {"action": record.get("kind"), **{k: record.get(k) for k in ("conversation_id", "value", "author")}}
         return self.send_action(action)

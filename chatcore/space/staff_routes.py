@@ -9,12 +9,12 @@ private Space, may come with it and is ignored here):
   id only this replica's) and the annotation files, each ``{name, size, id}``;
 * ``GET  /staff/v1/shards/{name}?offset=N&limit=M`` — a shard's bytes from ``offset``;
 * ``GET  /staff/v1/annotations/{name}?offset=N&limit=M`` — the same for
-  ``feedback.jsonl`` and ``notes.jsonl``;
+  ``feedback.jsonl``, ``notes.jsonl`` and ``snippets.jsonl`` (canned replies);
 * ``GET  /staff/v1/events`` — server-sent events: the listing again whenever a file
   grows, shrinks or is replaced (writes of this process wake it at once; others
   are seen by a 50 ms scan);
 * ``POST /staff/v1/annotations`` — a staff action (tag, untag, note, replay link,
-  rating), written by the Space with :mod:`chatcore.log.annotations`.
+  rating, canned reply saved or deleted), written by the Space with :mod:`chatcore.log.annotations`.
 
 A request without the header gets 401 and an empty body; a wrong token the same
 after a short delay. Names are looked up in a fresh listing of the folder: the
@@ -51,7 +51,7 @@ WRONG_TOKEN_DELAY = 0.5
 SCAN_INTERVAL = 0.05
 #: A comment line on an idle event stream, so clients notice a dead connection.
 KEEPALIVE = 15.0
-ANNOTATION_FILES = ("feedback.jsonl", "notes.jsonl")
+ANNOTATION_FILES = ("feedback.jsonl", "notes.jsonl", annotations.SNIPPETS_FILE)
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.jsonl")
 MAX_ACTION_BYTES = 32 * 1024
 NOTE_ACTIONS = {"tag": annotations.add_tag, "untag": annotations.remove_tag,
@@ -303,4 +303,9 @@ def _apply(log_path: Path, data: dict) -> dict:
         return annotations.record_feedback(
             log_path, data.get("conversation_id"), data.get("turn"), data.get("rating"),
             by=data.get("by") or "staff", source=_short_word(data.get("source"), "dashboard"))
-    raise ValueError("action must be one of tag, untag, note, replay, feedback")
+    if action == "snippet":
+        return annotations.save_snippet(log_path, data.get("title"), data.get("value"),
+                                        snippet_id=data.get("snippet_id"), author=author)
+    if action == "unsnippet":
+        return annotations.delete_snippet(log_path, data.get("snippet_id"), author=author)
+    raise ValueError("action must be one of tag, untag, note, replay, feedback, snippet, unsnippet")

@@ -98,8 +98,9 @@ def handed_off_ids(log_path) -> set[str]:
             if e.get("kind") == "handoff_taken" and isinstance(e.get("conversation_id"), str)}
 
 
-def handoff_figures(log_path, since: datetime) -> dict:
-    """Handoffs since ``since`` (e.g. the start of today), from the log's event lines.
+def handoff_figures(log_path, since: datetime, leave_out: frozenset[str] = frozenset()) -> dict:
+    """Handoffs since ``since`` (e.g. the start of today), from the log's event lines, but for
+    the conversations in ``leave_out`` (e.g. test traffic).
 
     ``handoffs``: conversations a staff member took over; ``requests``: conversations whose
     visitor asked for a person; ``first_reply_p50_s`` / ``first_reply_p95_s``: seconds from
@@ -109,7 +110,8 @@ def handoff_figures(log_path, since: datetime) -> dict:
 
     start = since.timestamp()
     events = [e for e in _event_lines(log_path, b'"kind"')
-              if isinstance(e.get("conversation_id"), str) and _epoch(e.get("ts")) >= start]
+              if isinstance(e.get("conversation_id"), str) and _epoch(e.get("ts")) >= start
+              and e["conversation_id"] not in leave_out]
     events.sort(key=lambda e: _epoch(e.get("ts")))
     taken, requested, waits = set(), set(), []
     opened: dict[str, float] = {}  # conversation -> when a person was first needed

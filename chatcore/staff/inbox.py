@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from chatcore.log import records
+from chatcore.log.records import TEST_SOURCES, is_test_traffic  # noqa: F401  (the inbox's rule, asked here)
 from chatcore.space.handoff import ConversationState, HandoffConfig, _epoch, apply_event
 
 
@@ -24,15 +25,6 @@ class LiveConversation:
     turns: int = 0
     resolved_at: float | None = None  # marked resolved: out of the list until something newer happens
     messages: list[dict] = field(default_factory=list)  # {ts, role: visitor|bot|staff|event, who, text}
-
-
-#: Sources of turns that no visitor wrote: replays of logged conversations, simulated visitors.
-TEST_SOURCES = frozenset({"replay", "simulated"})
-
-
-def is_test_traffic(conversation_id: str, source: str | None) -> bool:
-    """Is this conversation test traffic (a replay or a simulated visitor), not a real visitor?"""
-    return (source or "") in TEST_SOURCES or conversation_id.startswith("replay-")
 
 
 class LiveConversations:

@@ -66,7 +66,9 @@ class ReplayResult:
 
 
 def new_replay_id() -> str:
-    return f"replay-{uuid.uuid4()}"
+    from chatcore.log.records import REPLAY_PREFIX
+
+    return f"{REPLAY_PREFIX}{uuid.uuid4()}"
 
 
 def replay_conversation(turns: pd.DataFrame, client: SpaceClient, *, replay_id: str | None = None,

@@ -26,6 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from chatcore.log.records import REPLAY_PREFIX, TEST_SOURCES
+
 #: Columns of a conversation-list row (a page of :meth:`ConversationList.page`).
 LIST_COLUMNS = ["conversation_id", "turns", "first_ts", "last_ts", "duration_s", "source", "errors",
                 "first_user_text", "up", "down"]
@@ -43,7 +45,8 @@ class Filters:
     start of a conversation id; a conversation matches when one of its turns in the
     date range and sources does, and then all its turns there count. ``rating`` is
     ``any``, ``rated negatively`` or ``rated positively``; ``ids`` keeps only those
-    conversations (what the tag and note filters found)."""
+    conversations (what the tag and note filters found); ``include_test`` False leaves test
+    traffic out (:func:`test_traffic_sql`)."""
 
     since: datetime | None = None
     until: datetime | None = None
@@ -51,6 +54,20 @@ class Filters:
     sources: tuple[str, ...] = ()
     rating: str = "any"
     ids: frozenset[str] | None = None
+    include_test: bool = True
+
+
+def test_traffic_sql(conversation_id: str = "conversation_id", source: str | None = "source",
+                     grouped: bool = False) -> str:
+    """SQL true for test traffic, :func:`chatcore.log.records.is_test_traffic` asked of a turn
+    (``source`` its source) or, ``grouped``, of a conversation (``source`` its sources joined by
+    ``", "``: any of them). ``source`` None: by the id alone (a store read without that column)."""
+    rule = f"starts_with({conversation_id}, '{REPLAY_PREFIX}')"
+    if source:
+        names = ", ".join(f"'{s}'" for s in sorted(TEST_SOURCES))
+        rule += (f" OR list_has_any(string_split(coalesce({source}, ''), ', '), [{names}])" if grouped
+                 else f" OR coalesce({source} IN ({names}), false)")
+    return f"({rule})"
 
 
 def _like(text: str) -> str:
@@ -221,6 +238,7 @@ class Questions:
         self._groups: OrderedDict = OrderedDict()
         self._sources: list[str] | None = None
         self._totals: tuple | None = None
+        self._test_ids: tuple | None = None
         self._ratings_key: Any = None
         self.columns = tuple(store.columns)
         self._ratings_table = None
@@ -320,6 +338,39 @@ class Questions:
             cond.append("source IN (" + ", ".join("?" for _ in f.sources) + ")")
             params.extend(str(s) for s in f.sources)
         return (" WHERE " + " AND ".join(cond)) if cond else "", params
+
+    def _leave_out_test(self, where: str, include_test: bool) -> str:
+        """``where`` (a WHERE clause or "") that also leaves test traffic out, unless ``include_test``."""
+        if include_test:
+            return where
+        cond = f"NOT {self._test_sql()}"
+        return f"{where} AND {cond}" if where else f" WHERE {cond}"
+
+    def _test_sql(self) -> str:
+        return test_traffic_sql(source="source" if "source" in self.columns else None)
+
+    def has_test_traffic(self) -> bool:
+        """Whether any turn is test traffic (a replay or a simulated visitor). The rule of
+        :func:`test_traffic_sql` on the Arrow columns: the CLI's saved list is then sent
+        without starting the engine."""
+        with self._lock:
+            self._ensure()
+            table = self._table
+            hit = pc.starts_with(table.column("conversation_id"), REPLAY_PREFIX)
+            if "source" in self.columns:
+                col = table.column("source")
+                hit = pc.or_(hit, pc.is_in(col, value_set=pa.array(sorted(TEST_SOURCES), col.type)))
+            return bool(pc.any(pc.fill_null(hit, False)).as_py())
+
+    def test_conversation_ids(self) -> frozenset[str]:
+        """The conversations that are test traffic (to leave their ratings and hand-offs out)."""
+        with self._lock:
+            self._ensure()
+            hit = self._test_ids
+            if hit is None or hit[0] != self._version:
+                rows = self._con.execute(f"SELECT DISTINCT conversation_id FROM turns_narrow WHERE {self._test_sql()}")
+                hit = self._test_ids = (self._version, frozenset(r[0] for r in rows.fetchall()))
+            return hit[1]
 
     def _grouped(self, f: Filters, source: str = "turns_narrow") -> pa.Table:
         """One row per conversation of the turns in the date range and sources (the search is
@@ -481,6 +532,9 @@ class Questions:
                 cond.append("coalesce(r.up, 0) > 0")
             elif f.rating not in (None, "", "any"):
                 raise ValueError(f"unknown rating filter {f.rating!r}")
+            if not f.include_test:
+                cond.append("NOT " + test_traffic_sql("g.conversation_id", "g.source" if "source" in self.columns
+                                                      else None, grouped=True))
             if f.ids is not None:
                 self._con.register("picked", pa.table({"conversation_id": pa.array(sorted(f.ids), pa.string())}))
                 cond.append("g.conversation_id IN (SELECT conversation_id FROM picked)")
@@ -513,18 +567,21 @@ class Questions:
             return table.append_column("first_user_text", text)
         return table.set_column(i, "first_user_text", text)
 
-    def summary(self, since: datetime | None = None, until: datetime | None = None, iso: bool = False) -> pa.Table:
+    def summary(self, since: datetime | None = None, until: datetime | None = None, iso: bool = False,
+                include_test: bool = True) -> pa.Table:
         """conversation_id, turns, first_ts, last_ts, first_user_text; newest first (the CLI list).
-        With ``iso`` the times are text, ``2026-11-21T05:31:15.123Z``.
+        With ``iso`` the times are text, ``2026-11-21T05:31:15.123Z``; ``include_test`` False
+        leaves test traffic out.
 
         The whole log's list is persisted beside the store's segments: it is reused as long
         as the log is unchanged, and after appends only the new rows are grouped and merged."""
         with self._lock:
             self._ensure()
-            if since is None and until is None:
+            if since is None and until is None and (include_test or not self.has_test_traffic()):
                 table = self._summary_all()
             else:
                 where, params = self._where(Filters(since=since, until=until))
+                where = self._leave_out_test(where, include_test)
                 sql = ("SELECT conversation_id, count(*) AS turns, min(ts) AS first_ts, max(ts) AS last_ts, "
                        f"CAST(min({_time_row_key('ts', 'row')}) & {_ROW_MASK} AS BIGINT) AS first_row "
                        f"FROM turns{where} GROUP BY conversation_id ORDER BY max(ts) DESC, conversation_id")
@@ -710,29 +767,46 @@ class Questions:
 
     # -- the Overview and Live pages -------------------------------------------
 
-    def overview(self, day_start: datetime, active_since: datetime) -> dict:
+    def overview(self, day_start: datetime, active_since: datetime, include_test: bool = True) -> dict:
         """The Overview's figures: ``turns_total``, ``conversations_total`` (the whole log),
         ``turns_today``, ``conversations_today``, ``latency_p50``/``latency_p95`` (ms, None
         without a logged reply time), ``errors_today`` (turns with a non-empty error) for the
         turns at or after ``day_start``, and ``active_now``: conversations with a turn at or
         after ``active_since``. Percentiles interpolate linearly between the closest ranks.
-        The whole-log counts are kept per store version."""
+        The whole-log counts are kept per store version. ``include_test`` False leaves test
+        traffic out of every figure."""
         with self._lock:
             self._ensure()
             totals = self._totals
-            if totals is None or totals[0] != self._version:
-                groups = self._whole_groups()  # one row per conversation, when at hand
-                convs = (groups.num_rows if groups is not None
-                         else pc.count_distinct(self._table.column("conversation_id")).as_py())
-                totals = self._totals = (self._version, self._table.num_rows, int(convs))
+            if totals is None or totals[0] != (self._version, include_test):
+                if include_test:
+                    groups = self._whole_groups()  # one row per conversation, when at hand
+                    convs = (groups.num_rows if groups is not None
+                             else pc.count_distinct(self._table.column("conversation_id")).as_py())
+                    turns = self._table.num_rows
+                else:
+                    groups = self._whole_groups()
+                    if groups is not None:  # one row per conversation: far fewer than the turns
+                        self._con.register("whole_groups", groups)
+                        source = "source" if "source" in self.columns else None
+                        turns, convs = self._con.execute(
+                            "SELECT coalesce(sum(turns), 0), count(*) FROM whole_groups WHERE NOT "
+                            + test_traffic_sql(source=source, grouped=True)).fetchone()
+                        self._con.unregister("whole_groups")
+                    else:
+                        turns, convs = self._con.execute(
+                            "SELECT count(*), count(DISTINCT conversation_id) FROM turns_narrow"
+                            + self._leave_out_test("", False)).fetchone()
+                totals = self._totals = ((self._version, include_test), int(turns), int(convs))
+            real = "" if include_test else f" AND NOT {self._test_sql()}"
             has = set(self.columns)
             lat = ("quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.95)" if "latency_ms" in has
                    else "NULL, NULL")
             err = "count(*) FILTER (WHERE error <> '')" if "error" in has else "0"
             today = self._con.execute(
-                f"SELECT count(*), count(DISTINCT conversation_id), {lat}, {err} FROM turns_narrow WHERE ts >= ?",
-                [day_start]).fetchone()
-            active = self._con.execute("SELECT count(DISTINCT conversation_id) FROM turns_narrow WHERE ts >= ?",
+                f"SELECT count(*), count(DISTINCT conversation_id), {lat}, {err} FROM turns_narrow "
+                f"WHERE ts >= ?{real}", [day_start]).fetchone()
+            active = self._con.execute(f"SELECT count(DISTINCT conversation_id) FROM turns_narrow WHERE ts >= ?{real}",
                                        [active_since]).fetchone()[0]
             return {"turns_total": totals[1], "conversations_total": totals[2],
                     "turns_today": int(today[0]), "conversations_today": int(today[1]),
@@ -748,7 +822,8 @@ class Questions:
     def _has(self, *names: str) -> bool:
         return set(names) <= set(self.columns)
 
-    def spend(self, since: datetime | None = None, until: datetime | None = None, by: str | None = None) -> list[dict]:
+    def spend(self, since: datetime | None = None, until: datetime | None = None, by: str | None = None,
+              include_test: bool = True) -> list[dict]:
         """Tokens and cost of the turns in ``[since, until)``: one row (``by`` None) or one per
         ``model`` / ``prompt_version`` (most expensive first), each with ``turns``,
         ``input_tokens``, ``output_tokens`` (as the model servers reported them) and ``cost_usd``
@@ -760,6 +835,7 @@ class Questions:
             if not self._has("input_tokens", "output_tokens", "cost_usd") or (by and not self._has(by)):
                 return []
             where, params = self._where(Filters(since=since, until=until))
+            where = self._leave_out_test(where, include_test)
             key = f"{by} AS {by}, " if by else ""
             group = " GROUP BY 1 ORDER BY coalesce(sum(cost_usd), 0) DESC, 1" if by else ""
             cur = self._con.execute(
@@ -809,7 +885,7 @@ class Questions:
             return frozenset(r[0] for r in rows.fetchall())
 
     def prompt_versions(self, since: datetime | None = None, handed_off: set[str] | frozenset[str] = frozenset(),
-                        limit: int = 20) -> list[dict]:
+                        limit: int = 20, include_test: bool = True) -> list[dict]:
         """Per prompt version (newest first) what a lead compares: ``conversations`` (each counted
         for the version of its latest versioned turn in range), ``turns``, ``negative_share``
         (thumbs-down among the rated turns of those conversations, None without ratings),
@@ -821,6 +897,7 @@ class Questions:
             if not self._has("prompt_version", "cost_usd", "latency_ms"):
                 return []
             where, params = self._where(Filters(since=since))
+            where = self._leave_out_test(where, include_test)
             where = (where + " AND" if where else " WHERE") + " prompt_version IS NOT NULL"
             self._con.register("handed", pa.table({"conversation_id": pa.array(sorted(handed_off), pa.string())}))
             sql = (
@@ -852,7 +929,7 @@ class Questions:
             })
         return out
 
-    def turns_per_hour(self, start: datetime, hours: int = 24) -> list[int]:
+    def turns_per_hour(self, start: datetime, hours: int = 24, include_test: bool = True) -> list[int]:
         """Turns in each hour from ``start``: ``hours`` counts, the k-th for ``start + k h <= ts <
         start + (k+1) h``."""
         from datetime import timedelta
@@ -862,7 +939,8 @@ class Questions:
             end = start + timedelta(hours=hours)
             rows = self._con.execute(
                 "SELECT (epoch_us(ts) - epoch_us(?::TIMESTAMPTZ)) // 3600000000 AS k, count(*) FROM turns_narrow "
-                "WHERE ts >= ? AND ts < ? GROUP BY k", [start, start, end]).fetchall()
+                f"{self._leave_out_test(' WHERE ts >= ? AND ts < ?', include_test)} GROUP BY k",
+                [start, start, end]).fetchall()
             counts = [0] * hours
             for k, n in rows:
                 if 0 <= k < hours:
@@ -891,13 +969,13 @@ class Questions:
                 return self._rows("", [], limit, newest_first=False)
             return self._rows(" WHERE ts >= ?", [since], limit, newest_first=False)
 
-    def latest_errors(self, limit: int = 10) -> pa.Table:
+    def latest_errors(self, limit: int = 10, include_test: bool = True) -> pa.Table:
         """The last ``limit`` turns with a non-empty error, newest first."""
         with self._lock:
             self._ensure()
             if "error" not in self.columns:
                 return self._table.slice(0, 0).select(list(self.columns))
-            return self._rows(" WHERE error <> ''", [], limit, newest_first=True)
+            return self._rows(self._leave_out_test(" WHERE error <> ''", include_test), [], limit, newest_first=True)
 
     def sources(self) -> list[str]:
         with self._lock:

@@ -236,3 +236,89 @@ def test_a_resolved_conversation_leaves_the_inbox_until_the_visitor_writes_again
     assert sorted(r["conversation_id"] for r in lc.active(15)) == sorted([cid, held])  # both came back
     # Anonymous callers cannot resolve.
     assert httpx.post(f"{sp.url}/handoff/resolve", json={"conversation_id": cid, "staff": "Kim"}).status_code == 403
+
+
+# ------------------------------------------------------------------- canned replies
+
+
+def test_canned_replies_are_saved_edited_deleted_and_checked(tmp_path):
+    from chatcore.log import annotations
+
+    log = tmp_path / "logs" / "chat_logs.jsonl"
+    first = annotations.save_snippet(log, "  Shipping   times ", "It ships in 2 days.\n", author="Kim")
+    assert (first["title"], first["value"], first["conversation_id"]) == ("Shipping times", "It ships in 2 days.", "")
+    annotations.save_snippet(log, "Address", "Which address should it go to?")
+    annotations.save_snippet(log, "Shipping times", "It ships in 3 days.", snippet_id=first["snippet_id"])
+    assert [(s["title"], s["text"]) for s in annotations.load_snippets(log)] == \
+        [("Address", "Which address should it go to?"), ("Shipping times", "It ships in 3 days.")]
+    annotations.delete_snippet(log, first["snippet_id"])
+    assert [s["title"] for s in annotations.load_snippets(log)] == ["Address"]
+    for title, text, sid in (("", "text", None), ("title", "  ", None), ("t" * 61, "text", None),
+                             ("title", "x" * 2001, None), ("title", "text", "../../x"), ("title", "text", 7)):
+        try:
+            annotations.save_snippet(log, title, text, snippet_id=sid)
+            raise AssertionError(f"saved {title!r} {sid!r}")
+        except ValueError:
+            pass
+    # A canned reply is about no conversation: it never shows as one among the notes.
+    assert annotations.load_annotations(log) == {}
+
+
+def test_a_canned_reply_saved_on_the_live_page_goes_into_the_composer(tmp_path, monkeypatch):
+    """Saved in the page's "Canned replies" box, offered while the agent holds a conversation, its
+    title shown as text (never markup), and a click puts its text in the message box unsent."""
+    import uuid
+
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from chatcore.log import annotations, records
+    from conftest import apptest_knows_the_entry_navigates, free_port
+
+    log = tmp_path / "logs" / "chat_logs.jsonl"
+    log.parent.mkdir()
+    cid = str(uuid.uuid4())
+    lines = [records.make_record(conversation_id=cid, turn=0, user_text="where is my parcel?", response="Let me see.",
+                                 latency_ms=5, source="widget", backend="echo"),
+             records.make_event(conversation_id=cid, kind="handoff_taken", at_turn=1, staff="Kim")]
+    log.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    for name, value in {"CHAT_LOG_PATH": str(log), "CHAT_SPACE_URL": f"http://127.0.0.1:{free_port()}",
+                        "CHAT_TIMEZONE": "UTC", "CHAT_STAFF_NAME": "Kim"}.items():
+        monkeypatch.setenv(name, value)
+    apptest_knows_the_entry_navigates(monkeypatch)
+    title = "**Ship** <img src=x onerror=alert(1)> [x](javascript:1)"
+    try:
+        at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=30).run()
+        at.switch_page("pages/live.py").run()
+        assert not at.exception, at.exception
+        assert [e.label for e in at.expander if "Canned replies" in e.label] == ["Canned replies (0)"]
+        at.text_input(key="snip_title").input(title)
+        at.text_area(key="snip_text").input("It ships in 2 days.")
+        next(b for b in at.button if b.label == "Save canned reply").click().run()
+        assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
+        (saved,) = annotations.load_snippets(log)
+        assert (saved["title"], saved["text"], saved["author"]) == (title, "It ships in 2 days.", "Kim")
+
+        # Edited in the same box: still one canned reply, with the new text.
+        at.text_area(key="snip_text").input("It ships in 3 days.")
+        next(b for b in at.button if b.label == "Save canned reply").click().run()
+        assert [s["text"] for s in annotations.load_snippets(log)] == ["It ships in 3 days."]
+
+        at.selectbox(key="now_open").select(cid).run()
+        assert not at.exception, at.exception
+        (offer,) = [g for g in at.get("button_group") if g.key == "now_snippet"]
+        from chatcore.dashboard.views import escape_markdown
+
+        assert offer.options == [escape_markdown(title)]  # markdown shows it literally
+        offer.select(offer.options[0]).run()
+        assert not at.exception, at.exception
+        (box,) = at.chat_input
+        assert box.proto.value == "It ships in 3 days." and box.proto.set_value  # in the box, not sent
+        assert "staff_message" not in log.read_text()
+
+        next(b for b in at.button if b.label == "Delete canned reply").click().run()
+        assert annotations.load_snippets(log) == []
+        assert not [g for g in at.get("button_group") if g.key == "now_snippet"]
+    finally:
+        st.cache_resource.clear()
+        st.cache_data.clear()

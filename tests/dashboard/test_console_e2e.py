@@ -155,8 +155,11 @@ def test_take_over_talk_and_hand_back_without_opening_again(stack, browser):
     agent.get_by_role("button", name="Take over").click()
     # The panel follows at once: the buttons, the composer, the transcript (no picking it again).
     composer(agent).wait_for(timeout=15_000)
-    assert agent.get_by_role("button", name="Hand back").is_enabled()
-    assert agent.get_by_role("button", name="Take over").is_disabled()
+    # (waited for: while a refresh replaces the panel, a loaded machine may briefly show both)
+    agent.wait_for_function(
+        "() => { const b = [...document.querySelectorAll('button')];"
+        " const on = t => b.filter(x => x.innerText.includes(t)).map(x => !x.disabled);"
+        " return on('Hand back').join() === 'true' && on('Take over').join() === 'false'; }", timeout=15_000)
     agent.locator('[data-testid="stChatMessage"]', has_text="hello").first.wait_for()
     assert "staff\n" not in panel_text(agent)  # no bare status word as a notice
     visitor.locator(f"{W} .msg.note", has_text="joined the chat").wait_for()
@@ -210,7 +213,7 @@ def test_take_over_talk_and_hand_back_without_opening_again(stack, browser):
     # Done: marked resolved, it leaves the list (and the log says who resolved it).
     agent.get_by_role("button", name="Mark resolved").click()
     agent.get_by_text("Marked resolved").first.wait_for(timeout=15_000)
-    # The list of conversations now is empty, so gone (the stream of turns above stays).
+    # The list of conversations now is empty, so gone (the stream of turns below stays).
     agent.wait_for_function("() => document.querySelectorAll('[data-testid=stDataFrame]').length === 1",
                             timeout=15_000)
     assert [(r.get("kind"), r.get("staff")) for r in lines_of(stack["log"], cid)][-1] == \
@@ -234,6 +237,42 @@ def test_a_second_agent_sees_who_has_it_and_cannot_take_it(stack, browser):
     assert composer(bob).count() == 0
     shot(bob, "console-second-agent")
     assert [r.get("kind", "turn") for r in lines_of(stack["log"], cid)] == ["turn", "handoff_taken"]
+
+
+def test_a_canned_reply_is_saved_inserted_edited_and_sent_once(stack, browser):
+    """The agent saves a canned reply on the Live page, takes a conversation, clicks the reply
+    (it goes into the message box, unsent), adds a word and presses Enter: the visitor gets it once."""
+    visitor = visitor_page(browser, stack)
+    visitor_says(visitor, "when are you open?")
+    cid = visitor.evaluate("window.ChatOperatorWidget.conversationId")
+    agent = agent_page(browser, stack, "Kim")
+    agent.get_by_text("Canned replies (0)").click()
+    agent.get_by_label("Title").fill("Opening hours")
+    agent.get_by_label("Text").fill("We answer from 9 to 5.")
+    agent.get_by_role("button", name="Save canned reply").click()
+    agent.get_by_text("Canned replies (1)").wait_for(timeout=15_000)
+    saved = (stack["log"].parent / "annotations" / "snippets.jsonl").read_text()
+    assert "We answer from 9 to 5." in saved
+
+    open_conversation(agent, cid)
+    agent.get_by_role("button", name="Take over").click()
+    composer(agent).wait_for(timeout=15_000)
+    agent.locator('[data-testid="stButtonGroup"] button', has_text="Opening hours").click()
+    agent.wait_for_function(
+        "() => [...document.querySelectorAll(\"textarea[placeholder='Message to the visitor']\")]"
+        ".some(t => t.value === 'We answer from 9 to 5.')", timeout=15_000)
+    shot(agent, "console-canned-reply")
+    agent.wait_for_timeout(1500)  # several refreshes: inserted, not sent
+    assert [r.get("kind") for r in lines_of(stack["log"], cid)].count("staff_message") == 0
+    box = composer(agent)
+    box.press("End")
+    box.type(" Today too.")
+    box.press("Enter")
+    visitor.locator(f"{W} .msg.staff", has_text="Today too").wait_for()
+    agent.wait_for_timeout(3000)
+    said = [r["text"] for r in lines_of(stack["log"], cid) if r.get("kind") == "staff_message"]
+    assert said == ["We answer from 9 to 5. Today too."]
+    assert visitor.locator(f"{W} .msg.staff").count() == 1
 
 
 #: Stand-ins for the browser's notifications and sound that record what the page asks for.

@@ -9,7 +9,8 @@ from conftest import free_port
 
 
 def _live_text(at) -> str:
-    return " ".join(str(v) for v in at.dataframe[0].value.to_dict("list").values()) if at.dataframe else ""
+    """Every table of the Live page: the inbox of conversations now and the stream of turns."""
+    return " ".join(str(v) for d in at.dataframe for v in d.value.to_dict("list").values())
 
 
 def test_conversations_and_live_drop_a_forgotten_conversation(tmp_path, monkeypatch):

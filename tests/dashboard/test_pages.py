@@ -443,7 +443,8 @@ def test_chat_space_down_keeps_prompt_and_retries(space_factory, tmp_path, monke
 
 
 def live_ids(at: AppTest) -> list[tuple]:
-    frame = at.dataframe[0].value
+    """The stream of turns (below the inbox of conversations active now)."""
+    frame = next(d.value for d in at.dataframe if "user_text" in d.value.columns)
     return list(zip(frame["conversation"], frame["user_text"]))
 
 
@@ -483,12 +484,13 @@ def test_live_shows_new_turns_newest_first(live_log):
                          rec("new-conv-1", 1, now + timedelta(seconds=1), "second new", error="backend down")])
     run_until(at, lambda a: count(a) == 2)
     assert count(at) == 2
-    table = at.dataframe[0].value
+    (stream,) = [d for d in at.dataframe if "user_text" in d.value.columns]
+    table = stream.value
     assert list(table["user_text"][:2]) == ["second new", "first new " + XSS[0]]
     assert table["reply"][1] == "reply " + XSS[1]  # a dataframe cell: inert text
     assert table["error"][0] == "backend down" and table["error"][1] == ""  # plain text, no emoji
     assert table["conversation"][0] == "new-conv…"
-    columns = str(at.dataframe[0].proto.columns)  # the Space's logged time, labelled as such
+    columns = str(stream.proto.columns)  # the Space's logged time, labelled as such
     assert "Reply time (ms)" in columns and "Latency" not in columns
     assert not any(XSS[0] in m.value or XSS[1] in m.value for m in at.markdown)
 

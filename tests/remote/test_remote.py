@@ -463,6 +463,38 @@ def test_staff_action_needs_the_token_and_is_checked(space_factory, tmp_path):
     assert annotations.load_annotations(sp.log_path)[cid]["tags"] == {"escalated"}
 
 
+def test_canned_replies_need_the_token_and_are_shared_through_the_space(space_factory, tmp_path):
+    """Written only by the Space, for holders of the operator token; a dashboard elsewhere
+    saves, edits and deletes them there and reads them from its copy."""
+    sp = staff_space(space_factory, tmp_path)
+    chat(sp.url, "hello")
+    url = sp.url + "/staff/v1/annotations"
+    body = {"action": "snippet", "title": "Hours", "value": "We answer from 9 to 5."}
+    assert httpx.post(url, json=body).status_code == 401
+    assert httpx.post(url, json=body, headers={HEADER: "staff-wrong"}).status_code == 401
+    assert httpx.post(url, json={"action": "unsnippet", "snippet_id": "abc"}).status_code == 401
+    assert not (sp.log_path.parent / "annotations" / "snippets.jsonl").exists()
+    for bad in ({**body, "snippet_id": "../../etc/passwd"}, {**body, "title": ["x"]}, {**body, "value": ""},
+                {"action": "unsnippet", "snippet_id": None}):
+        assert httpx.post(url, json=bad, headers={HEADER: TOKEN}).status_code == 400, bad
+    assert annotations.load_snippets(sp.log_path) == []
+
+    m = mirror.attach(sp.url, token=TOKEN, folder=tmp_path / "dashboard-copy", follow=False)
+    try:
+        saved = annotations.save_snippet(m.folder, "Hours", "We answer from 9 to 5.", author="ann")
+        assert [(s["snippet_id"], s["text"], s["author"]) for s in annotations.load_snippets(sp.log_path)] == \
+            [(saved["snippet_id"], "We answer from 9 to 5.", "ann")]
+        annotations.save_snippet(m.folder, "Hours", "We answer from 8 to 6.", snippet_id=saved["snippet_id"])
+        for folder in (sp.log_path, m.folder):  # the Space's file and the dashboard's copy agree
+            assert [s["text"] for s in annotations.load_snippets(folder)] == ["We answer from 8 to 6."]
+        annotations.delete_snippet(m.folder, saved["snippet_id"])
+        assert annotations.load_snippets(sp.log_path) == annotations.load_snippets(m.folder) == []
+        assert (m.folder / "annotations" / "snippets.jsonl").read_bytes() == \
+            (sp.log_path.parent / "annotations" / "snippets.jsonl").read_bytes()
+    finally:
+        mirror.close_all()
+
+
 # ---------------------------------------------------------------------------- security
 
 
