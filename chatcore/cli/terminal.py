@@ -67,6 +67,8 @@ def cmd_tail(args) -> int:
             recent = [r for r in frame.sort_values("ts", kind="stable").to_dict("records") if wanted(r)]
             for rec in recent[-args.lines:]:
                 show(rec)
+        # On stderr, so a pipe of turns stays clean; a script can wait for it before writing.
+        print(f"following {path} for new turns (Ctrl+C stops)", file=sys.stderr, flush=True)
         shown = 0
         deadline = time.monotonic() + args.seconds if args.seconds else None
         while deadline is None or time.monotonic() < deadline:
