@@ -160,6 +160,16 @@ def _take_sorted(col: pa.ChunkedArray, rows: np.ndarray) -> pa.Array:
     return pa.concat_arrays(parts)
 
 
+def _sources_of(masks: pa.ChunkedArray, names: list[str]) -> pa.ChunkedArray:
+    """Each conversation's sources from its bits (bit i: ``names[i]``, ``names`` sorted), joined
+    as ``"api, widget"``; null without any. Few distinct masks: each is spelled out once."""
+    masks = masks.combine_chunks() if isinstance(masks, pa.ChunkedArray) else masks
+    distinct = pc.unique(masks)
+    spelled = pa.array([None if not m else ", ".join(n for i, n in enumerate(names) if m >> i & 1)
+                        for m in distinct.to_pylist()], pa.string())
+    return pa.chunked_array([spelled.take(pc.index_in(masks, value_set=distinct))], pa.string())
+
+
 class ConversationList:
     """One conversation list (all rows as a small Arrow table, one row per conversation),
     its totals, and pages of it in any order."""
@@ -341,6 +351,10 @@ class Questions:
             params.extend(str(s) for s in f.sources)
         return (" WHERE " + " AND ".join(cond)) if cond else "", params
 
+    #: Up to this many distinct sources, a conversation's sources are gathered as bits in the one
+    #: grouping pass (a log has a handful: widget, api, replay); more, and they are grouped apart.
+    SOURCE_BITS = 62
+
     def _grouped(self, f: Filters, source: str = "turns_narrow") -> pa.Table:
         """One row per conversation of the turns in the date range and sources (the search is
         applied afterwards): conversation_id, turns, first_ts, last_ts, errors, first_row, source,
@@ -351,12 +365,26 @@ class Questions:
         ctes = [f"v AS (SELECT {cols} FROM {source}{where})", "m AS (SELECT * FROM v)"]
         has = set(self.columns)
         err = "count(*) FILTER (WHERE error <> '')" if "error" in has else "0"
+        names = [s for s in self.sources() if s] if "source" in has else []
+        bits = "source" in has and len(names) <= self.SOURCE_BITS
+        mask = ""
+        if bits:  # one pass: each turn's source as a bit, or-ed per conversation
+            mask = (", bit_or(CASE source " + " ".join(f"WHEN ? THEN {1 << i}" for i in range(len(names)))
+                    + " END) AS smask") if names else ", CAST(NULL AS BIGINT) AS smask"
+            params = [*params, *names]
         # the first question: the turn with the earliest time, ties in file order (one
         # integer key: time, then row number)
         ctes.append(
             "c AS (SELECT conversation_id, count(*) AS turns, min(ts) AS first_ts, max(ts) AS last_ts, "
             f"{err} AS errors, CAST(min({_time_row_key('ts', 'row')}) & {_ROW_MASK} AS BIGINT) "
-            "AS first_row FROM m GROUP BY conversation_id)")
+            f"AS first_row{mask} FROM m GROUP BY conversation_id)")
+        if bits:
+            sql = ("WITH " + ", ".join(ctes) + " SELECT conversation_id, turns, first_ts, last_ts, "
+                   "CAST(errors AS BIGINT) AS errors, first_row, smask FROM c")
+            table = _arrow(self._con.execute(sql, params))
+            table = table.set_column(table.num_columns - 1, "source",
+                                     _sources_of(table.column("smask"), names))
+            return self._with_first_text(table, keep_row=True)
         if "source" in has:  # distinct sources: grouped first, far cheaper than string_agg(DISTINCT)
             ctes.append("s AS (SELECT conversation_id, string_agg(source, ', ' ORDER BY source) AS source FROM "
                         "(SELECT conversation_id, source FROM m WHERE source <> '' GROUP BY ALL) GROUP BY 1)")
