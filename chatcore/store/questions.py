@@ -514,8 +514,11 @@ class Questions:
                 hit = pc.and_(hit, pc.less(t.column("ts"), until))
             if wanted is not None:
                 hit = pc.and_(hit, pc.fill_null(pc.is_in(t.column("source"), value_set=wanted), False))
-            return pc.unique(cid.filter(hit)).cast(pa.string())
+            found = pc.unique(cid.filter(hit)).cast(pa.string())
+            release()  # the text just read need not stay resident (see LogStore.release_mapped)
+            return found
 
+        release = getattr(self.store, "release_mapped", lambda: None)
         found = list(_pool().map(piece, range(0, max(1, table.num_rows), self.SEARCH_PIECE)))
         ids = pc.unique(pa.chunked_array(found, pa.string()))
         return pa.table({"conversation_id": ids})
