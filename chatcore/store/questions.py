@@ -12,7 +12,7 @@ scanned without a copy. There is no database file and no lock between processes:
 the Space appends to the JSONL log; the dashboard, a second dashboard and the CLI
 each ingest only the new bytes and ask their own engine.
 
-About 900 lines: every SQL question the pages and the CLI ask, over one connection and one lock. Next split: the cost and prompt-version questions into a module of their own.
+About 1,000 lines: every SQL question the pages and the CLI ask, over one connection and one lock. Next split: the cost and prompt-version questions into a module of their own.
 """
 from __future__ import annotations
 
