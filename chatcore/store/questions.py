@@ -302,11 +302,16 @@ class Questions:
         con.register("turns_narrow", self._narrow())
         con.register("turns_usage", self._table.select([c for c in self.USAGE if c in self._table.column_names]))
 
+    #: Answers kept per log version at most.
+    ANSWERS_KEPT = 256
+
     def _answer(self, key: tuple, compute):
         """An answer kept until the log or the ratings change: a page's refresh over an unchanged
         log (every few seconds, by every viewer) asks the engine nothing."""
         hit = self._answers.get(key)
         if hit is None:
+            if len(self._answers) >= self.ANSWERS_KEPT:  # (pages of costs add up on a quiet log)
+                self._answers.clear()
             hit = self._answers[key] = compute()
         return hit
 
