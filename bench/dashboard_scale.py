@@ -5,6 +5,15 @@ Streamlit's AppTest (no browser, the dashboard in this process) and headless Chr
 
     python bench/dashboard_scale.py [--turns 1000000] [--shape v1] [--out DIR] [--skip-pandas]
                                     [--skip-apptest] [--skip-browser] [--only-fresh-open] [--repeat 2]
+    python bench/dashboard_scale.py --goals --turns 5000000 [--repeat 2] [--viewers 0] --keep-cache
+
+``--goals`` measures the goals of the dashboard at scale, each printed with PASS/MISS and plain
+DuckDB's list over the same JSONL from the same run: in fresh processes with the store's cache
+and the whole log's groups on disk (one set-up process writes them if needed; at 5M turns it
+peaks at about 3.7 GB, the measured processes stay far below), the Conversations page's first
+open, a date range and a search asked first and asked again, Overview and Live opened and
+refreshed, the peak RSS, and the memory each extra viewer adds (``--viewers``, in one process).
+Write -> visible on Live while the same log is open: ``bench/live_browser.py --beside DIR``.
 
 The log is generated (or reused) under DIR (default /tmp/chatcore-bench). One process
 plays the dashboard server: a first session opens the Conversations page on a cold
@@ -69,6 +78,11 @@ def main() -> None:
     ap.add_argument("--only-fresh-open", action="store_true",
                     help="only the Conversations page's first open in fresh processes (the cache on disk)")
     ap.add_argument("--repeat", type=int, default=2, help="fresh processes for the first-open figure")
+    ap.add_argument("--goals", action="store_true",
+                    help="only the goals of the dashboard at scale (fresh processes, the cache on disk; "
+                         "the path for --turns 5000000: no process parses the log except the set-up one)")
+    ap.add_argument("--viewers", type=int, default=5,
+                    help="viewers for the memory-per-viewer figure (--goals; 0: not measured)")
     ap.add_argument("--job", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.job:
@@ -86,20 +100,23 @@ def main() -> None:
     if not log.exists():
         print(f"generating {args.turns:,} turns ({args.shape}) -> {log} ...", file=sys.stderr)
         generate(log, args.turns, shape=args.shape)
-    if not args.keep_cache:
+    if not args.keep_cache and not args.goals:  # the goals are about a cache on disk
         import shutil
 
         shutil.rmtree(folder / ".chatcore-cache", ignore_errors=True)
 
     # the references first, while this process is small (a child inherits its peak RSS figure)
     refs = []
-    for name in (() if args.skip_apptest or args.only_fresh_open else ("duckdb", "polars", "pandas")):
+    for name in (() if args.skip_apptest or args.only_fresh_open or args.goals else ("duckdb", "polars", "pandas")):
         if (name == "pandas" and args.skip_pandas) or (name == "polars" and args.skip_polars):
             continue
         r = _try(f"{name}_list", log, args.shape)
         if r:
             refs.append((name, r))
 
+    if args.goals:
+        goals_part(args, log)
+        return
     if args.only_fresh_open:
         fresh_open_part(args, log, [r for r in (_try("duckdb_list", log, args.shape) for _ in range(args.repeat)) if r])
         return
@@ -176,6 +193,165 @@ def fresh_open_part(args, log: Path, duckdb_refs: list) -> None:
               f"its whole process) <= 1.0x {'PASS' if ratio <= 1.0 else 'MISS'}; peak RSS {r['rss_mb']:,.0f} MB")
     print(f"  then \"All time\" in another fresh process, after its first open: {then['all_time_s']:.2f} s "
           f"({then['all_time_s'] / ref:.2f}x DuckDB's list); peak RSS {then['rss_mb']:,.0f} MB")
+
+
+def _apptest():
+    """Streamlit's AppTest class, the dashboard configured for the bench (in this process)."""
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import AppTest
+
+    original_init = PagesManager.__init__
+
+    def init(self, *a, **k):  # as tests/conftest.apptest_knows_the_entry_navigates
+        original_init(self, *a, **k)
+        PagesManager.uses_pages_directory = False
+
+    PagesManager.__init__ = init
+    return AppTest
+
+
+#: The custom range the goals ask for: a week inside the bench log (its turns span 2026-10-22 to 11-21).
+GOAL_RANGE = ("2026-11-08", "2026-11-14")
+GOAL_SEARCH = "refund"
+
+
+def job_goals(log: str) -> dict:
+    """In this fresh process, the cache on disk: the Conversations page's first open, a date range
+    and a search each asked first (one session), then asked again (another session, as a second
+    viewer would), Overview and Live opened and refreshed. Each figure is one script run; the first
+    open is counted from the start of this process's work, imports included."""
+    from datetime import date
+
+    t0 = time.perf_counter()
+    os.environ["CHAT_LOG_PATH"] = log
+    os.environ["CHAT_SPACE_URL"] = "http://127.0.0.1:9"  # nothing answers: health is quick
+    os.environ["CHAT_TIMEZONE"] = "UTC"
+    AppTest = _apptest()
+    entry = str(ROOT / "dashboard.py")
+    out: dict = {"imports_s": time.perf_counter() - t0}
+    days = tuple(date.fromisoformat(d) for d in GOAL_RANGE)
+
+    def timed(key, step, at):
+        t, c = time.perf_counter(), time.process_time()
+        at = step(at)
+        out[key] = time.perf_counter() - t
+        out[key + "_cpu"] = time.process_time() - c
+        if at.exception:
+            raise SystemExit(f"{key}: {at.exception}")
+        out[key + "_rows"] = len(at.dataframe[0].value) if at.dataframe else 0
+        out[key + "_rss_mb"] = _current_rss_mb()
+        return at
+
+    # each step is one action of the viewer (one script run): "Custom" (its default week, before
+    # the log's end, lists nothing), then the days; "All time", then the search
+    custom = lambda at: at.selectbox(key="conv_preset").select("Custom").run()  # noqa: E731
+    pick_days = lambda at: at.date_input(key="conv_days").set_value(days).run()  # noqa: E731
+    all_time = lambda at: at.selectbox(key="conv_preset").select("All time").run()  # noqa: E731
+    search = lambda at: at.text_input(key="conv_search").input(GOAL_SEARCH).run()  # noqa: E731
+
+    a = timed("first_open", lambda at: at.switch_page("pages/conversations.py").run(),
+              AppTest.from_file(entry, default_timeout=600))
+    out["first_open"] += out["imports_s"]
+    a = timed("custom_first", custom, a)
+    a = timed("range_first", pick_days, a)
+    a = timed("all_time_first", all_time, a)
+    a = timed("search_first", search, a)
+    b = timed("open_again", lambda at: at.switch_page("pages/conversations.py").run(),
+              AppTest.from_file(entry, default_timeout=600))
+    b = timed("custom_again", custom, b)
+    b = timed("range_again", pick_days, b)
+    b = timed("all_time_again", all_time, b)
+    b = timed("search_again", search, b)
+    c = timed("overview_open", lambda at: at.run(), AppTest.from_file(entry, default_timeout=600))
+    c = timed("overview_refresh", lambda at: at.run(), c)
+    c = timed("live_open", lambda at: at.switch_page("pages/live.py").run(), c)
+    c = timed("live_refresh", lambda at: at.run(), c)
+    out["rss_mb"] = _rss_mb()
+    return out
+
+
+def job_viewers(log: str, viewers: str) -> dict:
+    """Memory per extra viewer: ``viewers`` sessions in this process, each opening Overview,
+    Conversations and "All time" (what each viewer keeps), RSS after each."""
+    os.environ["CHAT_LOG_PATH"] = log
+    os.environ["CHAT_SPACE_URL"] = "http://127.0.0.1:9"
+    os.environ["CHAT_TIMEZONE"] = "UTC"
+    AppTest = _apptest()
+    entry = str(ROOT / "dashboard.py")
+    kept, rss = [], []
+    for _ in range(int(viewers)):
+        at = AppTest.from_file(entry, default_timeout=600)
+        at.run()
+        at.switch_page("pages/conversations.py").run()
+        at.selectbox(key="conv_preset").select("All time").run()
+        if at.exception:
+            raise SystemExit(f"a viewer failed: {at.exception}")
+        kept.append(at)  # the session stays open, as a viewer's tab does
+        rss.append(_current_rss_mb())
+    return {"rss_after_each_mb": rss, "peak_mb": _rss_mb()}
+
+
+#: Goals of issue 26 at scale (seconds, MB).
+GOALS = {"asked_first_s": 2.0, "asked_again_s": 0.5, "refresh_s": 0.3, "peak_mb": 2048, "per_viewer_mb": 50}
+
+
+def goals_part(args, log: Path) -> None:
+    """The goals of the dashboard at scale, each with its reference from this run: plain DuckDB's
+    list over the same JSONL (a fresh process) and, for memory, the size of the log."""
+    _run_here("fresh_open_setup", log)  # the store's cache and the saved groups, as a dashboard leaves them
+    ddb = sorted(r["proc_s"] for r in (_try_ref(log, args.shape) for _ in range(args.repeat)) if r)
+    ref = ddb[len(ddb) // 2] if ddb else float("nan")
+    runs = [_run_here("goals", log) for _ in range(args.repeat)]
+    viewers = _run_here("viewers", log, args.viewers) if args.viewers > 1 else None
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\nthe dashboard at scale, {args.turns:,} turns ({args.shape}, {log.stat().st_size / 1e6:,.0f} MB), "
+          f"fresh processes with the cache on disk; load average {load} on {os.cpu_count()} CPUs")
+    print(f"  reference from this run: plain DuckDB read_json + GROUP BY over the JSONL, a fresh process: "
+          f"{ref:.2f} s (runs: {', '.join(f'{x:.2f}' for x in ddb)})")
+    rows = (("Conversations, first open in a fresh process (imports included)", "first_open", "asked_first_s"),
+            ('"Custom" chosen (its default week lists nothing)', "custom_first", None),
+            (f"a date range ({GOAL_RANGE[0]} to {GOAL_RANGE[1]}), asked first", "range_first", "asked_first_s"),
+            ('"All time" chosen (the saved whole-log groups)', "all_time_first", None),
+            (f'a search "{GOAL_SEARCH}" (all time), asked first', "search_first", "asked_first_s"),
+            ("Conversations, opened by a second viewer", "open_again", "asked_again_s"),
+            ('"Custom" chosen again', "custom_again", None),
+            ("the same date range, asked again", "range_again", "asked_again_s"),
+            ('"All time" chosen again', "all_time_again", None),
+            ("the same search, asked again", "search_again", "asked_again_s"),
+            ("Overview, opened", "overview_open", None),
+            ("Overview, refreshed", "overview_refresh", "refresh_s"),
+            ("Live, opened", "live_open", None),
+            ("Live, refreshed", "live_refresh", "refresh_s"))
+    print("  wall s: each run's time (the worst is judged); cpu s: the process's CPU time in that step (all its "
+          "threads), what the step costs without the other work on the machine")
+    print(f"  {'step (one script run each; in this order)':62s} {'wall s':>14s} {'cpu s':>12s}  goal          "
+          f"x DuckDB  rows")
+    for label, key, goal in rows:
+        values = [r[key] for r in runs]
+        worst = max(values)
+        verdict = f"<= {GOALS[goal]:.1f} s {'PASS' if worst <= GOALS[goal] else 'MISS'}" if goal else ""
+        cpu = " / ".join(f"{r[key + '_cpu']:.2f}" for r in runs)
+        print(f"  {label:62s} {' / '.join(f'{v:.2f}' for v in values):>14s} {cpu:>12s}  {verdict:13s} "
+              f"{worst / ref:5.2f}  {runs[-1][key + '_rows']}")
+    peak = max(r["rss_mb"] for r in runs)
+    peaks = " / ".join(f"{r['rss_mb']:,.0f}" for r in runs)
+    print(f"  peak RSS of the process (all the steps above): {peaks} MB "
+          f"<= {GOALS['peak_mb']} MB {'PASS' if peak <= GOALS['peak_mb'] else 'MISS'} "
+          f"(the log is {log.stat().st_size / 2**20:,.0f} MB; its segments "
+          f"{sum(f.stat().st_size for f in (log.parent / '.chatcore-cache').glob('*')) / 2**20:,.0f} MB)")
+    rss = viewers["rss_after_each_mb"] if viewers else [float("nan")] * 2
+    per = (rss[-1] - rss[0]) / max(1, len(rss) - 1)
+    if viewers:
+        print(f"  {len(rss)} viewers in one process (each: Overview, Conversations, \"All time\"), RSS after each: "
+              f"{', '.join(f'{x:,.0f}' for x in rss)} MB; per extra viewer {per:,.1f} MB "
+              f"<= {GOALS['per_viewer_mb']} MB {'PASS' if per <= GOALS['per_viewer_mb'] else 'MISS'}")
+    print(f"  write -> visible on Live while this log is open: python bench/live_browser.py --beside {log.parent}")
+
+
+def _try_ref(log: Path, shape: str) -> dict | None:
+    from bench.store import _try
+
+    return _try("duckdb_list", log, shape)
 
 
 def _run_here(job: str, *args) -> dict:

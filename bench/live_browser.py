@@ -138,16 +138,22 @@ def main() -> int:
     ap.add_argument("--gap", type=float, default=0.7, help="seconds between written lines")
     ap.add_argument("--remote", action="store_true",
                     help="also measure the remote path (Space with a token, dashboard on its URL)")
+    ap.add_argument("--beside", metavar="DIR",
+                    help="the dashboard reads every shard of DIR (e.g. the 5M-turn bench log's folder) and the "
+                         "lines are written to a new shard there, removed at the end: write -> visible while "
+                         "that log is open")
     args = ap.parse_args()
 
     refresh = float(os.environ.get("CHAT_LIVE_REFRESH", "0.5"))
     env = {k: v for k, v in os.environ.items() if k not in ("CHAT_LOG_PATH", "CHAT_LOG_URL", "CHAT_OPERATOR_TOKEN")}
     with tempfile.TemporaryDirectory() as d:
-        log = Path(d) / "local" / "chat_logs.jsonl"
+        log = Path(args.beside) / "chat_logs.live-bench.jsonl" if args.beside else Path(d) / "local" / "chat_logs.jsonl"
+        log.unlink(missing_ok=True)
         writer = LogWriter(log)
         writer.append(make_record(conversation_id="warm-up", turn=0, user_text="warm up", response="ok",
                                   latency_ms=1, source="api", backend="echo"))
-        proc, port = start_dashboard(["--no-space", "--log", str(log), "--space-url", "http://127.0.0.1:9"], env)
+        shown = args.beside or str(log)
+        proc, port = start_dashboard(["--no-space", "--log", shown, "--space-url", "http://127.0.0.1:9"], env)
         try:
             local = live_delays(
                 f"http://127.0.0.1:{port}/live", "warm up",
@@ -156,7 +162,11 @@ def main() -> int:
                 args.lines, args.gap)
         finally:
             stop(proc)
-        local_p95 = report("Live page in headless Chromium, local log", local, 1.0)
+            if args.beside:
+                log.unlink(missing_ok=True)
+        where = f"beside {args.beside}" if args.beside else "a small log"
+        local_p95 = report(f"Live page in headless Chromium, local log ({where}); load average "
+                           f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())}", local, 1.0)
         print(f"   page refresh period (floor for any line): {refresh * 1000:.0f} ms; "
               f"p95 is {local_p95 / refresh:.1f}x the period")
         if not args.remote:

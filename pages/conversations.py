@@ -469,7 +469,9 @@ if ids:
             first, last = turns["ts"].iloc[0], turns["ts"].iloc[-1]
             st.caption(f"{len(turns)} turn(s) · {format_time(first, tz, now)} – {format_time(last, tz, now)} · "
                        f"{format_duration((last - first).total_seconds())}")
-        events = staff_events(str(cfg.log_path), cid)
+        # the store counts the log's event lines as it reads them: without any, the log is not
+        # searched for them (a first search reads every byte of the log)
+        events = staff_events(str(cfg.log_path), cid) if questions.store.stats.get("events") else []
         dl.download_button("Markdown", lambda t=turns, e=events: markdown_transcript(t, e),
                            file_name=export_file_name(cid, "md"),
                            mime="text/markdown", icon=":material/download:", key="conv_md")

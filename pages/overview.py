@@ -26,7 +26,12 @@ include_test = st.toggle("Include test traffic", key="overview_include_test",
 
 
 @st.cache_data(ttl=15, show_spinner=False)
-def handoffs_since(log_path: str, since: datetime, leave_out: frozenset) -> dict:
+def handoffs_since(log_path: str, since: datetime, leave_out: frozenset, events: int) -> dict:
+    """``events``: the event lines the store has read. Without any there is nothing to find, and
+    the log is not searched for them (a first search reads every byte of the log)."""
+    if not events:
+        return {"handoffs": 0, "requests": 0, "first_reply_p50_s": None, "first_reply_p95_s": None,
+                "first_replies": 0}
     from chatcore.staff.handoff_log import handoff_figures
 
     return handoff_figures(log_path, since, leave_out)
@@ -171,7 +176,8 @@ def overview() -> None:
         c7.metric("Ratings today", rated_today, help="Thumbs given today by visitors and staff")
         c8.metric("Negative ratings today", negative_today)
         c9.metric("Negative share today", f"{100 * negative_today / rated_today:.0f} %" if rated_today else "—")
-        ho = handoffs_since(str(cfg.log_path), start_of_day(now, tz), leave_out)
+        ho = handoffs_since(str(cfg.log_path), start_of_day(now, tz), leave_out,
+                            questions.store.stats.get("events", 0) if questions is not None else 0)
         c10, c11, c12 = st.columns(3)
         c10.metric("Handoffs today", ho["handoffs"],
                    help=f"Conversations a staff member took over today; {ho['requests']} asked for a person")

@@ -12,7 +12,7 @@ scanned without a copy. There is no database file and no lock between processes:
 the Space appends to the JSONL log; the dashboard, a second dashboard and the CLI
 each ingest only the new bytes and ask their own engine.
 
-About 900 lines: every SQL question the pages and the CLI ask, over one connection and one lock. Next split: the cost and prompt-version questions into a module of their own.
+About 1,000 lines: every SQL question the pages and the CLI ask, over one connection and one lock. Next split: the cost and prompt-version questions into a module of their own.
 """
 from __future__ import annotations
 
@@ -177,6 +177,16 @@ def _take_sorted(col: pa.ChunkedArray, rows: np.ndarray) -> pa.Array:
     return pa.concat_arrays(parts)
 
 
+def _sources_of(masks: pa.ChunkedArray, names: list[str]) -> pa.ChunkedArray:
+    """Each conversation's sources from its bits (bit i: ``names[i]``, ``names`` sorted), joined
+    as ``"api, widget"``; null without any. Few distinct masks: each is spelled out once."""
+    masks = masks.combine_chunks() if isinstance(masks, pa.ChunkedArray) else masks
+    distinct = pc.unique(masks)
+    spelled = pa.array([None if not m else ", ".join(n for i, n in enumerate(names) if m >> i & 1)
+                        for m in distinct.to_pylist()], pa.string())
+    return pa.chunked_array([spelled.take(pc.index_in(masks, value_set=distinct))], pa.string())
+
+
 class ConversationList:
     """One conversation list (all rows as a small Arrow table, one row per conversation),
     its totals, and pages of it in any order."""
@@ -243,6 +253,7 @@ class Questions:
         self.columns = tuple(store.columns)
         self._ratings_table = None
         self._groups_saved_at = float("-inf")
+        self._answers: dict = {}
 
     @property
     def _con(self):
@@ -258,8 +269,7 @@ class Questions:
                 con.execute("SET memory_limit = ?", [self._memory_limit])
             self._connection = con
             if self._table is not None:
-                con.register("turns", self._table)
-                con.register("turns_narrow", self._narrow())
+                self._register_views(con)
             if self._ratings_table is None:
                 self._register_ratings(None, None)
             else:
@@ -284,10 +294,10 @@ class Questions:
         table = table.append_column("row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
         self._table = table
         if self._connection is not None:
-            self._connection.register("turns", table)
-            self._connection.register("turns_narrow", self._narrow())
+            self._register_views(self._connection)
         self._version = version
         self._lists.clear()
+        self._answers.clear()
         self._sources = None
 
     #: The columns of ``turns_narrow`` (those the store has).
@@ -298,6 +308,30 @@ class Questions:
         reads every column of a registered Arrow table as it scans, so a scan of ``turns``
         touches the text of every turn; ``turns_narrow`` does not."""
         return self._table.select([c for c in self.NARROW if c in self._table.column_names])
+
+    #: The columns of ``turns_usage``: what the questions about tokens, cost and prompt versions read.
+    USAGE = ("ts", "conversation_id", "source", "model", "prompt_version", "input_tokens", "output_tokens",
+             "cost_usd", "latency_ms", "row")
+
+    def _register_views(self, con) -> None:
+        """``turns`` (every column), ``turns_narrow`` and ``turns_usage`` (a few columns each, no
+        copy): a question registered over the narrow ones scans only what it reads."""
+        con.register("turns", self._table)
+        con.register("turns_narrow", self._narrow())
+        con.register("turns_usage", self._table.select([c for c in self.USAGE if c in self._table.column_names]))
+
+    #: Answers kept per log version at most.
+    ANSWERS_KEPT = 256
+
+    def _answer(self, key: tuple, compute):
+        """An answer kept until the log or the ratings change: a page's refresh over an unchanged
+        log (every few seconds, by every viewer) asks the engine nothing."""
+        hit = self._answers.get(key)
+        if hit is None:
+            if len(self._answers) >= self.ANSWERS_KEPT:  # (pages of costs add up on a quiet log)
+                self._answers.clear()
+            hit = self._answers[key] = compute()
+        return hit
 
     def _ensure(self) -> None:
         if self._version is None:
@@ -311,6 +345,7 @@ class Questions:
                 return
             self._register_ratings(counts, key)
             self._lists.clear()
+            self._answers.clear()
 
     def _register_ratings(self, counts, key) -> None:
         if counts is None or len(counts) == 0:
@@ -372,6 +407,10 @@ class Questions:
                 hit = self._test_ids = (self._version, frozenset(r[0] for r in rows.fetchall()))
             return hit[1]
 
+    #: Up to this many distinct sources, a conversation's sources are gathered as bits in the one
+    #: grouping pass (a log has a handful: widget, api, replay); more, and they are grouped apart.
+    SOURCE_BITS = 62
+
     def _grouped(self, f: Filters, source: str = "turns_narrow") -> pa.Table:
         """One row per conversation of the turns in the date range and sources (the search is
         applied afterwards): conversation_id, turns, first_ts, last_ts, errors, first_row, source,
@@ -382,12 +421,26 @@ class Questions:
         ctes = [f"v AS (SELECT {cols} FROM {source}{where})", "m AS (SELECT * FROM v)"]
         has = set(self.columns)
         err = "count(*) FILTER (WHERE error <> '')" if "error" in has else "0"
+        names = [s for s in self.sources() if s] if "source" in has else []
+        bits = "source" in has and len(names) <= self.SOURCE_BITS
+        mask = ""
+        if bits:  # one pass: each turn's source as a bit, or-ed per conversation
+            mask = (", bit_or(CASE source " + " ".join(f"WHEN ? THEN {1 << i}" for i in range(len(names)))
+                    + " END) AS smask") if names else ", CAST(NULL AS BIGINT) AS smask"
+            params = [*params, *names]
         # the first question: the turn with the earliest time, ties in file order (one
         # integer key: time, then row number)
         ctes.append(
             "c AS (SELECT conversation_id, count(*) AS turns, min(ts) AS first_ts, max(ts) AS last_ts, "
             f"{err} AS errors, CAST(min({_time_row_key('ts', 'row')}) & {_ROW_MASK} AS BIGINT) "
-            "AS first_row FROM m GROUP BY conversation_id)")
+            f"AS first_row{mask} FROM m GROUP BY conversation_id)")
+        if bits:
+            sql = ("WITH " + ", ".join(ctes) + " SELECT conversation_id, turns, first_ts, last_ts, "
+                   "CAST(errors AS BIGINT) AS errors, first_row, smask FROM c")
+            table = _arrow(self._con.execute(sql, params))
+            table = table.set_column(table.num_columns - 1, "source",
+                                     _sources_of(table.column("smask"), names))
+            return self._with_first_text(table, keep_row=True)
         if "source" in has:  # distinct sources: grouped first, far cheaper than string_agg(DISTINCT)
             ctes.append("s AS (SELECT conversation_id, string_agg(source, ', ' ORDER BY source) AS source FROM "
                         "(SELECT conversation_id, source FROM m WHERE source <> '' GROUP BY ALL) GROUP BY 1)")
@@ -484,30 +537,47 @@ class Questions:
             self._groups[(None, None, ())] = hit
         return hit[1] if hit[0] == state else None
 
+    #: Rows per piece of a search: the pieces are searched on the store's threads.
+    SEARCH_PIECE = 500_000
+
     def _search_ids(self, needle: str, f: Filters) -> pa.Table:
         """Conversations with a turn in the date range and sources whose question or reply
         contains ``needle`` (any case), or whose id starts with it. Plain-text search runs on
-        the Arrow columns (a literal search, several times faster than ILIKE on this text)."""
+        the Arrow columns (a literal search, several times faster than ILIKE on this text), in
+        pieces of rows on the store's threads (Arrow's kernels release the GIL)."""
+        from chatcore.store.ingest import _pool
+
         table = self._table
-        cid = table.column("conversation_id")
-        hit = pc.starts_with(cid, needle, ignore_case=True)  # ids are written in either case
-        for name in ("user_text", "response"):
-            if name in self.columns:
-                hit = pc.or_(hit, pc.match_substring(table.column(name), needle, ignore_case=True))
-        hit = pc.fill_null(hit, False)
+        since = until = None
         if f.since is not None or f.until is not None:
             from chatcore.store.schema import UTC_US
 
-            ts = table.column("ts")
-            if f.since is not None:
-                hit = pc.and_(hit, pc.greater_equal(ts, pa.scalar(f.since, UTC_US)))
-            if f.until is not None:
-                hit = pc.and_(hit, pc.less(ts, pa.scalar(f.until, UTC_US)))
-        if f.sources:
-            hit = pc.and_(hit, pc.fill_null(pc.is_in(table.column("source"),
-                                                     value_set=pa.array(list(f.sources), pa.large_string())), False))
-        ids = pc.unique(cid.filter(hit))
-        return pa.table({"conversation_id": ids.cast(pa.string())})
+            since = None if f.since is None else pa.scalar(f.since, UTC_US)
+            until = None if f.until is None else pa.scalar(f.until, UTC_US)
+        wanted = None if not f.sources else pa.array(list(f.sources), pa.large_string())
+
+        def piece(start: int) -> pa.Array:
+            t = table.slice(start, self.SEARCH_PIECE)
+            cid = t.column("conversation_id")
+            hit = pc.starts_with(cid, needle, ignore_case=True)  # ids are written in either case
+            for name in ("user_text", "response"):
+                if name in self.columns:
+                    hit = pc.or_(hit, pc.match_substring(t.column(name), needle, ignore_case=True))
+            hit = pc.fill_null(hit, False)
+            if since is not None:
+                hit = pc.and_(hit, pc.greater_equal(t.column("ts"), since))
+            if until is not None:
+                hit = pc.and_(hit, pc.less(t.column("ts"), until))
+            if wanted is not None:
+                hit = pc.and_(hit, pc.fill_null(pc.is_in(t.column("source"), value_set=wanted), False))
+            found = pc.unique(cid.filter(hit)).cast(pa.string())
+            release()  # the text just read need not stay resident (see LogStore.release_mapped)
+            return found
+
+        release = getattr(self.store, "release_mapped", lambda: None)
+        found = list(_pool().map(piece, range(0, max(1, table.num_rows), self.SEARCH_PIECE)))
+        ids = pc.unique(pa.chunked_array(found, pa.string()))
+        return pa.table({"conversation_id": ids})
 
     def conversations(self, f: Filters = Filters()) -> ConversationList:
         """The conversation list for these filters (cached until the log or ratings change)."""
@@ -838,12 +908,15 @@ class Questions:
             where = self._leave_out_test(where, include_test)
             key = f"{by} AS {by}, " if by else ""
             group = " GROUP BY 1 ORDER BY coalesce(sum(cost_usd), 0) DESC, 1" if by else ""
-            cur = self._con.execute(
-                f"SELECT {key}count(*) AS turns, CAST(coalesce(sum(input_tokens), 0) AS BIGINT) AS input_tokens, "
-                "CAST(coalesce(sum(output_tokens), 0) AS BIGINT) AS output_tokens, sum(cost_usd) AS cost_usd "
-                f"FROM turns{where}{group}", params)
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, row)) for row in cur.fetchall()]
+
+            def compute():
+                cur = self._con.execute(
+                    f"SELECT {key}count(*) AS turns, CAST(coalesce(sum(input_tokens), 0) AS BIGINT) AS input_tokens, "
+                    "CAST(coalesce(sum(output_tokens), 0) AS BIGINT) AS output_tokens, sum(cost_usd) AS cost_usd "
+                    f"FROM turns_usage{where}{group}", params)
+                names = [d[0] for d in cur.description]
+                return [dict(zip(names, row)) for row in cur.fetchall()]
+            return [dict(r) for r in self._answer(("spend", since, until, by, include_test), compute)]
 
     def spend_by_day(self, day_starts: list[datetime]) -> list[float]:
         """The cost (USD) of the turns in each day ``[day_starts[i], day_starts[i+1])``; the last
@@ -856,7 +929,7 @@ class Questions:
             for i, start in enumerate(day_starts):
                 end = day_starts[i + 1] if i + 1 < len(day_starts) else None
                 where, params = self._where(Filters(since=start, until=end))
-                value = self._con.execute(f"SELECT sum(cost_usd) FROM turns{where}", params).fetchone()[0]
+                value = self._con.execute(f"SELECT sum(cost_usd) FROM turns_usage{where}", params).fetchone()[0]
                 out.append(float(value or 0.0))
             return out
 
@@ -866,12 +939,15 @@ class Questions:
             self._ensure()
             if not ids or not self._has("cost_usd"):
                 return {}
-            self._con.register("cost_ids", pa.table({"conversation_id": pa.array(list(ids), pa.string())}))
-            rows = self._con.execute(
-                "SELECT conversation_id, sum(cost_usd) FROM turns SEMI JOIN cost_ids USING (conversation_id) "
-                "WHERE cost_usd IS NOT NULL GROUP BY 1").fetchall()
-            self._con.unregister("cost_ids")
-            return {cid: float(cost) for cid, cost in rows}
+
+            def compute():
+                self._con.register("cost_ids", pa.table({"conversation_id": pa.array(list(ids), pa.string())}))
+                rows = self._con.execute(
+                    "SELECT conversation_id, sum(cost_usd) FROM turns_usage SEMI JOIN cost_ids USING (conversation_id) "
+                    "WHERE cost_usd IS NOT NULL GROUP BY 1").fetchall()
+                self._con.unregister("cost_ids")
+                return {cid: float(cost) for cid, cost in rows}
+            return dict(self._answer(("costs", tuple(ids)), compute))
 
     def prompt_version_ids(self, version: str, f: Filters = Filters()) -> frozenset[str]:
         """Conversations with a turn written by prompt ``version`` (in the date range and sources)."""
@@ -881,8 +957,8 @@ class Questions:
                 return frozenset()
             where, params = self._where(f)
             where = (where + " AND" if where else " WHERE") + " prompt_version = ?"
-            rows = self._con.execute(f"SELECT DISTINCT conversation_id FROM turns{where}", [*params, version])
-            return frozenset(r[0] for r in rows.fetchall())
+            return self._answer(("version_ids", version, f), lambda: frozenset(r[0] for r in self._con.execute(
+                f"SELECT DISTINCT conversation_id FROM turns_usage{where}", [*params, version]).fetchall()))
 
     def prompt_versions(self, since: datetime | None = None, handed_off: set[str] | frozenset[str] = frozenset(),
                         limit: int = 20, include_test: bool = True) -> list[dict]:
@@ -899,9 +975,8 @@ class Questions:
             where, params = self._where(Filters(since=since))
             where = self._leave_out_test(where, include_test)
             where = (where + " AND" if where else " WHERE") + " prompt_version IS NOT NULL"
-            self._con.register("handed", pa.table({"conversation_id": pa.array(sorted(handed_off), pa.string())}))
             sql = (
-                f"WITH v AS (SELECT conversation_id, prompt_version, ts, latency_ms, cost_usd, row FROM turns{where}), "
+                f"WITH v AS (SELECT conversation_id, prompt_version, ts, latency_ms, cost_usd, row FROM turns_usage{where}), "
                 "conv AS (SELECT conversation_id, arg_max(prompt_version, (epoch_us(ts)::HUGEINT << 40) + row) "
                 "AS version, sum(cost_usd) AS cost FROM v GROUP BY 1), "
                 "t AS (SELECT prompt_version AS version, count(*) AS turns, quantile_cont(latency_ms, 0.5) AS p50, "
@@ -914,8 +989,14 @@ class Questions:
                 "GROUP BY 1) "
                 "SELECT t.version, coalesce(c.conversations, 0), t.turns, c.up, c.down, c.handed, t.p50, c.cost, "
                 "c.priced, t.first_ts, t.last_ts FROM t LEFT JOIN c USING (version) ORDER BY t.last_ts DESC LIMIT ?")
-            rows = self._con.execute(sql, [*params, int(limit)]).fetchall()
-            self._con.unregister("handed")
+
+            def compute():
+                self._con.register("handed", pa.table({"conversation_id": pa.array(sorted(handed_off),
+                                                                                   pa.string())}))
+                rows = self._con.execute(sql, [*params, int(limit)]).fetchall()
+                self._con.unregister("handed")
+                return rows
+            rows = self._answer(("prompt_versions", since, frozenset(handed_off), int(limit), include_test), compute)
         out = []
         for version, convs, turns, up, down, handed, p50, cost, priced, first_ts, last_ts in rows:
             up, down, handed = int(up or 0), int(down or 0), int(handed or 0)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import threading
+import weakref
 from collections import Counter
 
 import pyarrow as pa
@@ -81,8 +83,7 @@ class SegmentCache:
             chunks = []
             expected = ARROW_SCHEMA.empty_table().select(list(self.columns)).schema
             for seg in meta["segments"]:
-                with pa.memory_map(str(self.cache_dir / seg["file"]), "r") as src:
-                    table = ipc.open_file(src).read_all()
+                table = self._map_segment(self.cache_dir / seg["file"])
                 if table.num_rows != seg["rows"] or not table.schema.equals(expected):
                     return
                 chunks.append((seg["start"], seg["end"], table, Counter(seg["bad"])))
@@ -94,6 +95,27 @@ class SegmentCache:
         sh.cached_segments = list(meta["segments"])
         sh.fp = meta["fingerprint"]
         sh.dev_ino = (st.st_dev, st.st_ino)
+
+    def _map_segment(self, path) -> pa.Table:
+        """A segment's rows over a read-only map of its file (no copy). The map is remembered
+        (weakly: it goes with the rows) so that :meth:`release_mapped` can drop its pages."""
+        with open(path, "rb") as fh:
+            mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        maps = self.__dict__.setdefault("_mapped", weakref.WeakSet())
+        maps.add(mapped)
+        return ipc.open_file(pa.BufferReader(pa.py_buffer(mapped))).read_all()
+
+    def release_mapped(self) -> None:
+        """Drop the pages of the mapped segments from this process. They stay in the page
+        cache and are mapped again when read: after a scan of every turn's text (a search),
+        the process does not keep the whole log resident."""
+        if not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        for mapped in list(self.__dict__.get("_mapped", ())):
+            try:
+                mapped.madvise(mmap.MADV_DONTNEED)
+            except (OSError, ValueError):  # closed meanwhile
+                pass
 
     def _save_cache(self, sh, fd: int) -> None:
         """Persist the rows parsed since the last segment as a new segment. The file

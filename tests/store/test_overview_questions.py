@@ -377,3 +377,62 @@ def test_answers_over_many_chunks(tmp_path):
     col = questions._table.column("user_text")
     rows = np.array([0, 1, 59, 60, 61, 119, 120, 299])
     assert _take_sorted(col, rows).to_pylist() == [col[int(i)].as_py() for i in rows]
+
+
+def _priced(cid: str, turn: int, ts: datetime, cost: float, version: str, text: str = "q") -> dict:
+    from chatcore.log import records
+
+    return records.make_record(conversation_id=cid, turn=turn, user_text=f"{text} {cid}", response="a",
+                               latency_ms=100.0, source="widget", backend="openai", model="m", ts=iso(ts),
+                               usage={"input_tokens": 10, "output_tokens": 1}, cost_usd=cost, prompt_version=version)
+
+
+def test_spend_costs_and_versions_follow_the_log_as_it_grows(tmp_path):
+    """Their answers are kept between runs: a turn appended later must still count."""
+    from chatcore.store.questions import Questions
+
+    now = datetime.now(timezone.utc)
+    log = write(tmp_path / "chat.jsonl", [_priced("a", 0, now - timedelta(hours=2), 0.25, "v1")])
+    q = Questions(LogStore(log))
+    q.sync()
+    assert q.spend()[0]["cost_usd"] == pytest.approx(0.25)
+    assert q.conversation_costs(["a", "b"]) == pytest.approx({"a": 0.25})
+    assert [r["prompt_version"] for r in q.spend(by="prompt_version")] == ["v1"]
+    assert q.prompt_version_ids("v2") == frozenset()
+    with open(log, "a", encoding="utf-8") as f:
+        for rec in (_priced("b", 0, now - timedelta(hours=1), 0.5, "v2"), _priced("a", 1, now, 0.125, "v1")):
+            f.write(json.dumps(rec) + "\n")
+    q.sync()
+    assert q.spend()[0]["turns"] == 3
+    assert q.spend()[0]["cost_usd"] == pytest.approx(0.875)
+    assert q.conversation_costs(["a", "b"]) == pytest.approx({"a": 0.375, "b": 0.5})
+    assert [r["prompt_version"] for r in q.spend(by="prompt_version")] == ["v2", "v1"]
+    assert q.prompt_version_ids("v2") == frozenset({"b"})
+    assert {r["prompt_version"]: r["turns"] for r in q.prompt_versions()} == {"v1": 2, "v2": 1}
+
+
+def test_a_search_reads_the_same_after_the_mapped_pages_are_dropped(tmp_path):
+    """A restarted reader maps its segments; the search releases the pages it read, and every
+    later read (the same search, a transcript) still sees the same bytes."""
+    from chatcore.store.questions import Filters, Questions
+
+    now = datetime.now(timezone.utc)
+    recs = [line(f"c{i // 3}", i % 3, now - timedelta(minutes=600 - i), text="refund" if i % 7 == 0 else "hello")
+            for i in range(600)]
+    log = write(tmp_path / "chat.jsonl", recs)
+    first = Questions(LogStore(log))
+    first.sync()
+    first.store.wait_cache()
+    q = Questions(LogStore(log))  # from the segments on disk
+    q.sync()
+    assert q.store.stats["bytes"] == log.stat().st_size and not q.store.stats["pending_bytes"]
+    assert list(q.store.__dict__.get("_mapped", ())), "the rows should come from mapped segments"
+    want = sorted({r["conversation_id"] for r in recs if "refund" in r["user_text"]})
+    q.SEARCH_PIECE = 64  # several pieces, each releasing the pages
+    got = q.conversations(Filters(search="REFUND"))
+    assert sorted(got.ids()) == want
+    before = q.transcript("c7").to_pylist()
+    q.store.release_mapped()
+    assert sorted(q._search_ids("Refund", Filters()).column("conversation_id").to_pylist()) == want
+    assert q.transcript("c7").to_pylist() == before
+    assert [r["user_text"] for r in before] == [r["user_text"] for r in recs if r["conversation_id"] == "c7"]
