@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from chatcore.config.settings import (  # noqa: F401  (the names callers import from chatcore.config)
-    DEFAULT_DASHBOARD_URL, DEFAULT_LOG_PATH, DEFAULT_SPACE_URL, Settings, SettingsError, reveal,
-)
+# the names callers import from chatcore.config
+from chatcore.config.fields import SettingsError, reveal  # noqa: F401
+from chatcore.config.settings import DEFAULT_DASHBOARD_URL, DEFAULT_LOG_PATH, DEFAULT_SPACE_URL, Settings  # noqa: F401
 from chatcore.urls import display_url  # noqa: F401  (where most callers look for it)
 
 

@@ -29,6 +29,7 @@ from limits import RateLimitItemPerSecond
 from limits.strategies import MovingWindowRateLimiter
 
 from chatcore import rate_limits
+from chatcore.config import Settings, reveal
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 HOW_TO_CONFIGURE = (
@@ -88,18 +89,18 @@ def _section(secrets: Mapping | None, name: str) -> Mapping:
 
 
 def login_config(env: Mapping[str, str] | None = None, secrets: Mapping | None = None) -> LoginConfig:
-    env = os.environ if env is None else env
+    settings = Settings.from_env(environ=env)
     auth = _section(secrets, "auth")
     if auth.get("client_id") and auth.get("server_metadata_url"):
         return LoginConfig("oidc")
     dash = _section(secrets, "dashboard")
-    stored = env.get("CHAT_DASHBOARD_PASSWORD_HASH") or dash.get("password_hash")
+    stored = reveal(settings.dashboard_password_hash) or dash.get("password_hash")
     if stored:
         if not str(stored).startswith("scrypt$"):
             raise ValueError("CHAT_DASHBOARD_PASSWORD_HASH is not a hash made by "
                              "`python -m chatcore hash-password`")
         return LoginConfig("password", str(stored))
-    plain = env.get("CHAT_DASHBOARD_PASSWORD") or dash.get("password")
+    plain = reveal(settings.dashboard_password) or dash.get("password")
     if plain:
         return LoginConfig("password", hash_password(str(plain)))
     return LoginConfig("none")
@@ -191,17 +192,9 @@ class LoginThrottle:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "LoginThrottle":
         """``CHAT_LOGIN_PER_ADDRESS`` (5), ``CHAT_LOGIN_OVERALL`` (20), ``CHAT_LOGIN_WINDOW`` seconds (60)."""
-        env = os.environ if env is None else env
-
-        def number(name: str, default: float) -> float:
-            try:
-                value = float(env.get(name) or default)
-            except ValueError:
-                return default
-            return value if value > 0 else default
-
-        return cls(per_address=int(number("CHAT_LOGIN_PER_ADDRESS", 5)), overall=int(number("CHAT_LOGIN_OVERALL", 20)),
-                   window=number("CHAT_LOGIN_WINDOW", 60.0))
+        settings = Settings.from_env(environ=env)
+        return cls(per_address=settings.login_per_address, overall=settings.login_overall,
+                   window=settings.login_window)
 
 
 #: The dashboard process's throttle (by default 5 attempts a minute per address, 20 overall).
