@@ -427,9 +427,12 @@ class Settings(BaseSettings):
 
     def with_(self, **changes) -> "Settings":
         """A copy with ``changes`` (field names), not validated again: the program's own values."""
+        raw = changes.get("log_path")
+        if raw is not None:
+            changes["log_path"] = Path(raw)
         made = self.model_copy(update=changes)
         if "log_path" in changes:
-            made._log_spec = str(changes["log_path"])
+            made._log_spec = str(raw) if raw is not None else None
         return made
 
     @property
