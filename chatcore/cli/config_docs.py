@@ -69,7 +69,8 @@ def reference() -> str:
             out += [intro, ""]
         out += ["| variable | type | default | meaning |", "| --- | --- | --- | --- |"]
         for _name, f in rows:
-            out.append(f"| `{field_env(f)}` | {_cell(_type(f))} | {_cell(_default(f))} | {_cell(f.description or '')} |")
+            cells = (f"`{field_env(f)}`", _type(f), _default(f), f.description or "")
+            out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
         out.append("")
     return "\n".join(out).rstrip("\n") + "\n"
 

@@ -421,7 +421,8 @@ class Settings(BaseSettings):
         try:
             return cls(**given)
         except ValidationError as exc:
-            raise SettingsError(explain(exc, cls.model_fields, os.environ if environ is None else environ, given)) from None
+            environ = os.environ if environ is None else environ
+            raise SettingsError(explain(exc, cls.model_fields, environ, given)) from None
         finally:
             _environ.reset(token)
 
