@@ -7,11 +7,12 @@ a ``limits`` storage URI such as ``redis://host:6379`` (the matching client pack
 """
 from __future__ import annotations
 
-import os
 import threading
 
 from limits.errors import ConfigurationError
 from limits.storage import MovingWindowSupport, Storage, storage_from_string
+
+from chatcore.config import Settings, reveal
 
 STORAGE_ENV = "CHAT_RATE_LIMIT_STORAGE"
 _shared: dict[str, Storage] = {}
@@ -24,7 +25,9 @@ def storage(uri: str | None = None) -> Storage:
     Memory storage is made anew for each caller, so two limits of one process never mix;
     a shared store is opened once per process and the limits keep apart by their keys.
     """
-    uri = (uri if uri is not None else os.environ.get(STORAGE_ENV) or "").strip() or "memory://"
+    if uri is None:
+        uri = reveal(Settings.from_env().rate_limit_storage)
+    uri = (uri or "").strip() or "memory://"
     if uri.startswith("memory://"):
         return storage_from_string(uri)
     with _shared_lock:

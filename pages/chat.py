@@ -2,7 +2,6 @@
 with a draft system prompt the Space uses for these replies only."""
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from datetime import datetime, timezone
@@ -21,7 +20,7 @@ through_entry()
 cfg = settings()
 tz = viewer_tz()
 ss = st.session_state
-TIMEOUT = float(os.environ.get("CHAT_DASHBOARD_TIMEOUT", "30") or 30)
+TIMEOUT = cfg.dashboard_timeout
 
 def start_conversation_state() -> None:
     """A fresh conversation id and an empty page for it."""

@@ -53,7 +53,7 @@ rated, rated_counts = _ratings(str(cfg.log_path), feedback_version, feedback)
 if questions is not None:
     questions.set_ratings(rated_counts, feedback_version)
 TAG_SUGGESTIONS = ["escalated", "bug", "resolved"]
-TIMEOUT = float(os.environ.get("CHAT_DASHBOARD_TIMEOUT", "30") or 30)
+TIMEOUT = cfg.dashboard_timeout
 PAGE_SIZES = (25, 50, 100, 250)
 SORTS = {"Last turn, newest first": ("last_ts", True), "Last turn, oldest first": ("last_ts", False),
          "First turn, newest first": ("first_ts", True), "Most turns": ("turns", True),

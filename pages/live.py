@@ -15,7 +15,7 @@ through_entry()
 cfg = settings()
 tz = viewer_tz()
 ss = st.session_state
-REFRESH = float(os.environ.get("CHAT_LIVE_REFRESH", "0.5") or 0.5)
+REFRESH = cfg.live_refresh
 path = str(cfg.log_path)
 feed = live_feed(path)
 
@@ -34,7 +34,7 @@ if ss.get("live_path") != path:
 
 header("Live", ":material/sensors:", f"New turns as they are written · times in {tz_name(tz)}")
 
-LIVE_MINUTES = float(os.environ.get("CHAT_LIVE_MINUTES", "15") or 15)
+LIVE_MINUTES = cfg.live_minutes
 
 
 @st.cache_resource
@@ -195,7 +195,7 @@ def conversations_now() -> None:
     if ss.get("dashboard_user") and ss.get("dashboard_user") != "staff":
         t3.caption(f"You speak as **{escape_markdown(me)}**")
     else:
-        ss.setdefault("staff_name", os.environ.get("CHAT_STAFF_NAME", ""))
+        ss.setdefault("staff_name", cfg.staff_name)
         t3.text_input("Your staff name", key="staff_name", placeholder="shown to the visitor")
     if shown == "mine":
         rows = [r for r in rows if me and r["holder"] == me]

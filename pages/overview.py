@@ -18,7 +18,7 @@ through_entry()
 cfg = settings()
 tz = viewer_tz()
 #: Seconds between refreshes of the figures (the page refreshes only its own figures, like Live).
-REFRESH = float(os.environ.get("CHAT_OVERVIEW_REFRESH", "5") or 5)
+REFRESH = cfg.overview_refresh
 
 header("Overview", ":material/dashboard:")
 include_test = st.toggle("Include test traffic", key="overview_include_test",

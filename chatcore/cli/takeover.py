@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import sys
+
+from chatcore.config import Settings
 
 
 def _staff_name(args) -> str:
-    name = args.as_name or os.environ.get("CHAT_STAFF_NAME", "").strip()
+    name = args.as_name or Settings.from_env().staff_name
     if not name:
         try:
             name = getpass.getuser()

@@ -23,7 +23,6 @@ import hashlib
 import hmac
 import ipaddress
 import math
-import os
 import secrets as _secrets
 import re
 import threading
@@ -38,6 +37,7 @@ from limits import RateLimitItemPerSecond
 from limits.strategies import MovingWindowRateLimiter
 
 from chatcore import rate_limits
+from chatcore.config import Settings, SettingsError, reveal
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 HOW_TO_CONFIGURE = (
@@ -163,19 +163,19 @@ def staff_accounts(env: Mapping[str, str] | None = None, secrets: Mapping | None
 
 
 def login_config(env: Mapping[str, str] | None = None, secrets: Mapping | None = None) -> LoginConfig:
-    env = os.environ if env is None else env
+    settings = Settings.from_env(environ=env)
     auth = _section(secrets, "auth")
     if auth.get("client_id") and auth.get("server_metadata_url"):
         return LoginConfig("oidc")
     dash = _section(secrets, "dashboard")
     accounts = staff_accounts(env, secrets)
-    stored = env.get("CHAT_DASHBOARD_PASSWORD_HASH") or dash.get("password_hash")
+    stored = reveal(settings.dashboard_password_hash) or dash.get("password_hash")
     if stored:
         if not str(stored).startswith("scrypt$"):
             raise ValueError("CHAT_DASHBOARD_PASSWORD_HASH is not a hash made by "
                              "`python -m chatcore hash-password`")
         return LoginConfig("password", str(stored), accounts)
-    plain = env.get("CHAT_DASHBOARD_PASSWORD") or dash.get("password")
+    plain = reveal(settings.dashboard_password) or dash.get("password")
     if plain:
         return LoginConfig("password", hash_password(str(plain)), accounts)
     if accounts:
@@ -269,17 +269,9 @@ class LoginThrottle:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "LoginThrottle":
         """``CHAT_LOGIN_PER_ADDRESS`` (5), ``CHAT_LOGIN_OVERALL`` (20), ``CHAT_LOGIN_WINDOW`` seconds (60)."""
-        env = os.environ if env is None else env
-
-        def number(name: str, default: float) -> float:
-            try:
-                value = float(env.get(name) or default)
-            except ValueError:
-                return default
-            return value if value > 0 else default
-
-        return cls(per_address=int(number("CHAT_LOGIN_PER_ADDRESS", 5)), overall=int(number("CHAT_LOGIN_OVERALL", 20)),
-                   window=number("CHAT_LOGIN_WINDOW", 60.0))
+        settings = Settings.from_env(environ=env)
+        return cls(per_address=settings.login_per_address, overall=settings.login_overall,
+                   window=settings.login_window)
 
 
 #: The dashboard process's throttle (by default 5 attempts a minute per address, 20 overall).
@@ -299,15 +291,13 @@ class GateSettings:
 
 
 def gate_settings(env: Mapping[str, str] | None = None) -> GateSettings:
-    """The login's own settings: ``CHAT_STAFF_ACCOUNTS`` (a file of ``name:hash`` lines) and
-    ``CHAT_DASHBOARD_COOKIE_SECRET`` (signs the session cookie; at least 32 characters)."""
-    env = os.environ if env is None else env
-    path = (env.get("CHAT_STAFF_ACCOUNTS") or "").strip()
-    secret = env.get("CHAT_DASHBOARD_COOKIE_SECRET") or None
-    if secret is not None and len(secret) < 32:
-        raise ValueError("CHAT_DASHBOARD_COOKIE_SECRET is too short: use at least 32 random characters, "
-                         "e.g. the output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
-    return GateSettings(Path(path).expanduser() if path else None, secret)
+    """The login's own settings: ``CHAT_STAFF_ACCOUNTS`` and ``CHAT_DASHBOARD_COOKIE_SECRET``.
+    ValueError (naming the setting, never the secret) when one does not parse."""
+    try:
+        settings = Settings.from_env(environ=env)
+    except SettingsError as exc:
+        raise ValueError(str(exc)) from None
+    return GateSettings(settings.staff_accounts, reveal(settings.dashboard_cookie_secret))
 
 
 # ---------------------------------------------------------------------- session cookie

@@ -24,9 +24,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 
+from chatcore.config import Settings
 
-#: Environment variable naming the dashboard's fallback time zone (IANA name).
-TIMEZONE_ENV = "CHAT_TIMEZONE"
 
 #: A conversation with a turn this recent counts as "active now".
 ACTIVE_WINDOW = timedelta(minutes=5)
@@ -118,7 +117,7 @@ def format_ago(seconds: float | None) -> str:
 
 def resolve_timezone(browser_tz: str | None = None, fallback: str | None = None) -> tzinfo:
     """The viewer's zone: the browser's if known, else ``fallback``/$CHAT_TIMEZONE, else UTC."""
-    for name in (browser_tz, fallback, os.environ.get(TIMEZONE_ENV)):
+    for name in (browser_tz, fallback, Settings.from_env().timezone):
         if not name:
             continue
         try:

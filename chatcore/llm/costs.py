@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 
+from chatcore.config import Settings
 from chatcore.llm.openai_chat import Usage
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def parse_prices(raw: str | None) -> dict[str, Price]:
 
 def prices_from_env() -> dict[str, Price]:
     try:
-        return parse_prices(os.environ.get("CHAT_PRICES"))
+        return parse_prices(Settings.from_env().prices)
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
 

@@ -17,11 +17,11 @@ yields pieces of the reply as they arrive (the Space accumulates them).
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from chatcore.config import Settings, reveal
 from chatcore.llm import openai_chat
 from chatcore.llm.openai_chat import Usage
 
@@ -84,7 +84,7 @@ def echo_stream(user_text: str, history: list[dict], delay: float = 0.0) -> Iter
 
 
 def make_echo() -> Responder:
-    delay = float(os.environ.get("CHAT_ECHO_DELAY", "0") or 0)
+    delay = Settings.from_env().echo_delay
     return Responder("echo", None, lambda text, hist: echo_stream(text, hist, delay))
 
 
@@ -111,30 +111,21 @@ def _messages(user_text: str, history: list[dict], system: str | None) -> list[d
     return msgs
 
 
-def _env_number(name: str, default: float, kind=float):
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return kind(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
-
-
 def handoff_tool_enabled() -> bool:
-    return os.environ.get("CHAT_HANDOFF_TOOL", "").strip().lower() in ("1", "on", "true", "yes")
+    return Settings.from_env().handoff_tool
 
 
 def make_openai() -> Responder:
-    model = os.environ.get("OPENAI_MODEL", "default")
+    settings = Settings.from_env()
+    model = settings.openai_model
     client = openai_chat.make_client(
-        os.environ.get("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1"),
-        os.environ.get("OPENAI_API_KEY") or None,
-        timeout=_env_number("OPENAI_TIMEOUT", 60.0),
-        max_retries=_env_number("OPENAI_MAX_RETRIES", 2, int),
+        settings.openai_base_url,
+        reveal(settings.openai_api_key),
+        timeout=settings.openai_timeout,
+        max_retries=settings.openai_max_retries,
     )
-    tools = [REQUEST_HUMAN_TOOL] if handoff_tool_enabled() else None
-    system_prompt = os.environ.get("CHAT_SYSTEM_PROMPT") or None
+    tools = [REQUEST_HUMAN_TOOL] if settings.handoff_tool else None
+    system_prompt = settings.system_prompt or None
 
     def reply(user_text: str, history: list[dict], report: TurnReport, system: str | None = None) -> Iterator[str]:
         chat = openai_chat.ChatStream(client, model=model, messages=_messages(
@@ -156,16 +147,17 @@ def make_openai() -> Responder:
 def make_hf() -> Responder:
     from huggingface_hub import InferenceClient
 
-    model = os.environ.get("HF_MODEL", "HuggingFaceH4/zephyr-7b-beta")
-    base_url = os.environ.get("HF_BASE_URL")  # a dedicated Inference Endpoint or a TGI server
-    token = os.environ.get("HF_TOKEN") or None
-    timeout = float(os.environ.get("HF_TIMEOUT", "60"))
+    settings = Settings.from_env()
+    model = settings.hf_model
+    base_url = settings.hf_base_url  # a dedicated Inference Endpoint or a TGI server
+    token = reveal(settings.hf_token)
+    timeout = settings.hf_timeout
     if base_url:
         client = InferenceClient(base_url=base_url, token=token, timeout=timeout)
     else:
         client = InferenceClient(model, token=token, timeout=timeout)
-    max_tokens = int(os.environ.get("HF_MAX_TOKENS", "512"))
-    system_prompt = os.environ.get("CHAT_SYSTEM_PROMPT") or None
+    max_tokens = settings.hf_max_tokens
+    system_prompt = settings.system_prompt or None
 
     def reply(user_text: str, history: list[dict], report: TurnReport, system: str | None = None) -> Iterator[str]:
         try:

@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from chatcore.config import display_url
+from chatcore.config import Settings, display_url, reveal
 
 #: What each responder is called as ``gen_ai.provider.name``.
 PROVIDERS = {"openai": "openai", "hf": "huggingface"}
@@ -105,16 +105,10 @@ class TurnTracer:
 
     @classmethod
     def from_env(cls) -> "TurnTracer | None":
-        endpoint = (os.environ.get("CHAT_OTLP_ENDPOINT") or "").strip()
-        if not endpoint:
+        settings = Settings.from_env()
+        if not settings.otlp_endpoint:
             return None
-        if not endpoint.lower().startswith(("http://", "https://")):
-            raise SystemExit("CHAT_OTLP_ENDPOINT must be an http:// or https:// URL (OTLP/HTTP, port 4318)")
-        try:
-            timeout = float(os.environ.get("CHAT_OTLP_TIMEOUT") or 3)
-        except ValueError:
-            raise SystemExit("CHAT_OTLP_TIMEOUT must be a number of seconds") from None
-        return cls(endpoint, _headers(os.environ.get("CHAT_OTLP_HEADERS")), timeout)
+        return cls(settings.otlp_endpoint, _headers(reveal(settings.otlp_headers)), settings.otlp_timeout)
 
     def turn(self, record: dict, usage: dict | None = None) -> None:
         """One logged bot turn (a record of :func:`chatcore.log.records.make_record`) as a span.

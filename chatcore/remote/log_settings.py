@@ -6,8 +6,6 @@ first, and the settings point at the local copy; the Space itself never calls th
 """
 from __future__ import annotations
 
-import os
-
 from chatcore.config import Settings, remote_log_spec
 from chatcore.urls import display_url
 
@@ -22,6 +20,6 @@ def load_settings(**overrides) -> Settings:
 
     mirror = attach(spec)
     changes = {"log_path": mirror.folder, "log_url": ", ".join(display_url(u) for u in mirror.urls)}
-    if not os.environ.get("CHAT_SPACE_URL") and not overrides.get("space_url"):
+    if "space_url" not in settings.model_fields_set:  # neither CHAT_SPACE_URL nor space_url= was given
         changes["space_url"] = mirror.urls[0]
     return settings.with_(**changes)

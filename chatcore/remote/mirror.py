@@ -54,6 +54,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from chatcore import retry
+from chatcore.config import Settings, reveal
 from chatcore.remote.bounded_http import BoundedHttp, Deadline, TooLarge, events
 
 log = logging.getLogger("chatcore.remote.mirror")
@@ -73,16 +74,11 @@ ANNOTATION_FILES = ("feedback.jsonl", "notes.jsonl", "snippets.jsonl")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.jsonl")
 TIMEOUT_ENV = "CHAT_MIRROR_TIMEOUT"
 MAX_BYTES_ENV = "CHAT_MIRROR_MAX_BYTES"
-#: Seconds one request to a Space may take in all, headers and body (``CHAT_MIRROR_TIMEOUT``).
-DEFAULT_TIMEOUT = 60.0
-#: Bytes a mirror folder may hold (``CHAT_MIRROR_MAX_BYTES``); past it the sync stops.
-DEFAULT_MAX_BYTES = 10_000_000_000
 #: A listing (or one event, which carries a listing) larger than this is refused: about
 #: 50,000 files, far more than a Space keeps.
 MAX_LISTING_BYTES = 4 << 20
 #: Largest answer to a staff action.
 MAX_ACTION_ANSWER_BYTES = 1 << 20
-_SIZE_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 #: A first sync this large prints progress on stderr.
 PROGRESS_FROM_BYTES = 5_000_000
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -134,38 +130,12 @@ def parse_urls(spec: str) -> list[str]:
     return urls
 
 
-def timeout_from_env() -> float:
-    """``CHAT_MIRROR_TIMEOUT`` seconds (default 60)."""
-    raw = (os.environ.get(TIMEOUT_ENV) or "").strip()
-    if not raw:
-        return DEFAULT_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < 86_400:
-        raise MirrorError("config", f"{TIMEOUT_ENV} must be a number of seconds such as 60, got {raw[:40]!r}")
-    return value
-
-
-def max_bytes_from_env() -> int:
-    """``CHAT_MIRROR_MAX_BYTES``: bytes, or a number with K, M, G or T (powers of 1000); default 10G."""
-    raw = (os.environ.get(MAX_BYTES_ENV) or "").strip()
-    if not raw:
-        return DEFAULT_MAX_BYTES
-    m = re.fullmatch(r"([0-9]{1,15}(?:\.[0-9]{1,6})?)\s*([KMGT]?)B?", raw.upper())
-    value = int(float(m.group(1)) * _SIZE_UNITS[m.group(2)]) if m else 0
-    if value <= 0:
-        raise MirrorError("config", f"{MAX_BYTES_ENV} must be a size such as 10G or 500M, got {raw[:40]!r}")
-    return value
-
-
 def default_folder(urls: list[str]) -> Path:
     """``$CHAT_MIRROR_DIR/<key>`` (default ``~/.cache/chatcore/mirrors/<key>``), one per set of URLs."""
-    base = os.environ.get("CHAT_MIRROR_DIR")
-    if not base:
+    base = Settings.from_env().mirror_dir
+    if base is None:
         cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        base = str(Path(cache) / "chatcore" / "mirrors")
+        base = Path(cache) / "chatcore" / "mirrors"
     key = hashlib.sha256("\n".join(urls).encode()).hexdigest()[:16]
     return Path(base).expanduser().resolve() / key
 
@@ -200,8 +170,9 @@ class Mirror:
         self.urls = list(urls)
         self.folder = Path(folder).resolve() if folder else default_folder(self.urls)
         self._token = token
-        self.timeout = timeout_from_env() if timeout is None else timeout
-        self.max_bytes = max_bytes_from_env() if max_bytes is None else max_bytes
+        settings = Settings.from_env()
+        self.timeout = settings.mirror_timeout if timeout is None else timeout
+        self.max_bytes = settings.mirror_max_bytes if max_bytes is None else max_bytes
         self._http = BoundedHttp(self.timeout)
         self._used = 0  # bytes in the folder, counted while a sync writes
         self._lock = threading.Lock()
@@ -227,7 +198,8 @@ class Mirror:
     def _headers(self, url: str) -> dict:
         headers = {HEADER: self._token}
         host = (urlsplit(url).hostname or "").lower()
-        hf = (os.environ.get("CHAT_SPACE_HF_TOKEN") or os.environ.get("HF_TOKEN") or "").strip()
+        settings = Settings.from_env()
+        hf = reveal(settings.space_hf_token) or reveal(settings.hf_token)
         if hf and host.endswith(".hf.space") and url.startswith("https://"):
             headers["Authorization"] = f"Bearer {hf}"  # a private Space: the HF token opens its door
         return headers
@@ -739,7 +711,7 @@ def attach(spec: str, token: str | None = None, folder=None, follow: bool = True
     cannot be reached and there is no earlier copy to read.
     """
     urls = parse_urls(spec)
-    token = token if token is not None else os.environ.get(TOKEN_ENV, "").strip()
+    token = token if token is not None else (reveal(Settings.from_env().operator_token) or "")
     if not token:
         raise MirrorError("config", f"reading the log at {', '.join(_display(u) for u in urls)} needs the "
                                     f"operator token: set {TOKEN_ENV}")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 
 import gradio as gr
@@ -57,7 +56,7 @@ def build_demo(service: ChatService) -> gr.ChatInterface:
     demo = gr.ChatInterface(
         chat,
         multimodal=True,
-        title=os.environ.get("CHAT_TITLE", "Chat"),
+        title=service.settings.title,
         api_name="chat",
         additional_inputs=[
             gr.Textbox(value="", label="conversation_id", visible=False),
@@ -214,7 +213,7 @@ def serve(settings: Settings) -> None:
         settings.host, settings.port, service.responder.name, settings.shard_path,
     )
     # In-flight replies get a few seconds to finish (and be logged) on shutdown.
-    grace = float(os.environ.get("CHAT_SHUTDOWN_GRACE", "5"))
+    grace = settings.shutdown_grace
     # proxy_headers=False: uvicorn would otherwise take X-Forwarded-For from any loopback peer as
     # the client; the guard decides who the client is (CHAT_TRUSTED_PROXIES).
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",

@@ -105,11 +105,11 @@ class ChatService:
         self.prices = costs.prices_from_env()
         #: The live prompt's version (CHAT_PROMPT_VERSION, else a hash of the responder's system prompt).
         self.prompt_version = prompts.prompt_version(responder.system_prompt,
-                                                     os.environ.get("CHAT_PROMPT_VERSION"))
+                                                     Settings.from_env().prompt_version)
         self.refused_drafts = 0
         #: Each bot turn as an OpenTelemetry span (CHAT_OTLP_ENDPOINT), else None.
         self.tracer = None
-        if os.environ.get("CHAT_OTLP_ENDPOINT", "").strip():
+        if Settings.from_env().otlp_endpoint:
             from chatcore.llm.traces import TurnTracer
 
             self.tracer = TurnTracer.from_env()

@@ -37,7 +37,6 @@ ends with ``CHAT_HANDOFF_FALLBACK`` shown to the visitor, and the bot carries on
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import time
@@ -45,6 +44,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+from chatcore.config.settings import (DEFAULT_HANDOFF_FALLBACK, DEFAULT_HANDOFF_NOTICE, DEFAULT_HANDOFF_PHRASES,
+                                      Settings)
 from chatcore.log import records
 from chatcore.log.forgotten import ids_in
 from chatcore.log.pii import mask_pii
@@ -52,42 +53,13 @@ from chatcore.log.writer import LogWriter
 
 log = logging.getLogger("chatcore.space.handoff")
 
-DEFAULT_PHRASES = (
-    "talk to a person", "talk to a human", "speak to a person", "speak to a human",
-    "speak to someone", "talk to someone", "real person", "human agent", "live agent",
-    "customer service representative", "talk to an agent", "speak to an agent",
-)
-DEFAULT_NOTICE = "I've asked a member of our team to join. Someone will be with you shortly."
-DEFAULT_FALLBACK = ("Sorry, nobody from our team is free right now. I'll keep helping you here, "
-                    "and you can ask for a person again later.")
+DEFAULT_PHRASES = DEFAULT_HANDOFF_PHRASES
+DEFAULT_NOTICE = DEFAULT_HANDOFF_NOTICE
+DEFAULT_FALLBACK = DEFAULT_HANDOFF_FALLBACK
 STAFF_NAME = re.compile(r"^[\w .'@-]{1,64}\Z")
 MAX_STAFF_TEXT = 8000
 MAX_EVENTS = 200  # per conversation, kept in memory for the channel and the bot's context
 MAX_CONVERSATIONS = 100_000  # with events in memory; the oldest back with the bot are forgotten first
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise SystemExit(f"{name} must be more than 0")
-    return value
-
-
-def _env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise SystemExit(f"{name} must be on or off (1/0, true/false), got {raw!r}")
 
 
 #: A staff client's id for one message it sends (the same id sent twice is one message).
@@ -114,15 +86,14 @@ class HandoffConfig:
 
     @classmethod
     def from_env(cls) -> "HandoffConfig":
-        phrases = os.environ.get("CHAT_HANDOFF_PHRASES")
+        settings = Settings.from_env()
         return cls(
-            timeout=_env_float("CHAT_HANDOFF_TIMEOUT", 300.0),
-            phrases=tuple(p.strip().lower() for p in phrases.split(",") if p.strip())
-            if phrases is not None else DEFAULT_PHRASES,
-            notice=os.environ.get("CHAT_HANDOFF_NOTICE", "").strip() or DEFAULT_NOTICE,
-            fallback=os.environ.get("CHAT_HANDOFF_FALLBACK", "").strip() or DEFAULT_FALLBACK,
-            display_name=os.environ.get("CHAT_STAFF_DISPLAY_NAME", "").strip(),
-            bot_while_waiting=_env_bool("CHAT_HANDOFF_BOT_WHILE_WAITING", True),
+            timeout=settings.handoff_timeout,
+            phrases=settings.handoff_phrases,
+            notice=settings.handoff_notice,
+            fallback=settings.handoff_fallback,
+            display_name=settings.staff_display_name,
+            bot_while_waiting=settings.handoff_bot_while_waiting,
         )
 
     def asks_for_person(self, text: str) -> bool:

@@ -37,6 +37,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from chatcore.config import Settings, reveal
 from chatcore.log import annotations
 
 log = logging.getLogger("chatcore.staff")
@@ -157,7 +158,7 @@ def _int_param(request: Request, name: str, default: int, high: int) -> int | No
 
 def register(app: FastAPI, settings, service=None) -> bool:
     """Add the staff routes to ``app`` when ``CHAT_OPERATOR_TOKEN`` is set; returns whether it did."""
-    token = os.environ.get("CHAT_OPERATOR_TOKEN", "").strip()
+    token = reveal(Settings.from_env().operator_token)
     if not token:
         return False
     if getattr(settings, "log_url", None):

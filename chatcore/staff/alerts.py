@@ -48,16 +48,13 @@ import httpx
 
 from chatcore import retry
 from chatcore.log.records import BadRecord
-from chatcore.config import DEFAULT_SPACE_URL, log_folder
+from chatcore.config import DEFAULT_DASHBOARD_URL, DEFAULT_SPACE_URL, Settings, log_folder, reveal
+from chatcore.config.settings import DEFAULT_ALERT_PERSON_PHRASES
 
 log = logging.getLogger("chatcore.staff.alerts")
 
 STATE_DIR = ".chatcore-alerts"
-DEFAULT_DASHBOARD_URL = "http://127.0.0.1:8501"
-DEFAULT_PERSON_PHRASES = (
-    "talk to a person", "talk to a human", "speak to a person", "speak to a human", "speak to someone",
-    "talk to someone", "real person", "human agent", "live agent", "talk to an agent", "speak to an agent",
-)
+DEFAULT_PERSON_PHRASES = DEFAULT_ALERT_PERSON_PHRASES
 EVENTS = ("thumbs_down", "person_requested", "keyword", "error_burst", "log_write_failed", "spend")
 _TITLES = {
     "thumbs_down": "Thumbs down",
@@ -72,10 +69,6 @@ SENT_IDS = 5000
 PERSON_QUIET_S = 600
 #: Tries of an alert that a webhook refuses (a 4xx other than 408/429) before it is dropped.
 GIVE_UP_AFTER = 5
-
-
-def _env_list(name: str) -> list[str]:
-    return [x.strip() for x in (os.environ.get(name) or "").split(",") if x.strip()]
 
 
 def hook_name(url: str) -> str:
@@ -132,25 +125,14 @@ class Config:
 
     @classmethod
     def from_env(cls, log_path, **overrides) -> "Config":
-        hooks = [Hook.parse(e) for e in _env_list("CHAT_ALERT_WEBHOOKS")]
-        errors = (os.environ.get("CHAT_ALERT_ERRORS") or "5/10").strip()
-        m = re.fullmatch(r"(\d+)\s*/\s*(\d+(?:\.\d+)?)", errors)
-        if not m or int(m.group(1)) < 1:
-            raise ValueError(f"CHAT_ALERT_ERRORS must look like N/M (N errors in M minutes), got {errors!r}")
-        person = _env_list("CHAT_ALERT_PERSON_PHRASES") or list(DEFAULT_PERSON_PHRASES)
-        spend = (os.environ.get("CHAT_ALERT_SPEND_USD") or "").strip()
-        try:
-            spend_usd = float(spend) if spend else None
-        except ValueError:
-            spend_usd = -1.0
-        if spend_usd is not None and not (0 < spend_usd < float("inf")):
-            raise ValueError(f"CHAT_ALERT_SPEND_USD must be a number of USD above 0, got {spend!r}")
+        settings = Settings.from_env()
+        hooks = [Hook.parse(reveal(e) or "") for e in settings.alert_webhooks]
+        errors_n, errors_minutes = settings.alert_errors
         values = dict(
-            log_path=Path(log_path), hooks=hooks, keywords=compile_keywords(_env_list("CHAT_ALERT_KEYWORDS")),
-            person=[p.lower() for p in person], errors_n=int(m.group(1)), errors_minutes=float(m.group(2)),
-            dashboard_url=(os.environ.get("CHAT_DASHBOARD_URL") or DEFAULT_DASHBOARD_URL).rstrip("/"),
-            space_url=os.environ.get("CHAT_SPACE_URL") or DEFAULT_SPACE_URL,
-            queue_max=int(os.environ.get("CHAT_ALERT_QUEUE") or 1000), spend_usd=spend_usd,
+            log_path=Path(log_path), hooks=hooks, keywords=compile_keywords(settings.alert_keywords),
+            person=list(settings.alert_person_phrases), errors_n=errors_n, errors_minutes=errors_minutes,
+            dashboard_url=settings.dashboard_url.rstrip("/"), space_url=settings.space_url,
+            queue_max=settings.alert_queue, spend_usd=settings.alert_spend_usd,
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

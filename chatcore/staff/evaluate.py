@@ -46,7 +46,7 @@ import pandas as pd
 
 from chatcore.log.annotations import annotations_dir
 from chatcore.staff.replay import _TOKEN, replay_conversation, strip_controls
-from chatcore.config import display_url
+from chatcore.config import Settings, display_url, reveal
 from chatcore.staff.suites import Suite
 
 JUDGE_PROMPT_FILE = Path(__file__).with_name("eval_judge_prompt.md")
@@ -158,8 +158,9 @@ class Judge:
 
 def judge_from_env(url: str, **kwargs) -> Judge:
     """A :class:`Judge` at ``url`` with ``CHAT_JUDGE_MODEL`` and ``CHAT_JUDGE_API_KEY`` (a secret)."""
-    kwargs.setdefault("model", os.environ.get("CHAT_JUDGE_MODEL") or "default")
-    kwargs.setdefault("api_key", os.environ.get("CHAT_JUDGE_API_KEY") or None)
+    settings = Settings.from_env()
+    kwargs.setdefault("model", settings.judge_model)
+    kwargs.setdefault("api_key", reveal(settings.judge_api_key))
     return Judge(url, **kwargs)
 
 
@@ -363,7 +364,7 @@ class _StaffReplay:
 
     def _token(self) -> str | None:
         if self.token is None:
-            from chatcore.config import Settings, operator_token
+            from chatcore.config import operator_token
 
             self.token = operator_token(self.token_log_path if self.token_log_path is not None
                                         else Settings.from_env().log_path)

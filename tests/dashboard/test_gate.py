@@ -218,7 +218,7 @@ def test_the_cookie_secret_never_appears_in_a_page_a_log_or_an_error(dash, tmp_p
     with pytest.raises(RuntimeError):
         short.start()
     short.stop()
-    assert "CHAT_DASHBOARD_COOKIE_SECRET is too short" in short.text()
+    assert "CHAT_DASHBOARD_COOKIE_SECRET must be at least 32" in short.text()
     assert "short-secret-value" not in short.text()
 
 

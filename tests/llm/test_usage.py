@@ -208,7 +208,7 @@ def test_spend_alert_once_a_day_and_across_a_restart(tmp_path):
     assert spend_alerts(watcher) == first  # a new day starts from 0
     _turn(w, "e", "2026-03-02T00:20:00.000Z", 0.2)
     assert len(spend_alerts(watcher)) == 2
-    with pytest.raises(ValueError, match="CHAT_ALERT_SPEND_USD"):
+    with pytest.raises(SystemExit, match="CHAT_ALERT_SPEND_USD must be a number of USD, got 'lots'"):
         import os
         os.environ["CHAT_ALERT_SPEND_USD"] = "lots"
         try:

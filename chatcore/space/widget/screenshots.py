@@ -58,9 +58,9 @@ def staff_token(log_path: Path | None) -> str | None:
 
     if importlib.util.find_spec("chatcore.space.handoff") is None:
         return None
-    from chatcore.config import operator_token
+    from chatcore.config import Settings, operator_token, reveal
 
-    return operator_token(log_path) if log_path is not None else os.environ.get("CHAT_OPERATOR_TOKEN") or None
+    return operator_token(log_path) if log_path is not None else reveal(Settings.from_env().operator_token)
 
 
 def _staff_shot(context, space: str, token: str, path: Path) -> None:
