@@ -6,7 +6,6 @@ The list, its totals, the search and every filter are questions to the SQL engin
 built only when a download is asked for."""
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 

@@ -1,7 +1,6 @@
 """Live: turns appear here as the Space writes them (newest first)."""
 from __future__ import annotations
 
-import os
 
 import streamlit as st
 

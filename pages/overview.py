@@ -2,7 +2,6 @@
 version) and the health of the Space and the log."""
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta, timezone
 
 import streamlit as st
