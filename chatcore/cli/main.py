@@ -6,8 +6,6 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from chatcore.config import Settings
-from chatcore.remote.log_settings import load_settings
 
 
 class UsageError(Exception):
@@ -90,6 +88,7 @@ def _progress_to_stderr():
 
 
 def cmd_space(args) -> int:
+    from chatcore.config import Settings
     from chatcore.space.app import serve
 
     if args.log and args.log.strip().lower().startswith(("http://", "https://")):
@@ -125,21 +124,32 @@ def _without_pandas() -> None:
         sys.meta_path.insert(0, _NoPandas())
 
 
+def _local_log(log: str | None) -> Path:
+    """The local log a reading command opens. A ``--log`` that names a local path is that path
+    and reads no setting (loading the settings costs a cold list a good part of its time);
+    otherwise :func:`chatcore.remote.log_settings.load_settings` decides (a URL is mirrored)."""
+    if log is not None and log.strip() and not log.strip().lower().startswith(("http://", "https://")):
+        return Path(log)
+    from chatcore.remote.log_settings import load_settings
+
+    return load_settings(log_path=log).log_path
+
+
 def cmd_conversations(args) -> int:
     _without_pandas()
     from chatcore.cli.listing import write_summary
     from chatcore.store import LogStore
     from chatcore.store.questions import Questions
 
-    settings = load_settings(log_path=args.log)
+    log_path = _local_log(args.log)
     since = parse_date_arg(args.since)
     until = parse_date_arg(args.until, end=True)
     if since and until and since >= until:
         raise UsageError("--since must be before --until")
-    if not settings.log_path.exists():
-        raise UsageError(f"no log at {settings.log_path} (set --log or CHAT_LOG_PATH)")
+    if not log_path.exists():
+        raise UsageError(f"no log at {log_path} (set --log or CHAT_LOG_PATH)")
     # only the columns the list reads; the SQL engine groups, the Arrow answer is formatted as is
-    questions = Questions(LogStore(settings.log_path, columns=("ts", "conversation_id", "user_text", "source")))
+    questions = Questions(LogStore(log_path, columns=("ts", "conversation_id", "user_text", "source")))
     questions.sync(progress=_progress_to_stderr())
     everyone = args.include_test or not questions.has_test_traffic()
     if (args.format == "json" and since is None and until is None and everyone
@@ -163,6 +173,8 @@ def cmd_export(args) -> int:
     from chatcore.store import LogStore
     from chatcore.store.frames import _to_pandas
     from chatcore.store.questions import Questions
+
+    from chatcore.remote.log_settings import load_settings
 
     settings = load_settings(log_path=args.log)
     if not settings.log_path.exists():

@@ -271,3 +271,14 @@ def test_help_lists_every_command():
     for name in ("space", "conversations", "export"):
         assert name in out.stdout
     assert "the overview's figures" in out.stdout
+
+
+def test_the_list_of_a_local_log_loads_no_settings(log):
+    """A cold list of a local --log reads no setting: the settings library is not even imported
+    (it is a good part of a cold list's time). Without --log, CHAT_LOG_PATH still names the log."""
+    code = ("import runpy, sys\nsys.argv = ['chatcore', 'conversations', '--log', sys.argv[1], '--format', 'json']\n"
+            "try:\n    runpy.run_module('chatcore', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print('pydantic' in sys.modules, file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code, str(log)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert '"c-seed"' in out.stdout
+    assert out.stderr.strip().splitlines()[-1] == "False"
