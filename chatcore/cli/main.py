@@ -7,7 +7,6 @@ from datetime import datetime
 from pathlib import Path
 
 
-
 class UsageError(Exception):
     """Bad input from the command line: printed without a traceback, exit code 2."""
 
