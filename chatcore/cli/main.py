@@ -6,9 +6,6 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from chatcore.config import Settings
-from chatcore.remote.log_settings import load_settings
-
 
 class UsageError(Exception):
     """Bad input from the command line: printed without a traceback, exit code 2."""
@@ -90,6 +87,7 @@ def _progress_to_stderr():
 
 
 def cmd_space(args) -> int:
+    from chatcore.config import Settings
     from chatcore.space.app import serve
 
     if args.log and args.log.strip().lower().startswith(("http://", "https://")):
@@ -125,21 +123,32 @@ def _without_pandas() -> None:
         sys.meta_path.insert(0, _NoPandas())
 
 
+def _local_log(log: str | None) -> Path:
+    """The local log a reading command opens. A ``--log`` that names a local path is that path
+    and reads no setting (loading the settings costs a cold list a good part of its time);
+    otherwise :func:`chatcore.remote.log_settings.load_settings` decides (a URL is mirrored)."""
+    if log is not None and log.strip() and not log.strip().lower().startswith(("http://", "https://")):
+        return Path(log)
+    from chatcore.remote.log_settings import load_settings
+
+    return load_settings(log_path=log).log_path
+
+
 def cmd_conversations(args) -> int:
     _without_pandas()
     from chatcore.cli.listing import write_summary
     from chatcore.store import LogStore
     from chatcore.store.questions import Questions
 
-    settings = load_settings(log_path=args.log)
+    log_path = _local_log(args.log)
     since = parse_date_arg(args.since)
     until = parse_date_arg(args.until, end=True)
     if since and until and since >= until:
         raise UsageError("--since must be before --until")
-    if not settings.log_path.exists():
-        raise UsageError(f"no log at {settings.log_path} (set --log or CHAT_LOG_PATH)")
+    if not log_path.exists():
+        raise UsageError(f"no log at {log_path} (set --log or CHAT_LOG_PATH)")
     # only the columns the list reads; the SQL engine groups, the Arrow answer is formatted as is
-    questions = Questions(LogStore(settings.log_path, columns=("ts", "conversation_id", "user_text", "source")))
+    questions = Questions(LogStore(log_path, columns=("ts", "conversation_id", "user_text", "source")))
     questions.sync(progress=_progress_to_stderr())
     everyone = args.include_test or not questions.has_test_traffic()
     if (args.format == "json" and since is None and until is None and everyone
@@ -164,6 +173,8 @@ def cmd_export(args) -> int:
     from chatcore.store.frames import _to_pandas
     from chatcore.store.questions import Questions
 
+    from chatcore.remote.log_settings import load_settings
+
     settings = load_settings(log_path=args.log)
     if not settings.log_path.exists():
         raise UsageError(f"no log at {settings.log_path} (set --log or CHAT_LOG_PATH)")
@@ -179,7 +190,8 @@ def cmd_export(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ``argv`` (default: this process's arguments): only the command it names is complete."""
     parser = argparse.ArgumentParser(prog="python -m chatcore", description="Chat Operator")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -209,27 +221,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["jsonl", "csv", "md"], default="jsonl")
     p.set_defaults(func=cmd_export)
 
-    for register in _extra_commands():
-        register(sub)
+    _add_commands(sub, argv)
     return parser
 
 
-def _extra_commands():
-    """More commands: every module in ``chatcore/cli/`` with a ``register(sub)``, and the dashboard launcher."""
+#: The commands defined in other modules: name -> (module with a ``register(sub)``, one-line help).
+#: Only the module of the command being run is imported (the others' imports cost a cold run
+#: time); the help lines let ``--help`` list every command without importing any of them.
+#: tests/cli/test_cli.py checks this table against what each ``register`` adds.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "alerts": ("chatcore.cli.alerts", "follow the log and post alerts to webhooks (CHAT_ALERT_WEBHOOKS)"),
+    "hash-password": ("chatcore.cli.auth", "hash a dashboard password for CHAT_DASHBOARD_PASSWORD_HASH"),
+    "config-docs": ("chatcore.cli.config_docs", "write the settings reference into docs/configuration.md"),
+    "eval": ("chatcore.cli.eval", "replay a suite against a Space and score it (exit 1 below --min-pass)"),
+    "forget": ("chatcore.cli.forget", "delete a conversation everywhere (log shards, annotations, caches)"),
+    "import": ("chatcore.cli.import_log", "convert a log in the seed's shape (timestamp, reply as a list, "
+                                          "history) into the current shape, once"),
+    "dashboard": ("chatcore.dashboard.launcher", "run the operator dashboard (Streamlit) and a local Space"),
+    "replay": ("chatcore.cli.replay", "re-run a conversation's user turns against the current Space"),
+    "retention": ("chatcore.cli.retention", "delete daily shards older than N days (and their annotations)"),
+    "simulate": ("chatcore.cli.simulate", "drive the Space with simulated visitors (demo traffic)"),
+    "staff-account": ("chatcore.cli.staff_account", "add or remove a staff account for the dashboard login"),
+    "suite": ("chatcore.cli.suite", "regression suites: conversations from the log to replay before a change"),
+    "takeover": ("chatcore.cli.takeover", "take a conversation over from the bot (staff)"),
+    "say": ("chatcore.cli.takeover", "write to the visitor of a conversation you have taken over"),
+    "handback": ("chatcore.cli.takeover", "give a conversation you have taken over back to the bot"),
+    "tail": ("chatcore.cli.terminal", "follow the log like tail -f, readable and coloured"),
+    "stats": ("chatcore.cli.terminal", "the overview's figures in a terminal"),
+}
+
+
+def _add_commands(sub, argv: list[str] | None) -> None:
+    """Register the command named in ``argv`` from its module, and a help-only entry for each other."""
     import importlib
-    import pkgutil
 
-    from chatcore import cli
-
-    names = [f"{cli.__name__}.{info.name}" for info in pkgutil.iter_modules(cli.__path__)]
-    for name in sorted([*names, "chatcore.dashboard.launcher"], key=lambda n: n.rsplit(".", 1)[1]):
-        register = getattr(importlib.import_module(name), "register", None)
-        if register is not None:
-            yield register
+    args = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in args if not a.startswith("-")), None)  # the top level has no options with values
+    chosen_module = COMMANDS.get(chosen, (None,))[0]
+    for name, (module, helptext) in COMMANDS.items():
+        if name in sub.choices:  # a module registering several commands did so already
+            continue
+        if module == chosen_module:
+            importlib.import_module(module).register(sub)
+        else:
+            sub.add_parser(name, help=helptext)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return args.func(args) or 0

@@ -48,6 +48,15 @@ _SEED_JSON_SCHEMA = _JSON_SCHEMA.set(0, pa.field("timestamp", STR)).set(
 _SEED_PARSE_OPTIONS = pajson.ParseOptions(
     explicit_schema=_SEED_JSON_SCHEMA, unexpected_field_behavior="ignore", newlines_in_values=False
 )
+#: The seed's usual line has these keys and no other. A block of such lines is read with only
+#: them declared (pyarrow fills each declared but absent field row by row: about a third of the
+#: read), any other key being inferred into a column of its own: a block that comes back with
+#: more columns (a "ts" key, even escaped or null, included) is read again with the full schema.
+_SEED_KEYS = ("timestamp", "conversation_id", "user_text", "response")
+_SEED_NARROW_OPTIONS = pajson.ParseOptions(
+    explicit_schema=pa.schema([_SEED_JSON_SCHEMA.field(k) for k in _SEED_KEYS]),
+    unexpected_field_behavior="infer", newlines_in_values=False,
+)
 _RESPONSE = _JSON_SCHEMA.get_field_index("response")
 _CID = _JSON_SCHEMA.get_field_index("conversation_id")
 
@@ -258,9 +267,11 @@ def _from_seed(t: pa.Table) -> pa.Table:
     return t.rename_columns(_JSON_SCHEMA.names)
 
 
-def _fast_buf(mv, nlines: int, ascii_ok: bool = False, seed: bool = False, one_block: bool = False):
+def _fast_buf(mv, nlines: int, ascii_ok: bool = False, seed: bool = False, one_block: bool = False,
+              narrow: bool = False):
     """Parse ``nlines`` bare ``{...}`` lines with pyarrow (``ascii_ok``: the bytes are known
-    to be valid UTF-8; ``one_block``: in one pyarrow block, so a row it names is a row of ``mv``).
+    to be valid UTF-8; ``one_block``: in one pyarrow block, so a row it names is a row of ``mv``;
+    ``narrow``: seed lines with only the seed's usual keys, see _SEED_NARROW_OPTIONS).
 
     Returns (table of good rows, bool mask of the lines it vouches for), or an int:
     the row pyarrow complained about (a hint, not a promise), or None."""
@@ -270,24 +281,40 @@ def _fast_buf(mv, nlines: int, ascii_ok: bool = False, seed: bool = False, one_b
     if one_block and len(mv) >= ARROW_BLOCK:
         read = pajson.ReadOptions(use_threads=False, block_size=len(mv) + 1)
     try:
-        t = pajson.read_json(pa.BufferReader(pa.py_buffer(mv)), read_options=read,
-                             parse_options=_SEED_PARSE_OPTIONS if seed else _PARSE_OPTIONS)
+        options = _SEED_NARROW_OPTIONS if narrow else _SEED_PARSE_OPTIONS if seed else _PARSE_OPTIONS
+        t = pajson.read_json(pa.BufferReader(pa.py_buffer(mv)), read_options=read, parse_options=options)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowException) as exc:
         m = _ROW_RE.search(str(exc))
         return int(m.group(1)) if m else None
     if t.num_rows != nlines:
         return None
-    if seed:
+    if narrow:
+        if t.column_names != list(_SEED_KEYS):
+            return None  # another key in some line: the full schema decides
+        t = pa.Table.from_arrays([t.column(f.name) if f.name in _SEED_KEYS else pa.nulls(t.num_rows, f.type)
+                                  for f in _SEED_JSON_SCHEMA], schema=_SEED_JSON_SCHEMA)
+    if seed or narrow:
         t = _from_seed(t)
     return _vouch(t)
 
 
-def _fast(block: _Block, lo: int, hi: int, seed: bool = False):
+def _fast(block: _Block, lo: int, hi: int, seed: bool = False, narrow: bool = False):
     """Lines lo..hi-1 of a block through pyarrow (see _fast_buf)."""
     if not block.simple(lo, hi):
         return None
     s, e = block.span(lo, hi)
-    return _fast_buf(block.buf[s:e], hi - lo, ascii_ok=block.utf8(), seed=seed)
+    return _fast_buf(block.buf[s:e], hi - lo, ascii_ok=block.utf8(), seed=seed, narrow=narrow)
+
+
+def _seed_keys_only(block: _Block) -> bool:
+    """The block's first line is a seed line with only the seed's usual keys (worth a narrow pass)."""
+    if not block.starts_with(0, b'{"timestamp":'):
+        return False
+    try:
+        first = orjson.loads(block.buf[int(block.starts[0]) : int(block.ends[0])])
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(first, dict) and first.keys() == set(_SEED_KEYS)
 
 
 def _vouch(t: pa.Table) -> tuple[pa.Table, np.ndarray] | None:
@@ -542,6 +569,8 @@ def _parse_lines(block: _Block, bad: Counter) -> list:
         res = None
         if not block.starts_with(0, b'{"timestamp":'):
             res = _fast(block, 0, n)
+        if not isinstance(res, tuple) and _seed_keys_only(block):
+            res = _fast(block, 0, n, narrow=True)
         if not isinstance(res, tuple) and not len(block.with_ts()):
             res = _fast(block, 0, n, seed=True)
         if isinstance(res, tuple):

@@ -226,3 +226,59 @@ def test_an_unchanged_whole_list_is_sent_as_saved_and_a_changed_log_is_listed_ag
     # a saved file that is cut short or from other rows is a miss, never sent
     saved[0].write_bytes(b"[]\n")
     assert run_cli("conversations", "--log", str(log), "--format", "json").stdout == after.stdout
+
+
+def test_command_table_matches_each_modules_register():
+    """--help lists the commands from the table without importing their modules: the table must
+    name every command each module registers, with the same help line."""
+    import argparse
+    import importlib
+    import pkgutil
+
+    from chatcore import cli
+    from chatcore.cli.main import COMMANDS
+
+    modules = [f"{cli.__name__}.{m.name}" for m in pkgutil.iter_modules(cli.__path__)] + ["chatcore.dashboard.launcher"]
+    registered = {}
+    for name in modules:
+        register = getattr(importlib.import_module(name), "register", None)
+        if register is None:
+            continue
+        sub = argparse.ArgumentParser().add_subparsers()
+        register(sub)
+        registered.update({a.dest: (name, a.help) for a in sub._choices_actions})
+    assert registered == COMMANDS
+
+
+def test_a_command_imports_only_its_own_module():
+    code = ("import sys\nfrom chatcore.cli.main import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('chatcore.cli.', 'chatcore.dashboard'))))")
+    out = subprocess.run([sys.executable, "-c", code, "say", "--help"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert "--as NAME" in out.stdout  # say's options, from its module
+    assert out.stdout.splitlines()[-1] == "['chatcore.cli.main', 'chatcore.cli.takeover']"
+
+
+def test_help_lists_every_command():
+    from chatcore.cli.main import COMMANDS
+
+    out = run_cli("--help")
+    assert out.returncode == 0
+    for name, (_, helptext) in COMMANDS.items():
+        assert name in out.stdout
+        assert helptext.split()[0] in out.stdout
+    for name in ("space", "conversations", "export"):
+        assert name in out.stdout
+    assert "the overview's figures" in out.stdout
+
+
+def test_the_list_of_a_local_log_loads_no_settings(log):
+    """A cold list of a local --log reads no setting: the settings library is not even imported
+    (it is a good part of a cold list's time). Without --log, CHAT_LOG_PATH still names the log."""
+    code = ("import runpy, sys\nsys.argv = ['chatcore', 'conversations', '--log', sys.argv[1], '--format', 'json']\n"
+            "try:\n    runpy.run_module('chatcore', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print('pydantic' in sys.modules, file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code, str(log)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert '"c-seed"' in out.stdout
+    assert out.stderr.strip().splitlines()[-1] == "False"

@@ -1367,3 +1367,68 @@ def test_a_fresh_process_reads_the_whole_logs_groups_instead_of_grouping_every_t
     rewritten = Questions(LogStore(log))
     assert_questions_match(rewritten, log)
     assert [g for g in grouped if g[0] == Filters()] == [(Filters(), "turns_narrow")]
+
+
+def seed_plain_line(i: int) -> dict:
+    """A line in the seed's shape without a history: its four usual keys only."""
+    return {"timestamp": (T0 + timedelta(seconds=i)).replace(tzinfo=None).isoformat(),
+            "conversation_id": f"s{i % 5}", "user_text": f"question {i} ü", "response": [f"hello {i}", "You said: hi"]}
+
+
+_ODD_SEED_LINES = [
+    b'{"timestamp": "2026-01-01T10:00:00", "ts": null, "conversation_id": "odd", "user_text": "u", "response": ["r"]}',
+    b'{"timestamp": "2026-01-01T10:00:00", "\\u0074s": null, "conversation_id": "odd", "user_text": "u", "response": []}',
+    b'{"timestamp": "2026-01-01T10:00:00", "t\\u0073": "2027-01-01T00:00:00Z", "conversation_id": "odd", '
+    b'"user_text": "u", "response": ["r"]}',
+    b'{"timestamp": "2026-01-01T10:00:00", "conversation_id": "odd", "user_text": "u", "response": ["r", null]}',
+    b'{"timestamp": "2026-01-01T10:00:00", "conversation_id": "odd", "user_text": "u", "response": "text"}',
+    b'{"timestamp": "2026-01-01T10:00:00", "conversation_id": "odd", "user_text": "u", "response": ["r"], "turn": -1}',
+    b'{"timestamp": "2026-01-01T10:00:00", "conversation_id": "odd", "user_text": "u", "response": ["r"], '
+    b'"kind": "event"}',
+    b'{"timestamp": "2026-01-01T10:00:00", "conversation_id": "odd", "user_text": "u", "response": ["r"], '
+    b'"files": [{"size": 1}]}',
+    b'{"timestamp": "2026-01-01T10:00:00", "conversation_id": "odd", "user_text": "u", "response": ["r"], '
+    b'"latency_ms": NaN}',
+    b'{"timestamp": "0000-01-01T00:00:00", "conversation_id": "odd", "user_text": "u", "response": ["r"]}',
+    b'{"timestamp": "2026-01-01 10:00", "conversation_id": "odd", "user_text": "u", "response": ["r"]}',
+    b'{"timestamp": "2026-01-01T10:00:00", "conversation_id": "", "user_text": "u", "response": ["r"]}',
+    b'{"timestamp": "2026-01-01T10:00:00", "timestamp": "2026-02-02T10:00:00", "conversation_id": "odd", '
+    b'"user_text": "u", "response": ["r"]}',
+    b'{"timestamp": "2026-01-01T10:00:00", "conversation_id": "odd", "user_text": null, "response": null}',
+    b'{"timestamp": "2026-01-01T10:00:00", "conversation_id": "odd", "user_text": "u", "response": ["r"], "a": 1}',
+]
+
+
+@pytest.mark.parametrize("odd", _ODD_SEED_LINES)
+def test_a_block_of_plain_seed_lines_with_one_odd_line_reads_as_the_reference(odd):
+    """Blocks that start with the seed's four usual keys are first read with only those keys
+    declared: a line with any other key (a "ts" key, null or escaped, among them) or a value the
+    reference rejects still reads as the reference reads it."""
+    lines = [json.dumps(seed_plain_line(i)).encode() for i in range(40)]
+    for at in (0, 1, 20, 40):
+        if at == 0:
+            data = b"".join(l + b"\n" for l in [lines[0], odd, *lines[1:]])  # the first line stays plain
+        else:
+            data = b"".join(l + b"\n" for l in [*lines[:at], odd, *lines[at:]])
+        assert_block_reads_as_reference(data)
+
+
+def test_a_block_of_plain_seed_lines_takes_the_narrow_pass(monkeypatch):
+    from chatcore.store import parse as parse_mod
+
+    calls = []
+    real = parse_mod._fast_buf
+    monkeypatch.setattr(parse_mod, "_fast_buf", lambda *a, **k: calls.append(k.get("narrow", False)) or real(*a, **k))
+    data = b"".join(json.dumps(seed_plain_line(i), ensure_ascii=bool(i % 2)).encode() + b"\n" for i in range(100))
+    assert_block_reads_as_reference(data)
+    assert calls == [True]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 39), record_like), min_size=1, max_size=4))
+def test_fuzz_plain_seed_blocks_with_any_extra_keys_read_as_the_reference(extras):
+    lines = [seed_plain_line(i) for i in range(40)]
+    for at, extra in extras:
+        if at:  # the first line keeps the four keys, so the narrow pass is tried
+            lines[at] = {**lines[at], **extra}
+    assert_block_reads_as_reference(b"".join(json.dumps(l).encode() + b"\n" for l in lines))
