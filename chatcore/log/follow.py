@@ -12,9 +12,10 @@ file just before it was rotated (renamed) or deleted are still read from the old
 before moving on to the new one; truncation, replacement, delete + recreate and new
 shards are handled there. A shard that ``forget`` rewrote is continued where it was and
 the forgotten conversation dropped from the queue (see :attr:`LogTail.forgotten`). A shard
-read again from its start for any other reason (truncated, rewritten in place, replaced
-without a note) is announced once, in order, by a :class:`Reset` in ``drain(resets=True)``:
-its holder drops what came from that shard and takes the lines read again as the truth.
+read again from its start because it was truncated or rewritten in place (not through
+forget or retention, whose notes say what left) is announced once, in order, by a
+:class:`Reset` in ``drain(resets=True)``: its holder drops what came from that shard and takes
+the lines read again as the truth.
 Never imports streamlit.
 """
 from __future__ import annotations
@@ -263,10 +264,13 @@ class LogTail:
             self._lines += len(out)
             over = len(self._queue) - self.max_queue
             if over > 0:
+                kept = []  # a reset is never dropped: its holder would count its lines twice
                 for _ in range(over):
-                    if isinstance(self._queue.popleft(), Reset):
-                        self._markers -= 1
-                self._dropped += over
+                    r = self._queue.popleft()
+                    if isinstance(r, Reset):
+                        kept.append(r)
+                self._queue.extendleft(reversed(kept))
+                self._dropped += over - len(kept)
 
     # -- consumer side --------------------------------------------------------------
 

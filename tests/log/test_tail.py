@@ -287,3 +287,21 @@ def test_a_shard_read_again_is_announced_once_in_order(tmp_path):
     tail.poll()
     assert cids(tail.drain()) == ["e"]
     tail.stop()
+
+
+def test_a_full_queue_drops_records_never_a_reset(tmp_path):
+    from chatcore.log.follow import Reset
+
+    log = tmp_path / "log.jsonl"
+    tail = LogTail(tmp_path, from_start=True, max_queue=2)
+    append(log, "a")
+    tail.poll()
+    with open(log, "r+b") as f:
+        f.truncate(0)
+    tail.poll()
+    append(log, "b", "c", "d")
+    tail.poll()
+    got = tail.drain(resets=True)
+    assert got[0] == Reset("log.jsonl", "truncated") and cids(got[1:]) == ["c", "d"]
+    assert tail.stats["dropped"] == 1  # "b" ("a" was stale: its shard was read again)
+    tail.stop()
