@@ -279,7 +279,9 @@ class LiveFeed:
 
     ``LogTail.drain()`` hands each record out once; several browser sessions
     watch the same log, so the feed keeps the last ``capacity`` records with a
-    running sequence number and every viewer keeps its own cursor.
+    running sequence number and every viewer keeps its own cursor. A shard truncated or
+    rewritten in place is read again from its start: its lines no newer than those already
+    handed out are history, not new turns, and are not handed out again.
     """
 
     def __init__(self, path: str | os.PathLike, capacity: int = 5000, poll_interval: float = 0.2,
@@ -296,9 +298,21 @@ class LiveFeed:
         self._buffer: deque[tuple[int, dict]] = deque(maxlen=capacity)
         self._seq = 0
         self._lock = threading.Lock()
+        #: per shard: the newest time handed out; while a shard is read again, that time then
+        self._newest: dict[str, object] = {}
+        self._rereading: dict[str, object] = {}
 
     def _pull(self) -> None:
-        for rec in self._tail.drain():
+        from chatcore.log.follow import Reset
+
+        for rec in self._tail.drain(resets=True):
+            if isinstance(rec, Reset):
+                # the shard is read again from its start: what it held up to the newest time
+                # handed out already was shown; only what is newer is a new turn
+                self._rereading[rec.shard] = self._newest.get(rec.shard)
+                continue
+            if not self._is_new(rec):
+                continue
             self._seq += 1
             self._buffer.append((self._seq, rec))
         forgotten = getattr(self._tail, "forgotten", None)
@@ -308,6 +322,23 @@ class LiveFeed:
             self._forgotten_seen = len(forgotten)
             kept = [(seq, rec) for seq, rec in self._buffer if not _is_forgotten(rec, set(forgotten))]
             self._buffer = deque(kept, maxlen=self._buffer.maxlen)
+
+    def _is_new(self, rec: dict) -> bool:
+        shard, ts = rec.get("shard"), rec.get("ts")
+        if not isinstance(shard, str) or ts is None:
+            return True
+        try:
+            mark = self._rereading.get(shard)
+            if mark is not None:
+                if ts <= mark:
+                    return False
+                del self._rereading[shard]  # past the history read again
+            newest = self._newest.get(shard)
+            if newest is None or ts > newest:
+                self._newest[shard] = ts
+        except TypeError:  # times that do not compare: shown
+            pass
+        return True
 
     def drop_forgotten(self, rows: list[dict]) -> list[dict]:
         """``rows`` (a viewer's copy) without conversations forgotten meanwhile."""

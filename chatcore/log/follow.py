@@ -11,7 +11,11 @@ What changed in the folder comes from the one follower of the log's shards,
 file just before it was rotated (renamed) or deleted are still read from the old file
 before moving on to the new one; truncation, replacement, delete + recreate and new
 shards are handled there. A shard that ``forget`` rewrote is continued where it was and
-the forgotten conversation dropped from the queue (see :attr:`LogTail.forgotten`).
+the forgotten conversation dropped from the queue (see :attr:`LogTail.forgotten`). A shard
+read again from its start because it was truncated or rewritten in place (not through
+forget or retention, whose notes say what left) is announced once, in order, by a
+:class:`Reset` in ``drain(resets=True)``: its holder drops what came from that shard and takes
+the lines read again as the truth.
 Never imports streamlit.
 """
 from __future__ import annotations
@@ -20,11 +24,13 @@ import logging
 import os
 import threading
 from collections import Counter, deque
+from dataclasses import dataclass
 from pathlib import Path
 
 from chatcore.log.forgotten import ForgottenRegistry, forgotten_hash, rewrite_map
 from chatcore.log.records import BAD_REASONS, BadRecord
-from chatcore.log.shards import Change, ShardFollower, last_line_end, next_line_start, pread
+from chatcore.log.shards import (TRUNCATED, REWRITTEN, Change, ShardFollower, last_line_end, next_line_start,
+                                 pread)
 from chatcore.store.parse import parse_line
 
 log = logging.getLogger(__name__)
@@ -32,6 +38,18 @@ log = logging.getLogger(__name__)
 READ_BYTES = 4 << 20
 #: Shards kept open at once (open ones are read to the end even after a rotation).
 MAX_OPEN = 64
+
+
+@dataclass(frozen=True)
+class Reset:
+    """In :meth:`LogTail.drain` (with ``resets=True``): the shard named ``shard`` is read again
+    from its start (``reason``: ``"truncated"`` or ``"rewritten"`` in place, as
+    :class:`chatcore.log.shards.Change` says). What was handed out of it before no longer holds;
+    the records of it that follow are its lines as they are now. A file that took the name of
+    another (rotation) is not announced: what was read of the old file stays true."""
+
+    shard: str
+    reason: str
 
 
 class LogTail:
@@ -54,7 +72,8 @@ class LogTail:
         self.from_start = from_start
         self.backlog_bytes = max(0, int(backlog_bytes))
         self.max_queue = max_queue
-        self._queue: deque[dict] = deque()
+        self._queue: deque = deque()  # records, and Reset markers
+        self._markers = 0  # Reset markers in the queue
         self._qlock = threading.Lock()
         self._scan_lock = threading.Lock()
         self._wake = threading.Event()
@@ -190,6 +209,8 @@ class LogTail:
                 self._forget({ch.forgot})
             if initial and ch.new:
                 self._place(ch)
+            elif ch.reset in (TRUNCATED, REWRITTEN):
+                self._reset(ch.name, ch.reset)
             for _, data in ch.blocks(READ_BYTES):
                 self._deliver(ch.path, data)
 
@@ -215,6 +236,15 @@ class LogTail:
         with self._qlock:  # not handed out yet: drop now
             self._queue = deque(r for r in self._queue if not _is_forgotten(r, self.forgotten))
 
+    def _reset(self, shard: str, reason: str) -> None:
+        """``shard`` is read again from its start: what of it is still queued is stale."""
+        with self._qlock:
+            kept = deque(r for r in self._queue if not (isinstance(r, Reset) and r.shard == shard)
+                         and not (isinstance(r, dict) and r.get("shard") == shard))
+            kept.append(Reset(shard, reason))
+            self._markers = sum(isinstance(r, Reset) for r in kept)
+            self._queue = kept
+
     def _deliver(self, path: str, chunk: bytes) -> None:
         shard = os.path.basename(path)
         out = []
@@ -234,20 +264,32 @@ class LogTail:
             self._lines += len(out)
             over = len(self._queue) - self.max_queue
             if over > 0:
+                kept = []  # a reset is never dropped: its holder would count its lines twice
                 for _ in range(over):
-                    self._queue.popleft()
-                self._dropped += over
+                    r = self._queue.popleft()
+                    if isinstance(r, Reset):
+                        kept.append(r)
+                self._queue.extendleft(reversed(kept))
+                self._dropped += over - len(kept)
 
     # -- consumer side --------------------------------------------------------------
 
-    def drain(self, max_items: int | None = None) -> list[dict]:
-        """New records since the last drain, oldest first."""
+    def drain(self, max_items: int | None = None, resets: bool = False) -> list:
+        """New records since the last drain, oldest first. With ``resets=True`` a
+        :class:`Reset` stands where a shard began to be read again (once per reset); without,
+        such markers are left out (for readers that hold nothing per shard)."""
         with self._qlock:
             if max_items is None or max_items >= len(self._queue):
                 out = list(self._queue)
                 self._queue.clear()
-                return out
-            return [self._queue.popleft() for _ in range(max(0, max_items))]
+                markers, self._markers = self._markers, 0
+            else:
+                out = [self._queue.popleft() for _ in range(max(0, max_items))]
+                markers = sum(isinstance(r, Reset) for r in out) if self._markers else 0
+                self._markers -= markers
+        if markers and not resets:
+            out = [r for r in out if not isinstance(r, Reset)]
+        return out
 
     def positions(self) -> dict[str, list[int]]:
         """``{shard name: [dev, ino, offset]}``: where reading stopped (for ``resume``).
@@ -286,7 +328,9 @@ class LogTail:
         }
 
 
-def _is_forgotten(rec: dict, hashes: set[str]) -> bool:
+def _is_forgotten(rec, hashes: set[str]) -> bool:
+    if not isinstance(rec, dict):
+        return False
     cid = rec.get("conversation_id")
     return isinstance(cid, str) and forgotten_hash(cid) in hashes
 

@@ -3,19 +3,22 @@
 Kept in memory while a conversation is hot, rebuilt from the log when it is not, and kept in
 step with every replica sharing the log folder through the one follower
 (:class:`chatcore.log.follow.LogTail`); forgotten conversations are dropped as the registry
-(:mod:`chatcore.log.forgotten`) names them.
+(:mod:`chatcore.log.forgotten`) names them. When a shard is truncated or rewritten in place
+(:class:`chatcore.log.follow.Reset`), the conversations it held are dropped and rebuilt from the
+log as it is now.
 """
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
 from chatcore.log import annotations
 from chatcore.log import records
-from chatcore.log.follow import LogTail
+from chatcore.log.follow import LogTail, Reset
 from chatcore.log.forgotten import ForgottenRegistry, ids_in
 from chatcore.log.ids import resolve_conversation_id
 from chatcore.log.shards import line_blocks, shard_paths
@@ -24,13 +27,15 @@ log = logging.getLogger("chatcore.space.memory")
 
 
 class _Conversation:
-    __slots__ = ("next_turn", "turns", "size")
+    __slots__ = ("next_turn", "turns", "size", "shards")
 
     def __init__(self) -> None:
         self.next_turn = 0
         #: turn number -> (user_text, reply); None while cold (known only from the log).
         self.turns: dict[int, tuple[str, str]] | None = None
         self.size = 0
+        #: names of the shards its lines were read from (what to drop when one is read again)
+        self.shards: set[str] = set()
 
 
 def _text_size(user: str, reply: str) -> int:
@@ -121,13 +126,16 @@ class ConversationMemory:
             state = self._get(conversation_id)
             state.next_turn = max(state.next_turn, turn + 1)
 
-    def observe(self, conversation_id: str, turn: int, user: str, reply: str, ok: bool) -> None:
-        """A turn found in the log (this process's or another's)."""
+    def observe(self, conversation_id: str, turn: int, user: str, reply: str, ok: bool,
+                shard: str | None = None) -> None:
+        """A turn found in the log (this process's or another's; in the shard named ``shard``)."""
         with self._lock:
             state = self._state.get(conversation_id)
             if state is None:
                 state = self._get(conversation_id)
             state.next_turn = max(state.next_turn, turn + 1)
+            if shard is not None:
+                state.shards.add(sys.intern(shard))
             if ok:
                 self._put_turn(state, turn, user, reply)
             self._shrink()
@@ -230,6 +238,7 @@ class ConversationMemory:
         """Read turn numbers of every conversation in the log folder, then follow it from
         there; returns lines read."""
         counts: dict[str, int] = {}
+        seen: dict[str, set[str]] = {}
         lines = 0
         resume: dict[str, list[int]] = {}
         with self._follow_lock:
@@ -240,9 +249,11 @@ class ConversationMemory:
                         st = os.fstat(f.fileno())
                         for start, block in line_blocks(f.fileno(), 0, st.st_size):
                             done = start + len(block)
+                            name = sys.intern(shard.name)
                             for obj in self._lines(block, self.on_event):
                                 lines += 1
                                 self._turn_of(obj, counts)
+                                seen.setdefault(obj["conversation_id"], set()).add(name)
                     resume[shard.name] = [st.st_dev, st.st_ino, done]
                 except OSError as exc:
                     log.warning("could not read %s to continue turn numbers: %s", shard.name, exc)
@@ -251,6 +262,7 @@ class ConversationMemory:
             for cid, n in counts.items():
                 state = self._get(cid)
                 state.next_turn = max(state.next_turn, n)
+                state.shards |= seen.get(cid, set())
         return lines
 
     def _start_tail(self, resume: dict[str, list[int]]) -> None:
@@ -325,7 +337,11 @@ class ConversationMemory:
             if self._tail is None:
                 self._start_tail({})
             self._tail.poll()
-            for obj in self._tail.drain():
+            rebuilt: set[str] = set()
+            for obj in self._tail.drain(resets=True):
+                if isinstance(obj, Reset):
+                    rebuilt |= self._drop_shard(obj.shard)
+                    continue
                 if records.is_event(obj):
                     if self.on_event is not None:
                         self.on_event(obj)
@@ -333,8 +349,22 @@ class ConversationMemory:
                 turn = obj.get("turn")
                 if isinstance(turn, bool) or not isinstance(turn, int) or not 0 <= turn < 2**31:
                     continue
+                if obj["conversation_id"] in rebuilt:
+                    continue  # rebuilt from the log when next asked, this line included
                 user, reply = self._texts(obj)
-                self.observe(obj["conversation_id"], turn, user, reply, obj.get("error") is None)
+                self.observe(obj["conversation_id"], turn, user, reply, obj.get("error") is None, obj.get("shard"))
+
+    def _drop_shard(self, shard: str) -> set[str]:
+        """``shard`` is read again from its start (truncated or rewritten in place): drop what is
+        held of the conversations it had; they are rebuilt from the log as it is now when next
+        asked (their lines in other shards too)."""
+        with self._lock:
+            cids = {cid for cid, state in self._state.items() if shard in state.shards}
+            for cid in cids:
+                self.bytes -= self._state.pop(cid).size
+            if cids:
+                self._forgot = True  # unknown ids may be in the log: look before calling one new
+        return cids
 
     def _rebuild(self, cid: str) -> None:
         """Load ``cid``'s turns from the log folder (the part already followed)."""
@@ -342,6 +372,7 @@ class ConversationMemory:
 
         needle = b'"' + cid.encode("ascii") + b'"'
         found: dict[int, tuple[str, str]] = {}
+        in_shards: set[str] = set()
         next_turn = 0
         with self._follow_lock:
             done = self._tail.positions() if self._tail is not None else {}
@@ -365,6 +396,7 @@ class ConversationMemory:
                             if turn is None:
                                 continue
                             next_turn = max(next_turn, turn + 1)
+                            in_shards.add(sys.intern(shard.name))
                             if obj.get("error") is None:
                                 found[turn] = self._texts(obj)
                         pos = m.find(needle, line_end, end)
@@ -373,6 +405,7 @@ class ConversationMemory:
         with self._lock:
             state = self._get(cid)
             state.next_turn = max(state.next_turn, next_turn)
+            state.shards |= in_shards
             if state.turns is None:
                 state.turns = {}
             for turn in sorted(found):

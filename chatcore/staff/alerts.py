@@ -308,22 +308,25 @@ class Watcher:
                 if pattern.search(text):
                     self.raise_alert("keyword", cid, turn, when, f"keyword: {name}")
         if rec.get("error"):
-            self._error(cid, turn, when)
+            self._error(cid, turn, when, rec.get("shard"))
         cost = rec.get("cost_usd")
         if self.config.spend_usd is not None and isinstance(cost, (int, float)) and not isinstance(cost, bool):
-            self._spend(float(cost), when)
+            self._spend(float(cost), when, rec.get("shard"))
 
-    def _spend(self, cost: float, when: str) -> None:
+    def _spend(self, cost: float, when: str, shard=None) -> None:
         if not 0 < cost < float("inf"):
             return
         day = _parse_ts(when).astimezone(timezone.utc).date().isoformat()
         with self._lock:
             spend = self.spend
             if spend.get("day") is None or day > spend["day"]:
-                spend.update(day=day, usd=0.0, alerted=False)
+                spend.update(day=day, usd=0.0, alerted=False, shards={})
             elif day < spend["day"]:
                 return  # a line of an earlier day, read late: that day is over
             spend["usd"] = float(spend.get("usd") or 0.0) + cost
+            if isinstance(shard, str):  # taken back if that shard is read again
+                shards = spend.setdefault("shards", {})
+                shards[shard] = float(shards.get(shard) or 0.0) + cost
             self._dirty = True
             crossed = spend["usd"] > self.config.spend_usd and not spend.get("alerted")
             if crossed:
@@ -339,11 +342,11 @@ class Watcher:
         self.person_seen[cid] = now
         self.raise_alert("person_requested", cid, turn, when, detail)
 
-    def _error(self, cid: str, turn, when: str) -> None:
+    def _error(self, cid: str, turn, when: str, shard=None) -> None:
         t = _parse_ts(when)
         window = timedelta(minutes=self.config.errors_minutes)
-        self.errors.append(t)
-        while self.errors and t - self.errors[0] > window:
+        self.errors.append((t, shard))
+        while self.errors and t - self.errors[0][0] > window:
             self.errors.popleft()
         if len(self.errors) < self.config.errors_n:
             return
@@ -382,9 +385,12 @@ class Watcher:
         """Read what is new, raise its alerts, save where reading stopped."""
         n = 0
         self.log_tail.poll()
-        for rec in self.log_tail.drain():
-            self.check_turn(rec)
-            n += 1
+        for rec in self.log_tail.drain(resets=True):
+            if isinstance(rec, dict):
+                self.check_turn(rec)
+                n += 1
+            else:
+                self.shard_reset(rec.shard)
         self.fb_tail.poll()
         for rec in self.fb_tail.drain():
             self.check_feedback(rec)
@@ -398,6 +404,18 @@ class Watcher:
                 self._positions = positions
                 self._dirty = True
         return n
+
+    def shard_reset(self, shard: str) -> None:
+        """The log's ``shard`` is read again from its start (truncated or rewritten in place):
+        what it added to the day's spend and to the recent errors is taken back, so its lines
+        read again count once. Alerts already raised stay raised (and are not raised again:
+        their ids are remembered, the spend alert once a day, an error burst once a window)."""
+        with self._lock:
+            shards = self.spend.get("shards")
+            if isinstance(shards, dict) and shard in shards:
+                self.spend["usd"] = max(0.0, float(self.spend.get("usd") or 0.0) - float(shards.pop(shard) or 0.0))
+                self._dirty = True
+        self.errors = deque(e for e in self.errors if e[1] != shard)
 
     def drop_conversations(self, gone) -> None:
         """Forget alerts about conversations for which ``gone(id)`` is true (listed and unsent)."""

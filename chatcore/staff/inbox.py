@@ -3,7 +3,9 @@
 Follows the folder with the one follower (:class:`chatcore.log.follow.LogTail`, from the last
 bytes of each shard), applies the same hand-off rules as the Space
 (:func:`chatcore.space.handoff.apply_event`), and keeps the recent messages of each conversation
-so an open transcript grows as lines are written. A forgotten conversation leaves it.
+so an open transcript grows as lines are written. A forgotten conversation leaves it. A shard
+truncated or rewritten in place (the follower's :class:`chatcore.log.follow.Reset`) takes back
+what came from it; its lines read again are then taken as they are now.
 """
 from __future__ import annotations
 
@@ -24,7 +26,10 @@ class LiveConversation:
     source: str = ""
     turns: int = 0
     resolved_at: float | None = None  # marked resolved: out of the list until something newer happens
-    messages: list[dict] = field(default_factory=list)  # {ts, role: visitor|bot|staff|event, who, text}
+    messages: list[dict] = field(default_factory=list)  # {ts, role: visitor|bot|staff|event, who, text, shard}
+    #: turn lines counted, per shard they came from; shards whose event lines were applied
+    turns_by_shard: dict[str, int] = field(default_factory=dict)
+    event_shards: set = field(default_factory=set)
 
 
 class LiveConversations:
@@ -58,8 +63,8 @@ class LiveConversations:
         self._states: dict[str, ConversationState] = {}
         self._feedback = annotations_dir(self.folder) / "feedback.jsonl"
 
-    def _add(self, conv: LiveConversation, ts: float, role: str, who: str, text: str) -> None:
-        conv.messages.append({"ts": ts, "role": role, "who": who, "text": text})
+    def _add(self, conv: LiveConversation, ts: float, role: str, who: str, text: str, shard=None) -> None:
+        conv.messages.append({"ts": ts, "role": role, "who": who, "text": text, "shard": shard})
         if len(conv.messages) > self.max_messages:
             del conv.messages[: len(conv.messages) - self.max_messages]
 
@@ -73,16 +78,18 @@ class LiveConversations:
             conv.resolved_at = ts
         else:
             conv.last_ts = max(conv.last_ts, ts)
+        shard = obj.get("shard")
         if records.is_event(obj):
+            conv.event_shards.add(shard)
             st = self._states.setdefault(cid, ConversationState())
             before = (st.status, st.staff)
             apply_event(st, obj, ts)
             kind, text, staff = obj.get("kind"), obj.get("text"), obj.get("staff")
             text = text if isinstance(text, str) else ""
             if kind == "staff_message" and text:
-                self._add(conv, ts, "staff", str(staff or ""), text)
+                self._add(conv, ts, "staff", str(staff or ""), text, shard)
             elif kind == "visitor_message" and text:
-                self._add(conv, ts, "visitor", "", text)
+                self._add(conv, ts, "visitor", "", text, shard)
                 conv.last_message = text
             elif (st.status, st.staff) != before or kind == "conversation_resolved":
                 label = {"handoff_requested": "asked for a person",
@@ -90,18 +97,39 @@ class LiveConversations:
                          "handoff_returned": f"{staff} handed back to the bot",
                          "handoff_timeout": "nobody took it in time: the bot carries on",
                          "conversation_resolved": f"{staff} marked it resolved"}.get(kind, kind)
-                self._add(conv, ts, "event", str(staff or ""), label)
+                self._add(conv, ts, "event", str(staff or ""), label, shard)
             return
         user, reply = obj.get("user_text"), obj.get("response")
         if isinstance(reply, list):
             reply = "\n".join(x for x in reply if isinstance(x, str))
         conv.turns += 1
+        conv.turns_by_shard[shard] = conv.turns_by_shard.get(shard, 0) + 1
         conv.source = obj.get("source") if isinstance(obj.get("source"), str) else conv.source
         if isinstance(user, str) and user:
-            self._add(conv, ts, "visitor", "", user)
+            self._add(conv, ts, "visitor", "", user, shard)
             conv.last_message = user
         if isinstance(reply, str) and reply:
-            self._add(conv, ts, "bot", "", reply)
+            self._add(conv, ts, "bot", "", reply, shard)
+
+    def _reset(self, shard: str) -> None:
+        """``shard`` is read again from its start: drop what came from it (its lines follow).
+        A conversation whose hand-off events were in it starts its hand-off state afresh from
+        the events read again."""
+        for cid, conv in list(self._convs.items()):
+            if not (shard in conv.turns_by_shard or shard in conv.event_shards
+                    or any(m["shard"] == shard for m in conv.messages)):
+                continue
+            conv.turns -= conv.turns_by_shard.pop(shard, 0)
+            conv.messages = [m for m in conv.messages if m["shard"] != shard]
+            if shard in conv.event_shards:
+                conv.event_shards.discard(shard)
+                self._states.pop(cid, None)
+                conv.resolved_at = None
+            conv.last_ts = max((m["ts"] for m in conv.messages), default=0.0)
+            conv.last_message = next((m["text"] for m in reversed(conv.messages) if m["role"] == "visitor"), "")
+            if not conv.messages and not conv.turns_by_shard and not conv.event_shards:
+                del self._convs[cid]
+                self._states.pop(cid, None)
 
     def refresh(self) -> None:
         from chatcore.log.annotations import _reader
@@ -109,8 +137,11 @@ class LiveConversations:
 
         with self._lock:
             self._tail.poll()
-            for obj in self._tail.drain():
-                self._apply(obj)
+            for obj in self._tail.drain(resets=True):
+                if isinstance(obj, dict):
+                    self._apply(obj)
+                else:
+                    self._reset(obj.shard)
             forgotten = self._tail.forgotten
             if len(forgotten) != self._forgotten_seen:  # forget or retention: drop what is held
                 self._forgotten_seen = len(forgotten)
@@ -175,7 +206,7 @@ class LiveConversations:
         self.refresh()
         with self._lock:
             conv = self._convs.get(cid)
-            return list(conv.messages) if conv else []
+            return [{k: v for k, v in m.items() if k != "shard"} for m in conv.messages] if conv else []
 
     def status(self, cid: str) -> ConversationState:
         with self._lock:

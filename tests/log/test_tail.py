@@ -251,3 +251,57 @@ def test_backlog_starts_at_a_whole_line_within_the_last_bytes(tmp_path):
     whole = LogTail(log, backlog_bytes=10**9)
     whole.poll()
     assert len(whole.drain()) == 51
+
+
+def test_a_shard_read_again_is_announced_once_in_order(tmp_path):
+    from chatcore.log.follow import Reset
+
+    log = tmp_path / "log.jsonl"
+    tail = LogTail(tmp_path, from_start=True)
+    append(log, "a", "b")
+    tail.poll()
+    assert cids(tail.drain(resets=True)) == ["a", "b"]
+    # rewritten in place (same file), not through forget: read again from its start
+    with open(log, "r+b") as f:
+        f.truncate(0)
+        f.write(line("a2") + line("b"))
+    tail.poll()
+    got = tail.drain(resets=True)
+    assert got[0] == Reset("log.jsonl", "rewritten")
+    assert cids(got[1:]) == ["a2", "b"]
+    # truncated, and stale records still queued are not handed out
+    append(log, "c")
+    tail.poll()
+    with open(log, "r+b") as f:
+        f.truncate(0)
+    append(log, "d")
+    tail.poll()
+    got = tail.drain(resets=True)
+    assert got[0] == Reset("log.jsonl", "truncated") and cids(got[1:]) == ["d"]
+    tail.poll()
+    assert tail.drain(resets=True) == []  # once
+    # readers that hold nothing per shard see records only
+    with open(log, "r+b") as f:
+        f.truncate(0)
+    append(log, "e")
+    tail.poll()
+    assert cids(tail.drain()) == ["e"]
+    tail.stop()
+
+
+def test_a_full_queue_drops_records_never_a_reset(tmp_path):
+    from chatcore.log.follow import Reset
+
+    log = tmp_path / "log.jsonl"
+    tail = LogTail(tmp_path, from_start=True, max_queue=2)
+    append(log, "a")
+    tail.poll()
+    with open(log, "r+b") as f:
+        f.truncate(0)
+    tail.poll()
+    append(log, "b", "c", "d")
+    tail.poll()
+    got = tail.drain(resets=True)
+    assert got[0] == Reset("log.jsonl", "truncated") and cids(got[1:]) == ["c", "d"]
+    assert tail.stats["dropped"] == 1  # "b" ("a" was stale: its shard was read again)
+    tail.stop()

@@ -422,3 +422,46 @@ def test_an_alert_dropped_while_it_is_retried_is_not_sent_again(tmp_path):
         stop.set()
         runner.join(30)
         hook.stop()
+
+
+# ------------------------------------------------------------------------ a shard rewritten in place
+
+
+def test_a_shard_rewritten_in_place_raises_nothing_twice(tmp_path):
+    """Lines read again after their shard was truncated or rewritten in place (not through
+    forget) are the truth: spend and error counts are not doubled, no alert fires again."""
+    from chatcore.staff.alerts import Config, Watcher as InProcess
+
+    log = tmp_path / "logs" / "chat_logs.jsonl"
+    log.parent.mkdir(parents=True)
+    log.write_bytes(b"")
+    watcher = InProcess(Config(log_path=log, hooks=[], space_url=None, spend_usd=1.0, errors_n=3,
+                               keywords=[("lawyer", __import__("re").compile("lawyer"))]))
+    watcher.poll_once()  # takes the starting position
+
+    def line(turn, text, cost=0.0, error=None):
+        rec = {"ts": f"2026-11-21T10:0{turn}:00Z", "conversation_id": "rw-1", "turn": turn, "user_text": text,
+               "response": "ok", "cost_usd": cost, **({"error": error} if error else {})}
+        return (json.dumps(rec) + "\n").encode()
+
+    with open(log, "ab") as f:
+        f.write(line(0, "my lawyer says hi", 0.6) + line(1, "x", error="boom") + line(2, "y", error="boom"))
+    watcher.poll_once()
+    assert [a["event"] for a in watcher.recent] == ["keyword"]
+    # corrected in place: the same turns (one more word), then one more turn
+    with open(log, "r+b") as f:
+        f.truncate(0)
+        f.write(line(0, "my lawyer says hi!", 0.6) + line(1, "x", error="boom") + line(2, "y", error="boom")
+                + line(3, "z", 0.3))
+    watcher.poll_once()
+    assert watcher.spend["usd"] == pytest.approx(0.9)
+    assert [a["event"] for a in watcher.recent] == ["keyword"]  # no spend, no error burst
+    # truncated: what it held is gone; what is written next counts from there
+    with open(log, "r+b") as f:
+        f.truncate(0)
+    watcher.poll_once()
+    with open(log, "ab") as f:
+        f.write(line(4, "w", 0.5))
+    watcher.poll_once()
+    assert watcher.spend["usd"] == pytest.approx(0.5)
+    assert [a["event"] for a in watcher.recent] == ["keyword"]
