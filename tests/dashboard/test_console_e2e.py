@@ -6,9 +6,10 @@ conversation again; a second agent sees who has it and cannot take it.
 """
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -31,9 +32,10 @@ SHOTS = Path(os.environ.get("CHAT_TEST_SHOTS", "")) if os.environ.get("CHAT_TEST
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
 
 
-@pytest.fixture
-def stack(tmp_path):
-    """``python -m chatcore dashboard`` (a Space and Streamlit) and the widget's host page."""
+@contextlib.contextmanager
+def dashboard_stack(tmp_path, env_extra: dict | None = None):
+    """``python -m chatcore dashboard`` (a Space and Streamlit) and the widget's host page, on
+    free loopback ports; ``env_extra`` adds settings. Everything is stopped at the end."""
     from test_widget import _HostPage
 
     log = tmp_path / "logs" / "chat_logs.jsonl"
@@ -41,7 +43,7 @@ def stack(tmp_path):
     out = open(tmp_path / "dashboard.out", "wb")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
     env = {**env, "PYTHONUNBUFFERED": "1", "CHAT_TIMEZONE": "UTC", "CHAT_ECHO_DELAY": "0.01",
-           "CHAT_HANDOFF_NOTICE": NOTICE, "CHAT_SHUTDOWN_GRACE": "0.5"}
+           "CHAT_HANDOFF_NOTICE": NOTICE, "CHAT_SHUTDOWN_GRACE": "0.5", **(env_extra or {})}
     proc = subprocess.Popen(
         [PYTHON, "-m", "chatcore", "dashboard", "--port", str(dash_port), "--host", "127.0.0.1",
          "--space-url", f"http://127.0.0.1:{space_port}", "--log", str(log)],
@@ -64,6 +66,12 @@ def stack(tmp_path):
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
+
+
+@pytest.fixture
+def stack(tmp_path):
+    with dashboard_stack(tmp_path) as running:
+        yield running
 
 
 @pytest.fixture

@@ -4,15 +4,12 @@ log line that records the account's name (visitors see CHAT_STAFF_DISPLAY_NAME w
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import threading
-from http.server import ThreadingHTTPServer
 
 import pytest
 
-from conftest import PYTHON, ROOT, free_port, wait_http
-from test_console_e2e import ARGS, CHROMIUM, NOTICE, W, lines_of, open_conversation, visitor_page, visitor_says
+from conftest import PYTHON, ROOT
+from test_console_e2e import ARGS, CHROMIUM, NOTICE, W, dashboard_stack, lines_of, open_conversation, visitor_page, visitor_says
 
 sync_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}")
@@ -52,39 +49,11 @@ def test_staff_account_cli_writes_hashes_only(tmp_path):
 @pytest.fixture
 def stack(tmp_path):
     """``python -m chatcore dashboard`` with staff accounts, and the widget's host page."""
-    from test_widget import _HostPage
-
     accounts = tmp_path / "accounts"
     assert add_account(accounts, NAME, PASSWORD).returncode == 0
-    log = tmp_path / "logs" / "chat_logs.jsonl"
-    dash_port, space_port = free_port(), free_port()
-    out = open(tmp_path / "dashboard.out", "wb")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
-    env = {**env, "PYTHONUNBUFFERED": "1", "CHAT_TIMEZONE": "UTC", "CHAT_ECHO_DELAY": "0.01",
-           "CHAT_HANDOFF_NOTICE": NOTICE, "CHAT_SHUTDOWN_GRACE": "0.5", "CHAT_STAFF_ACCOUNTS": str(accounts),
-           "CHAT_STAFF_DISPLAY_NAME": "Support team"}
-    proc = subprocess.Popen(
-        [PYTHON, "-m", "chatcore", "dashboard", "--port", str(dash_port), "--host", "127.0.0.1",
-         "--space-url", f"http://127.0.0.1:{space_port}", "--log", str(log)],
-        cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    out.close()
-    host = ThreadingHTTPServer(("127.0.0.1", free_port()), _HostPage)
-    threading.Thread(target=host.serve_forever, daemon=True).start()
-    try:
-        wait_http(f"http://127.0.0.1:{space_port}/healthz", timeout=60, proc=proc)
-        wait_http(f"http://127.0.0.1:{dash_port}/_stcore/health", timeout=60, proc=proc)
-        yield {"url": f"http://127.0.0.1:{dash_port}", "space": f"http://127.0.0.1:{space_port}", "log": log,
-               "host": f"http://localhost:{host.server_address[1]}"}
-    finally:
-        host.shutdown()
-        host.server_close()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+    with dashboard_stack(tmp_path, {"CHAT_STAFF_ACCOUNTS": str(accounts),
+                                    "CHAT_STAFF_DISPLAY_NAME": "Support team"}) as running:
+        yield running
 
 
 def test_the_logged_in_account_is_who_takes_over(stack):
