@@ -37,6 +37,16 @@ def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = N
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
+def stop_group(proc, grace: float = 20) -> None:
+    """Stop a server started in its own session: SIGTERM to its process group, SIGKILL after ``grace`` s."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
 class _ForkedProcess:
     """The part of ``subprocess.Popen`` the tests use, for a Space forked by the zygote."""
 
@@ -147,12 +157,7 @@ class SpaceProcess:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+            stop_group(self.proc, 10)
 
     def token(self) -> str | None:
         """The staff token this Space uses (the env, else the file it created beside the log)."""

@@ -10,7 +10,6 @@ import contextlib
 
 import json
 import os
-import signal
 import subprocess
 import threading
 from http.server import ThreadingHTTPServer
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, ROOT, free_port, wait_http
+from conftest import PYTHON, ROOT, free_port, wait_http, stop_group
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -60,12 +59,7 @@ def dashboard_stack(tmp_path, env_extra: dict | None = None):
         host.shutdown()
         host.server_close()
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+            stop_group(proc, 20)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
 import subprocess
 
 import httpx
@@ -17,7 +16,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from chatcore.dashboard.auth import SessionCookies, hash_password
-from conftest import PYTHON, ROOT, free_port, wait_http
+from conftest import PYTHON, ROOT, free_port, wait_http, stop_group
 from st_ws import SESSION_COOKIE, LoginRefused, StreamlitSession, http_login
 
 PASSWORD = "gate-test-password"
@@ -47,12 +46,7 @@ class Dashboard:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+            stop_group(self.proc, 20)
 
     def text(self) -> str:
         return self.output.read_text(errors="replace")

@@ -18,7 +18,7 @@ from chatcore.dashboard.auth import hash_password, verify_password
 from chatcore.dashboard.launcher import child_env, port_in_use
 from chatcore.dashboard.views import check_space_log, same_log
 from chatcore.config import OPERATOR_TOKEN_FILE
-from conftest import PYTHON, ROOT, free_port, wait_http
+from conftest import PYTHON, ROOT, free_port, wait_http, stop_group
 from st_ws import StreamlitSession
 
 PASSWORD = "launcher-test-password"
@@ -79,12 +79,7 @@ class Launcher:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+            stop_group(self.proc, 20)
 
 
 @pytest.fixture

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +18,7 @@ from chatcore.log import annotations
 from chatcore.staff.alerts import EVENTS, read_status
 from chatcore.log.writer import LogWriter
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, stop_group
 from test_pages import _env  # noqa: F401  (AppTest runs the dashboard's entry script)
 
 DASH = "http://dash.example.test:8501"
@@ -96,12 +93,7 @@ class Watcher:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+            stop_group(self.proc, 20)
 
     def output(self) -> str:
         return self.out.read_text(errors="replace")[-3000:]
