@@ -365,24 +365,11 @@ def test_live_page_lists_conversations_now_and_takes_over(space_factory, monkeyp
 
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
+from test_widget import host  # noqa: E402,F401  (the widget's host page, one fixture)
+
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def host():
-    from http.server import ThreadingHTTPServer
-
-    from conftest import free_port
-    from test_widget import _HostPage
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _HostPage)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture(scope="module")

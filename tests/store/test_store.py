@@ -248,12 +248,7 @@ record_like = st.fixed_dictionaries(
 def test_fuzz_parser_never_raises_and_fast_equals_reference(lines):
     data = b"".join(l.replace(b"\n", b" ") + b"\n" for l in lines)
     table, bad = parse_bytes(data)
-    rows, ref_bad = [], Counter()
-    for line in data.split(b"\n")[:-1]:
-        try:
-            rows.append(parse_line(line))
-        except BadRecord as exc:
-            ref_bad[exc.reason] += 1
+    rows, ref_bad = _reference_of(data)
     assert +bad == +ref_bad
     df = store_mod._to_pandas(table)
     assert rows_of(df) == norm_ref(rows)
@@ -265,12 +260,7 @@ def test_fuzz_fast_path_record_like(lines):
     # many record-like lines at once, so the fast path is actually taken
     data = b"".join(l + b"\n" for l in lines)
     table, bad = parse_bytes(data)
-    rows, ref_bad = [], Counter()
-    for line in data.split(b"\n")[:-1]:
-        try:
-            rows.append(parse_line(line))
-        except BadRecord as exc:
-            ref_bad[exc.reason] += 1
+    rows, ref_bad = _reference_of(data)
     assert +bad == +ref_bad
     assert rows_of(store_mod._to_pandas(table)) == norm_ref(rows)
 
