@@ -540,11 +540,14 @@ class Questions:
     #: Rows per piece of a search: the pieces are searched on the store's threads.
     SEARCH_PIECE = 500_000
 
-    def _search_ids(self, needle: str, f: Filters) -> pa.Table:
-        """Conversations with a turn in the date range and sources whose question or reply
-        contains ``needle`` (any case), or whose id starts with it. Plain-text search runs on
-        the Arrow columns (a literal search, several times faster than ILIKE on this text), in
-        pieces of rows on the store's threads (Arrow's kernels release the GIL)."""
+    def _search_hits(self, needle: str, f: Filters) -> pa.Table:
+        """The ``conversation_id`` of every turn in the date range and sources whose question or
+        reply contains ``needle`` (any case), or whose id starts with it: one row per matching
+        turn. Plain-text search runs on the Arrow columns (a literal search, several times faster
+        than ILIKE on this text), in pieces of rows on the store's threads (Arrow's kernels
+        release the GIL). The ids are not made distinct here: the engine's semi-join does that on
+        its own threads, where a distinct pass per piece and again over the pieces cost about as
+        much as the scan (millions of turns match a common word)."""
         from chatcore.store.ingest import _pool
 
         table = self._table
@@ -556,7 +559,7 @@ class Questions:
             until = None if f.until is None else pa.scalar(f.until, UTC_US)
         wanted = None if not f.sources else pa.array(list(f.sources), pa.large_string())
 
-        def piece(start: int) -> pa.Array:
+        def piece(start: int) -> pa.ChunkedArray:
             t = table.slice(start, self.SEARCH_PIECE)
             cid = t.column("conversation_id")
             hit = pc.starts_with(cid, needle, ignore_case=True)  # ids are written in either case
@@ -570,14 +573,13 @@ class Questions:
                 hit = pc.and_(hit, pc.less(t.column("ts"), until))
             if wanted is not None:
                 hit = pc.and_(hit, pc.fill_null(pc.is_in(t.column("source"), value_set=wanted), False))
-            found = pc.unique(cid.filter(hit)).cast(pa.string())
+            found = cid.filter(hit).cast(pa.string())
             release()  # the text just read need not stay resident (see LogStore.release_mapped)
             return found
 
         release = getattr(self.store, "release_mapped", lambda: None)
-        found = list(_pool().map(piece, range(0, max(1, table.num_rows), self.SEARCH_PIECE)))
-        ids = pc.unique(pa.chunked_array(found, pa.string()))
-        return pa.table({"conversation_id": ids})
+        found = [c for part in _pool().map(piece, range(0, table.num_rows, self.SEARCH_PIECE)) for c in part.chunks]
+        return pa.table({"conversation_id": pa.chunked_array(found, pa.string())})
 
     def conversations(self, f: Filters = Filters()) -> ConversationList:
         """The conversation list for these filters (cached until the log or ratings change)."""
@@ -594,7 +596,7 @@ class Questions:
             cond = []
             needle = (f.search or "").strip()
             if needle:
-                self._con.register("hits", self._search_ids(needle, f))
+                self._con.register("hits", self._search_hits(needle, f))
                 cond.append("g.conversation_id IN (SELECT conversation_id FROM hits)")
             if f.rating == "rated negatively":
                 cond.append("coalesce(r.down, 0) > 0")
