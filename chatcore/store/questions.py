@@ -545,9 +545,9 @@ class Questions:
         reply contains ``needle`` (any case), or whose id starts with it: one row per matching
         turn. Plain-text search runs on the Arrow columns (a literal search, several times faster
         than ILIKE on this text), in pieces of rows on the store's threads (Arrow's kernels
-        release the GIL). The ids are not made distinct here: the engine's semi-join does that on
-        its own threads, where a distinct pass per piece and again over the pieces cost about as
-        much as the scan (millions of turns match a common word)."""
+        release the GIL). The ids are made distinct by the engine, on its own threads: a
+        distinct pass per piece and again over the pieces cost about as much as the scan
+        (millions of turns match a common word)."""
         from chatcore.store.ingest import _pool
 
         table = self._table
@@ -592,12 +592,16 @@ class Questions:
                 return hit
             # a conversation matching the search counts with all its turns in range: the kept
             # groups of the range, cut down to the conversations the search found
-            self._con.register("grouped", self._grouped_kept(f))
+            grouped = self._grouped_kept(f)
+            # the engine picks the rows (and joins the ratings) by position: the text columns of
+            # the groups are taken from the Arrow table afterwards, not carried through a join
+            self._con.register("grouped", grouped.select(["conversation_id", "source"]).append_column(
+                "pos", pa.array(np.arange(grouped.num_rows, dtype=np.int64))))
             cond = []
             needle = (f.search or "").strip()
             if needle:
                 self._con.register("hits", self._search_hits(needle, f))
-                cond.append("g.conversation_id IN (SELECT conversation_id FROM hits)")
+                cond.append("g.conversation_id IN (SELECT DISTINCT conversation_id FROM hits)")
             if f.rating == "rated negatively":
                 cond.append("coalesce(r.down, 0) > 0")
             elif f.rating == "rated positively":
@@ -610,14 +614,17 @@ class Questions:
             if f.ids is not None:
                 self._con.register("picked", pa.table({"conversation_id": pa.array(sorted(f.ids), pa.string())}))
                 cond.append("g.conversation_id IN (SELECT conversation_id FROM picked)")
-            sql = ("SELECT g.conversation_id, g.turns, g.first_ts, g.last_ts, "
-                   "(epoch_us(g.last_ts) - epoch_us(g.first_ts)) / 1e6 AS duration_s, g.source, g.errors, "
-                   "g.first_user_text, CAST(coalesce(r.up, 0) AS BIGINT) AS up, "
-                   "CAST(coalesce(r.down, 0) AS BIGINT) AS down "
+            sql = ("SELECT g.pos, CAST(coalesce(r.up, 0) AS BIGINT) AS up, CAST(coalesce(r.down, 0) AS BIGINT) AS down "
                    "FROM grouped g LEFT JOIN ratings r USING (conversation_id)"
-                   + (" WHERE " + " AND ".join(cond) if cond else ""))
-            params = []
-            table = _arrow(self._con.execute(sql, params))
+                   + (" WHERE " + " AND ".join(cond) if cond else "") + " ORDER BY g.pos")
+            picked = _arrow(self._con.execute(sql))
+            table = grouped.take(picked.column("pos"))
+            span = pc.subtract(table.column("last_ts"), table.column("first_ts")).cast(pa.int64())
+            table = pa.table({"conversation_id": table.column("conversation_id"), "turns": table.column("turns"),
+                              "first_ts": table.column("first_ts"), "last_ts": table.column("last_ts"),
+                              "duration_s": pc.divide(span.cast(pa.float64()), 1e6), "source": table.column("source"),
+                              "errors": table.column("errors"), "first_user_text": table.column("first_user_text"),
+                              "up": picked.column("up"), "down": picked.column("down")})
             turns = int(pc.sum(table.column("turns")).as_py() or 0) if table.num_rows else 0
             result = ConversationList(table, turns)
             self._lists[key] = result
