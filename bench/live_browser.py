@@ -10,7 +10,8 @@ not show sooner than the next tick.
 
 With ``--remote`` it then measures the remote path as well: a Space with
 ``CHAT_OPERATOR_TOKEN`` in one folder, the dashboard started with ``--log <Space URL>``
-(its mirror in another folder), each turn sent through the Space's ``/chat`` and timed
+(its mirror in another folder; with ``--beside DIR`` the Space serves DIR's shards too and the
+mirror, kept in ``DIR.mirror``, holds the copy of that large log), each turn sent through the Space's ``/chat`` and timed
 from before the call until its text is on the Live page (goal p95 <= 1.5 s). It also
 times the Space's event stream: a line appended to the Space's log until the event
 announcing it arrives (goal <= 100 ms).
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from chatcore.log.records import make_record  # noqa: E402
+from chatcore.log.shards import shard_paths  # noqa: E402
 from chatcore.log.writer import LogWriter  # noqa: E402
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -42,7 +44,7 @@ def pct(values, p):
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
-def live_delays(url: str, warm: str, write, lines: int, gap: float) -> list[float]:
+def live_delays(url: str, warm: str, write, lines: int, gap: float, ready_timeout: float = 90) -> list[float]:
     """Open the Live page at ``url``, wait for ``warm``, then time ``write(marker)`` -> marker visible."""
     from playwright.sync_api import sync_playwright
 
@@ -52,7 +54,7 @@ def live_delays(url: str, warm: str, write, lines: int, gap: float) -> list[floa
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(url)
         # The live table is a data grid; its cells are in the DOM (for screen readers) as text.
-        page.wait_for_function("w => document.body.textContent.includes(w)", arg=warm, timeout=90_000)
+        page.wait_for_function("w => document.body.textContent.includes(w)", arg=warm, timeout=ready_timeout * 1000)
         for i in range(lines):
             marker = f"bench-{i}-{uuid.uuid4().hex[:10]}"
             t0 = time.perf_counter()
@@ -65,7 +67,7 @@ def live_delays(url: str, warm: str, write, lines: int, gap: float) -> list[floa
     return delays
 
 
-def start_dashboard(args: list[str], env: dict) -> tuple[subprocess.Popen, int]:
+def start_dashboard(args: list[str], env: dict, timeout: float = 90) -> tuple[subprocess.Popen, int]:
     from conftest import free_port, wait_http
 
     port = free_port()
@@ -73,11 +75,25 @@ def start_dashboard(args: list[str], env: dict) -> tuple[subprocess.Popen, int]:
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        wait_http(f"http://127.0.0.1:{port}/_stcore/health", timeout=90, proc=proc)
+        wait_http(f"http://127.0.0.1:{port}/_stcore/health", timeout=timeout, proc=proc)
     except Exception:
         stop(proc)
         raise
     return proc, port
+
+
+def _free_or(port: int) -> int:
+    """``port`` if nothing listens on it on loopback, else a free one."""
+    import socket
+
+    from conftest import free_port
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return free_port()
+    return port
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -180,7 +196,20 @@ def main() -> int:
 
         token = secrets.token_urlsafe(24)
         space_log = Path(d) / "space" / "chat_logs.jsonl"
-        space = SpaceProcess(space_log, env={**env, "CHAT_OPERATOR_TOKEN": token}).start()
+        space_log.parent.mkdir()
+        mirror, slow = Path(d) / "laptop", 90
+        if args.beside:
+            # the Space serves the large log's shards as its own (hard links in its folder: it
+            # serves no symbolic link) and writes a new shard beside them; the dashboard's mirror
+            # is kept beside the large log, so its copy is fetched and parsed by the first run only
+            big = Path(args.beside)
+            for shard in shard_paths(big):
+                if shard != log:
+                    os.link(shard, space_log.parent / f"big-{shard.name}")
+            mirror, slow = big.parent / f"{big.name}.mirror", 3600
+        # a mirror's copy belongs to its Space's URL: with --beside the Space keeps one port across runs
+        port = _free_or(7391) if args.beside else None
+        space = SpaceProcess(space_log, port=port, env={**env, "CHAT_OPERATOR_TOKEN": token}).start(timeout=slow)
         try:
             client = Client(space.url, verbose=False)
 
@@ -188,17 +217,19 @@ def main() -> int:
                 client.predict(message={"text": text, "files": []}, conversation_id=f"r-{i}", api_name="/chat")
 
             send(-1, "warm up remote")
-            dash_env = {**env, "CHAT_OPERATOR_TOKEN": token, "CHAT_MIRROR_DIR": str(Path(d) / "laptop")}
-            proc, port = start_dashboard(["--log", space.url], dash_env)
+            dash_env = {**env, "CHAT_OPERATOR_TOKEN": token, "CHAT_MIRROR_DIR": str(mirror)}
+            proc, port = start_dashboard(["--log", space.url], dash_env, timeout=slow)
             try:
-                remote = live_delays(f"http://127.0.0.1:{port}/live", "warm up remote", send, args.lines, args.gap)
+                remote = live_delays(f"http://127.0.0.1:{port}/live", "warm up remote", send, args.lines, args.gap,
+                                     ready_timeout=slow)
             finally:
                 stop(proc)
             events = event_delays(space.url, token, space_log)
         finally:
             space.stop()
         remote_p95 = report("Live page in headless Chromium, remote Space (sent through /chat, read via "
-                            "the mirror)", remote, 1.5)
+                            f"the mirror{', the Space serving ' + args.beside + ' too' if args.beside else ''})",
+                            remote, 1.5)
         print(f"   remote p95 is {remote_p95 / local_p95:.1f}x the local p95 ({local_p95 * 1000:.0f} ms)")
         e50, e95 = pct(events, 50), pct(events, 95)
         print(f"== Space event stream: {len(events)} lines appended to the Space's log")

@@ -134,7 +134,7 @@ class SpaceProcess:
         self.proc: subprocess.Popen | None = None
         self.output = self.log_path.parent / f"space-{self.port}.out"
 
-    def start(self) -> "SpaceProcess":
+    def start(self, timeout: float = 60.0) -> "SpaceProcess":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         argv = ["chatcore", "space", "--host", "127.0.0.1", "--port", str(self.port),
                 "--log", str(self.log_path), *self.args]
@@ -149,7 +149,7 @@ class SpaceProcess:
             )
             out.close()
         try:
-            wait_http(self.url + "/healthz", proc=self.proc)
+            wait_http(self.url + "/healthz", timeout=timeout, proc=self.proc)
         except Exception:
             self.stop()
             raise RuntimeError(f"Space did not start:\n{self.output.read_text(errors='replace')[-3000:]}")

@@ -38,6 +38,49 @@ class _Conversation:
         self.shards: set[str] = set()
 
 
+class _LetGo:
+    """The ids a :class:`ConversationMemory` let go of while their lines are still in the log
+    (squeezed out by its limit, or held from a shard that is read again). An id that is neither
+    held nor here is new, and is answered without a search of the log, which reads every shard
+    (a second or more for millions of turns, on every new visitor's first message once the log
+    holds more conversations than the limit).
+
+    Kept as 8-byte hashes: a sorted array, with new ones merged in batches. Two ids that share a
+    hash cost one needless search, never a wrong answer. The hashes are Python's own, stable
+    within the process that holds them."""
+
+    BATCH = 1 << 16
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        self._np = np
+        self._sorted = np.empty(0, dtype=np.uint64)
+        self._recent: set[int] = set()
+
+    @staticmethod
+    def _key(cid: str) -> int:
+        return hash(cid) & 0xFFFF_FFFF_FFFF_FFFF
+
+    def add(self, cid: str) -> None:
+        self._recent.add(self._key(cid))
+        if len(self._recent) >= self.BATCH:
+            np = self._np
+            merged = np.concatenate([self._sorted, np.fromiter(self._recent, np.uint64, len(self._recent))])
+            self._sorted = np.unique(merged)
+            self._recent.clear()
+
+    def __contains__(self, cid: str) -> bool:
+        key = self._key(cid)
+        if key in self._recent:
+            return True
+        i = int(self._np.searchsorted(self._sorted, self._np.uint64(key)))
+        return i < len(self._sorted) and int(self._sorted[i]) == key
+
+    def __len__(self) -> int:
+        return len(self._sorted) + len(self._recent)
+
+
 def _text_size(user: str, reply: str) -> int:
     return len(user.encode("utf-8", "replace")) + len(reply.encode("utf-8", "replace")) + 64
 
@@ -65,7 +108,10 @@ class ConversationMemory:
         self._max_turns = max(1, max_messages // 2)
         self.max_bytes = max_bytes
         self.bytes = 0
-        self._forgot = False  # some conversation was dropped entirely: unknown ids may be in the log
+        #: Ids dropped entirely while their lines are in the log: only these are searched for there.
+        self._let_go = _LetGo()
+        #: Searches of the log for one conversation (each reads every shard up to the followed end).
+        self.log_searches = 0
         self.log_path = Path(log_path) if log_path else None
         #: The log folder's follower (from the end of what :meth:`seed_from_log` read).
         self._tail: LogTail | None = None
@@ -85,9 +131,9 @@ class ConversationMemory:
         if state is None:
             state = _Conversation()
             while len(self._state) >= self._limit:
-                _, old = self._state.popitem(last=False)
+                old_id, old = self._state.popitem(last=False)
                 self.bytes -= old.size
-                self._forgot = True
+                self._let_go.add(old_id)
         self._state[cid] = state
         return state
 
@@ -151,8 +197,8 @@ class ConversationMemory:
             known = conversation_id in self._state
             state = self._get(conversation_id)
             # Known but cold (seeded from the log, or squeezed out by CHAT_CONTEXT_MB): rebuild.
-            # Unknown: new, since the folder is followed — unless some id was forgotten entirely.
-            cold = (state.turns is None and known) or (not known and self._forgot)
+            # Unknown: new, since the folder is followed, unless it was let go of entirely.
+            cold = (state.turns is None and known) or (not known and conversation_id in self._let_go)
             if not cold and state.turns is None:
                 state.turns = {}
         if cold:
@@ -191,8 +237,8 @@ class ConversationMemory:
             state = self._state.get(conversation_id)
             if state is not None:
                 return 0 <= turn < state.next_turn
-            forgot = self._forgot
-        if not forgot:
+            let_go = conversation_id in self._let_go
+        if not let_go:
             return False
         self._rebuild(conversation_id)
         with self._lock:
@@ -303,8 +349,8 @@ class ConversationMemory:
         with self._lock:
             if conversation_id in self._state:
                 return True
-            forgot = self._forgot
-        if not forgot:
+            let_go = conversation_id in self._let_go
+        if not let_go:
             return False
         self._rebuild(conversation_id)
         with self._lock:
@@ -362,8 +408,7 @@ class ConversationMemory:
             cids = {cid for cid, state in self._state.items() if shard in state.shards}
             for cid in cids:
                 self.bytes -= self._state.pop(cid).size
-            if cids:
-                self._forgot = True  # unknown ids may be in the log: look before calling one new
+                self._let_go.add(cid)  # in the log still: look there before calling it new
         return cids
 
     def _rebuild(self, cid: str) -> None:
@@ -371,6 +416,7 @@ class ConversationMemory:
         import mmap
 
         needle = b'"' + cid.encode("ascii") + b'"'
+        self.log_searches += 1
         found: dict[int, tuple[str, str]] = {}
         in_shards: set[str] = set()
         next_turn = 0
