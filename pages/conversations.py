@@ -9,15 +9,18 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
+import pandas as pd
 import streamlit as st
 
 from chatcore.log import annotations
+from chatcore.remote.client import SpaceClient, space_health
 from chatcore.store.conversation_frames import (DATE_PRESETS, RATING_FILTERS, export_file_name, export_turns, format_duration,
                                     markdown_transcript, preset_range, rating_counts, ratings_by_turn)
 from chatcore.dashboard.views import escape_markdown, excerpt, format_ms, format_time, tz_name
 from chatcore.log.pii import mask_frame, mask_pii
 from chatcore.log.records import ID_PATTERN
 from chatcore.config import display_url
+from chatcore.store.frames import _to_pandas
 from chatcore.store.questions import Filters
 from pages._shared import (PAGES, current_user, header, load_annotations, load_questions, settings, through_entry,
                            viewer_tz)
@@ -32,19 +35,15 @@ ss = st.session_state
 now = datetime.now(timezone.utc).replace(second=0, microsecond=0) + timedelta(minutes=1)
 questions = load_questions(cfg.log_path)
 try:
-    rating_lines, feedback_version = annotations.feedback_lines(cfg.log_path)
-    # no ratings yet: no frame to build (and no pandas to load)
-    feedback = annotations.feedback_state(cfg.log_path)[0] if rating_lines else None
+    feedback, feedback_version = annotations.feedback_state(cfg.log_path)
 except Exception:  # a broken annotations file must not take the page down
-    feedback, feedback_version = None, -1
+    feedback, feedback_version = pd.DataFrame(columns=["ts", "conversation_id", "turn", "rating", "by", "source"]), -1
 notes = load_annotations(cfg.log_path)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _ratings(path: str, version: int, _feedback: pd.DataFrame | None) -> tuple[dict, pd.DataFrame | None]:
+def _ratings(path: str, version: int, _feedback: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
     """Ratings per turn and per conversation, computed once per version of the feedback file."""
-    if _feedback is None:
-        return {}, None
     return ratings_by_turn(_feedback), rating_counts(_feedback)
 
 
@@ -129,14 +128,12 @@ def export_view(fmt: str, flt: Filters, masked: bool):
     """The turns of every listed conversation as CSV or JSONL: a callable, so Streamlit
     builds the file only when the download is asked for, not on every rerun."""
     def build() -> str:
-        from chatcore.store.frames import _to_pandas
-
         turns = _to_pandas(questions.turns_of(flt))
         return export_turns(mask_frame(turns) if masked else turns, fmt)
     return build
 
 
-page_rows = None  # the shown page of the list (a pandas frame), when there is one
+page_rows = pd.DataFrame()
 with st.container(border=True):
     st.subheader("Matching conversations", anchor=False)
     if not total:
@@ -291,7 +288,6 @@ def styled_diff(old: str, new: str) -> tuple[str, str]:
 
 
 def run_replay(cid: str, original: pd.DataFrame) -> None:
-    from chatcore.remote.client import SpaceClient, space_health
     from chatcore.staff.replay import new_replay_id, replay_conversation
 
     store = ss.setdefault("conv_replays", {})
@@ -446,24 +442,20 @@ def show_event(event: dict, mask: bool) -> None:
 if ss.get("conv_forget_done"):
     st.success(ss.pop("conv_forget_done"), icon=":material/delete_forever:")
 
-ids = list(page_rows["conversation_id"]) if page_rows is not None and not page_rows.empty else []
+ids = list(page_rows["conversation_id"]) if not page_rows.empty else []
 selected = ss.get("conv_selected")
 if (selected and selected not in ids and questions is not None
         and (selected in (ss.get("conv_from_link"), ss.get("conv_query_opened")) or selected == ss.get("conv_force"))
         and questions.has_conversation(selected)):
     ids = [selected] + ids  # opened from a link or a pasted id, maybe outside the current filters or page
 if ids:
-    import pandas as pd  # the transcript's turns (and the functions above it calls) are a pandas frame
-
-    from chatcore.store.frames import _to_pandas
-
     force = ss.pop("conv_force", None)
     if force in ids:
         ss.conv_pick = force
     elif ss.get("conv_pick") not in ids:
         ss.conv_pick = selected if selected in ids else ids[0]
     firsts = {}
-    if page_rows is not None and not page_rows.empty:
+    if not page_rows.empty:
         texts = page_rows["first_user_text"].map(mask_pii) if mask else page_rows["first_user_text"]
         firsts = dict(zip(page_rows["conversation_id"], texts))
     cid = st.selectbox("Transcript of", ids, key="conv_pick",

@@ -19,11 +19,10 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import Iterable, Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-if TYPE_CHECKING:
-    import pandas as pd  # imported where used: a page that shows no frame never loads pandas
+import pandas as pd
 
 from chatcore.config import Settings
 
@@ -378,16 +377,12 @@ class LiveFeed:
 
 
 def record_key(rec: dict) -> tuple:
-    import pandas as pd
-
     ts = rec.get("ts")
     return (rec.get("conversation_id"), rec.get("turn"), str(pd.Timestamp(ts)) if ts is not None else None)
 
 
 def table_records(table) -> list[dict]:
     """Rows of an Arrow table of turns (a question's answer) as record dicts, in its order."""
-    import pandas as pd
-
     out = []
     for row in table.to_pylist():
         if row.get("ts") is not None:
@@ -450,8 +445,6 @@ def catch_up(rows: list[dict], questions, limit: int = 500) -> tuple[list[dict],
     feed was rebuilt: nothing written meanwhile is lost. ``questions`` is the log's
     :class:`chatcore.store.questions.Questions` (None: no log yet). Returns the rows and how
     many were added."""
-    import pandas as pd
-
     if questions is None:
         return rows, 0
     newest = None
@@ -481,8 +474,6 @@ LIVE_COLUMNS = ["time", "conversation", "source", "user_text", "reply", "latency
 
 def format_time(ts, tz: tzinfo, now: datetime | None = None) -> str:
     """``14:03:07`` for today in ``tz``, ``2026-11-20 14:03:07`` otherwise."""
-    import pandas as pd
-
     if ts is None or (not isinstance(ts, str) and pd.isna(ts)):
         return ""
     local = pd.Timestamp(ts).tz_convert(tz) if pd.Timestamp(ts).tzinfo else pd.Timestamp(ts).tz_localize("UTC").tz_convert(tz)
@@ -492,8 +483,6 @@ def format_time(ts, tz: tzinfo, now: datetime | None = None) -> str:
 
 def live_table(rows: list[dict], tz: tzinfo, now: datetime | None = None) -> pd.DataFrame:
     """The live page's table: one line per turn, newest first, everything as plain text."""
-    import pandas as pd
-
     data = [{
         "time": format_time(r.get("ts"), tz, now),
         "conversation": short_id(r.get("conversation_id")),
@@ -529,8 +518,6 @@ def start_of_day(now: datetime, tz: tzinfo) -> datetime:
 
 def overview_figures(frame: pd.DataFrame, now: datetime | None = None, tz: tzinfo = timezone.utc) -> OverviewFigures:
     """The landing page's numbers. "Today" is the viewer's calendar day in ``tz``."""
-    import pandas as pd
-
     now = now or datetime.now(timezone.utc)
     if frame.empty:
         return OverviewFigures(0, 0, 0, None, None, 0, 0, 0)
@@ -567,8 +554,6 @@ def figures_of(questions, now: datetime | None = None, tz: tzinfo = timezone.utc
 
 def hour_starts(now: datetime, tz: tzinfo, hours: int = 24) -> pd.DatetimeIndex:
     """The starts of the last ``hours`` local hours in ``tz``, the current one last."""
-    import pandas as pd
-
     local = pd.Timestamp(now).tz_convert(tz)
     # the local hour's start, taken as a span back from now (a wall-clock floor is
     # ambiguous in the hour a clock is set back)
@@ -581,8 +566,6 @@ def turns_per_hour(questions, now: datetime | None = None, tz: tzinfo = timezone
                    hours: int = 24, include_test: bool = True) -> pd.DataFrame:
     """Turns in each of the last ``hours`` hours (local hour labels), zero-filled, oldest first:
     columns ``hour`` (``14:00``), ``turns``, ``start``. ``questions`` None gives zeros."""
-    import pandas as pd
-
     now = now or datetime.now(timezone.utc)
     index = hour_starts(now, tz, hours)
     counts = ([0] * hours if questions is None
@@ -597,8 +580,6 @@ def error_turns(questions, limit: int = 20, include_test: bool = True) -> list[d
 
 
 def format_ms(value: float | None) -> str:
-    import pandas as pd
-
     if value is None or pd.isna(value):
         return "—"
     return f"{value:,.0f} ms" if value < 10_000 else f"{value / 1000:,.1f} s"
@@ -615,8 +596,6 @@ def negative_share_by_day(feedback: pd.DataFrame, now: datetime | None = None, t
     on a day without ratings), ``start`` (local midnight). ``feedback`` is
     :func:`chatcore.log.annotations.load_feedback` (its ``ts`` is when the rating was given).
     """
-    import pandas as pd
-
     now = now or datetime.now(timezone.utc)
     first = pd.Timestamp(start_of_day(now, tz)) - pd.Timedelta(days=days - 1)
     index = pd.date_range(first, periods=days, freq="D")
@@ -636,8 +615,6 @@ def negative_share_by_day(feedback: pd.DataFrame, now: datetime | None = None, t
 
 def ratings_today(feedback: pd.DataFrame, now: datetime | None = None, tz: tzinfo = timezone.utc) -> tuple[int, int]:
     """``(ratings given today, negative ones)`` in the viewer's calendar day."""
-    import pandas as pd
-
     if feedback is None or feedback.empty:
         return 0, 0
     now = now or datetime.now(timezone.utc)

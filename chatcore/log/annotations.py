@@ -22,10 +22,8 @@ import re
 import secrets
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import pandas as pd  # imported where used: a page that shows no frame never loads pandas
+import pandas as pd
 
 from chatcore.log.records import check_conversation_id, utc_now_iso
 from chatcore.log.shards import ShardFollower
@@ -129,8 +127,6 @@ def _derive(path: Path, what: str, build):
 
 
 def _read(path: Path) -> pd.DataFrame:
-    import pandas as pd
-
     rows, _ = _reader(path).read()
     return pd.DataFrame(rows)
 
@@ -177,16 +173,7 @@ def feedback_state(log_path) -> tuple[pd.DataFrame, int]:
     return _derive(annotations_dir(log_path) / "feedback.jsonl", "feedback", _feedback_frame)
 
 
-def feedback_lines(log_path) -> tuple[int, int]:
-    """``(lines, version)`` of the feedback file, read as :func:`feedback_state` reads it (the same
-    ``version``) without building its frame: a page with no ratings to show needs no pandas."""
-    rows, version = _reader(annotations_dir(log_path) / "feedback.jsonl").read()
-    return len(rows), version
-
-
 def _feedback_frame(rows: list[dict]) -> pd.DataFrame:
-    import pandas as pd
-
     cols = ["ts", "conversation_id", "turn", "rating", "by", "source"]
     frame = pd.DataFrame(rows)
     if frame.empty or "rating" not in frame or "turn" not in frame:

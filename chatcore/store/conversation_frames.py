@@ -10,20 +10,17 @@ import io
 import json
 import re
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import pandas as pd  # imported where used: a page that shows no frame never loads pandas
+import pandas as pd
 
 SUMMARY_COLUMNS = ["conversation_id", "turns", "first_ts", "last_ts", "first_user_text"]
 #: What summarise_conversations reads: load only these for a conversation list (a 2x faster cold open).
 SUMMARY_INPUT_COLUMNS = ("ts", "conversation_id", "turn", "user_text")
 
 
+
 def filter_dates(frame: pd.DataFrame, since: datetime | None = None, until: datetime | None = None) -> pd.DataFrame:
     """Turns with ``since <= ts < until``."""
-    import pandas as pd
-
     mask = pd.Series(True, index=frame.index)
     if since is not None:
         mask &= frame["ts"] >= pd.Timestamp(since)
@@ -34,8 +31,6 @@ def filter_dates(frame: pd.DataFrame, since: datetime | None = None, until: date
 
 def summarise_conversations(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per conversation: id, turns, first/last time, first question; newest first."""
-    import pandas as pd
-
     if frame.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     ordered = frame.sort_values("ts", kind="stable")
@@ -51,8 +46,6 @@ def summarise_conversations(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _iso(ts) -> str | None:
-    import pandas as pd
-
     if ts is None or pd.isna(ts):
         return None
     return pd.Timestamp(ts).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
@@ -97,8 +90,6 @@ EXPORT_FIELDS = ["ts", "conversation_id", "turn", "source", "user_text", "respon
 
 
 def _turn_dicts(turns: pd.DataFrame) -> list[dict]:
-    import pandas as pd
-
     ordered = turns.sort_values("ts", kind="stable")
     out = []
     for row in ordered.to_dict("records"):
@@ -301,8 +292,6 @@ TABLE_COLUMNS = ["conversation_id", "turns", "first_ts", "last_ts", "duration_s"
 
 def conversation_table(frame: pd.DataFrame) -> pd.DataFrame:
     """:func:`summarise_conversations` plus duration (s), source(s) and error count."""
-    import pandas as pd
-
     summary = summarise_conversations(frame)
     if summary.empty:
         return pd.DataFrame(columns=TABLE_COLUMNS)
@@ -317,8 +306,6 @@ def conversation_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 def format_duration(seconds: float | None) -> str:
     """``45 s``, ``3 min 20 s``, ``2 h 05 min``."""
-    import pandas as pd
-
     if seconds is None or pd.isna(seconds):
         return ""
     seconds = int(round(float(seconds)))
@@ -351,8 +338,6 @@ def ratings_by_turn(feedback: pd.DataFrame) -> dict[tuple[str, int], str]:
 
 def rating_counts(feedback: pd.DataFrame) -> pd.DataFrame:
     """Rated turns per conversation: columns ``conversation_id``, ``up``, ``down``."""
-    import pandas as pd
-
     rows: dict[str, dict] = {}
     for (cid, _turn), rating in ratings_by_turn(feedback).items():
         entry = rows.setdefault(cid, {"conversation_id": cid, "up": 0, "down": 0})
