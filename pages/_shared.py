@@ -39,11 +39,15 @@ def through_entry() -> None:
 
 def settings() -> Settings:
     """Settings from the environment (``CHAT_LOG_PATH`` or ``CHAT_LOG_URL``, ``CHAT_SPACE_URL``, …)."""
-    from chatcore.remote.mirror import MirrorError
-
     try:
         return load_settings()
-    except MirrorError as exc:  # a remote log that cannot be read: say why, show nothing else
+    except Exception as exc:
+        # the mirror module is loaded only by a remote log: a local one never needs it
+        from chatcore.remote.mirror import MirrorError
+
+        if not isinstance(exc, MirrorError):
+            raise
+        # a remote log that cannot be read: say why, show nothing else
         st.error(f"The log cannot be read: {exc}", icon=":material/cloud_off:")
         st.stop()
 

@@ -19,7 +19,6 @@ from chatcore.store.conversation_frames import (DATE_PRESETS, RATING_FILTERS, ex
 from chatcore.dashboard.views import escape_markdown, excerpt, format_ms, format_time, tz_name
 from chatcore.log.pii import mask_frame, mask_pii
 from chatcore.log.records import ID_PATTERN
-from chatcore.staff.replay import diff_html, new_replay_id, replay_conversation
 from chatcore.config import display_url
 from chatcore.store.frames import _to_pandas
 from chatcore.store.questions import Filters
@@ -281,12 +280,16 @@ _BOX = '<div class="replay-diff" style="white-space:pre-wrap;font-size:0.95rem;l
 
 def styled_diff(old: str, new: str) -> tuple[str, str]:
     """``diff_html`` (escaped text) with inline colours on its <del> and <ins> tags."""
+    from chatcore.staff.replay import diff_html
+
     left, right = diff_html(old or "", new or "")
     paint = lambda h: _BOX.format(h.replace("<del>", _DEL).replace("<ins>", _INS))  # noqa: E731
     return paint(left), paint(right)
 
 
 def run_replay(cid: str, original: pd.DataFrame) -> None:
+    from chatcore.staff.replay import new_replay_id, replay_conversation
+
     store = ss.setdefault("conv_replays", {})
     n = len(original)
     with st.status(f"Replaying {n} turn(s) against {display_url(cfg.space_url)} …", expanded=True) as status:

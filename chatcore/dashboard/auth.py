@@ -28,15 +28,12 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Mapping
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from limits import RateLimitItemPerSecond
-from limits.strategies import MovingWindowRateLimiter
-
-from chatcore import rate_limits
 from chatcore.config import Settings, SettingsError, reveal
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
@@ -76,8 +73,11 @@ def verify_password(password: str, stored: str) -> bool:
         return False
 
 
-#: Checked against when a name has no account, so that both cost the same.
-_DUMMY_HASH = hash_password("no such account", salt=b"\0" * 16)
+@cache
+def _dummy_hash() -> str:
+    """Checked against when a name has no account, so that both cost the same (made on the
+    first login: a scrypt hash costs as much as a login, and most script runs check none)."""
+    return hash_password("no such account", salt=b"\0" * 16)
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class LoginConfig:
         if name:
             stored = self.accounts.get(name)
             # an unknown name costs as much as a known one: the answer's timing tells no names
-            ok = verify_password(password, stored or _DUMMY_HASH) and stored is not None
+            ok = verify_password(password, stored or _dummy_hash()) and stored is not None
             return name if ok else None
         if self.password_hash and verify_password(password, self.password_hash):
             return "staff"
@@ -221,6 +221,11 @@ class LoginThrottle:
     _CEILING = 100_000
 
     def __init__(self, per_address: int = 5, overall: int = 20, window: float = 60.0, storage=None):
+        from limits import RateLimitItemPerSecond
+        from limits.strategies import MovingWindowRateLimiter
+
+        from chatcore import rate_limits
+
         self.per_address = max(1, int(per_address))
         self.overall = max(1, int(overall))
         self.window = max(1, math.ceil(window))  # whole seconds: the unit of a ``limits`` window
@@ -274,8 +279,26 @@ class LoginThrottle:
                    window=settings.login_window)
 
 
-#: The dashboard process's throttle (by default 5 attempts a minute per address, 20 overall).
-LOGIN_THROTTLE = LoginThrottle.from_env()
+_throttle_lock = threading.Lock()
+_throttle: LoginThrottle | None = None
+
+
+def login_throttle() -> LoginThrottle:
+    """The dashboard process's throttle (by default 5 attempts a minute per address, 20 overall),
+    made on the first login attempt: a script run that checks no password never needs it."""
+    global _throttle
+    with _throttle_lock:
+        if _throttle is None:
+            _throttle = LoginThrottle.from_env()
+        return _throttle
+
+
+def prepare_login() -> None:
+    """Make what a password login needs before the server starts (not on import: a script run
+    needs neither): the throttle, so a bad ``CHAT_RATE_LIMIT_STORAGE`` is raised at start, and
+    the hash an unknown name is checked against, so the first login costs what any other does."""
+    login_throttle()
+    _dummy_hash()
 
 
 # ---------------------------------------------------------------------- settings

@@ -3,7 +3,7 @@
 With a password or staff accounts (:func:`chatcore.dashboard.auth.login_config`):
 
 * ``GET /login`` shows a plain HTML form (name and password with accounts, else the password);
-  ``POST /login`` checks it, throttled by :data:`chatcore.dashboard.auth.LOGIN_THROTTLE`, and sets
+  ``POST /login`` checks it, throttled by :func:`chatcore.dashboard.auth.login_throttle`, and sets
   the signed session cookie (HttpOnly, SameSite=Strict); ``/logout`` clears and revokes it.
 * :class:`GateMiddleware` refuses, without a valid session cookie, the websocket
   (``/_stcore/stream``: no script run, no cache clearing, no download), ``/media/…``, uploads and
@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from chatcore.dashboard.auth import LOGIN_THROTTLE, LoginConfig, SessionCookies, login_config
+from chatcore.dashboard.auth import LoginConfig, SessionCookies, login_config, login_throttle
 
 log = logging.getLogger("chatcore.dashboard.gate")
 
@@ -124,7 +124,7 @@ class Gate:
         name, password = str(form.get("name") or "")[:128], str(form.get("password") or "")[:1024]
         next_path = _safe_next(str(form.get("next") or "/"))
         address = _client_address(request)
-        wait = LOGIN_THROTTLE.attempt(address)  # shared by every browser of this process
+        wait = login_throttle().attempt(address)  # shared by every browser of this process
         if wait:
             return self.page(f"Too many login attempts. Try again in {math.ceil(wait)} s.", next_path,
                              name=name, status=429)
@@ -136,7 +136,7 @@ class Gate:
         if user is None:
             wrong = "Wrong name or password." if config.accounts else "Wrong password."
             return self.page(wrong, next_path, name=name, status=401)
-        LOGIN_THROTTLE.succeeded(address)
+        login_throttle().succeeded(address)
         log.info("dashboard login: %s", user if user != "staff" else "shared password")
         response = RedirectResponse(next_path, status_code=303)
         self.set_cookie(response, user, "account" if user != "staff" else "password")
@@ -302,8 +302,10 @@ def _quote(path: str) -> str:
 def build_gate(secrets: dict, messages_before_login=None, env=None) -> Gate:
     """The gate for this process: the login configuration from the environment and ``secrets``
     (a misconfiguration is raised here, before the server starts), this process's cookies."""
-    from chatcore.dashboard.auth import session_cookies
+    from chatcore.dashboard.auth import prepare_login, session_cookies
 
     config = login_config(env=env, secrets=secrets)
+    if config.mode == "password":
+        prepare_login()
     return Gate(config, session_cookies(), config_source=lambda: login_config(env=env, secrets=secrets),
                 messages_before_login=messages_before_login)

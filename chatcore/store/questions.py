@@ -357,7 +357,8 @@ class Questions:
                               "down": pa.array(np.asarray(counts["down"], dtype=np.int64))})
         self._ratings_table = table
         self._ratings_key = key
-        self._con.register("ratings", table)
+        if self._connection is not None:  # else the engine registers them when it starts
+            self._connection.register("ratings", table)
 
     # -- questions -------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from chatcore.dashboard.auth import HOW_TO_CONFIGURE, LOGIN_THROTTLE, hash_password
+from chatcore.dashboard.auth import HOW_TO_CONFIGURE, hash_password, login_throttle
 from chatcore.dashboard.launcher import check_access, read_secrets
 
 from conftest import PYTHON, ROOT, apptest_knows_the_entry_navigates, free_port
@@ -27,9 +27,9 @@ def _env(monkeypatch, tmp_path):
     monkeypatch.setenv("CHAT_LOG_PATH", str(tmp_path / "chat.jsonl"))
     monkeypatch.setenv("CHAT_SPACE_URL", f"http://127.0.0.1:{free_port()}")
     apptest_knows_the_entry_navigates(monkeypatch)
-    LOGIN_THROTTLE.reset()
+    login_throttle().reset()
     yield
-    LOGIN_THROTTLE.reset()
+    login_throttle().reset()
     st.cache_resource.clear()
     st.cache_data.clear()
 
