@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -128,6 +129,15 @@ def _without_pandas() -> None:
         sys.meta_path.insert(0, _NoPandas())
 
 
+def _no_blas_threads() -> None:
+    """numpy, when imported, starts a BLAS thread per core, and each spins for a while waiting
+    for work: about 0.1 s of CPU in a cold list, a core taken from the parse threads while they
+    start. The list does no linear algebra: a one-shot process asks for none (before numpy is
+    imported; a setting of the user's own is kept)."""
+    if _one_shot() and "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def _system_allocator() -> None:
     """A one-shot cold list parses its log once, each block's columns allocated and most of them
     freed again: with Arrow's default allocator a fair part of its time goes to the kernel
@@ -152,6 +162,7 @@ def _local_log(log: str | None) -> Path:
 
 def cmd_conversations(args) -> int:
     _without_pandas()
+    _no_blas_threads()
     _system_allocator()
     from chatcore.cli.listing import write_summary
     from chatcore.store import LogStore
