@@ -643,8 +643,9 @@ class Questions:
         With ``iso`` the times are text, ``2026-11-21T05:31:15.123Z``; ``include_test`` False
         leaves test traffic out.
 
-        The whole log's list is persisted beside the store's segments: it is reused as long
-        as the log is unchanged, and after appends only the new rows are grouped and merged."""
+        The whole log's list is grouped without the engine (:mod:`chatcore.store.summary`) and
+        persisted beside the store's segments: it is reused as long as the log is unchanged,
+        and after appends only the new rows are grouped and merged."""
         with self._lock:
             self._ensure()
             if since is None and until is None and (include_test or not self.has_test_traffic()):
