@@ -68,27 +68,42 @@ def find_newline(fd: int, start: int, size: int) -> int:
     return -1
 
 
-def line_blocks(fd: int, start: int, size: int, block_bytes: int | None = None) -> Iterator[tuple[int, bytes]]:
+def line_blocks(fd: int, start: int, size: int, block_bytes: int | None = None,
+                into: Callable[[int], bytearray] | None = None) -> Iterator[tuple[int, bytes | memoryview]]:
     """``(offset, data)`` for the whole lines of ``fd`` in ``[start, size)``, about
     ``block_bytes`` at a time (default :data:`BLOCK_BYTES`): ``data`` ends with a newline and
     ``offset + len(data)`` is where the next block starts. A line longer than a block comes
-    whole; a last line without its newline is held back."""
+    whole; a last line without its newline is held back.
+
+    ``into(n)``: a bytearray of at least ``n`` bytes, free to overwrite, to read the next block
+    into; ``data`` is then a memoryview of it (no new memory per block, no copy to cut off the
+    held-back part), valid until the consumer hands that bytearray out again."""
     block_bytes = block_bytes or BLOCK_BYTES
+    if not hasattr(os, "preadv"):
+        into = None
     pos = start
     while pos < size:
-        data = os.pread(fd, min(block_bytes, size - pos), pos)
-        if not data:
+        n = min(block_bytes, size - pos)
+        if into is None:
+            data = os.pread(fd, n, pos)
+            got = len(data)
+            cut = data.rfind(b"\n")
+        else:
+            buf = into(n)
+            got = os.preadv(fd, [memoryview(buf)[:n]], pos)
+            data = memoryview(buf)[:got]
+            cut = buf.rfind(b"\n", 0, got)
+        if not got:
             return
-        cut = data.rfind(b"\n")
         if cut < 0:
-            if pos + len(data) >= size:
+            if pos + got >= size:
                 return  # the pending last line
-            nl = find_newline(fd, pos + len(data), size)  # a line longer than a block
+            nl = find_newline(fd, pos + got, size)  # a line longer than a block
             if nl < 0:
                 return
             data = os.pread(fd, nl + 1 - pos, pos)
             cut = len(data) - 1
-        elif cut + 1 < len(data):
+        elif cut + 1 < got:
             data = data[: cut + 1]
         yield pos, data
         pos += cut + 1
@@ -167,11 +182,12 @@ class Change:
     def name(self) -> str:
         return os.path.basename(self.path)
 
-    def blocks(self, block_bytes: int | None = None) -> Iterator[tuple[int, bytes]]:
-        """:func:`line_blocks` from :attr:`start`; each block counts as taken once the
-        consumer asks for the next one (or the loop ends)."""
+    def blocks(self, block_bytes: int | None = None, into: Callable[[int], bytearray] | None = None
+               ) -> Iterator[tuple[int, bytes | memoryview]]:
+        """:func:`line_blocks` from :attr:`start` (``into``: see there); each block counts as
+        taken once the consumer asks for the next one (or the loop ends)."""
         pos = self.start
-        for off, data in line_blocks(self.fd, self.start, self.size, block_bytes):
+        for off, data in line_blocks(self.fd, self.start, self.size, block_bytes, into):
             yield off, data
             pos = off + len(data)
             self.commit(pos, final=False)

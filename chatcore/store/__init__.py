@@ -35,7 +35,8 @@ are copy-on-write views: changing one does not change the store.
 
 Package layout: :mod:`.parse` (lines and blocks), :mod:`.segments` (the persisted
 form), :mod:`.ingest` (shards, offsets, :class:`LogStore`), :mod:`.frames` (pandas),
-:mod:`.questions` (the named questions, answered by an embedded SQL engine).
+:mod:`.questions` (the named questions, answered by an embedded SQL engine), :mod:`.summary` (the
+whole log's conversation list, grouped without the engine).
 """
 from __future__ import annotations
 

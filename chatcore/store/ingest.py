@@ -292,11 +292,24 @@ class LogStore(SegmentCache):
 
         # blocks are parsed in parallel (pyarrow releases the GIL) and added in order
         inflight: deque = deque()
+        # the blocks are read into a few buffers, each used again once its block is parsed (the
+        # rows never point into it): no fresh memory to fault in for every block
+        spare: list[bytearray] = []
+        lent: list[bytearray] = []
+
+        def into(n: int) -> bytearray:
+            buf = spare.pop() if spare else bytearray(0)
+            if len(buf) < n:
+                buf = bytearray(n)
+            lent.append(buf)
+            return buf
 
         def collect() -> None:
             nonlocal done
-            bpos, bend, fut = inflight.popleft()
+            bpos, bend, fut, buf = inflight.popleft()
             table, bad, df = fut.result()
+            if buf is not None:
+                spare.append(buf)
             sh.add(bpos, bend, table, bad, df)
             done += bend - bpos
             if progress is not None:
@@ -309,12 +322,13 @@ class LogStore(SegmentCache):
         pool = _pool() if big else None
         pos = start
         try:
-            for pos, data in ch.blocks(BLOCK_BYTES):
+            for pos, data in ch.blocks(BLOCK_BYTES, into if big else None):
                 n = len(data)
+                buf = lent.pop() if lent else None
                 if pool is None:
-                    inflight.append((pos, pos + n, _Done(work(data, n))))
+                    inflight.append((pos, pos + n, _Done(work(data, n)), buf))
                 else:
-                    inflight.append((pos, pos + n, pool.submit(work, data, n, self.eager_frame)))
+                    inflight.append((pos, pos + n, pool.submit(work, data, n, self.eager_frame), buf))
                 del data
                 pos += n
                 while len(inflight) > _PARALLEL or (inflight and inflight[0][2].done()):
@@ -322,7 +336,7 @@ class LogStore(SegmentCache):
             while inflight:
                 collect()
         finally:
-            for _, _, fut in inflight:
+            for _, _, fut, _ in inflight:
                 fut.cancel()
         sh.offset = pos
         sh.pending = ch.size - pos

@@ -145,13 +145,14 @@ _TS_ESCAPES = (b"\\u0074", b"\\u0073")
 
 
 class _Block:
-    """The complete lines in ``data[:end]``; line i is ``data[starts[i]:ends[i]]``
-    (ends exclude the newline)."""
+    """The complete lines in ``data[:end]`` (bytes, or a memoryview of a block read into a reused
+    buffer); line i is ``data[starts[i]:ends[i]]`` (ends exclude the newline)."""
 
-    __slots__ = ("data", "end", "buf", "arr", "n", "starts", "ends", "_utf8", "_lines", "_with_ts")
+    __slots__ = ("data", "end", "buf", "arr", "n", "starts", "ends", "want", "_utf8", "_lines", "_with_ts")
 
-    def __init__(self, data: bytes, end: int):
+    def __init__(self, data: bytes, end: int, want: frozenset[str] | None = None):
         self._utf8 = self._lines = self._with_ts = None
+        self.want = want  # the columns asked for (all if None)
         self.data = data
         self.buf = memoryview(data)
         self.end = end
@@ -167,7 +168,8 @@ class _Block:
         """All complete lines are valid UTF-8 (then so is any subset of them: a newline
         never lies inside a character)."""
         if self._utf8 is None:
-            self._utf8 = self.data.isascii() or _utf8_ok(self.buf[: self.end])
+            ascii_ = isinstance(self.data, (bytes, bytearray)) and self.data.isascii()  # (a memoryview has no isascii)
+            self._utf8 = ascii_ or _utf8_ok(self.buf[: self.end])
         return self._utf8
 
     def with_ts(self) -> np.ndarray:
@@ -249,29 +251,60 @@ _ROW_RE = re.compile(r"in row (\d+)\s*$")
 #: Times pyarrow's cast reads exactly like datetime.fromisoformat (with a zone).
 _TS_RE = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)$"
 _TS_NAIVE_RE = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?$"
+#: Each byte of a naive time _TS_NAIVE_RE accepts, by position: its lowest and highest value.
+_NAIVE_LO = np.frombuffer(b"0000-00-00T00:00:00.000000", dtype=np.uint8)
+_NAIVE_HI = np.frombuffer(b"9999-99-99T99:99:99.999999", dtype=np.uint8)
 
 
-def _from_seed(t: pa.Table) -> pa.Table:
-    """A table read with the seed's schema -> the v1 layout (``ts``, ``response`` as text).
+def _naive_of_one_width(col: pa.ChunkedArray) -> bool:
+    """Whether every value is a naive time that _TS_NAIVE_RE accepts, all of one length (the
+    seed's ``isoformat()``): checked byte by byte at once, a tenth of the regex's time. False
+    says nothing (times of several lengths, say): the regex decides then."""
+    width = None
+    for c in col.chunks:
+        if not len(c):
+            continue
+        if c.null_count:
+            return False
+        size = 8 if pa.types.is_large_string(c.type) else 4
+        offsets = np.frombuffer(c.buffers()[1], dtype=f"<i{size}", count=len(c) + 1, offset=c.offset * size)
+        w = int(offsets[1] - offsets[0])
+        if (w != 19 and not 21 <= w <= 26) or (width is not None and w != width):
+            return False
+        width = w
+        if int(offsets[-1] - offsets[0]) != w * len(c) or (np.diff(offsets) != w).any():
+            return False
+        rows = np.frombuffer(c.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]].reshape(len(c), w)
+        lo, hi = _NAIVE_LO[:w], _NAIVE_HI[:w]
+        if not ((rows - lo) <= (hi - lo)).all():  # (uint8: below lo wraps round to above hi - lo)
+            return False
+    return width is not None
+
+
+def _from_seed(t: pa.Table, text: bool = True) -> pa.Table:
+    """A table read with the seed's schema -> the v1 layout (``ts``, ``response`` as text;
+    without ``text`` the response is only checked and left as the lists read).
 
     A response list holding a null is a wrong_type line: its conversation_id is
     blanked, so _vouch leaves the line to the reference parser."""
     resp = t.column(_RESPONSE)
-    joined = pc.binary_join(resp, pa.scalar("\n", STR))
-    bad = pc.and_(pc.is_valid(resp), pc.is_null(joined))
     cid = t.column(_CID)
-    if pc.any(bad).as_py():
-        cid = pc.if_else(bad, pa.scalar(None, STR), cid)
-    joined = pc.fill_null(joined, _EMPTY)  # no response at all: ""
-    t = t.set_column(_RESPONSE, "response", joined.cast(STR)).set_column(_CID, "conversation_id", cid)
+    if text or any(c.flatten().null_count for c in resp.chunks):
+        joined = pc.binary_join(resp, pa.scalar("\n", STR))
+        bad = pc.and_(pc.is_valid(resp), pc.is_null(joined))
+        if pc.any(bad).as_py():
+            cid = pc.if_else(bad, pa.scalar(None, STR), cid)
+        resp = pc.fill_null(joined, _EMPTY).cast(STR)  # no response at all: ""
+    t = t.set_column(_RESPONSE, "response", resp).set_column(_CID, "conversation_id", cid)
     return t.rename_columns(_JSON_SCHEMA.names)
 
 
 def _fast_buf(mv, nlines: int, ascii_ok: bool = False, seed: bool = False, one_block: bool = False,
-              narrow: bool = False):
+              narrow: bool = False, want: frozenset[str] | None = None):
     """Parse ``nlines`` bare ``{...}`` lines with pyarrow (``ascii_ok``: the bytes are known
     to be valid UTF-8; ``one_block``: in one pyarrow block, so a row it names is a row of ``mv``;
-    ``narrow``: seed lines with only the seed's usual keys, see _SEED_NARROW_OPTIONS).
+    ``narrow``: seed lines with only the seed's usual keys, see _SEED_NARROW_OPTIONS; ``want``:
+    the columns to return, all if None; every line is vouched for on all of its fields alike).
 
     Returns (table of good rows, bool mask of the lines it vouches for), or an int:
     the row pyarrow complained about (a hint, not a promise), or None."""
@@ -294,8 +327,8 @@ def _fast_buf(mv, nlines: int, ascii_ok: bool = False, seed: bool = False, one_b
         t = pa.Table.from_arrays([t.column(f.name) if f.name in _SEED_KEYS else pa.nulls(t.num_rows, f.type)
                                   for f in _SEED_JSON_SCHEMA], schema=_SEED_JSON_SCHEMA)
     if seed or narrow:
-        t = _from_seed(t)
-    return _vouch(t)
+        t = _from_seed(t, text=want is None or "response" in want)
+    return _vouch(t, want)
 
 
 def _fast(block: _Block, lo: int, hi: int, seed: bool = False, narrow: bool = False):
@@ -303,7 +336,7 @@ def _fast(block: _Block, lo: int, hi: int, seed: bool = False, narrow: bool = Fa
     if not block.simple(lo, hi):
         return None
     s, e = block.span(lo, hi)
-    return _fast_buf(block.buf[s:e], hi - lo, ascii_ok=block.utf8(), seed=seed, narrow=narrow)
+    return _fast_buf(block.buf[s:e], hi - lo, ascii_ok=block.utf8(), seed=seed, narrow=narrow, want=block.want)
 
 
 def _seed_keys_only(block: _Block) -> bool:
@@ -317,7 +350,9 @@ def _seed_keys_only(block: _Block) -> bool:
     return isinstance(first, dict) and first.keys() == set(_SEED_KEYS)
 
 
-def _vouch(t: pa.Table) -> tuple[pa.Table, np.ndarray] | None:
+def _vouch(t: pa.Table, want: frozenset[str] | None = None) -> tuple[pa.Table, np.ndarray] | None:
+    """The rows of ``t`` (read by pyarrow) that read exactly as the reference reads their lines,
+    as columns ``want`` (all if None), and the mask of those rows; None if none can be told."""
     cid = t.column("conversation_id")
     ok = pc.fill_null(pc.greater(pc.utf8_length(cid), 0), False)
     ok = pc.and_(ok, pc.is_valid(t.column("ts")))
@@ -346,22 +381,28 @@ def _vouch(t: pa.Table) -> tuple[pa.Table, np.ndarray] | None:
                 for_rows[base + parent[bad_item]] = True
             base += len(c)
         mask &= ~for_rows
-    zoned = None
-    try:
-        ts_all = pc.cast(t.column("ts"), UTC_US)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        # naive times (taken as UTC, like parse_ts) and times with a zone are read
-        # here; other forms take the slow path
-        ts_all = None
-        naive = pc.fill_null(pc.match_substring_regex(t.column("ts"), _TS_NAIVE_RE), False)
-        if pc.all(naive).as_py():  # the seed's datetime.utcnow().isoformat(): one cast
-            try:
-                ts_all = pc.cast(pc.cast(t.column("ts"), pa.timestamp("us")), UTC_US)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                ts_all = None
-        if ts_all is None:
-            zoned = pc.fill_null(pc.match_substring_regex(t.column("ts"), _TS_RE), False)
-            mask &= _np_bool(pc.or_(zoned, naive))
+    zoned = ts_all = None
+    if _naive_of_one_width(t.column("ts")):  # the seed's datetime.utcnow().isoformat(): one cast
+        try:
+            ts_all = pc.cast(pc.cast(t.column("ts"), pa.timestamp("us")), UTC_US)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            ts_all = None
+    if ts_all is None:
+        try:
+            ts_all = pc.cast(t.column("ts"), UTC_US)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            # naive times (taken as UTC, like parse_ts) and times with a zone are read
+            # here; other forms take the slow path
+            ts_all = None
+            naive = pc.fill_null(pc.match_substring_regex(t.column("ts"), _TS_NAIVE_RE), False)
+            if pc.all(naive).as_py():
+                try:
+                    ts_all = pc.cast(pc.cast(t.column("ts"), pa.timestamp("us")), UTC_US)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    ts_all = None
+            if ts_all is None:
+                zoned = pc.fill_null(pc.match_substring_regex(t.column("ts"), _TS_RE), False)
+                mask &= _np_bool(pc.or_(zoned, naive))
     if not mask.all():
         keep = pa.array(mask)
         t = t.filter(keep)
@@ -385,32 +426,29 @@ def _vouch(t: pa.Table) -> tuple[pa.Table, np.ndarray] | None:
         if num.null_count == len(num):
             return num
         return pc.if_else(pc.fill_null(pc.less(num, 0.0), False), _NULL_F64, num)
-    lat = unknown_if_negative(t.column("latency_ms"))
-    src = t.column("source")
-    src = pc.if_else(pc.fill_null(pc.greater(pc.utf8_length(src), 0), False), src, _UNKNOWN)
-    def nonull(col, fill):
+
+    def source():
+        src = t.column("source")
+        return pc.if_else(pc.fill_null(pc.greater(pc.utf8_length(src), 0), False), src, _UNKNOWN)
+
+    def nonull(name, fill):
+        col = t.column(name)
         return col if col.null_count == 0 else pc.fill_null(col, fill)
-    out = pa.Table.from_arrays(
-        [
-            ts,
-            cid if mask.all() else t.column("conversation_id"),
-            t.column("turn"),
-            nonull(t.column("user_text"), _EMPTY),
-            nonull(t.column("response"), _EMPTY),
-            lat,
-            src,
-            t.column("backend"),
-            t.column("model"),
-            t.column("error"),
-            _file_names(t.column("files")),
-            t.column("session"),
-            nonull(t.column("v"), 0),
-            *(pc.struct_field(t.column("usage"), [i]) for i in range(len(USAGE_COLUMNS))),
-            unknown_if_negative(t.column("cost_usd")),
-            t.column("prompt_version"),
-        ],
-        schema=ARROW_SCHEMA,
-    )
+    columns = {
+        "ts": lambda: ts,
+        "conversation_id": lambda: cid if mask.all() else t.column("conversation_id"),
+        "user_text": lambda: nonull("user_text", _EMPTY),
+        "response": lambda: nonull("response", _EMPTY),
+        "latency_ms": lambda: unknown_if_negative(t.column("latency_ms")),
+        "source": source,
+        "files": lambda: _file_names(t.column("files")),
+        "v": lambda: nonull("v", 0),
+        **{name: (lambda i=i: pc.struct_field(t.column("usage"), [i])) for i, name in enumerate(USAGE_COLUMNS)},
+        "cost_usd": lambda: unknown_if_negative(t.column("cost_usd")),
+    }
+    schema = ARROW_SCHEMA if want is None else pa.schema([f for f in ARROW_SCHEMA if f.name in want])
+    out = pa.Table.from_arrays([columns[f.name]() if f.name in columns else t.column(f.name) for f in schema],
+                               schema=schema)
     return out, mask
 
 
@@ -488,7 +526,7 @@ def _parse_ids(block: _Block, ids: np.ndarray, bad: Counter, out: list, seed: bo
             mv = block.buf[int(block.starts[part[0]]) : int(block.ends[part[-1]]) + 1]
         else:
             mv = block.gather(part)
-        res = _fast_buf(mv, len(part), ascii_ok=block.utf8(), seed=seed, one_block=True)
+        res = _fast_buf(mv, len(part), ascii_ok=block.utf8(), seed=seed, one_block=True, want=block.want)
         if isinstance(res, tuple):
             table, mask = res
             out.append((part if mask.all() else part[mask], table))
@@ -629,7 +667,8 @@ def parse_block(buf: bytes, end: int, bad: Counter, columns: list[str] | None = 
     order, the line each row comes from (ascending line numbers), and the lines (a
     :class:`_Block`: where each starts and ends). A line without a row is one the reference
     rejects: ``bad`` counts it by reason."""
-    block = _Block(buf, end)
+    want = None if columns is None or list(columns) == ARROW_SCHEMA.names else frozenset(columns)
+    block = _Block(buf, end, want)
     pieces = [p for p in _parse_lines(block, bad) if p[1].num_rows]
     if columns is not None and list(columns) != ARROW_SCHEMA.names:
         pieces = [(ids, t.select(columns)) for ids, t in pieces]

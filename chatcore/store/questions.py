@@ -653,8 +653,9 @@ class Questions:
         With ``iso`` the times are text, ``2026-11-21T05:31:15.123Z``; ``include_test`` False
         leaves test traffic out.
 
-        The whole log's list is persisted beside the store's segments: it is reused as long
-        as the log is unchanged, and after appends only the new rows are grouped and merged."""
+        The whole log's list is grouped without the engine (:mod:`chatcore.store.summary`) and
+        persisted beside the store's segments: it is reused as long as the log is unchanged,
+        and after appends only the new rows are grouped and merged."""
         with self._lock:
             self._ensure()
             if since is None and until is None and (include_test or not self.has_test_traffic()):
@@ -775,33 +776,20 @@ class Questions:
     def _summary_all(self) -> pa.Table:
         import json
 
+        from chatcore.store.summary import list_of_turns, merged_lists
+
         state = self.store.state()
         path = self._summary_path()
         old = _read_summary(path) if path is not None else None
         if old is not None and old[1] == state:
             return old[0].drop_columns(["first_row"])  # the saved answer: the big columns stay untouched
         base = _appended_rows(old[1], state) if old is not None else None
-        group = ("SELECT conversation_id, count(*) AS turns, min(ts) AS first_ts, max(ts) AS last_ts, "
-                 f"CAST(min({_time_row_key('ts', 'row')}) & {_ROW_MASK} AS BIGINT) AS first_row "
-                 "FROM turns{} GROUP BY conversation_id")
+        # grouped on the Arrow columns (chatcore.store.summary): the list never starts the engine
         if base is None:
-            table = self._with_first_text(_arrow(self._con.execute(
-                group.format("") + " ORDER BY last_ts DESC, conversation_id")), keep_row=True)
-        else:  # the log only grew at its end: merge the saved list with the new rows' groups
-            self._con.register("saved", old[0])
-            self._con.register("turns_tail", self._table.slice(base))  # the new rows only
-            self._con.register("added", self._with_first_text(_arrow(self._con.execute(
-                group.format("").replace("FROM turns", "FROM turns_tail"))), keep_row=True))
-            self._con.unregister("turns_tail")
-            key = _time_row_key("first_ts", "first_row")
-            table = _arrow(self._con.execute(
-                "SELECT conversation_id, sum(turns)::BIGINT AS turns, min(first_ts) AS first_ts, "
-                f"max(last_ts) AS last_ts, CAST(min({key}) & {_ROW_MASK} AS BIGINT) AS first_row, "
-                f"arg_min(first_user_text, {key}) AS first_user_text "
-                "FROM (SELECT * FROM saved UNION ALL SELECT * FROM added) "
-                "GROUP BY conversation_id ORDER BY last_ts DESC, conversation_id"))
-            self._con.unregister("saved")
-            self._con.unregister("added")
+            groups = list_of_turns(self._table)
+        else:  # the log only grew at its end: the saved list merged with the new rows' groups
+            groups = merged_lists(old[0], list_of_turns(self._table.slice(base)))
+        table = self._with_first_text(groups, keep_row=True)
         if path is not None:
             try:
                 _write_summary(path, table, json.dumps(state))

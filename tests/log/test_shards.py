@@ -36,6 +36,35 @@ def test_line_blocks_hold_back_a_partial_line_and_keep_long_lines_whole(tmp_path
     assert any(d == lines[3] or lines[3] in d for _, d in blocks)  # a line longer than a block, whole
 
 
+def test_line_blocks_read_into_the_consumers_buffers_give_the_same_blocks(tmp_path):
+    """With ``into`` each block is read into a buffer the consumer hands out (here two, taken in
+    turn): the blocks are the same as without, a line longer than a block still comes whole, and
+    a block's bytes are those of the buffer it was read into."""
+    p = tmp_path / "a.jsonl"
+    lines = [_line("a", i, pad=(300 if i in (3, 7) else 5 * i)) for i in range(12)]
+    p.write_bytes(b"".join(lines) + b'{"conversation_id": "half')
+    buffers = [bytearray(64), bytearray(64)]
+    handed: list[bytearray] = []
+
+    def into(n: int) -> bytearray:
+        assert n <= 64
+        buf = buffers[len(handed) % 2]
+        buf[:] = b"\xff" * len(buf)  # whatever the consumer left there
+        handed.append(buf)
+        return buf
+
+    with open(p, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        plain = list(line_blocks(f.fileno(), 0, size, block_bytes=64))
+        seen = []
+        for off, data in line_blocks(f.fileno(), 0, size, block_bytes=64, into=into):
+            if isinstance(data, memoryview):
+                assert data.obj is handed[-1]  # no copy
+            seen.append((off, bytes(data)))  # (valid until the next block is read into the buffer)
+    assert seen == plain
+    assert any(lines[3] in d for _, d in seen) and len(handed) >= len(seen)
+
+
 def test_shard_paths_are_the_jsonl_files_of_a_folder_in_order(tmp_path):
     for name in ("b.jsonl", "a.jsonl", "notes.txt"):
         (tmp_path / name).write_bytes(b"")

@@ -1122,11 +1122,25 @@ def _among_good_lines(lines: list[bytes]) -> bytes:
     return b"".join(pad[:12] + [line + b"\n" for line in lines] + pad[12:])
 
 
+#: The columns the CLI's list reads: a store of only these builds no other column.
+LIST_COLUMNS = ["ts", "conversation_id", "user_text", "source"]
+
+
 def assert_block_reads_as_reference(data: bytes) -> None:
+    from chatcore.store.parse import parse_block
+
     table, bad = parse_bytes(data)
     rows, ref_bad = _reference_of(data)
     assert +bad == +ref_bad
     assert rows_of(store_mod._to_pandas(table)) == norm_ref(rows)
+    # read for the list's columns only, from a buffer the store overwrites with the next block
+    # afterwards: the same rows of those columns, the same lines rejected
+    buf = bytearray(data)
+    few_bad = Counter()
+    few, _, _ = parse_block(memoryview(buf), len(data), few_bad, LIST_COLUMNS)
+    buf[:] = b"\n" * len(buf)
+    assert +few_bad == +bad
+    assert few.to_pylist() == table.select(LIST_COLUMNS).to_pylist()
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -1203,6 +1217,34 @@ def test_the_blocks_utf8_check_agrees_with_python():
         except UnicodeDecodeError:
             want = False
         assert _utf8_ok(memoryview(raw)) == want, raw
+
+
+_NAIVE = "2026-01-02T03:04:05.123456"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.sampled_from([_NAIVE[:19], *(_NAIVE[:w] for w in range(20, 27))]),
+                          st.tuples(st.sampled_from([19, 21, 24, 26]), st.integers(0, 25),
+                                    st.sampled_from("0 9-T:.Z+/éa\u0663")).map(
+                              lambda m: (_NAIVE[:m[0]][:m[1]] + m[2] + _NAIVE[:m[0]][m[1] + 1:])[:m[0]])),
+                min_size=1, max_size=8),
+       st.integers(1, 3), st.integers(0, 2))
+def test_the_byte_check_of_naive_times_agrees_with_the_regex(values, chunks, skip):
+    """Seed times of one length are checked byte by byte instead of with the regex: whenever the
+    check passes, every time is one the regex accepts; and for times of one length it passes
+    exactly when the regex accepts them all (in any chunking, at any offset)."""
+    import pyarrow as pa
+
+    from chatcore.store.parse import _TS_NAIVE_RE, _naive_of_one_width
+    from chatcore.store.schema import STR
+
+    arr = pa.array(["x" * 19] * skip + values, STR).slice(skip)
+    cut = [len(values) * k // chunks for k in range(chunks + 1)]
+    col = pa.chunked_array([arr.slice(a, b - a) for a, b in zip(cut, cut[1:])], STR)
+    accepted = pc.fill_null(pc.match_substring_regex(col, _TS_NAIVE_RE), False)
+    all_accepted = bool(pc.all(accepted).as_py())
+    widths = {len(v.encode()) for v in values if v is not None}
+    assert _naive_of_one_width(col) == (all_accepted and len(widths) == 1)
 
 
 # --------------------------------------------------------------------------- import
@@ -1386,6 +1428,10 @@ _ODD_SEED_LINES = [
     b'"user_text": "u", "response": ["r"]}',
     b'{"timestamp": "2026-01-01T10:00:00", "conversation_id": "odd", "user_text": null, "response": null}',
     b'{"timestamp": "2026-01-01T10:00:00", "conversation_id": "odd", "user_text": "u", "response": ["r"], "a": 1}',
+    b'{"timestamp": "2026-01-01T10:00:00", "conversation_id": "odd", "user_text": "u", "response": ["r", null]}',
+    b'{"timestamp": "2026-01-01T10:00:00.5", "conversation_id": "odd", "user_text": "u", "response": ["r"]}',
+    b'{"timestamp": "2026-01-01T10:00:00.123456Z", "conversation_id": "odd", "user_text": "u", "response": ["r"]}',
+    b'{"timestamp": "2026-01-01T10:00:00.12345\u0036", "conversation_id": "odd", "user_text": "u", "response": []}',
 ]
 
 
@@ -1411,7 +1457,7 @@ def test_a_block_of_plain_seed_lines_takes_the_narrow_pass(monkeypatch):
     monkeypatch.setattr(parse_mod, "_fast_buf", lambda *a, **k: calls.append(k.get("narrow", False)) or real(*a, **k))
     data = b"".join(json.dumps(seed_plain_line(i), ensure_ascii=bool(i % 2)).encode() + b"\n" for i in range(100))
     assert_block_reads_as_reference(data)
-    assert calls == [True]
+    assert calls == [True, True]  # one narrow pass for all the columns, one for the list's
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
