@@ -94,8 +94,7 @@ with st.container(border=True):
     rating = r1.selectbox("Rating", RATING_FILTERS, key="conv_rating")
     note_query = r2.text_input("Search tags and notes", key="conv_note_search", placeholder="e.g. refund")
     tag = r3.selectbox("Tag", known_tags, index=None, key="conv_tag", placeholder="Any tag")
-    versions = [r["prompt_version"] for r in questions.spend(by="prompt_version") if r["prompt_version"]] \
-        if questions is not None else []
+    versions = [v for v in questions.distinct("prompt_version") if v] if questions is not None else []
     version = r4.selectbox("Prompt version", versions, index=None, key="conv_prompt_version",
                            placeholder="Any prompt", help="Conversations with a reply written by this system "
                                                           "prompt (CHAT_PROMPT_VERSION, or a hash of the prompt)")

@@ -98,6 +98,10 @@ SUMMARY_NAMES = ["conversation_id", "turns", "first_ts", "last_ts", "first_row",
 GROUP_NAMES = ["conversation_id", "turns", "first_ts", "last_ts", "errors", "first_row", "source", "first_user_text"]
 
 
+#: The saved distinct values of :meth:`Questions.distinct`: one row per (column, value).
+_DISTINCT_SCHEMA = pa.schema([("column", pa.string()), ("value", pa.string())])
+
+
 def _read_summary(path, names: list[str] = SUMMARY_NAMES) -> tuple[pa.Table, list] | None:
     """A saved whole-log list and the store state it was made from (None if absent or broken)."""
     import json
@@ -246,7 +250,9 @@ class Questions:
         self._table: pa.Table | None = None
         self._lists: OrderedDict = OrderedDict()
         self._groups: OrderedDict = OrderedDict()
-        self._sources: list[str] | None = None
+        #: (store state, {column: distinct values}) of :meth:`distinct`
+        self._distinct: tuple[list, dict[str, list[str]]] | None = None
+        self._distinct_saved_at = float("-inf")
         self._totals: tuple | None = None
         self._test_ids: tuple | None = None
         self._ratings_key: Any = None
@@ -298,7 +304,6 @@ class Questions:
         self._version = version
         self._lists.clear()
         self._answers.clear()
-        self._sources = None
 
     #: The columns of ``turns_narrow`` (those the store has).
     NARROW = ("ts", "conversation_id", "source", "latency_ms", "error", "row")
@@ -1057,15 +1062,71 @@ class Questions:
             return self._rows(self._leave_out_test(" WHERE error <> ''", include_test), [], limit, newest_first=True)
 
     def sources(self) -> list[str]:
+        """Every source in the log, sorted."""
+        return self.distinct("source")
+
+    #: The short text columns whose distinct values the pages list (the source filter, the
+    #: prompt picker).
+    DISTINCT = ("source", "prompt_version")
+
+    def distinct(self, column: str) -> list[str]:
+        """The distinct values of ``column`` (one of :attr:`DISTINCT`) in the whole log, sorted,
+        without nulls. Read by Arrow's hash kernel over that one column (no engine start, no
+        scan of the others), kept per store state and saved beside the segments with the state
+        they were read from: a restarted dashboard reads them, and after appends only the new
+        rows are read. (A scan of one column of 5M turns reads about 0.3 GB from a cold disk.)"""
+        if column not in self.DISTINCT:
+            raise ValueError(f"no list of distinct values for {column!r}")
         with self._lock:
             self._ensure()
-            if self._sources is None:
-                if "source" not in self.columns:
-                    return []
-                # Arrow's hash kernel over the one column (no engine start, no scan of the others)
-                values = pc.unique(self._table.column("source")).drop_null()
-                self._sources = sorted(values.to_pylist())
-            return list(self._sources)
+            if column not in self.columns:
+                return []
+            state = self.store.state()
+            if self._distinct is None or self._distinct[0] != state:
+                self._distinct = self._distinct_now(state)
+            return list(self._distinct[1].get(column, []))
+
+    def _distinct_now(self, state: list) -> tuple[list, dict[str, list[str]]]:
+        import json
+        import time
+
+        names = [c for c in self.DISTINCT if c in self.columns]
+        kept = self._distinct or self._saved_distinct()
+        base = _appended_rows(kept[0], state) if kept is not None and sorted(kept[1]) == sorted(names) else None
+        rows = self._table if base is None else self._table.slice(base)
+        values = {}
+        for name in names:
+            found = set(pc.unique(rows.column(name)).drop_null().to_pylist())
+            values[name] = sorted(found | set(kept[1][name]) if base is not None else found)
+        path = self._distinct_path()
+        now = time.monotonic()
+        changed = kept is None or kept[0] != state
+        # (a live log's values are saved again at most every GROUPS_SAVE_EVERY seconds)
+        if path is not None and changed and (base is None or now - self._distinct_saved_at >= self.GROUPS_SAVE_EVERY):
+            table = pa.table({"column": [n for n in names for _ in values[n]],
+                              "value": [v for n in names for v in values[n]]}, schema=_DISTINCT_SCHEMA)
+            try:
+                _write_summary(path, table, json.dumps(state))
+                self._distinct_saved_at = now
+            except OSError:
+                pass  # a cache that cannot be written is only slower
+        return state, values
+
+    def _distinct_path(self):
+        path = self._summary_path()
+        return None if path is None else path.with_name(f"{path.stem}.distinct.arrow")
+
+    def _saved_distinct(self) -> tuple[list, dict[str, list[str]]] | None:
+        path = self._distinct_path()
+        saved = _read_summary(path, _DISTINCT_SCHEMA.names) if path is not None else None
+        if saved is None:
+            return None
+        table, state = saved
+        values: dict[str, list[str]] = {name: [] for name in self.DISTINCT if name in self.columns}
+        for name, value in zip(table.column("column").to_pylist(), table.column("value").to_pylist()):
+            if name in values:
+                values[name].append(value)
+        return state, values
 
     def close(self) -> None:
         with self._lock:

@@ -15,12 +15,14 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from chatcore.dashboard import views as dash
 from chatcore.store import LogStore
+from chatcore.store.questions import Questions, _read_summary, _write_summary
 from conftest import ROOT, apptest_knows_the_entry_navigates, free_port
 
 ENTRY = str(ROOT / "dashboard.py")
@@ -436,3 +438,41 @@ def test_a_search_reads_the_same_after_the_mapped_pages_are_dropped(tmp_path):
     assert sorted(set(q._search_hits("Refund", Filters()).column("conversation_id").to_pylist())) == want
     assert q.transcript("c7").to_pylist() == before
     assert [r["user_text"] for r in before] == [r["user_text"] for r in recs if r["conversation_id"] == "c7"]
+
+
+def test_distinct_sources_and_prompt_versions_are_kept_beside_the_segments(tmp_path):
+    now = datetime.now(timezone.utc)
+    recs = [line(f"c{i}", 0, now - timedelta(minutes=100 - i), source=["widget", "api", None][i % 3]) for i in range(30)]
+    for i, r in enumerate(recs):
+        r["prompt_version"] = ["v2", "v1", ""][i % 3]
+    log = write(tmp_path / "chat.jsonl", recs)
+    first = Questions(LogStore(log))
+    first.sync()
+    assert first.sources() == ["api", "unknown", "widget"]  # (a turn without a source is "unknown")
+    assert [v for v in first.distinct("prompt_version") if v] == ["v1", "v2"]
+    first.store.wait_cache()
+
+    # a fresh reader takes the values saved with the log's state, without reading the column:
+    # a saved file changed behind its back (same state) is what it answers with
+    saved = first._distinct_path()
+    table, state = _read_summary(saved, ["column", "value"])
+    _write_summary(saved, pa.table({"column": ["source", "source"], "value": ["api", "saved-only"]}),
+                   json.dumps(state))
+    q = Questions(LogStore(log))
+    q.sync()
+    assert q.sources() == ["api", "saved-only"]
+    assert q.distinct("prompt_version") == []
+
+    # appended turns: only the new rows are read and merged in
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(json.dumps(dict(line("new", 0, now, source="email"), prompt_version="v3")) + "\n")
+    q.sync()
+    assert q.sources() == ["api", "email", "saved-only"]
+    assert q.distinct("prompt_version") == ["v3"]
+
+    # a log rewritten in place is read whole again
+    write(log, recs[:2])
+    q.sync()
+    assert q.sources() == ["api", "widget"]
+    with pytest.raises(ValueError):
+        q.distinct("user_text")
